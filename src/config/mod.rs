@@ -1,0 +1,178 @@
+//! `Snapshot`: the immutable, typed configuration every other module reads.
+//!
+//! A TOML file is parsed and validated once (`file.rs`) into these types, so the rest of
+//! the edge never sees a string where it needs a value. A reload or an admin change builds
+//! a new `Snapshot` and swaps it in (`live.rs`); in-flight transactions keep theirs.
+
+mod file;
+mod live;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use file::ConfigError;
+pub use live::Live;
+
+use crate::transport::{Interface, Transport};
+
+/// The whole configuration of one edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Edge-wide settings: local SIP domains, drain deadline.
+    pub edge: EdgeSettings,
+    /// The interface facing federated partners and providers.
+    pub external: InterfaceSettings,
+    /// The interface facing the Front End pool.
+    pub internal: InterfaceSettings,
+    /// Where requests for the local domains go: the Front End pool.
+    pub pool: NextHop,
+    /// Static per-domain routes for non-local domains (exact domain match).
+    pub routes: Vec<StaticRoute>,
+    /// Where non-local domains without a static route go; `None` means 404.
+    pub default_route: Option<NextHop>,
+    /// Static name → address map consulted before DNS (lab and tests).
+    pub hosts: HashMap<String, Vec<IpAddr>>,
+    /// Hard limits on messages and connections.
+    pub limits: Limits,
+    /// RFC 3261 transaction timers.
+    pub timers: Timers,
+    /// Lab-only settings that weaken security on purpose.
+    pub lab: LabSettings,
+    /// The file this snapshot was read from, for reloads and error messages.
+    pub source: Option<PathBuf>,
+}
+
+impl Snapshot {
+    /// Parses and validates a TOML document. Relative paths resolve against `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Snapshot, ConfigError> {
+        file::parse(text, base_dir)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+        file::load(path)
+    }
+
+    /// The settings of one interface.
+    pub fn interface(&self, which: Interface) -> &InterfaceSettings {
+        match which {
+            Interface::Internal => &self.internal,
+            Interface::External => &self.external,
+        }
+    }
+
+    /// Whether `domain` is one of the organisation's own SIP domains (case-insensitive).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.edge
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// Edge-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeSettings {
+    /// The organisation's SIP domains, lowercase (e.g. `contoso.test`).
+    pub local_domains: Vec<String>,
+    /// How long in-flight transactions may run after SIGINT/SIGTERM. Default 5 s.
+    pub drain_timeout: Duration,
+}
+
+/// One interface: its FQDN (used in Via and Record-Route, never an IP), its address and
+/// the ports it listens on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceSettings {
+    /// The FQDN this side of the edge is known by (Record-Route, Via sent-by).
+    pub fqdn: String,
+    /// The local address listeners bind to and outbound connections leave from.
+    pub address: IpAddr,
+    /// UDP listener port; `None` disables it, `Some(0)` asks for an ephemeral port.
+    pub udp_port: Option<u16>,
+    /// TCP listener port; `None` disables it, `Some(0)` asks for an ephemeral port.
+    pub tcp_port: Option<u16>,
+    /// TLS listener port; `None` disables it, `Some(0)` asks for an ephemeral port.
+    pub tls_port: Option<u16>,
+    /// Certificate material; required when `tls_port` is set or TLS next hops are used.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Certificate material of one interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    /// PEM certificate chain presented by this interface (server and client side).
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA certificates peers must chain to.
+    pub trust_anchors: Vec<PathBuf>,
+    /// PEM or DER CRL files; a revoked peer certificate is refused.
+    pub crls: Vec<PathBuf>,
+    /// Whether inbound TLS requires a client certificate (mutual TLS). Default true.
+    pub require_client_cert: bool,
+}
+
+/// A next hop: host (FQDN or IP literal), port and transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+/// A static route: requests for `domain` go to `next_hop`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticRoute {
+    /// Lowercase SIP domain, matched exactly against the Request-URI host.
+    pub domain: String,
+    pub next_hop: NextHop,
+}
+
+/// Hard limits; each has a default in `config/example.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest message accepted, headers and body (default 65 536). A larger request → 513.
+    pub max_message_size: usize,
+    /// Most header lines in one message (default 256).
+    pub max_headers: usize,
+    /// A stream connection with no traffic for this long is closed (default 300 s).
+    pub idle_timeout: Duration,
+    /// A TLS handshake must finish within this (default 5 s).
+    pub tls_handshake_timeout: Duration,
+    /// A request larger than this is not sent over UDP when a stream transport exists
+    /// (RFC 3261 §18.1.1; default 1300).
+    pub udp_mtu: usize,
+    /// Inbound connections held at once, all interfaces (default 20 000).
+    pub max_connections: usize,
+    /// Inbound connections held at once from one source IP (default 1 000).
+    pub max_connections_per_ip: usize,
+    /// Transactions in flight; over it new requests get 503 + Retry-After (default 100 000).
+    pub max_transactions: usize,
+    /// Outbound connections kept per (target, transport) (1–4, default 4).
+    pub connections_per_target: usize,
+    /// How long to wait for an outbound TCP connect (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+/// RFC 3261 timer values (Table 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timers {
+    /// RTT estimate; default 500 ms.
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses; default 4 s.
+    pub t2: Duration,
+    /// Maximum duration a message remains in the network; default 5 s.
+    pub t4: Duration,
+    /// Proxy INVITE transaction timeout (Timer C, > 3 min); default 181 s.
+    pub timer_c: Duration,
+}
+
+/// Lab-only settings. Each weakens a guarantee the production edge gives, on purpose.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabSettings {
+    /// Source IP → FQDN: plain TCP/UDP senders on the external interface from these
+    /// addresses are treated as if they had proven that name. For labs and benchmarks only.
+    pub source_identities: HashMap<IpAddr, String>,
+}

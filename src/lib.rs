@@ -1,0 +1,22 @@
+//! sipedge: a SIP/TLS proxy that plays the Access Edge of a Lync Server 2013 /
+//! Skype for Business deployment in a lab.
+//!
+//! # Layout
+//! - `config`: TOML → typed, validated `Snapshot`; `Live` swaps snapshots atomically.
+//! - `sip`: zero-copy framing and typed views of the headers a proxy touches.
+//! - `transport`: interfaces, transports, peers; listeners, stream and datagram tasks,
+//!   the outbound connection pool.
+//! - `txn`: sans-I/O client and server transaction state machines (RFC 3261 §17).
+//! - `policy`: `decide(request, peer, snapshot)`, the pure routing and policy decision.
+//! - `proxy`: the pipeline that ties them together; `respond` is the only place a
+//!   failure becomes a SIP response.
+//! - `tls`: rustls configurations and peer identity; `lab`: lab certificates.
+//!
+//! # The path of a request
+//! 1. accept (`transport::listen`), 2. frame (`sip::framing`), 3. parse and identify
+//!    (`sip::message`, `transport::Peer`), 4. match a transaction (`txn`), 5. decide
+//!    (`policy`), 6. resolve (`dns`), 7. forward (`proxy::forward`, `transport::pool`),
+//!    8. relay responses back by Via and answer failures (`proxy::respond`).
+
+
+pub mod transport;
