@@ -18,5 +18,6 @@
 //!    (`policy`), 6. resolve (`dns`), 7. forward (`proxy::forward`, `transport::pool`),
 //!    8. relay responses back by Via and answer failures (`proxy::respond`).
 
-
+pub mod config;
+pub mod policy;
 pub mod transport;

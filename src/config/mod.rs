@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use file::ConfigError;
+pub use file::{ConfigError, Problem};
 pub use live::Live;
 
 use crate::transport::{Interface, Transport};

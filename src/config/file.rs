@@ -1,0 +1,890 @@
+//! TOML schema → `Snapshot`.
+//!
+//! The raw serde structs refuse unknown keys; `build` then turns strings into typed values
+//! and collects every problem before failing, so one run of `check-config` shows them all.
+//! Each problem names the key, the line it is on and what would be valid.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot, StaticRoute, Timers,
+    TlsSettings,
+};
+use crate::transport::Transport;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("{}line {}: {message}", file_prefix(.file), line_text(*.line))]
+    Syntax {
+        file: Option<PathBuf>,
+        line: Option<usize>,
+        message: String,
+    },
+    /// The TOML is well-formed but some values are not acceptable.
+    #[error("{}", render_problems(.file, .problems))]
+    Invalid {
+        file: Option<PathBuf>,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found, one per bad key (a syntax error counts as one).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Io { path, source } => vec![Problem {
+                key: String::new(),
+                line: None,
+                message: format!("cannot read {}: {source}", path.display()),
+            }],
+            ConfigError::Syntax { line, message, .. } => vec![Problem {
+                key: String::new(),
+                line: *line,
+                message: message.clone(),
+            }],
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+
+    fn with_file(self, path: &Path) -> ConfigError {
+        match self {
+            ConfigError::Syntax { line, message, .. } => ConfigError::Syntax {
+                file: Some(path.to_path_buf()),
+                line,
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                file: Some(path.to_path_buf()),
+                problems,
+            },
+            other => other,
+        }
+    }
+}
+
+/// One bad value: which key, on which line, and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `interfaces.external.udp_port`.
+    pub key: String,
+    /// 1-based line of the key in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: `{}`: {}",
+            line_text(self.line),
+            self.key,
+            self.message
+        )
+    }
+}
+
+fn line_text(line: Option<usize>) -> String {
+    line.map_or_else(|| "?".to_string(), |l| l.to_string())
+}
+
+fn file_prefix(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
+}
+
+fn render_problems(file: &Option<PathBuf>, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{}{} problem(s) in the configuration",
+        file_prefix(file),
+        problems.len()
+    );
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+/// Reads and parses a file; relative paths inside resolve against its directory.
+pub(super) fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut snapshot = parse(&text, base).map_err(|e| e.with_file(path))?;
+    snapshot.source = Some(path.to_path_buf());
+    Ok(snapshot)
+}
+
+/// Parses a document into a validated snapshot.
+pub(super) fn parse(text: &str, base_dir: &Path) -> Result<Snapshot, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: None,
+        line: e.span().map(|s| line_of_offset(text, s.start)),
+        message: e.message().trim().to_string(),
+    })?;
+    let mut b = Builder {
+        lines: KeyLines::new(text),
+        problems: Vec::new(),
+        base_dir,
+    };
+    let snapshot = b.build(raw);
+    if b.problems.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(ConfigError::Invalid {
+            file: None,
+            problems: b.problems,
+        })
+    }
+}
+
+// === raw schema ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    edge: RawEdge,
+    interfaces: RawInterfaces,
+    pool: RawNextHop,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    default_route: Option<RawNextHop>,
+    #[serde(default)]
+    hosts: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    timers: RawTimers,
+    #[serde(default)]
+    lab: RawLab,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEdge {
+    local_domains: Vec<String>,
+    #[serde(default = "default_drain_ms")]
+    drain_timeout_ms: u64,
+}
+
+fn default_drain_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterfaces {
+    external: RawInterface,
+    internal: RawInterface,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    fqdn: String,
+    address: String,
+    udp_port: Option<u16>,
+    tcp_port: Option<u16>,
+    tls_port: Option<u16>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    #[serde(default = "default_true")]
+    require_client_cert: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNextHop {
+    target: String,
+    transport: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    domain: String,
+    target: String,
+    transport: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_message_size: usize,
+    max_headers: usize,
+    idle_timeout_s: u64,
+    tls_handshake_timeout_ms: u64,
+    udp_mtu: usize,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_transactions: usize,
+    connections_per_target: usize,
+    connect_timeout_ms: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_message_size: 65_536,
+            max_headers: 256,
+            idle_timeout_s: 300,
+            tls_handshake_timeout_ms: 5_000,
+            udp_mtu: 1_300,
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            max_transactions: 100_000,
+            connections_per_target: 4,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimers {
+    t1_ms: u64,
+    t2_ms: u64,
+    t4_ms: u64,
+    timer_c_s: u64,
+}
+
+impl Default for RawTimers {
+    fn default() -> Self {
+        RawTimers {
+            t1_ms: 500,
+            t2_ms: 4_000,
+            t4_ms: 5_000,
+            timer_c_s: 181,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLab {
+    #[serde(default)]
+    source_identities: HashMap<String, String>,
+}
+
+// === validation ===
+
+struct Builder<'a> {
+    lines: KeyLines,
+    problems: Vec<Problem>,
+    base_dir: &'a Path,
+}
+
+impl Builder<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let line = self.lines.line_of(key);
+        self.problems.push(Problem {
+            key: key.to_string(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn build(&mut self, raw: RawConfig) -> Snapshot {
+        let edge = self.edge(raw.edge);
+        let external = self.interface("interfaces.external", raw.interfaces.external);
+        let internal = self.interface("interfaces.internal", raw.interfaces.internal);
+        self.distinct_listeners(&external, &internal);
+        let pool = self.next_hop("pool", &raw.pool.target, &raw.pool.transport);
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let domain = self.domain(&format!("{key}.domain"), &r.domain);
+            if routes.iter().any(|x: &StaticRoute| x.domain == domain) {
+                self.problem(
+                    &format!("{key}.domain"),
+                    format!("`{domain}` already has a route; each domain may appear once"),
+                );
+            }
+            let next_hop = self.next_hop(&key, &r.target, &r.transport);
+            routes.push(StaticRoute { domain, next_hop });
+        }
+        let default_route = raw
+            .default_route
+            .map(|r| self.next_hop("default_route", &r.target, &r.transport));
+        let hosts = self.hosts(raw.hosts);
+        let limits = self.limits(raw.limits);
+        let timers = self.timers(raw.timers);
+        let lab = self.lab(raw.lab);
+        let snapshot = Snapshot {
+            edge,
+            external,
+            internal,
+            pool,
+            routes,
+            default_route,
+            hosts,
+            limits,
+            timers,
+            lab,
+            source: None,
+        };
+        self.tls_needed(&snapshot);
+        snapshot
+    }
+
+    fn edge(&mut self, raw: RawEdge) -> EdgeSettings {
+        if raw.local_domains.is_empty() {
+            self.problem(
+                "edge.local_domains",
+                "at least one local SIP domain is required, e.g. [\"contoso.test\"]",
+            );
+        }
+        let local_domains = raw
+            .local_domains
+            .iter()
+            .map(|d| self.domain("edge.local_domains", d))
+            .collect();
+        EdgeSettings {
+            local_domains,
+            drain_timeout: Duration::from_millis(raw.drain_timeout_ms),
+        }
+    }
+
+    fn interface(&mut self, key: &str, raw: RawInterface) -> InterfaceSettings {
+        let fqdn = self.fqdn(&format!("{key}.fqdn"), &raw.fqdn);
+        let address = match raw.address.parse::<IpAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.problem(
+                    &format!("{key}.address"),
+                    format!(
+                        "`{}` is not an IP address; expected e.g. \"127.0.0.1\" or \"::1\"",
+                        raw.address
+                    ),
+                );
+                IpAddr::from([0, 0, 0, 0])
+            }
+        };
+        if raw.udp_port.is_none() && raw.tcp_port.is_none() && raw.tls_port.is_none() {
+            self.problem(
+                key,
+                "the interface listens on nothing; set at least one of udp_port, tcp_port, tls_port",
+            );
+        }
+        let tls = raw.tls.map(|t| TlsSettings {
+            cert: self.base_dir.join(t.cert),
+            key: self.base_dir.join(t.key),
+            trust_anchors: t
+                .trust_anchors
+                .into_iter()
+                .map(|p| self.base_dir.join(p))
+                .collect(),
+            crls: t.crls.into_iter().map(|p| self.base_dir.join(p)).collect(),
+            require_client_cert: t.require_client_cert,
+        });
+        if raw.tls_port.is_some() && tls.is_none() {
+            self.problem(
+                &format!("{key}.tls_port"),
+                format!(
+                    "a TLS listener needs certificates: add a [{key}.tls] table with cert and key"
+                ),
+            );
+        }
+        if let Some(t) = &tls {
+            if t.trust_anchors.is_empty() {
+                self.problem(
+                    &format!("{key}.tls.trust_anchors"),
+                    "mutual TLS needs at least one trust anchor (a PEM CA file)",
+                );
+            }
+        }
+        InterfaceSettings {
+            fqdn,
+            address,
+            udp_port: raw.udp_port,
+            tcp_port: raw.tcp_port,
+            tls_port: raw.tls_port,
+            tls,
+        }
+    }
+
+    /// Two interfaces may not bind the same address, port and transport.
+    fn distinct_listeners(&mut self, ext: &InterfaceSettings, int: &InterfaceSettings) {
+        if ext.address != int.address {
+            return;
+        }
+        for (name, a, b) in [
+            ("udp_port", ext.udp_port, int.udp_port),
+            ("tcp_port", ext.tcp_port, int.tcp_port),
+            ("tls_port", ext.tls_port, int.tls_port),
+        ] {
+            if let (Some(a), Some(b)) = (a, b) {
+                if a == b && a != 0 {
+                    self.problem(
+                        &format!("interfaces.internal.{name}"),
+                        format!(
+                            "port {a} is already used by interfaces.external on the same address; \
+                             use another port or address"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn tls_needed(&mut self, s: &Snapshot) {
+        let mut hops: Vec<(&str, &NextHop)> = vec![("pool", &s.pool)];
+        hops.extend(s.routes.iter().map(|r| ("routes", &r.next_hop)));
+        if let Some(d) = &s.default_route {
+            hops.push(("default_route", d));
+        }
+        let mut missing = Vec::new();
+        for (key, hop) in hops {
+            if hop.transport != Transport::Tls {
+                continue;
+            }
+            let iface = if key == "pool" {
+                &s.internal
+            } else {
+                &s.external
+            };
+            let iface_key = if key == "pool" {
+                "internal"
+            } else {
+                "external"
+            };
+            if iface.tls.is_none() {
+                missing.push((key, iface_key));
+            }
+        }
+        for (key, iface) in missing {
+            self.problem(
+                key,
+                format!("a TLS next hop needs certificates on the {iface} interface: add [interfaces.{iface}.tls]"),
+            );
+        }
+    }
+
+    fn next_hop(&mut self, key: &str, target: &str, transport: &str) -> NextHop {
+        let transport = match transport.parse::<Transport>() {
+            Ok(t) => t,
+            Err(e) => {
+                self.problem(&format!("{key}.transport"), e);
+                Transport::Udp
+            }
+        };
+        let (host, port) = match split_host_port(target) {
+            Some((h, p)) => (h, p),
+            None => {
+                self.problem(
+                    &format!("{key}.target"),
+                    format!(
+                        "`{target}` is not host:port; expected e.g. \"sip.fabrikam.test:5061\", \
+                         \"127.0.0.1:5070\" or \"[::1]:5060\""
+                    ),
+                );
+                (String::new(), 0)
+            }
+        };
+        NextHop {
+            host,
+            port,
+            transport,
+        }
+    }
+
+    fn domain(&mut self, key: &str, value: &str) -> String {
+        self.fqdn(key, value)
+    }
+
+    fn fqdn(&mut self, key: &str, value: &str) -> String {
+        let v = value.trim_end_matches('.').to_ascii_lowercase();
+        let ok = !v.is_empty()
+            && v.len() <= 253
+            && v.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !ok {
+            self.problem(
+                key,
+                format!("`{value}` is not a DNS name; expected labels of letters, digits and '-', e.g. \"contoso.test\""),
+            );
+        }
+        v
+    }
+
+    fn hosts(&mut self, raw: HashMap<String, Vec<String>>) -> HashMap<String, Vec<IpAddr>> {
+        let mut out = HashMap::new();
+        let mut names: Vec<_> = raw.into_iter().collect();
+        names.sort();
+        for (name, addrs) in names {
+            let key = format!("hosts.{name}");
+            let name = self.fqdn(&key, &name);
+            let mut ips = Vec::new();
+            for a in addrs {
+                match a.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => self.problem(
+                        &key,
+                        format!("`{a}` is not an IP address; expected e.g. [\"127.0.0.3\"]"),
+                    ),
+                }
+            }
+            out.insert(name, ips);
+        }
+        out
+    }
+
+    fn limits(&mut self, r: RawLimits) -> Limits {
+        let positive = |b: &mut Self, key: &str, v: u64| {
+            if v == 0 {
+                b.problem(&format!("limits.{key}"), "must be greater than 0");
+            }
+        };
+        positive(self, "max_message_size", r.max_message_size as u64);
+        positive(self, "max_headers", r.max_headers as u64);
+        positive(self, "idle_timeout_s", r.idle_timeout_s);
+        positive(self, "tls_handshake_timeout_ms", r.tls_handshake_timeout_ms);
+        positive(self, "max_connections", r.max_connections as u64);
+        positive(
+            self,
+            "max_connections_per_ip",
+            r.max_connections_per_ip as u64,
+        );
+        positive(self, "max_transactions", r.max_transactions as u64);
+        positive(self, "connect_timeout_ms", r.connect_timeout_ms);
+        if r.max_message_size > 16 * 1024 * 1024 {
+            self.problem(
+                "limits.max_message_size",
+                "at most 16 MiB (16777216); SIP messages are small",
+            );
+        }
+        if !(1..=4).contains(&r.connections_per_target) {
+            self.problem(
+                "limits.connections_per_target",
+                format!(
+                    "{} is out of range; OutgoingTlsCountForFederatedPartners allows 1 to 4",
+                    r.connections_per_target
+                ),
+            );
+        }
+        if r.udp_mtu < 200 || r.udp_mtu > 65_000 {
+            self.problem(
+                "limits.udp_mtu",
+                format!(
+                    "{} is out of range; expected 200 to 65000 (RFC 3261 uses 1300)",
+                    r.udp_mtu
+                ),
+            );
+        }
+        Limits {
+            max_message_size: r.max_message_size,
+            max_headers: r.max_headers,
+            idle_timeout: Duration::from_secs(r.idle_timeout_s),
+            tls_handshake_timeout: Duration::from_millis(r.tls_handshake_timeout_ms),
+            udp_mtu: r.udp_mtu,
+            max_connections: r.max_connections,
+            max_connections_per_ip: r.max_connections_per_ip,
+            max_transactions: r.max_transactions,
+            connections_per_target: r.connections_per_target,
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+        }
+    }
+
+    fn timers(&mut self, r: RawTimers) -> Timers {
+        if r.t1_ms == 0 {
+            self.problem(
+                "timers.t1_ms",
+                "must be greater than 0 (RFC 3261 default 500)",
+            );
+        }
+        if r.t2_ms < r.t1_ms {
+            self.problem(
+                "timers.t2_ms",
+                "must be at least t1_ms (RFC 3261 default 4000)",
+            );
+        }
+        if r.timer_c_s < 180 {
+            self.problem(
+                "timers.timer_c_s",
+                format!(
+                    "{} is too short; RFC 3261 §16.6 requires more than 180 s",
+                    r.timer_c_s
+                ),
+            );
+        }
+        Timers {
+            t1: Duration::from_millis(r.t1_ms),
+            t2: Duration::from_millis(r.t2_ms),
+            t4: Duration::from_millis(r.t4_ms),
+            timer_c: Duration::from_secs(r.timer_c_s),
+        }
+    }
+
+    fn lab(&mut self, r: RawLab) -> LabSettings {
+        let mut source_identities = HashMap::new();
+        let mut entries: Vec<_> = r.source_identities.into_iter().collect();
+        entries.sort();
+        for (addr, name) in entries {
+            let key = "lab.source_identities";
+            match addr.parse::<IpAddr>() {
+                Ok(ip) => {
+                    let name = self.fqdn(key, &name);
+                    source_identities.insert(ip, name);
+                }
+                Err(_) => self.problem(
+                    key,
+                    format!("`{addr}` is not an IP address; keys are source IPs, e.g. \"127.0.0.1\" = \"sip.fabrikam.test\""),
+                ),
+            }
+        }
+        LabSettings { source_identities }
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`; the host is lowercased.
+pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some((sa.ip().to_string(), sa.port()));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    if host.is_empty() || host.contains(':') || host.contains('[') {
+        return None;
+    }
+    let port: u16 = port.parse().ok()?;
+    if port == 0 {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+// === key → line ===
+
+/// Finds the line of a dotted key (`routes[1].transport`) in the source text.
+struct KeyLines {
+    text: String,
+    doc: Option<toml_edit::Document<String>>,
+}
+
+impl KeyLines {
+    fn new(text: &str) -> Self {
+        KeyLines {
+            text: text.to_string(),
+            doc: toml_edit::Document::parse(text.to_string()).ok(),
+        }
+    }
+
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut item = doc.as_item();
+        let mut span = item.span();
+        for part in key.split('.') {
+            let (name, index) = match part.split_once('[') {
+                Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let next = match item.get(name) {
+                Some(n) => n,
+                None => break,
+            };
+            // Keys carry their own span; values inside inline tables may not.
+            if let Some(table) = item.as_table_like() {
+                if let Some((k, _)) = table.get_key_value(name) {
+                    span = k.span().or(span);
+                }
+            }
+            item = next;
+            span = item.span().or(span);
+            if let Some(i) = index {
+                match item.as_array_of_tables().and_then(|a| a.get(i)) {
+                    Some(t) => {
+                        span = t.span().or(span);
+                        // Continue inside the i-th table.
+                        return self.line_in_table(t, key.split_once(']')?.1, span);
+                    }
+                    None => break,
+                }
+            }
+        }
+        span.map(|s| line_of_offset(&self.text, s.start))
+    }
+
+    fn line_in_table(
+        &self,
+        table: &toml_edit::Table,
+        rest: &str,
+        span: Option<std::ops::Range<usize>>,
+    ) -> Option<usize> {
+        let rest = rest.trim_start_matches('.');
+        let mut span = span;
+        if !rest.is_empty() {
+            if let Some((k, v)) = table.get_key_value(rest.split('.').next().unwrap_or(rest)) {
+                span = k.span().or(v.span()).or(span);
+            }
+        }
+        span.map(|s| line_of_offset(&self.text, s.start))
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[edge]
+local_domains = ["contoso.test"]
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+udp_port = 0
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+udp_port = 0
+
+[pool]
+target = "127.0.0.1:5070"
+transport = "udp"
+"#;
+
+    fn parse_str(text: &str) -> Result<Snapshot, ConfigError> {
+        parse(text, Path::new("/etc/sipedge"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = parse_str(MINIMAL).expect("minimal config parses");
+        assert_eq!(s.edge.local_domains, ["contoso.test"]);
+        assert_eq!(s.edge.drain_timeout, Duration::from_secs(5));
+        assert_eq!(s.limits.max_message_size, 65_536);
+        assert_eq!(s.limits.connections_per_target, 4);
+        assert_eq!(s.timers.t1, Duration::from_millis(500));
+        assert_eq!(s.pool.host, "127.0.0.1");
+        assert_eq!(s.pool.port, 5070);
+        assert!(s.is_local_domain("CONTOSO.test"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let text = MINIMAL.replace(
+            "udp_port = 0\n\n[interfaces.internal]",
+            "udp_port = 0\nudp_prot = 1\n\n[interfaces.internal]",
+        );
+        let err = parse_str(&text).unwrap_err();
+        match &err {
+            ConfigError::Syntax { line, message, .. } => {
+                assert_eq!(*line, Some(9), "{err}");
+                assert!(message.contains("udp_prot"), "{message}");
+                assert!(
+                    message.contains("udp_port"),
+                    "names the valid keys: {message}"
+                );
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_with_key_and_line() {
+        let text = MINIMAL
+            .replace("address = \"127.0.0.2\"", "address = \"edge-int\"")
+            .replace("transport = \"udp\"", "transport = \"sctp\"")
+            + "\n[limits]\nconnections_per_target = 9\n";
+        let err = parse_str(&text).unwrap_err();
+        let problems = err.problems();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "interfaces.internal.address",
+                "pool.transport",
+                "limits.connections_per_target"
+            ],
+            "{err}"
+        );
+        assert_eq!(problems[0].line, Some(12));
+        assert!(problems[1].message.contains("udp, tcp or tls"));
+        assert_eq!(problems[2].line, Some(20));
+        assert!(problems[2].message.contains("1 to 4"));
+    }
+
+    #[test]
+    fn relative_tls_paths_resolve_against_the_config_directory() {
+        let text = MINIMAL.replace(
+            "[interfaces.internal]",
+            "tls_port = 0\n[interfaces.external.tls]\ncert = \"../certs/a.crt\"\nkey = \"../certs/a.key\"\ntrust_anchors = [\"../certs/ca.crt\"]\n\n[interfaces.internal]",
+        );
+        let s = parse_str(&text).expect("parses");
+        let tls = s.external.tls.expect("tls");
+        assert_eq!(tls.cert, Path::new("/etc/sipedge/../certs/a.crt"));
+        assert!(tls.require_client_cert);
+    }
+
+    #[test]
+    fn tls_listener_without_certificates_is_refused() {
+        let text = MINIMAL.replace(
+            "udp_port = 0\n\n[interfaces.internal]",
+            "udp_port = 0\ntls_port = 5061\n\n[interfaces.internal]",
+        );
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.problems()[0].key, "interfaces.external.tls_port");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("sip.fabrikam.test:5061"),
+            Some(("sip.fabrikam.test".into(), 5061))
+        );
+        assert_eq!(split_host_port("[::1]:5060"), Some(("::1".into(), 5060)));
+        assert_eq!(
+            split_host_port("127.0.0.1:5070"),
+            Some(("127.0.0.1".into(), 5070))
+        );
+        assert_eq!(split_host_port("sip.fabrikam.test"), None);
+        assert_eq!(split_host_port("::1"), None);
+    }
+}
