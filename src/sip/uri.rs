@@ -1,0 +1,201 @@
+//! SIP URIs and name-addr values (`"Alice" <sip:alice@host>;tag=x`), parsed as views.
+
+/// A SIP or SIPS URI (other schemes keep only `scheme` and an empty host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub scheme: &'a str,
+    pub user: Option<&'a str>,
+    /// Host without IPv6 brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// URI parameters, starting after the first `;` (e.g. `transport=tls;lr`).
+    pub params: &'a str,
+}
+
+impl<'a> Uri<'a> {
+    /// Parses `sip:`/`sips:` URIs; other schemes (tel:, im:, pres:) are kept with an empty host.
+    pub fn parse(s: &'a str) -> Option<Uri<'a>> {
+        let s = s.trim();
+        let colon = s.find(':')?;
+        let scheme = &s[..colon];
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+        {
+            return None;
+        }
+        let rest = &s[colon + 1..];
+        let is_sip = scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips");
+        if !is_sip {
+            return if rest.is_empty() {
+                None
+            } else {
+                Some(Uri {
+                    scheme,
+                    user: None,
+                    host: "",
+                    port: None,
+                    params: "",
+                })
+            };
+        }
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (user, hostport) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (host, after) = if let Some(v6) = hostport.strip_prefix('[') {
+            let close = v6.find(']')?;
+            (&v6[..close], &v6[close + 1..])
+        } else {
+            let end = hostport.find([':', ';']).unwrap_or(hostport.len());
+            (&hostport[..end], &hostport[end..])
+        };
+        if host.is_empty()
+            || host.contains(|c: char| c.is_ascii_whitespace() || c == '<' || c == '>')
+        {
+            return None;
+        }
+        let (port, params) = if let Some(p) = after.strip_prefix(':') {
+            let end = p.find(';').unwrap_or(p.len());
+            let port = p[..end].parse::<u16>().ok()?;
+            (Some(port), p[end..].strip_prefix(';').unwrap_or(""))
+        } else if let Some(p) = after.strip_prefix(';') {
+            (None, p)
+        } else if after.is_empty() {
+            (None, "")
+        } else {
+            return None;
+        };
+        Some(Uri {
+            scheme,
+            user: user.filter(|u| !u.is_empty()),
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// `sips:` URIs require TLS.
+    pub fn is_sips(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("sips")
+    }
+
+    /// A URI parameter value (`transport`, `maddr`…); flags return `Some("")`.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param_in(self.params, name)
+    }
+
+    /// The `lr` flag of a loose router.
+    pub fn is_loose_router(&self) -> bool {
+        self.param("lr").is_some()
+    }
+}
+
+/// Looks up `name` in a `;`-separated parameter list, case-insensitively.
+pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').find_map(|p| {
+        let p = p.trim();
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A From/To/Contact/Route value: optional display name, a URI and header parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    pub display: Option<&'a str>,
+    pub uri: Uri<'a>,
+    /// Header parameters after the URI (e.g. `tag=1928`), without the leading `;`.
+    pub params: &'a str,
+}
+
+impl<'a> NameAddr<'a> {
+    pub fn parse(s: &'a str) -> Option<NameAddr<'a>> {
+        let s = s.trim();
+        let lt = find_unquoted(s, b'<');
+        match lt {
+            Some(lt) => {
+                let gt = s[lt..].find('>')? + lt;
+                let display = s[..lt].trim();
+                let uri = Uri::parse(&s[lt + 1..gt])?;
+                let params = s[gt + 1..].trim_start();
+                let params = params.strip_prefix(';').unwrap_or(params);
+                Some(NameAddr {
+                    display: (!display.is_empty()).then_some(display),
+                    uri,
+                    params,
+                })
+            }
+            None => {
+                // addr-spec: URI parameters cannot appear, so `;` starts header params.
+                let end = s.find(';').unwrap_or(s.len());
+                let uri = Uri::parse(&s[..end])?;
+                Some(NameAddr {
+                    display: None,
+                    uri,
+                    params: s[end..].strip_prefix(';').unwrap_or(""),
+                })
+            }
+        }
+    }
+
+    pub fn tag(&self) -> Option<&'a str> {
+        param_in(self.params, "tag").filter(|t| !t.is_empty())
+    }
+}
+
+fn find_unquoted(s: &str, needle: u8) -> Option<usize> {
+    let mut quoted = false;
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            c if c == needle && !quoted => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_forms() {
+        let u = Uri::parse("sip:alice@contoso.test:5061;transport=TLS;lr").expect("uri");
+        assert_eq!(
+            (u.user, u.host, u.port),
+            (Some("alice"), "contoso.test", Some(5061))
+        );
+        assert_eq!(u.param("transport"), Some("TLS"));
+        assert!(u.is_loose_router());
+        let u = Uri::parse("sip:[2001:db8::10]:5061").expect("v6");
+        assert_eq!((u.host, u.port), ("2001:db8::10", Some(5061)));
+        let u = Uri::parse("sips:edge.contoso.test").expect("host only");
+        assert!(u.is_sips() && u.user.is_none());
+        let u = Uri::parse("sip:%61lice@contoso.test?subject=x@y").expect("escaped");
+        assert_eq!(u.user, Some("%61lice"));
+        assert_eq!(u.host, "contoso.test");
+        assert!(Uri::parse("sip:").is_none());
+        assert!(Uri::parse("sip:a@b:notaport").is_none());
+        assert_eq!(Uri::parse("tel:+14255550100").expect("tel").host, "");
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse("\"Bob <x>\" <sip:bob@fabrikam.test>;tag=a1;epid=9").expect("na");
+        assert_eq!(n.display, Some("\"Bob <x>\""));
+        assert_eq!(n.uri.host, "fabrikam.test");
+        assert_eq!(n.tag(), Some("a1"));
+        let n = NameAddr::parse("sip:bob@fabrikam.test;tag=zz").expect("addr-spec");
+        assert_eq!((n.uri.host, n.tag()), ("fabrikam.test", Some("zz")));
+        let n = NameAddr::parse("<sip:edge.contoso.test;transport=tls;lr>").expect("route");
+        assert!(n.uri.is_loose_router());
+    }
+}
