@@ -22,3 +22,4 @@ pub mod config;
 pub mod policy;
 pub mod sip;
 pub mod transport;
+pub mod txn;

@@ -1,0 +1,185 @@
+//! The bounded, sharded transaction table with its timer queue.
+//!
+//! Sharded so that connection tasks on different cores rarely contend; bounded so that a
+//! flood of distinct transactions gets 503 instead of exhausting memory.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::TxnKey;
+
+const SHARDS: usize = 32;
+
+/// The table is at its configured capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("transaction table full")]
+pub struct TableFull;
+
+struct Shard<V> {
+    map: HashMap<TxnKey, V>,
+    timers: BinaryHeap<Reverse<(Instant, u64, TxnKey)>>,
+    seq: u64,
+}
+
+/// Transactions by key, each with an optional deadline.
+pub struct Table<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl<V> Table<V> {
+    pub fn new(capacity: usize) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: HashMap::new(),
+                    timers: BinaryHeap::new(),
+                    seq: 0,
+                })
+            })
+            .collect();
+        Table {
+            shards,
+            hasher: Default::default(),
+            len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &TxnKey) -> &Mutex<Shard<V>> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    fn lock<'a>(&self, m: &'a Mutex<Shard<V>>) -> std::sync::MutexGuard<'a, Shard<V>> {
+        // A panic while holding a shard must not take the whole proxy down with it.
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inserts a new transaction with its first deadline; fails when the table is full.
+    pub fn insert(
+        &self,
+        key: TxnKey,
+        value: V,
+        deadline: Option<Instant>,
+    ) -> Result<(), TableFull> {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(TableFull);
+        }
+        let mut s = self.lock(self.shard(&key));
+        if let Some(at) = deadline {
+            s.seq += 1;
+            let seq = s.seq;
+            s.timers.push(Reverse((at, seq, key.clone())));
+        }
+        if s.map.insert(key, value).is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the transaction, if present. `f` returns its result and the new
+    /// deadline to schedule (None keeps the timers as they are). Never hold across await.
+    pub fn with<R>(
+        &self,
+        key: &TxnKey,
+        f: impl FnOnce(&mut V) -> (R, Option<Instant>),
+    ) -> Option<R> {
+        let mut s = self.lock(self.shard(key));
+        let v = s.map.get_mut(key)?;
+        let (r, deadline) = f(v);
+        if let Some(at) = deadline {
+            s.seq += 1;
+            let seq = s.seq;
+            s.timers.push(Reverse((at, seq, key.clone())));
+        }
+        Some(r)
+    }
+
+    /// Removes a transaction, returning it.
+    pub fn remove(&self, key: &TxnKey) -> Option<V> {
+        let v = self.lock(self.shard(key)).map.remove(key);
+        if v.is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        v
+    }
+
+    /// Keys whose scheduled instant is at or before `now`. A key may be reported for a
+    /// deadline that has since moved: callers ask the state machine, which knows.
+    pub fn due(&self, now: Instant) -> Vec<TxnKey> {
+        let mut out = Vec::new();
+        for m in self.shards.iter() {
+            let mut s = self.lock(m);
+            while let Some(Reverse((at, _, _))) = s.timers.peek() {
+                if *at > now {
+                    break;
+                }
+                if let Some(Reverse((_, _, key))) = s.timers.pop() {
+                    if s.map.contains_key(&key) && !out.contains(&key) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Keys of all transactions on one side (for draining at shutdown).
+    pub fn keys(&self) -> Vec<TxnKey> {
+        let mut out = Vec::new();
+        for m in self.shards.iter() {
+            out.extend(self.lock(m).map.keys().cloned());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{MethodKey, Side};
+    use std::time::Duration;
+
+    fn key(n: u32) -> TxnKey {
+        TxnKey::new(Side::Client, format!("z9hG4bK{n}"), MethodKey::Other)
+    }
+
+    #[test]
+    fn bounded_and_timers_due_in_order() {
+        let t: Table<u32> = Table::new(2);
+        let t0 = Instant::now();
+        t.insert(key(1), 1, Some(t0 + Duration::from_millis(5)))
+            .unwrap();
+        t.insert(key(2), 2, Some(t0 + Duration::from_millis(1)))
+            .unwrap();
+        assert_eq!(t.insert(key(3), 3, None), Err(TableFull));
+        assert_eq!(t.due(t0), Vec::<TxnKey>::new());
+        assert_eq!(t.due(t0 + Duration::from_millis(2)), vec![key(2)]);
+        assert_eq!(t.with(&key(1), |v| (*v, None)), Some(1));
+        assert_eq!(t.remove(&key(1)), Some(1));
+        assert_eq!(
+            t.due(t0 + Duration::from_millis(10)),
+            Vec::<TxnKey>::new(),
+            "removed keys are not reported"
+        );
+        t.insert(key(3), 3, None).unwrap();
+        assert_eq!(t.len(), 2);
+    }
+}
