@@ -19,7 +19,12 @@
 //!    8. relay responses back by Via and answer failures (`proxy::respond`).
 
 pub mod config;
+pub mod edge;
+pub mod lab;
 pub mod policy;
+pub mod proxy;
 pub mod sip;
+pub mod tls;
+pub mod tls_store;
 pub mod transport;
 pub mod txn;

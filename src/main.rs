@@ -1,1 +1,173 @@
-fn main() {}
+//! The `sipedge` command: run the edge, check a config, make lab certificates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use sipedge::config::{Live, Snapshot};
+use sipedge::edge::{Edge, Sockets};
+
+#[derive(Parser)]
+#[command(
+    name = "sipedge",
+    version,
+    about = "A SIP/TLS Access Edge for Lync 2013 / Skype for Business federation labs"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge until SIGINT/SIGTERM; SIGHUP reloads the config and certificates.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "config/lab.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without starting anything.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Regenerate the lab CA and one certificate per lab FQDN.
+    Certs {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Certs { out } => certs(&out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sipedge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match Snapshot::load(file) {
+        Ok(s) => {
+            println!(
+                "{}: OK (local domains: {}; external {} / internal {})",
+                file.display(),
+                s.edge.local_domains.join(", "),
+                s.external.fqdn,
+                s.internal.fqdn
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let written = sipedge::lab::certs::write_lab_set(out)
+        .with_context(|| format!("writing lab certificates to {}", out.display()))?;
+    for p in written {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let drain = snapshot.edge.drain_timeout;
+        let tls = sipedge::tls_store::TlsStore::from_snapshot(&snapshot)
+            .context("loading TLS material")?;
+        let sockets = Sockets::bind(&snapshot).await?;
+        let live = Arc::new(Live::new(snapshot));
+        let edge = Edge::start(
+            live.clone(),
+            sockets,
+            tls.clone()
+                .map(|t| t as Arc<dyn sipedge::transport::TlsSource>),
+        )?;
+        wait_for_signals(&config, &live, tls.as_deref()).await?;
+        tracing::info!(
+            deadline_ms = drain.as_millis() as u64,
+            "shutting down: draining in-flight transactions"
+        );
+        let report = edge.shutdown(drain).await;
+        tracing::info!(
+            abandoned = report.abandoned,
+            took_ms = report.took.as_millis() as u64,
+            "stopped"
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Serves until SIGINT or SIGTERM; SIGHUP reloads the config file and certificates.
+async fn wait_for_signals(
+    config: &std::path::Path,
+    live: &Live,
+    tls: Option<&sipedge::tls_store::TlsStore>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match Snapshot::load(config) {
+                Ok(s) => {
+                    if let Some(t) = tls {
+                        if let Err(e) = t.reload(&s) {
+                            tracing::error!(error = %e, "certificate reload failed; keeping the old certificates");
+                            continue;
+                        }
+                    }
+                    live.store(s);
+                    tracing::info!(config = %config.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+            },
+        }
+    }
+}

@@ -78,10 +78,8 @@ pub fn received_edit(req: &Message, source: SocketAddr) -> Option<(usize, String
     let mut text = String::new();
     let ip = source.ip().to_string();
     let wants_rport = via.param("rport").is_some_and(str::is_empty);
-    if !via.host.eq_ignore_ascii_case(&ip) || wants_rport {
-        if via.param("received").is_none() {
-            let _ = write!(text, ";received={ip}");
-        }
+    if (!via.host.eq_ignore_ascii_case(&ip) || wants_rport) && via.param("received").is_none() {
+        let _ = write!(text, ";received={ip}");
     }
     if text.is_empty() && !wants_rport {
         return None;
@@ -222,7 +220,7 @@ CSeq: 7 MESSAGE\r\n\
 Retry-After: 5\r\n\
 Content-Length: 0\r\n\r\n"
         );
-        let parsed = Message::parse(Bytes::from(r.freeze()), false).expect("reparses");
+        let parsed = Message::parse(r.freeze(), false).expect("reparses");
         assert_eq!(parsed.status(), Some(483));
     }
 

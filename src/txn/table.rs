@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -61,9 +61,7 @@ impl<V> Table<V> {
     }
 
     fn shard(&self, key: &TxnKey) -> &Mutex<Shard<V>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     fn lock<'a>(&self, m: &'a Mutex<Shard<V>>) -> std::sync::MutexGuard<'a, Shard<V>> {
@@ -139,6 +137,14 @@ impl<V> Table<V> {
             }
         }
         out
+    }
+
+    /// How many transactions satisfy `pred` (a full scan: for shutdown and tests only).
+    pub fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
+        self.shards
+            .iter()
+            .map(|m| self.lock(m).map.values().filter(|v| pred(v)).count())
+            .sum()
     }
 
     /// Keys of all transactions on one side (for draining at shutdown).

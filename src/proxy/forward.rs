@@ -1,0 +1,228 @@
+//! Rewriting a relayed message by splicing: Via, Max-Forwards, Record-Route, Route,
+//! and the headers the edge alone may set.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use bytes::BytesMut;
+
+use crate::sip::message::split_commas;
+use crate::sip::splice::Splice;
+use crate::sip::{HeaderName, Message};
+
+/// Default Max-Forwards when a request has none (RFC 3261 §16.6 step 3).
+pub const DEFAULT_MAX_FORWARDS: u32 = 70;
+
+/// Everything that changes when a request is relayed.
+#[derive(Debug, Default)]
+pub struct RequestEdits<'a> {
+    /// Our Via value (`SIP/2.0/TLS host:port;branch=…`), placed on top.
+    pub via: String,
+    /// `received`/`rport` for the previous top Via: offset and text.
+    pub received: Option<(usize, String)>,
+    /// Record-Route values to put on top, in order.
+    pub record_route: Vec<String>,
+    /// Route values to pop (ours), as (header line index, value range).
+    pub pop_routes: &'a [(usize, Range<usize>)],
+    /// Header names to drop entirely (e.g. a trust header that arrived from outside).
+    pub remove: &'a [HeaderName],
+    /// Whole header lines to add (`Name: value`, no CRLF).
+    pub add: Vec<String>,
+    /// Add `Content-Length` when absent (a datagram relayed over a stream).
+    pub add_content_length: bool,
+}
+
+/// Builds the relayed request.
+pub fn rewrite_request(m: &Message, e: &RequestEdits<'_>) -> BytesMut {
+    let buf: &[u8] = m.bytes();
+    let mut s = Splice::new(&buf[..m.body_range().end]);
+    let headers = m.headers();
+    let first_via = headers
+        .iter()
+        .find(|h| h.name == HeaderName::Via)
+        .map_or(m.headers_end(), |h| h.line.start);
+    s.insert(first_via, format!("Via: {}\r\n", e.via));
+    if let Some((at, text)) = &e.received {
+        s.insert(*at, text.clone());
+    }
+    match headers.iter().find(|h| h.name == HeaderName::MaxForwards) {
+        Some(h) => {
+            let mf = m
+                .max_forwards()
+                .ok()
+                .flatten()
+                .unwrap_or(DEFAULT_MAX_FORWARDS + 1);
+            s.replace(h.value.clone(), mf.saturating_sub(1).to_string());
+        }
+        None => s.insert(
+            m.headers_end(),
+            format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n"),
+        ),
+    }
+    if !e.record_route.is_empty() {
+        let at = headers
+            .iter()
+            .find(|h| h.name == HeaderName::RecordRoute)
+            .map_or(m.headers_end(), |h| h.line.start);
+        let mut rr = String::new();
+        for v in &e.record_route {
+            let _ = write!(rr, "Record-Route: {v}\r\n");
+        }
+        s.insert(at, rr);
+    }
+    pop_values(m, &mut s, e.pop_routes);
+    for h in headers.iter().filter(|h| e.remove.contains(&h.name)) {
+        s.remove(h.line.clone());
+    }
+    let mut tail = String::new();
+    for line in &e.add {
+        let _ = write!(tail, "{line}\r\n");
+    }
+    if e.add_content_length && m.header(HeaderName::ContentLength).is_none() {
+        let _ = write!(tail, "Content-Length: {}\r\n", m.body().len());
+    }
+    if !tail.is_empty() {
+        s.insert(m.headers_end(), tail);
+    }
+    s.finish()
+}
+
+/// Removes some values of multi-valued headers: a whole line when all its values go.
+fn pop_values(m: &Message, s: &mut Splice<'_>, pops: &[(usize, Range<usize>)]) {
+    let buf: &[u8] = m.bytes();
+    let mut by_line: Vec<usize> = pops.iter().map(|(i, _)| *i).collect();
+    by_line.dedup();
+    for line in by_line {
+        let h = &m.headers()[line];
+        let all: Vec<Range<usize>> = split_commas(buf, h.value.clone()).collect();
+        let popped: Vec<&Range<usize>> = pops
+            .iter()
+            .filter(|(i, _)| *i == line)
+            .map(|(_, r)| r)
+            .collect();
+        if popped.len() >= all.len() {
+            s.remove(h.line.clone());
+            continue;
+        }
+        // Values popped are always a prefix (ours come first): cut up to the first kept one.
+        if let Some(kept) = all.iter().find(|r| !popped.contains(r)) {
+            s.remove(all[0].start..kept.start);
+        }
+    }
+}
+
+/// What changes when a response is relayed back: our Via goes, headers may be added or
+/// dropped.
+#[derive(Debug, Default)]
+pub struct ResponseEdits<'a> {
+    pub remove: &'a [HeaderName],
+    pub add: Vec<String>,
+}
+
+/// Builds the relayed response: the top Via value (ours) removed.
+pub fn rewrite_response(m: &Message, e: &ResponseEdits<'_>) -> BytesMut {
+    let buf: &[u8] = m.bytes();
+    let mut s = Splice::new(&buf[..m.body_range().end]);
+    if let Some((line, top)) = m.first_value(HeaderName::Via) {
+        pop_values(m, &mut s, &[(line, top)]);
+    }
+    for h in m.headers().iter().filter(|h| e.remove.contains(&h.name)) {
+        s.remove(h.line.clone());
+    }
+    if !e.add.is_empty() {
+        let mut tail = String::new();
+        for line in &e.add {
+            let _ = write!(tail, "{line}\r\n");
+        }
+        s.insert(m.headers_end(), tail);
+    }
+    s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(s: &str) -> Message {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()), false).expect("parses")
+    }
+
+    #[test]
+    fn request_rewrite_splices_every_edit() {
+        let m = msg("INVITE sip:bob@contoso.test SIP/2.0\r\n\
+Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKa\r\n\
+Route: <sip:edge-int.contoso.test;lr>, <sip:next.example;lr>\r\n\
+Max-Forwards: 10\r\n\
+ms-edge-proxy-message-trust: forged\r\n\
+Record-Route: <sip:pool.contoso.test;lr>\r\n\
+Content-Length: 0\r\n\r\n");
+        let routes = m.values(HeaderName::Route);
+        let pops = [routes[0].clone()];
+        let e = RequestEdits {
+            via: "SIP/2.0/TLS accessedge.contoso.test:5061;branch=z9hG4bKx".into(),
+            received: Some((
+                m.first_value(HeaderName::Via).unwrap().1.end,
+                ";received=10.0.0.8".into(),
+            )),
+            record_route: vec![
+                "<sip:accessedge.contoso.test:5061;transport=tls;lr>".into(),
+                "<sip:edge-int.contoso.test:5061;transport=tls;lr>".into(),
+            ],
+            pop_routes: &pops,
+            remove: &[HeaderName::MsTrust],
+            add: vec!["ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated".into()],
+            add_content_length: true,
+        };
+        let out = String::from_utf8(rewrite_request(&m, &e).to_vec()).unwrap();
+        assert_eq!(
+            out,
+            "INVITE sip:bob@contoso.test SIP/2.0\r\n\
+Via: SIP/2.0/TLS accessedge.contoso.test:5061;branch=z9hG4bKx\r\n\
+Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKa;received=10.0.0.8\r\n\
+Route: <sip:next.example;lr>\r\n\
+Max-Forwards: 9\r\n\
+Record-Route: <sip:accessedge.contoso.test:5061;transport=tls;lr>\r\n\
+Record-Route: <sip:edge-int.contoso.test:5061;transport=tls;lr>\r\n\
+Record-Route: <sip:pool.contoso.test;lr>\r\n\
+Content-Length: 0\r\n\
+ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn missing_max_forwards_becomes_70_and_udp_body_gets_a_length() {
+        let m = Message::parse(
+            Bytes::from_static(
+                b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\nhi",
+            ),
+            true,
+        )
+        .unwrap();
+        let e = RequestEdits {
+            via: "SIP/2.0/TCP e:5060;branch=z9hG4bK2".into(),
+            add_content_length: true,
+            ..Default::default()
+        };
+        let out = String::from_utf8(rewrite_request(&m, &e).to_vec()).unwrap();
+        assert!(
+            out.ends_with("Max-Forwards: 70\r\nContent-Length: 2\r\n\r\nhi"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn response_loses_only_the_top_via() {
+        let m = msg("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP e:5060;branch=z9hG4bK2, SIP/2.0/UDP c:5060;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n");
+        let out =
+            String::from_utf8(rewrite_response(&m, &ResponseEdits::default()).to_vec()).unwrap();
+        assert_eq!(out, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP c:5060;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n");
+        let m = msg("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP e:5060;branch=z9hG4bK2\r\nv: SIP/2.0/UDP c:5060;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n");
+        let out =
+            String::from_utf8(rewrite_response(&m, &ResponseEdits::default()).to_vec()).unwrap();
+        assert_eq!(
+            out,
+            "SIP/2.0 200 OK\r\nv: SIP/2.0/UDP c:5060;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,1207 @@
+//! The proxy core: the ordered pipeline from a received message to what goes out.
+//!
+//! Requests: validate → match a transaction → decide (`policy::decide`) → resolve →
+//! rewrite (`forward`) → send over the pool. Responses: match the client transaction →
+//! relay back over the server transaction's connection. Every refusal goes through
+//! `respond`, once, with one log line.
+
+pub mod forward;
+pub mod respond;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Live, Snapshot};
+use crate::policy::{self, Decision, Rejection, RequestFacts, Route};
+use crate::sip::framing::FrameError;
+use crate::sip::{build, HeaderName, Message, Method, Uri};
+use crate::transport::pool::{ConnectContext, ConnectError, Pool, PoolKey};
+use crate::transport::stream::StreamSettings;
+use crate::transport::{
+    conn, ConnHandle, Handler, Interface, Peer, PeerIdentity, Registry, ReplyTo, TlsSource,
+    Transport,
+};
+use crate::txn::{
+    self, client, server, ClientTxn, MethodKey, ResponseAction, ServerTxn, Side, Table,
+    TimerValues, TxnKey,
+};
+
+/// Our branches start with this after the magic cookie, so our own Vias are recognisable.
+const BRANCH_PREFIX: &str = "z9hG4bKse";
+
+/// The actual listening ports of one interface (after binding port 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub udp: Option<u16>,
+    pub tcp: Option<u16>,
+    pub tls: Option<u16>,
+}
+
+impl Ports {
+    pub fn get(&self, t: Transport) -> Option<u16> {
+        match t {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+        }
+    }
+}
+
+/// What the core needs from the outside world at start.
+pub struct CoreParts {
+    pub live: Arc<Live>,
+    pub udp: HashMap<Interface, Arc<UdpSocket>>,
+    pub ports: HashMap<Interface, Ports>,
+    pub tls: Option<Arc<dyn TlsSource>>,
+    pub conn_shutdown: CancellationToken,
+}
+
+/// The proxy core, shared by every transport task.
+pub struct Core {
+    live: Arc<Live>,
+    txns: Table<Entry>,
+    registry: Registry,
+    pool: Pool,
+    udp: HashMap<Interface, Arc<UdpSocket>>,
+    ports: HashMap<Interface, Ports>,
+    tls: Option<Arc<dyn TlsSource>>,
+    conn_shutdown: CancellationToken,
+    draining: AtomicBool,
+    seq: AtomicU64,
+    instance: u32,
+    me: OnceLock<Weak<Core>>,
+}
+
+enum Entry {
+    Server(ServerEntry),
+    Client(ClientEntry),
+}
+
+struct ServerEntry {
+    fsm: ServerTxn,
+    request: Message,
+    reply: ReplyTo,
+    source: SocketAddr,
+    arrival: Interface,
+    last: Option<Bytes>,
+    client: Option<TxnKey>,
+    to_tag: String,
+}
+
+struct ClientEntry {
+    fsm: ClientTxn,
+    bytes: Bytes,
+    dest: Option<ReplyTo>,
+    server: TxnKey,
+    /// The forwarded INVITE, to build the hop-by-hop ACK and CANCEL.
+    forwarded: Option<Message>,
+    cancel_pending: bool,
+    arrival: Interface,
+    target: String,
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    transport: Transport,
+}
+
+impl Core {
+    pub fn new(parts: CoreParts) -> Arc<Core> {
+        let snap = parts.live.load();
+        let core = Arc::new(Core {
+            txns: Table::new(snap.limits.max_transactions),
+            live: parts.live,
+            registry: Registry::default(),
+            pool: Pool::default(),
+            udp: parts.udp,
+            ports: parts.ports,
+            tls: parts.tls,
+            conn_shutdown: parts.conn_shutdown,
+            draining: AtomicBool::new(false),
+            seq: AtomicU64::new(1),
+            instance: rand::random(),
+            me: OnceLock::new(),
+        });
+        let _ = core.me.set(Arc::downgrade(&core));
+        core
+    }
+
+    /// Transactions in flight.
+    pub fn transactions(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Requests still waiting for their final response: what a graceful stop waits for.
+    pub fn pending(&self) -> usize {
+        self.txns
+            .count(|e| matches!(e, Entry::Server(s) if !s.fsm.is_final()))
+    }
+
+    /// Open stream connections (inbound and outbound).
+    pub fn connections(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Stops taking new requests (they get 503); in-flight transactions go on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn handler(&self) -> Option<Arc<dyn Handler>> {
+        let me = self.me.get()?.upgrade()?;
+        Some(me)
+    }
+
+    fn next_tag(&self) -> String {
+        format!(
+            "{:08x}{:x}",
+            self.instance,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    // === requests ===
+
+    fn on_request(&self, m: Message, peer: &Peer, reply: &ReplyTo) {
+        if let Err(e) = m.validate_request() {
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, "request refused: 400");
+            self.respond_stateless(&m, reply, peer.addr, |tag| {
+                respond::bad_request(&m, &e, Some(peer.addr), tag)
+            });
+            return;
+        }
+        let Some(via) = m.top_via() else { return };
+        let method = m.method();
+        let server_id = server_txn_id(&m, via.branch(), via.host, via.port);
+        match method {
+            Method::Ack => return self.on_ack(m, peer, reply, server_id),
+            Method::Cancel => return self.on_cancel(m, peer, reply, server_id),
+            _ => {}
+        }
+        let key = TxnKey::new(Side::Server, server_id, method_key(method));
+        let retransmitted = self.txns.with(&key, |e| match e {
+            Entry::Server(s) => match s.fsm.on_retransmission() {
+                server::RetransmitAction::Resend => {
+                    (s.last.clone().map(|b| (b, s.reply.clone())), None)
+                }
+                server::RetransmitAction::Absorb => (None, None),
+            },
+            Entry::Client(_) => (None, None),
+        });
+        if let Some(resend) = retransmitted {
+            if let Some((bytes, to)) = resend {
+                let _ = to.send(bytes);
+            }
+            return;
+        }
+        let snap = self.live.load();
+        if self.draining.load(Ordering::Acquire) {
+            let r = Rejection::new(503, "Service Unavailable", "shutting-down").with_retry_after(5);
+            self.reject_stateless(&m, peer, reply, &r, &snap);
+            return;
+        }
+        let timers = TimerValues::from(&snap.timers);
+        let entry = ServerEntry {
+            fsm: ServerTxn::new(method == Method::Invite, reply.is_reliable(), timers),
+            request: m.clone(),
+            reply: reply.clone(),
+            source: peer.addr,
+            arrival: peer.interface,
+            last: None,
+            client: None,
+            to_tag: self.next_tag(),
+        };
+        if self
+            .txns
+            .insert(key.clone(), Entry::Server(entry), None)
+            .is_err()
+        {
+            self.reject_stateless(&m, peer, reply, &Rejection::overloaded(), &snap);
+            return;
+        }
+        if method == Method::Invite {
+            // 100 Trying at once so the previous hop stops retransmitting (§16.2).
+            let trying = build::response(&m, 100, "Trying", Some(peer.addr), None, &[]);
+            self.send_on_server(&key, 100, trying.freeze());
+        }
+        let peer = self.identify(peer, &snap);
+        let plan = self.route_plan(&m);
+        let facts = self.facts(&m, &plan);
+        match policy::decide(&facts, &peer, &snap) {
+            Decision::Reject(r) => self.reject(&key, &r, &snap),
+            Decision::AnswerOptions => {
+                let tag = self.server_tag(&key);
+                let ok = respond::options_ok(&m, Some(peer.addr), &tag);
+                self.send_on_server(&key, 200, ok.freeze());
+            }
+            Decision::Forward(f) => {
+                let target = match self.target_for(&m, &f.route, &plan) {
+                    Ok(t) => t,
+                    Err(r) => return self.reject(&key, &r, &snap),
+                };
+                tracing::debug!(call_id = m.call_id().unwrap_or(""), method = m.method_str(), rule = f.rule, exit = %f.exit, target = %target.host, "forwarding");
+                self.forward(key, &m, &peer, f.exit, target, &plan, &snap);
+            }
+        }
+    }
+
+    /// Adds the lab-only identity of a plain TCP/UDP sender on the external interface.
+    fn identify(&self, peer: &Peer, snap: &Snapshot) -> Peer {
+        let mut peer = peer.clone();
+        if peer.identity.is_anonymous()
+            && peer.transport != Transport::Tls
+            && peer.interface == Interface::External
+        {
+            if let Some(name) = snap.lab.source_identities.get(&peer.addr.ip()) {
+                peer.identity = PeerIdentity::new([name]);
+            }
+        }
+        peer
+    }
+
+    fn on_ack(&self, m: Message, peer: &Peer, reply: &ReplyTo, server_id: String) {
+        let key = TxnKey::new(Side::Server, server_id, MethodKey::Invite);
+        let now = Instant::now();
+        let absorbed = self.txns.with(&key, |e| match e {
+            Entry::Server(s) => {
+                let matched = s.fsm.on_ack(now);
+                (matched, s.fsm.deadline())
+            }
+            Entry::Client(_) => (false, None),
+        });
+        if absorbed == Some(true) {
+            return;
+        }
+        // An ACK for a 2xx is end to end: relay it statelessly along the route set.
+        let snap = self.live.load();
+        let peer = self.identify(peer, &snap);
+        let plan = self.route_plan(&m);
+        let facts = self.facts(&m, &plan);
+        match policy::decide(&facts, &peer, &snap) {
+            Decision::Forward(f) => {
+                if let Ok(target) = self.target_for(&m, &f.route, &plan) {
+                    let branch = stateless_branch(&m);
+                    let bytes = self.rewrite_for(&m, &peer, f.exit, &target, &branch, &plan, &snap);
+                    self.send_stateless(f.exit, &target, bytes);
+                }
+            }
+            Decision::Reject(r) => {
+                tracing::info!(peer = %peer.addr, rule = r.rule, "ACK dropped");
+            }
+            Decision::AnswerOptions => {}
+        }
+        let _ = reply;
+    }
+
+    fn on_cancel(&self, m: Message, peer: &Peer, reply: &ReplyTo, server_id: String) {
+        let invite_key = TxnKey::new(Side::Server, server_id.clone(), MethodKey::Invite);
+        let cancel_key = TxnKey::new(Side::Server, server_id, MethodKey::Cancel);
+        // A retransmitted CANCEL gets the same 200 again.
+        let resend = self.txns.with(&cancel_key, |e| match e {
+            Entry::Server(s) => (s.last.clone(), None),
+            Entry::Client(_) => (None, None),
+        });
+        if let Some(last) = resend {
+            if let Some(b) = last {
+                let _ = reply.send(b);
+            }
+            return;
+        }
+        let client = self.txns.with(&invite_key, |e| match e {
+            Entry::Server(s) if !s.fsm.is_final() => (Some(s.client.clone()), None),
+            _ => (None, None),
+        });
+        let snap = self.live.load();
+        let Some(Some(client)) = client else {
+            let r = Rejection::new(481, "Call/Transaction Does Not Exist", "cancel-no-match");
+            self.reject_stateless(&m, peer, reply, &r, &snap);
+            return;
+        };
+        if client.is_none() {
+            // Nothing forwarded yet: the INVITE ends here with 487 (§16.10).
+            self.reject(
+                &invite_key,
+                &Rejection::new(487, "Request Terminated", "cancelled"),
+                &snap,
+            );
+        }
+        let timers = TimerValues::from(&snap.timers);
+        let entry = ServerEntry {
+            fsm: ServerTxn::new(false, reply.is_reliable(), timers),
+            request: m.clone(),
+            reply: reply.clone(),
+            source: peer.addr,
+            arrival: peer.interface,
+            last: None,
+            client: None,
+            to_tag: self.next_tag(),
+        };
+        if self
+            .txns
+            .insert(cancel_key.clone(), Entry::Server(entry), None)
+            .is_err()
+        {
+            self.reject_stateless(&m, peer, reply, &Rejection::overloaded(), &snap);
+            return;
+        }
+        let tag = self.server_tag(&cancel_key);
+        let ok = build::response(&m, 200, "OK", Some(peer.addr), Some(&tag), &[]);
+        self.send_on_server(&cancel_key, 200, ok.freeze());
+        // Hop by hop: cancel our branch once it is proceeding, or as soon as it is.
+        let Some(client) = client else { return };
+        let send = self.txns.with(&client, |e| match e {
+            Entry::Client(c) => {
+                if c.fsm.is_proceeding() {
+                    c.fsm.mark_cancelled();
+                    (
+                        c.forwarded
+                            .as_ref()
+                            .and_then(build::cancel_for)
+                            .map(|b| (b.freeze(), c.dest.clone())),
+                        c.fsm.deadline(),
+                    )
+                } else {
+                    c.cancel_pending = true;
+                    (None, None)
+                }
+            }
+            Entry::Server(_) => (None, None),
+        });
+        if let Some(Some((bytes, Some(dest)))) = send {
+            let _ = dest.send(bytes);
+        }
+    }
+
+    /// Which Route entries are ours (to pop) and where the in-dialog request leaves.
+    fn route_plan(&self, m: &Message) -> RoutePlan {
+        let mut plan = RoutePlan::default();
+        let snap = self.live.load();
+        for (line, range) in m.values(HeaderName::Route) {
+            let value = m.text(range.clone());
+            let ours = crate::sip::NameAddr::parse(value)
+                .and_then(|na| self.interface_named(&snap, na.uri.host, na.uri.port));
+            match ours {
+                Some(iface) => {
+                    plan.pops.push((line, range));
+                    plan.exit = Some(iface);
+                }
+                None => {
+                    plan.next = Some(range);
+                    break;
+                }
+            }
+        }
+        plan
+    }
+
+    /// The interface a URI host names, if it names this edge.
+    fn interface_named(&self, snap: &Snapshot, host: &str, port: Option<u16>) -> Option<Interface> {
+        for iface in [Interface::External, Interface::Internal] {
+            let s = snap.interface(iface);
+            if s.fqdn.eq_ignore_ascii_case(host) {
+                return Some(iface);
+            }
+            if host.parse::<IpAddr>().ok() == Some(s.address) {
+                let ports = self.ports.get(&iface).copied().unwrap_or_default();
+                let p = port.unwrap_or(5060);
+                if [ports.udp, ports.tcp, ports.tls].contains(&Some(p)) || port.is_none() {
+                    return Some(iface);
+                }
+            }
+        }
+        None
+    }
+
+    fn facts<'m>(&self, m: &'m Message, plan: &RoutePlan) -> RequestFacts<'m> {
+        let uri = m.uri();
+        let from = m.from();
+        let to = m.to();
+        let snap = self.live.load();
+        let uri_host = uri.map_or("", |u| u.host);
+        let addressed_to_edge = uri.is_some_and(|u| {
+            u.user.is_none() && self.interface_named(&snap, u.host, u.port).is_some()
+        });
+        RequestFacts {
+            method: m.method_str(),
+            uri_user: uri.and_then(|u| u.user),
+            uri_host,
+            from_user: from.and_then(|f| f.uri.user),
+            from_host: from.map_or("", |f| f.uri.host),
+            to_host: to.map_or("", |t| t.uri.host),
+            max_forwards: m.max_forwards().ok().flatten(),
+            looped: self.is_loop(m),
+            routed_exit: plan.exit,
+            has_remaining_route: plan.next.is_some(),
+            addressed_to_edge,
+        }
+    }
+
+    /// RFC 3261 §16.3 step 4: a Via of ours carrying the same loop hash means the request
+    /// came back unchanged (a spiral would change the hash).
+    fn is_loop(&self, m: &Message) -> bool {
+        let hash = loop_hash(m);
+        let prefix = format!("{BRANCH_PREFIX}{hash:08x}");
+        m.values(HeaderName::Via).iter().any(|(_, r)| {
+            crate::sip::Via::parse(m.text(r.clone()))
+                .and_then(|v| v.branch())
+                .is_some_and(|b| b.starts_with(&prefix))
+        })
+    }
+
+    fn target_for(
+        &self,
+        m: &Message,
+        route: &Route,
+        plan: &RoutePlan,
+    ) -> Result<Target, Rejection> {
+        match route {
+            Route::NextHop(hop) => Ok(Target {
+                host: hop.host.clone(),
+                port: hop.port,
+                transport: hop.transport,
+            }),
+            Route::RequestTarget => {
+                let text = match &plan.next {
+                    Some(r) => crate::sip::NameAddr::parse(m.text(r.clone())).map(|na| na.uri),
+                    None => m.uri(),
+                };
+                let uri: Uri<'_> = text
+                    .filter(|u| !u.host.is_empty())
+                    .ok_or_else(|| Rejection::new(416, "Unsupported URI Scheme", "uri-scheme"))?;
+                let transport = match uri.param("transport") {
+                    Some(t) => t.parse::<Transport>().map_err(|_| {
+                        Rejection::new(503, "Service Unavailable", "unsupported-transport")
+                    })?,
+                    None if uri.is_sips() => Transport::Tls,
+                    None => Transport::Udp,
+                };
+                let port = uri.port.unwrap_or(if transport == Transport::Tls {
+                    5061
+                } else {
+                    5060
+                });
+                Ok(Target {
+                    host: uri.host.to_ascii_lowercase(),
+                    port,
+                    transport,
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        server_key: TxnKey,
+        m: &Message,
+        peer: &Peer,
+        exit: Interface,
+        mut target: Target,
+        plan: &RoutePlan,
+        snap: &Arc<Snapshot>,
+    ) {
+        let branch = self.new_branch(m, peer.interface);
+        if target.transport == Transport::Udp && m.wire().len() + 200 > snap.limits.udp_mtu {
+            // RFC 3261 §18.1.1: a large request goes over a congestion-controlled transport.
+            if self.ports.get(&exit).and_then(|p| p.tcp).is_some() || self.ports.contains_key(&exit)
+            {
+                target.transport = Transport::Tcp;
+            }
+        }
+        let bytes = self.rewrite_for(m, peer, exit, &target, &branch, plan, snap);
+        let invite = m.method() == Method::Invite;
+        let forwarded = if invite {
+            Message::parse(bytes.clone(), false).ok()
+        } else {
+            None
+        };
+        let client_key = TxnKey::new(Side::Client, branch, method_key(m.method()));
+        let now = Instant::now();
+        let fsm = ClientTxn::new(
+            invite,
+            target.transport.is_stream(),
+            TimerValues::from(&snap.timers),
+            now,
+        );
+        let deadline = fsm.deadline();
+        let entry = ClientEntry {
+            fsm,
+            bytes: bytes.clone(),
+            dest: None,
+            server: server_key.clone(),
+            forwarded,
+            cancel_pending: false,
+            arrival: peer.interface,
+            target: target.host.clone(),
+        };
+        if self
+            .txns
+            .insert(client_key.clone(), Entry::Client(entry), deadline)
+            .is_err()
+        {
+            return self.reject(&server_key, &Rejection::overloaded(), snap);
+        }
+        self.txns.with(&server_key, |e| {
+            if let Entry::Server(s) = e {
+                s.client = Some(client_key.clone());
+            }
+            ((), None)
+        });
+        match self.resolve_now(&target, snap) {
+            Ok(addr) => self.send_client(client_key, exit, target, addr, bytes, snap.clone()),
+            Err(r) => {
+                self.txns.remove(&client_key);
+                self.reject(&server_key, &r, snap);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite_for(
+        &self,
+        m: &Message,
+        peer: &Peer,
+        exit: Interface,
+        target: &Target,
+        branch: &str,
+        plan: &RoutePlan,
+        snap: &Snapshot,
+    ) -> Bytes {
+        let exit_settings = snap.interface(exit);
+        let ports = self.ports.get(&exit).copied().unwrap_or_default();
+        let via_port = ports
+            .get(target.transport)
+            .or(ports.tcp)
+            .or(ports.udp)
+            .unwrap_or(5060);
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            target.transport.via_token(),
+            exit_settings.fqdn,
+            via_port,
+            branch
+        );
+        let mut record_route = Vec::new();
+        if m.method().creates_dialog() {
+            record_route.push(self.rr_value(snap, exit, target.transport));
+            if exit != peer.interface {
+                record_route.push(self.rr_value(snap, peer.interface, peer.transport));
+            }
+        }
+        let edits = forward::RequestEdits {
+            via,
+            received: build::received_edit(m, peer.addr),
+            record_route,
+            pop_routes: &plan.pops,
+            remove: &[],
+            add: Vec::new(),
+            add_content_length: target.transport.is_stream(),
+        };
+        forward::rewrite_request(m, &edits).freeze()
+    }
+
+    /// A Record-Route value naming one interface by its FQDN (never an IP: Lync ignores those).
+    fn rr_value(&self, snap: &Snapshot, iface: Interface, transport: Transport) -> String {
+        let s = snap.interface(iface);
+        let ports = self.ports.get(&iface).copied().unwrap_or_default();
+        let port = ports
+            .get(transport)
+            .or(ports.tls)
+            .or(ports.tcp)
+            .or(ports.udp)
+            .unwrap_or(5061);
+        format!(
+            "<sip:{}:{};transport={};lr>",
+            s.fqdn,
+            port,
+            transport.as_str()
+        )
+    }
+
+    /// Resolves without awaiting: IP literals and the static hosts table.
+    fn resolve_now(&self, t: &Target, snap: &Snapshot) -> Result<SocketAddr, Rejection> {
+        if let Ok(ip) = t.host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, t.port));
+        }
+        match snap.hosts.get(&t.host).and_then(|v| v.first()) {
+            Some(ip) => Ok(SocketAddr::new(*ip, t.port)),
+            None => Err(
+                Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
+                    crate::policy::Diagnostics::new(1008, "Unable to resolve DNS record")
+                        .param("fqdn", t.host.clone()),
+                ),
+            ),
+        }
+    }
+
+    fn new_branch(&self, m: &Message, arrival: Interface) -> String {
+        let iface = match arrival {
+            Interface::Internal => 'i',
+            Interface::External => 'e',
+        };
+        format!(
+            "{BRANCH_PREFIX}{:08x}{iface}{:x}.{:x}",
+            loop_hash(m),
+            self.instance,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Sends a forwarded request for a client transaction: UDP at once, a pooled stream
+    /// at once when connected, otherwise after connecting in a task.
+    fn send_client(
+        &self,
+        key: TxnKey,
+        exit: Interface,
+        target: Target,
+        addr: SocketAddr,
+        bytes: Bytes,
+        snap: Arc<Snapshot>,
+    ) {
+        if target.transport == Transport::Udp {
+            let Some(socket) = self.udp.get(&exit).cloned() else {
+                let r = Rejection::new(503, "Service Unavailable", "no-udp-on-interface");
+                return self.fail_client(&key, &r, &snap);
+            };
+            let dest = ReplyTo::Datagram { socket, to: addr };
+            self.set_dest(&key, &dest);
+            if let Err(e) = dest.send(bytes) {
+                tracing::info!(%addr, error = %e, "datagram send failed");
+            }
+            return;
+        }
+        let pool_key = PoolKey {
+            interface: exit,
+            transport: target.transport,
+            addr,
+            server_name: (target.transport == Transport::Tls).then(|| target.host.clone()),
+        };
+        if self.pool.count(&pool_key) > 0 {
+            if let Some(c) = self.pool.get(&pool_key) {
+                let dest = ReplyTo::Stream(c);
+                self.set_dest(&key, &dest);
+                if dest.send(bytes.clone()).is_ok() {
+                    return;
+                }
+            }
+        }
+        let Some(ctx) = self.connect_context(exit, &snap) else {
+            return;
+        };
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            match me.pool.get_or_connect(&pool_key, &ctx).await {
+                Ok(c) => {
+                    let dest = ReplyTo::Stream(c);
+                    me.set_dest(&key, &dest);
+                    if let Err(e) = dest.send(bytes) {
+                        let r = Rejection::new(503, "Service Unavailable", "send-failed")
+                            .with_retry_after(5);
+                        tracing::info!(target = %target.host, error = %e, "send failed");
+                        me.fail_client(&key, &r, &snap);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(target = %target.host, %addr, error = %e, "outbound connection failed");
+                    let r = respond::connect_failure(&e, &target.host);
+                    me.fail_client(&key, &r, &snap);
+                }
+            }
+        });
+    }
+
+    fn connect_context(&self, exit: Interface, snap: &Snapshot) -> Option<ConnectContext> {
+        Some(ConnectContext {
+            local_ip: snap.interface(exit).address,
+            connect_timeout: snap.limits.connect_timeout,
+            handshake_timeout: snap.limits.tls_handshake_timeout,
+            max_per_key: snap.limits.connections_per_target,
+            settings: stream_settings(snap),
+            tls: self.tls.clone(),
+            handler: self.handler()?,
+            shutdown: self.conn_shutdown.clone(),
+        })
+    }
+
+    fn set_dest(&self, key: &TxnKey, dest: &ReplyTo) {
+        self.txns.with(key, |e| {
+            if let Entry::Client(c) = e {
+                c.dest = Some(dest.clone());
+            }
+            ((), None)
+        });
+    }
+
+    /// A client transaction could not even send: answer its server transaction.
+    fn fail_client(&self, key: &TxnKey, r: &Rejection, snap: &Snapshot) {
+        if let Some(Entry::Client(c)) = self.txns.remove(key) {
+            self.reject(&c.server, r, snap);
+        }
+    }
+
+    fn send_stateless(&self, exit: Interface, target: &Target, bytes: Bytes) {
+        let snap = self.live.load();
+        let Ok(addr) = self.resolve_now(target, &snap) else {
+            return;
+        };
+        if target.transport == Transport::Udp {
+            if let Some(s) = self.udp.get(&exit) {
+                let _ = conn::send_datagram(s, addr, bytes);
+            }
+            return;
+        }
+        let pool_key = PoolKey {
+            interface: exit,
+            transport: target.transport,
+            addr,
+            server_name: (target.transport == Transport::Tls).then(|| target.host.clone()),
+        };
+        if let Some(c) = self
+            .pool
+            .get(&pool_key)
+            .or_else(|| self.registry.find(target.transport, addr))
+        {
+            let _ = c.send(bytes);
+            return;
+        }
+        let Some(ctx) = self.connect_context(exit, &snap) else {
+            return;
+        };
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Ok(c) = me.pool.get_or_connect(&pool_key, &ctx).await {
+                let _ = c.send(bytes);
+            }
+        });
+    }
+
+    // === responses ===
+
+    fn on_response(&self, m: Message, peer: &Peer) {
+        if let Err(e) = m.validate_response() {
+            tracing::info!(peer = %peer.addr, reason = %e, "response dropped: malformed");
+            return;
+        }
+        let Some(via) = m.top_via() else { return };
+        let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
+            tracing::info!(peer = %peer.addr, "response dropped: top Via is not ours");
+            return;
+        };
+        let status = m.status().unwrap_or(0);
+        let key = TxnKey::new(Side::Client, branch, method_key(m.method()));
+        let now = Instant::now();
+        let outcome = self.txns.with(&key, |e| match e {
+            Entry::Client(c) => {
+                let action = c.fsm.on_response(status, now);
+                let ack = matches!(
+                    action,
+                    ResponseAction::AckAndForward | ResponseAction::AckOnly
+                )
+                .then(|| c.forwarded.as_ref().and_then(|f| build::ack_for(f, &m)))
+                .flatten()
+                .map(|b| (b.freeze(), c.dest.clone()));
+                let cancel =
+                    (status < 200 && status > 100 && c.cancel_pending && c.fsm.is_proceeding())
+                        .then(|| {
+                            c.cancel_pending = false;
+                            c.fsm.mark_cancelled();
+                            c.forwarded
+                                .as_ref()
+                                .and_then(build::cancel_for)
+                                .map(|b| (b.freeze(), c.dest.clone()))
+                        })
+                        .flatten();
+                (
+                    (
+                        action,
+                        ack,
+                        cancel,
+                        c.server.clone(),
+                        c.arrival,
+                        c.target.clone(),
+                    ),
+                    c.fsm.deadline(),
+                )
+            }
+            Entry::Server(_) => (
+                (
+                    ResponseAction::Absorb,
+                    None,
+                    None,
+                    key.clone(),
+                    Interface::Internal,
+                    String::new(),
+                ),
+                None,
+            ),
+        });
+        let Some((action, ack, cancel, server_key, arrival, _target)) = outcome else {
+            // §16.7: no transaction: relay statelessly by the next Via.
+            return self.relay_stateless(&m, branch);
+        };
+        for (bytes, dest) in [ack, cancel].into_iter().flatten() {
+            if let Some(d) = dest {
+                let _ = d.send(bytes);
+            }
+        }
+        if !matches!(
+            action,
+            ResponseAction::Forward | ResponseAction::AckAndForward
+        ) || status == 100
+        {
+            return;
+        }
+        let out = forward::rewrite_response(&m, &self.response_edits(arrival)).freeze();
+        self.send_on_server(&server_key, status, out);
+    }
+
+    fn response_edits(&self, _to: Interface) -> forward::ResponseEdits<'static> {
+        forward::ResponseEdits::default()
+    }
+
+    /// Relays a response that matches no transaction by its next Via (RFC 3261 §16.11).
+    fn relay_stateless(&self, m: &Message, branch: &str) {
+        let vias = m.values(HeaderName::Via);
+        let Some((_, next)) = vias.get(1) else { return };
+        let Some(via) = crate::sip::Via::parse(m.text(next.clone())) else {
+            return;
+        };
+        let iface = if branch[BRANCH_PREFIX.len()..].chars().nth(8) == Some('e') {
+            Interface::External
+        } else {
+            Interface::Internal
+        };
+        let host = via.param("received").unwrap_or(via.host);
+        let port = via
+            .param("rport")
+            .and_then(|p| p.parse().ok())
+            .or(via.port)
+            .unwrap_or(5060);
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return;
+        };
+        let addr = SocketAddr::new(ip, port);
+        let out = forward::rewrite_response(m, &self.response_edits(iface)).freeze();
+        match via.transport.parse::<Transport>() {
+            Ok(Transport::Udp) => {
+                if let Some(s) = self.udp.get(&iface) {
+                    let _ = conn::send_datagram(s, addr, out);
+                }
+            }
+            Ok(t) => {
+                if let Some(c) = self.registry.find(t, addr) {
+                    let _ = c.send(out);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    // === answering ===
+
+    fn server_tag(&self, key: &TxnKey) -> String {
+        self.txns
+            .with(key, |e| match e {
+                Entry::Server(s) => (s.to_tag.clone(), None),
+                Entry::Client(_) => (String::new(), None),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends a response through its server transaction (stores it for retransmissions).
+    fn send_on_server(&self, key: &TxnKey, status: u16, bytes: Bytes) {
+        let now = Instant::now();
+        let send = self.txns.with(key, |e| match e {
+            Entry::Server(s) => {
+                if s.fsm.on_send(status, now) {
+                    s.last = Some(bytes.clone());
+                    (Some(s.reply.clone()), s.fsm.deadline())
+                } else {
+                    (None, None)
+                }
+            }
+            Entry::Client(_) => (None, None),
+        });
+        if let Some(Some(reply)) = send {
+            if let Err(e) = reply.send(bytes) {
+                tracing::info!(error = %e, "response could not be sent");
+            }
+        }
+    }
+
+    /// Refuses a request that has a server transaction; logs the reason once.
+    fn reject(&self, key: &TxnKey, r: &Rejection, snap: &Snapshot) {
+        let parts = self.txns.with(key, |e| match e {
+            Entry::Server(s) => (
+                Some((s.request.clone(), s.source, s.arrival, s.to_tag.clone())),
+                None,
+            ),
+            Entry::Client(_) => (None, None),
+        });
+        let Some(Some((req, source, arrival, tag))) = parts else {
+            return;
+        };
+        log_rejection(&req, r, source, arrival);
+        let fqdn = &snap.interface(arrival).fqdn;
+        let bytes = respond::rejection(&req, r, arrival, Some(source), &tag, fqdn);
+        self.send_on_server(key, r.status, bytes.freeze());
+    }
+
+    /// Refuses a request without creating state (table full, draining, unmatched CANCEL).
+    fn reject_stateless(
+        &self,
+        m: &Message,
+        peer: &Peer,
+        reply: &ReplyTo,
+        r: &Rejection,
+        snap: &Snapshot,
+    ) {
+        log_rejection(m, r, peer.addr, peer.interface);
+        let fqdn = &snap.interface(peer.interface).fqdn;
+        let tag = self.next_tag();
+        let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
+        let _ = reply.send(bytes.freeze());
+    }
+
+    fn respond_stateless(
+        &self,
+        _m: &Message,
+        reply: &ReplyTo,
+        _to: SocketAddr,
+        build: impl FnOnce(&str) -> bytes::BytesMut,
+    ) {
+        let tag = self.next_tag();
+        let _ = reply.send(build(&tag).freeze());
+    }
+
+    // === timers ===
+
+    /// Fires due transaction timers; the edge calls this every few milliseconds.
+    pub fn tick(&self, now: Instant) {
+        for key in self.txns.due(now) {
+            let action = self.txns.with(&key, |e| match e {
+                Entry::Client(c) => {
+                    let a = c.fsm.on_timer(now);
+                    let out = match a {
+                        Some(client::TimerAction::Retransmit) => {
+                            Tick::Send(c.bytes.clone(), c.dest.clone())
+                        }
+                        Some(client::TimerAction::Cancel) => Tick::Send(
+                            c.forwarded
+                                .as_ref()
+                                .and_then(build::cancel_for)
+                                .map(|b| b.freeze())
+                                .unwrap_or_default(),
+                            c.dest.clone(),
+                        ),
+                        Some(client::TimerAction::Timeout) => {
+                            Tick::Timeout(c.server.clone(), c.target.clone())
+                        }
+                        Some(client::TimerAction::Terminate) => Tick::Remove,
+                        None => Tick::Nothing,
+                    };
+                    (out, c.fsm.deadline())
+                }
+                Entry::Server(s) => {
+                    let out = match s.fsm.on_timer(now) {
+                        Some(server::TimerAction::Retransmit) => {
+                            Tick::Send(s.last.clone().unwrap_or_default(), Some(s.reply.clone()))
+                        }
+                        Some(server::TimerAction::Terminate) => Tick::Remove,
+                        None => Tick::Nothing,
+                    };
+                    (out, s.fsm.deadline())
+                }
+            });
+            match action {
+                Some(Tick::Send(bytes, Some(dest))) if !bytes.is_empty() => {
+                    let _ = dest.send(bytes);
+                }
+                Some(Tick::Timeout(server, target)) => {
+                    self.txns.remove(&key);
+                    let snap = self.live.load();
+                    tracing::info!(target = %target, "no final response before the transaction timed out");
+                    self.reject(
+                        &server,
+                        &Rejection::new(408, "Request Timeout", "client-timeout"),
+                        &snap,
+                    );
+                }
+                Some(Tick::Remove) => {
+                    self.txns.remove(&key);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+enum Tick {
+    Send(Bytes, Option<ReplyTo>),
+    Timeout(TxnKey, String),
+    Remove,
+    Nothing,
+}
+
+/// Our Route entries to pop and the rest of the route set.
+#[derive(Debug, Default)]
+struct RoutePlan {
+    pops: Vec<(usize, Range<usize>)>,
+    exit: Option<Interface>,
+    next: Option<Range<usize>>,
+}
+
+impl Handler for Core {
+    fn on_message(&self, msg: Bytes, peer: &Peer, reply: &ReplyTo) {
+        let datagram = peer.transport == Transport::Udp;
+        match Message::parse(msg, datagram) {
+            Ok(m) if m.is_request() => self.on_request(m, peer, reply),
+            Ok(m) => self.on_response(m, peer),
+            Err(e) => {
+                // Without a parsed header block there is nothing to address a response to.
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+            }
+        }
+    }
+
+    fn on_frame_error(&self, head: Bytes, err: FrameError, peer: &Peer, reply: &ReplyTo) {
+        let (status, reason) = match err {
+            FrameError::TooLarge { .. } => (513, "Message Too Large"),
+            _ => (400, "Bad Request"),
+        };
+        tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %err, status, "stream framing failed; closing");
+        // Answer when the header block is readable: parse it as if it had no body.
+        if let Some(end) = memchr::memmem::find(&head, b"\r\n\r\n") {
+            // Drop Content-Length so the header block parses on its own.
+            let h: Vec<u8> = head[..end + 2]
+                .split_inclusive(|b| *b == b'\n')
+                .filter(|line| {
+                    let name = line.split(|b| *b == b':').next().unwrap_or(&[]);
+                    let name = crate::sip::framing::trim(name);
+                    !(name.eq_ignore_ascii_case(b"content-length")
+                        || name.eq_ignore_ascii_case(b"l"))
+                })
+                .flatten()
+                .copied()
+                .chain(*b"\r\n")
+                .collect();
+            if let Ok(m) = Message::parse(Bytes::from(h), true) {
+                if m.is_request() && m.top_via().is_some() {
+                    let tag = self.next_tag();
+                    let phrase = if status == 513 {
+                        reason.to_string()
+                    } else {
+                        format!("{reason} - {err}")
+                    };
+                    let bytes =
+                        build::response(&m, status, &phrase, Some(peer.addr), Some(&tag), &[]);
+                    let _ = reply.send(bytes.freeze());
+                }
+            }
+        }
+    }
+
+    fn on_open(&self, conn: &ConnHandle) {
+        self.registry.add(conn);
+    }
+
+    fn on_closed(&self, conn: &ConnHandle, reason: &str) {
+        tracing::debug!(peer = %conn.remote(), transport = %conn.transport(), reason, "connection closed");
+        self.registry.remove(conn);
+        self.pool.remove(conn);
+    }
+}
+
+pub(crate) fn stream_settings(snap: &Snapshot) -> StreamSettings {
+    StreamSettings {
+        limits: crate::sip::framing::FrameLimits {
+            max_message_size: snap.limits.max_message_size,
+            max_headers: snap.limits.max_headers,
+        },
+        idle_timeout: snap.limits.idle_timeout,
+    }
+}
+
+fn method_key(m: Method) -> MethodKey {
+    match m {
+        Method::Invite | Method::Ack => MethodKey::Invite,
+        Method::Cancel => MethodKey::Cancel,
+        _ => MethodKey::Other,
+    }
+}
+
+/// Server transaction id: branch + sent-by (§17.2.3); for pre-3261 senders a hash of the
+/// fields that identify the request instead.
+fn server_txn_id(m: &Message, branch: Option<&str>, host: &str, port: Option<u16>) -> String {
+    match branch {
+        Some(b) if b.starts_with(crate::sip::via::MAGIC_COOKIE) => {
+            format!("{b}|{host}:{}", port.unwrap_or(0))
+        }
+        _ => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            m.uri_range().map(|r| m.text(r)).hash(&mut h);
+            m.call_id().hash(&mut h);
+            m.from().and_then(|f| f.tag()).hash(&mut h);
+            m.cseq().map(|c| c.seq).hash(&mut h);
+            format!("rfc2543-{:x}|{host}:{}", h.finish(), port.unwrap_or(0))
+        }
+    }
+}
+
+/// The loop-detection hash of §16.6 step 8: fields that change when a request spirals.
+fn loop_hash(m: &Message) -> u32 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.uri_range().map(|r| m.text(r)).hash(&mut h);
+    m.from().and_then(|f| f.tag()).hash(&mut h);
+    m.to().and_then(|t| t.tag()).hash(&mut h);
+    m.call_id().hash(&mut h);
+    m.cseq().map(|c| c.seq).hash(&mut h);
+    for (_, r) in m.values(HeaderName::Route) {
+        m.text(r).hash(&mut h);
+    }
+    h.finish() as u32
+}
+
+/// A branch for a statelessly relayed ACK, the same for each retransmission (§16.11).
+fn stateless_branch(m: &Message) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.top_via().and_then(|v| v.branch()).hash(&mut h);
+    format!("{BRANCH_PREFIX}{:08x}s{:x}", loop_hash(m), h.finish())
+}
+
+fn log_rejection(m: &Message, r: &Rejection, source: SocketAddr, arrival: Interface) {
+    tracing::info!(
+        call_id = m.call_id().unwrap_or(""),
+        method = m.method_str(),
+        interface = %arrival,
+        peer = %source,
+        status = r.status,
+        rule = r.rule,
+        diagnostics = r.diagnostics.as_ref().map(|d| d.code),
+        "request refused"
+    );
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Core>();
+    let _ = txn::TimerValues::default();
+    let _: Option<ConnectError> = None;
+}

@@ -1,0 +1,160 @@
+//! The only place a refusal or a failure becomes a SIP response, logged once.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+
+use crate::policy::{Diagnostics, Rejection};
+use crate::sip::{build, Message, ParseError};
+use crate::transport::pool::ConnectError;
+use crate::transport::Interface;
+
+/// The methods the edge relays, for `Allow` on its own OPTIONS answer.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO, SUBSCRIBE, NOTIFY, BENOTIFY, UPDATE, PRACK, REFER, SERVICE";
+/// The extensions the edge supports, for `Supported`.
+pub const SUPPORTED: &str = "path, outbound";
+
+/// Builds the response for a rejection. `ms-diagnostics` is only written toward the
+/// internal interface; outside it becomes `ms-diagnostics-public` without `source`.
+pub fn rejection(
+    req: &Message,
+    r: &Rejection,
+    to: Interface,
+    source: Option<SocketAddr>,
+    to_tag: &str,
+    edge_fqdn: &str,
+) -> BytesMut {
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    if let Some(d) = &r.diagnostics {
+        match to {
+            Interface::Internal => {
+                extra.push(("ms-diagnostics", with_source(d, edge_fqdn).header_value()))
+            }
+            Interface::External => extra.push(("ms-diagnostics-public", d.header_value())),
+        }
+    }
+    if let Some(s) = r.retry_after {
+        extra.push(("Retry-After", s.to_string()));
+    }
+    build::response(req, r.status, r.reason, source, Some(to_tag), &extra)
+}
+
+fn with_source(d: &Diagnostics, edge_fqdn: &str) -> Diagnostics {
+    if d.params
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("source"))
+    {
+        d.clone()
+    } else {
+        d.clone().param("source", edge_fqdn)
+    }
+}
+
+/// A 200 to OPTIONS addressed to the edge itself.
+pub fn options_ok(req: &Message, source: Option<SocketAddr>, to_tag: &str) -> BytesMut {
+    build::response(
+        req,
+        200,
+        "OK",
+        source,
+        Some(to_tag),
+        &[
+            ("Allow", ALLOW.to_string()),
+            ("Supported", SUPPORTED.to_string()),
+            ("Accept", "application/sdp".to_string()),
+        ],
+    )
+}
+
+/// A 400 naming what was wrong with the request.
+pub fn bad_request(
+    req: &Message,
+    err: &ParseError,
+    source: Option<SocketAddr>,
+    to_tag: &str,
+) -> BytesMut {
+    let reason = format!("Bad Request - {err}");
+    build::response(req, 400, &reason, source, Some(to_tag), &[])
+}
+
+/// The rejection for an outbound connection that could not be made. TLS failures carry
+/// the Access Edge's 1010 (certificate trust) or 1047 (negotiation) diagnostics.
+pub fn connect_failure(err: &ConnectError, target: &str) -> Rejection {
+    match err {
+        ConnectError::Handshake { name, source } => match certificate_problem(source) {
+            Some(problem) => Rejection::new(504, "Server Time-out", "tls-certificate-trust")
+                .with_diagnostics(
+                    Diagnostics::new(
+                        1010,
+                        "Certificate trust with another server could not be established",
+                    )
+                    .param("ErrorType", problem.0)
+                    .param("tls-target", name.clone())
+                    .param("PeerServer", name.clone())
+                    .param("HRESULT", problem.1),
+                ),
+            None => tls_negotiation(name, winsock_of(source)),
+        },
+        ConnectError::HandshakeTimeout { name } => tls_negotiation(name, "10060(WSAETIMEDOUT)"),
+        ConnectError::Connect { source, .. } => tls_negotiation(target, winsock_of(source)),
+        ConnectError::ConnectTimeout { .. } => tls_negotiation(target, "10060(WSAETIMEDOUT)"),
+        ConnectError::NoTls(_) | ConnectError::BadName(_) => {
+            Rejection::new(503, "Service Unavailable", "no-outbound-tls").with_diagnostics(
+                Diagnostics::new(
+                    1047,
+                    "Failed to complete TLS negotiation with a federated peer server",
+                )
+                .param("PeerServer", target),
+            )
+        }
+    }
+}
+
+fn tls_negotiation(peer: &str, winsock: &str) -> Rejection {
+    Rejection::new(504, "Server Time-out", "tls-negotiation").with_diagnostics(
+        Diagnostics::new(
+            1047,
+            "Failed to complete TLS negotiation with a federated peer server",
+        )
+        .param("WinsockFailureCode", winsock)
+        .param("PeerServer", peer),
+    )
+}
+
+fn winsock_of(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "10061(WSAECONNREFUSED)",
+        std::io::ErrorKind::TimedOut => "10060(WSAETIMEDOUT)",
+        std::io::ErrorKind::ConnectionAborted => "10053(WSAECONNABORTED)",
+        _ => "10054(WSAECONNRESET)",
+    }
+}
+
+/// When a handshake failed because of the peer's certificate: (ErrorType, HRESULT).
+fn certificate_problem(e: &std::io::Error) -> Option<(&'static str, &'static str)> {
+    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match inner {
+        rustls::Error::InvalidCertificate(c) => Some(match c {
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => (
+                "The peer certificate does not contain a matching FQDN",
+                "0x80090322(SEC_E_WRONG_PRINCIPAL)",
+            ),
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+                (
+                    "The peer certificate has expired",
+                    "0x80090328(SEC_E_CERT_EXPIRED)",
+                )
+            }
+            rustls::CertificateError::Revoked => (
+                "The peer certificate has been revoked",
+                "0x80092010(CRYPT_E_REVOKED)",
+            ),
+            _ => (
+                "The peer certificate is not trusted",
+                "0x80090325(SEC_E_UNTRUSTED_ROOT)",
+            ),
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,200 @@
+//! Connection handles and the registry of open connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::{Interface, PeerIdentity, Transport};
+
+/// Messages queued per connection before senders see `SendError::Full`: bounded so a
+/// peer that stops reading cannot make the edge buffer without limit.
+pub const SEND_QUEUE: usize = 4096;
+
+/// Why a message could not be handed to a connection or socket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is gone.
+    #[error("connection closed")]
+    Closed,
+    /// The connection's send queue is full (the peer is not reading).
+    #[error("send queue full")]
+    Full,
+    /// The datagram could not be sent.
+    #[error("datagram send failed: {0}")]
+    Datagram(String),
+}
+
+/// A handle to one open stream connection: cheap to clone, sends without awaiting.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    inner: Arc<ConnInner>,
+}
+
+#[derive(Debug)]
+struct ConnInner {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+    interface: Interface,
+    identity: PeerIdentity,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ConnHandle {
+    pub fn new(
+        tx: mpsc::Sender<Bytes>,
+        remote: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
+        interface: Interface,
+        identity: PeerIdentity,
+    ) -> Self {
+        ConnHandle {
+            inner: Arc::new(ConnInner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                tx,
+                remote,
+                local,
+                transport,
+                interface,
+                identity,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+    pub fn remote(&self) -> SocketAddr {
+        self.inner.remote
+    }
+    pub fn local(&self) -> SocketAddr {
+        self.inner.local
+    }
+    pub fn transport(&self) -> Transport {
+        self.inner.transport
+    }
+    pub fn interface(&self) -> Interface {
+        self.inner.interface
+    }
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.inner.identity
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.tx.is_closed()
+    }
+
+    /// Queues a message for the connection's writer.
+    pub fn send(&self, msg: Bytes) -> Result<(), SendError> {
+        self.inner.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+
+    /// How many messages wait in the queue (to spread load over pooled connections).
+    pub fn queued(&self) -> usize {
+        SEND_QUEUE - self.inner.tx.capacity()
+    }
+}
+
+/// Where a reply (or any message) goes: a datagram socket and address, or a connection.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {
+    Datagram {
+        socket: Arc<UdpSocket>,
+        to: SocketAddr,
+    },
+    Stream(ConnHandle),
+}
+
+impl ReplyTo {
+    pub fn send(&self, msg: Bytes) -> Result<(), SendError> {
+        match self {
+            ReplyTo::Stream(c) => c.send(msg),
+            ReplyTo::Datagram { socket, to } => send_datagram(socket, *to, msg),
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            ReplyTo::Stream(c) => c.transport(),
+            ReplyTo::Datagram { .. } => Transport::Udp,
+        }
+    }
+
+    pub fn is_reliable(&self) -> bool {
+        self.transport().is_stream()
+    }
+}
+
+/// Sends a datagram without awaiting; when the socket buffer is full the send finishes
+/// in a small task rather than blocking the caller.
+pub fn send_datagram(socket: &Arc<UdpSocket>, to: SocketAddr, msg: Bytes) -> Result<(), SendError> {
+    match socket.try_send_to(&msg, to) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Err(e) = socket.send_to(&msg, to).await {
+                    tracing::debug!(%to, error = %e, "datagram send failed");
+                }
+            });
+            Ok(())
+        }
+        Err(e) => Err(SendError::Datagram(e.to_string())),
+    }
+}
+
+/// Open stream connections by remote address, for responses routed by Via when no
+/// transaction remembers the connection (RFC 3261 §18.2.2).
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_remote: Mutex<HashMap<(Transport, SocketAddr), Vec<ConnHandle>>>,
+}
+
+impl Registry {
+    pub fn add(&self, c: &ConnHandle) {
+        let mut m = self.by_remote.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((c.transport(), c.remote()))
+            .or_default()
+            .push(c.clone());
+    }
+
+    pub fn remove(&self, c: &ConnHandle) {
+        let mut m = self.by_remote.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = m.get_mut(&(c.transport(), c.remote())) {
+            v.retain(|x| x.id() != c.id());
+            if v.is_empty() {
+                m.remove(&(c.transport(), c.remote()));
+            }
+        }
+    }
+
+    /// A live connection to `remote` over `transport`, if one is open.
+    pub fn find(&self, transport: Transport, remote: SocketAddr) -> Option<ConnHandle> {
+        let m = self.by_remote.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(transport, remote))?
+            .iter()
+            .find(|c| !c.is_closed())
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        let m = self.by_remote.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,224 @@
+//! Outbound connections, keyed by (interface, transport, address, TLS name), reused for
+//! every request to that peer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::ConnHandle;
+use super::stream::{self, StreamSettings};
+use super::{Handler, Interface, Peer, PeerIdentity, TlsSource, Transport};
+
+/// Which connection a message needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub interface: Interface,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// TLS server name (SNI and the name the certificate must contain).
+    pub server_name: Option<String>,
+}
+
+/// Why an outbound connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect failed (refused, unreachable…).
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// TCP connect did not finish in time.
+    #[error("connect to {addr} timed out")]
+    ConnectTimeout { addr: SocketAddr },
+    /// The TLS handshake failed; the source says whether certificates were at fault.
+    #[error("TLS handshake with {name} failed: {source}")]
+    Handshake {
+        name: String,
+        source: std::io::Error,
+    },
+    /// The TLS handshake did not finish in time.
+    #[error("TLS handshake with {name} timed out")]
+    HandshakeTimeout { name: String },
+    /// The interface has no certificate material for outbound TLS.
+    #[error("no TLS client configuration on the {0} interface")]
+    NoTls(Interface),
+    /// The TLS server name is not a valid DNS name or IP address.
+    #[error("invalid TLS server name `{0}`")]
+    BadName(String),
+}
+
+/// Settings for new outbound connections.
+#[derive(Clone)]
+pub struct ConnectContext {
+    pub local_ip: std::net::IpAddr,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_per_key: usize,
+    pub settings: StreamSettings,
+    pub tls: Option<Arc<dyn TlsSource>>,
+    pub handler: Arc<dyn Handler>,
+    pub shutdown: CancellationToken,
+}
+
+/// The pool of outbound connections.
+#[derive(Default)]
+pub struct Pool {
+    conns: Mutex<HashMap<PoolKey, Vec<ConnHandle>>>,
+    connecting: Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Pool {
+    /// A live pooled connection for `key`, the least busy one, without awaiting.
+    pub fn get(&self, key: &PoolKey) -> Option<ConnHandle> {
+        let mut m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let v = m.get_mut(key)?;
+        v.retain(|c| !c.is_closed());
+        v.iter().min_by_key(|c| c.queued()).cloned()
+    }
+
+    /// Number of live connections for `key`.
+    pub fn count(&self, key: &PoolKey) -> usize {
+        let m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(key)
+            .map_or(0, |v| v.iter().filter(|c| !c.is_closed()).count())
+    }
+
+    /// Whether another connection is worth opening: none yet, or all are backed up and
+    /// the per-target limit allows one more.
+    fn wants_more(&self, key: &PoolKey, max: usize) -> bool {
+        let m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(key) {
+            None => true,
+            Some(v) => {
+                let live: Vec<_> = v.iter().filter(|c| !c.is_closed()).collect();
+                live.is_empty() || (live.len() < max && live.iter().all(|c| c.queued() > 64))
+            }
+        }
+    }
+
+    /// A connection for `key`: an existing one, or a new one (one connect at a time per key,
+    /// so a burst of requests to a new peer opens one connection, not hundreds).
+    pub async fn get_or_connect(
+        &self,
+        key: &PoolKey,
+        ctx: &ConnectContext,
+    ) -> Result<ConnHandle, ConnectError> {
+        if !self.wants_more(key, ctx.max_per_key) {
+            if let Some(c) = self.get(key) {
+                return Ok(c);
+            }
+        }
+        let gate = {
+            let mut m = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(key.clone()).or_default().clone()
+        };
+        let _guard = gate.lock().await;
+        if !self.wants_more(key, ctx.max_per_key) {
+            if let Some(c) = self.get(key) {
+                return Ok(c);
+            }
+        }
+        let c = connect(key, ctx).await?;
+        let mut m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.clone()).or_default().push(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove(&self, c: &ConnHandle) {
+        let mut m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for v in m.values_mut() {
+            v.retain(|x| x.id() != c.id());
+        }
+        m.retain(|_, v| !v.is_empty());
+    }
+}
+
+async fn connect(key: &PoolKey, ctx: &ConnectContext) -> Result<ConnHandle, ConnectError> {
+    let addr = key.addr;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|source| ConnectError::Connect { addr, source })?;
+    // Leave from the interface's own address so peers see the right side of the edge.
+    if ctx.local_ip.is_ipv4() == addr.is_ipv4() && !ctx.local_ip.is_unspecified() {
+        socket
+            .bind(SocketAddr::new(ctx.local_ip, 0))
+            .map_err(|source| ConnectError::Connect { addr, source })?;
+    }
+    let tcp: TcpStream = match tokio::time::timeout(ctx.connect_timeout, socket.connect(addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ConnectError::Connect { addr, source }),
+        Err(_) => return Err(ConnectError::ConnectTimeout { addr }),
+    };
+    let _ = tcp.set_nodelay(true);
+    let local = tcp
+        .local_addr()
+        .map_err(|source| ConnectError::Connect { addr, source })?;
+    if key.transport == Transport::Tls {
+        let tls = ctx.tls.as_ref().ok_or(ConnectError::NoTls(key.interface))?;
+        let config = tls
+            .client(key.interface)
+            .ok_or(ConnectError::NoTls(key.interface))?;
+        let name = key
+            .server_name
+            .clone()
+            .unwrap_or_else(|| addr.ip().to_string());
+        let server_name = rustls_pki_types::ServerName::try_from(name.clone())
+            .map_err(|_| ConnectError::BadName(name.clone()))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream =
+            match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(ConnectError::Handshake { name, source }),
+                Err(_) => return Err(ConnectError::HandshakeTimeout { name }),
+            };
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| tls.identity(c))
+            .unwrap_or_default();
+        Ok(spawn(stream, key, local, identity, ctx))
+    } else {
+        Ok(spawn(tcp, key, local, PeerIdentity::anonymous(), ctx))
+    }
+}
+
+fn spawn<S>(
+    io: S,
+    key: &PoolKey,
+    local: SocketAddr,
+    identity: PeerIdentity,
+    ctx: &ConnectContext,
+) -> ConnHandle
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let peer = Peer {
+        interface: key.interface,
+        transport: key.transport,
+        addr: key.addr,
+        identity,
+    };
+    let (handle, rx) = stream::channel(&peer, local);
+    ctx.handler.on_open(&handle);
+    let h = handle.clone();
+    let handler = ctx.handler.clone();
+    let settings = ctx.settings;
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        stream::run(io, h, rx, peer, handler, settings, shutdown).await;
+    });
+    handle
+}

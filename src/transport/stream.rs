@@ -1,0 +1,144 @@
+//! One task per TCP or TLS connection, generic over the byte stream.
+//!
+//! The task reads, frames (`sip::framing`) and hands whole messages to the handler
+//! without copying, and writes whatever the edge queued for this connection, batching
+//! queued messages into one write (one TLS record where possible).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{ConnHandle, SEND_QUEUE};
+use super::{Handler, Peer, ReplyTo};
+use crate::sip::framing::{scan, FrameLimits, Scan};
+
+/// Settings of a stream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub limits: FrameLimits,
+    pub idle_timeout: Duration,
+}
+
+/// Creates the handle and queue for a new connection; `run` then serves it.
+pub fn channel(peer: &Peer, local: std::net::SocketAddr) -> (ConnHandle, mpsc::Receiver<Bytes>) {
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let handle = ConnHandle::new(
+        tx,
+        peer.addr,
+        local,
+        peer.transport,
+        peer.interface,
+        peer.identity.clone(),
+    );
+    (handle, rx)
+}
+
+/// Serves one connection until the peer closes it, it idles out, framing fails, or
+/// `shutdown` fires.
+pub async fn run<S>(
+    io: S,
+    handle: ConnHandle,
+    mut rx: mpsc::Receiver<Bytes>,
+    peer: Peer,
+    handler: Arc<dyn Handler>,
+    settings: StreamSettings,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let reply = ReplyTo::Stream(handle.clone());
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
+    let reason: &str = loop {
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) => break "closed by peer",
+                    Ok(_) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
+                        if let Err(why) = drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
+                            break why;
+                        }
+                        if buf.capacity() - buf.len() < 4096 {
+                            buf.reserve(16 * 1024);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.addr, error = %e, "read failed");
+                        break "read error";
+                    }
+                }
+            }
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break "handle dropped" };
+                out.clear();
+                out.extend_from_slice(&msg);
+                // Batch whatever else is queued into the same write.
+                while out.len() < 64 * 1024 {
+                    match rx.try_recv() {
+                        Ok(m) => out.extend_from_slice(&m),
+                        Err(_) => break,
+                    }
+                }
+                if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+                    break "write error";
+                }
+            }
+            _ = &mut idle => break "idle timeout",
+            _ = shutdown.cancelled() => break "shutdown",
+        }
+    };
+    rx.close();
+    // Flush what was already queued (e.g. the 400 or 513 sent just before closing).
+    out.clear();
+    while let Ok(m) = rx.try_recv() {
+        out.extend_from_slice(&m);
+    }
+    if !out.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = writer.write_all(&out).await;
+            let _ = writer.flush().await;
+        })
+        .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(200), writer.shutdown()).await;
+    handler.on_closed(&handle, reason);
+}
+
+/// Hands every complete message in `buf` to the handler. `Err` closes the connection.
+fn drain_frames(
+    buf: &mut BytesMut,
+    peer: &Peer,
+    reply: &ReplyTo,
+    handler: &Arc<dyn Handler>,
+    settings: &StreamSettings,
+) -> Result<(), &'static str> {
+    loop {
+        match scan(buf, &settings.limits) {
+            Ok(Scan::Incomplete) => return Ok(()),
+            Ok(Scan::KeepAlive { len, ping }) => {
+                let _ = buf.split_to(len);
+                if ping {
+                    // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong.
+                    let _ = reply.send(Bytes::from_static(b"\r\n"));
+                }
+            }
+            Ok(Scan::Message { len }) => {
+                let msg = buf.split_to(len).freeze();
+                handler.on_message(msg, peer, reply);
+            }
+            Err(e) => {
+                let head = buf.split().freeze();
+                handler.on_frame_error(head, e, peer, reply);
+                return Err("framing error");
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! One integration binary, one module per scenario (hickory's layout).
+
+mod configs;
+mod support;
+mod transports;

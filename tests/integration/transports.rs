@@ -1,0 +1,639 @@
+//! The core relay over UDP and TCP: both directions, the proxy rules of RFC 3261 §16,
+//! stream framing, and what goes wrong on purpose.
+
+use std::time::Duration;
+
+use sipedge::transport::{Interface, Transport};
+
+use crate::support::*;
+
+async fn edge_with_udp_pool() -> (TestEdge, UdpPeer, UdpPeer) {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let edge = TestEdge::start(&base_config(pool.addr(), "udp", partner.addr(), "udp")).await;
+    (edge, pool, partner)
+}
+
+#[tokio::test]
+async fn message_over_udp_from_outside_reaches_the_pool_and_the_answer_comes_back() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let via = format!(
+        "SIP/2.0/UDP 127.0.0.9:{};branch=z9hG4bKc1;rport",
+        client.addr().port()
+    );
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:alice@fabrikam.test",
+        "sip:bob@contoso.test",
+        &via,
+        "udp-in-1",
+        &["Content-Type: text/plain"],
+        "hello",
+    );
+    client
+        .send(edge.addr(Interface::External, Transport::Udp), &req)
+        .await;
+
+    let (got, from) = pool.recv().await;
+    assert_eq!(first_line(&got), "MESSAGE sip:bob@contoso.test SIP/2.0");
+    assert_eq!(
+        from.ip().to_string(),
+        "127.0.0.2",
+        "leaves through the internal interface"
+    );
+    let vias = headers(&got, "via");
+    assert_eq!(vias.len(), 2);
+    assert!(
+        vias[0].starts_with(&format!(
+            "SIP/2.0/UDP edge-int.contoso.test:{};branch=z9hG4bK",
+            edge.addr(Interface::Internal, Transport::Udp).port()
+        )),
+        "{}",
+        vias[0]
+    );
+    assert_eq!(
+        vias[1],
+        format!(
+            "SIP/2.0/UDP 127.0.0.9:{};branch=z9hG4bKc1;rport={};received=127.0.0.9",
+            client.addr().port(),
+            client.addr().port()
+        )
+    );
+    assert_eq!(header(&got, "max-forwards"), Some("69"));
+    assert!(got.ends_with("\r\n\r\nhello"));
+    assert!(
+        headers(&got, "record-route").is_empty(),
+        "MESSAGE is not dialog-creating"
+    );
+
+    pool.send(from, &response(&got, 200, "OK", &[])).await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(status_of(&answer), 200);
+    assert_eq!(headers(&answer, "via"), vec![vias[1]]);
+}
+
+#[tokio::test]
+async fn message_over_tcp_from_inside_leaves_through_the_external_interface() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = TcpPeer::bind("127.0.0.3").await;
+    let edge = TestEdge::start(&base_config(pool.addr(), "udp", partner.addr(), "tcp")).await;
+    let mut client = tcp_connect(edge.addr(Interface::Internal, Transport::Tcp)).await;
+    let req = request(
+        "MESSAGE",
+        "sip:carol@fabrikam.test",
+        "sip:alice@contoso.test",
+        "sip:carol@fabrikam.test",
+        "SIP/2.0/TCP pool.contoso.test:5070;branch=z9hG4bKt1",
+        "tcp-out-1",
+        &[],
+        "hi",
+    );
+    client.send(&req).await;
+
+    let mut far = partner.accept().await;
+    let got = far.recv().await;
+    assert_eq!(first_line(&got), "MESSAGE sip:carol@fabrikam.test SIP/2.0");
+    assert_eq!(
+        far.io.peer_addr().unwrap().ip().to_string(),
+        "127.0.0.1",
+        "from the external address"
+    );
+    let vias = headers(&got, "via");
+    assert!(
+        vias[0].starts_with("SIP/2.0/TCP accessedge.contoso.test:"),
+        "{}",
+        vias[0]
+    );
+    assert!(vias[1].contains("received=127.0.0.1"), "{}", vias[1]);
+    far.send(&response(&got, 200, "OK", &[])).await;
+    let answer = client.recv().await;
+    assert_eq!(status_of(&answer), 200);
+    assert_eq!(headers(&answer, "via").len(), 1);
+}
+
+#[tokio::test]
+async fn the_edge_is_no_open_relay() {
+    let (edge, _pool, partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let req = request(
+        "MESSAGE",
+        "sip:carol@fabrikam.test",
+        "sip:mallory@evil.test",
+        "sip:carol@fabrikam.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKr1",
+        "relay-1",
+        &[],
+        "",
+    );
+    client
+        .send(edge.addr(Interface::External, Transport::Udp), &req)
+        .await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(status_of(&answer), 403, "{answer}");
+    assert!(
+        header(&answer, "ms-diagnostics-public").is_some(),
+        "{answer}"
+    );
+    assert!(
+        header(&answer, "ms-diagnostics").is_none(),
+        "internal diagnostics never go outside"
+    );
+    assert!(partner.try_recv(Duration::from_millis(200)).await.is_none());
+}
+
+#[tokio::test]
+async fn max_forwards_zero_gives_483_but_options_to_the_edge_gets_200() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:alice@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKm0",
+        "mf-0",
+        &[],
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    client.send(to, &req).await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(first_line(&answer), "SIP/2.0 483 Too Many Hops");
+    assert!(pool.try_recv(Duration::from_millis(200)).await.is_none());
+
+    let opt = request(
+        "OPTIONS",
+        "sip:accessedge.contoso.test",
+        "sip:probe@fabrikam.test",
+        "sip:accessedge.contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKo0",
+        "opt-0",
+        &[],
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    client.send(to, &opt).await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(header(&answer, "allow").is_some_and(|a| a.contains("MESSAGE") && a.contains("INVITE")));
+    assert!(header(&answer, "supported").is_some());
+}
+
+#[tokio::test]
+async fn a_request_that_comes_back_unchanged_is_a_loop() {
+    // Route loop.test to the edge's own internal UDP listener: the request leaves and
+    // arrives again with our Via on it.
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let internal_udp = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let port = internal_udp.local_addr().unwrap().port();
+    let toml = base_config(pool.addr(), "udp", "127.0.0.3:5061".parse().unwrap(), "udp")
+        + &format!("\n[[routes]]\ndomain = \"loop.test\"\ntarget = \"127.0.0.2:{port}\"\ntransport = \"udp\"\n");
+    let snap = sipedge::config::Snapshot::from_toml(&toml, std::path::Path::new(".")).unwrap();
+    let mut sockets = sipedge::edge::Sockets::bind(&snap).await.unwrap();
+    sockets.internal.udp = Some(internal_udp);
+    let edge = sipedge::edge::Edge::start(
+        std::sync::Arc::new(sipedge::config::Live::new(snap)),
+        sockets,
+        None,
+    )
+    .unwrap();
+    let client = UdpPeer::bind("127.0.0.2").await;
+    let req = request(
+        "MESSAGE",
+        "sip:x@loop.test",
+        "sip:alice@contoso.test",
+        "sip:x@loop.test",
+        &format!(
+            "SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bKl1",
+            client.addr().port()
+        ),
+        "loop-1",
+        &[],
+        "",
+    );
+    client
+        .send(
+            edge.local_addr(Interface::Internal, Transport::Udp)
+                .unwrap(),
+            &req,
+        )
+        .await;
+    let (answer, _) = client.recv_final_or_request().await;
+    assert_eq!(first_line(&answer), "SIP/2.0 482 Loop Detected", "{answer}");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_naming_the_problem() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    let no_call_id = "MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKb1\r\nFrom: <sip:a@fabrikam.test>;tag=1\r\nTo: <sip:bob@contoso.test>\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    client.send(to, no_call_id).await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(
+        first_line(&answer),
+        "SIP/2.0 400 Bad Request - missing Call-ID header"
+    );
+    let bad_mf = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKb2",
+        "bad-mf",
+        &[],
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: many");
+    client.send(to, &bad_mf).await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(
+        first_line(&answer),
+        "SIP/2.0 400 Bad Request - malformed Max-Forwards header"
+    );
+    // Garbage is dropped, and the edge goes on serving.
+    client.send(to, "\u{1}\u{2}garbage\r\n\r\n").await;
+    let ok = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKb3",
+        "after-garbage",
+        &[],
+        "",
+    );
+    client.send(to, &ok).await;
+    let (got, _) = pool.recv().await;
+    assert_eq!(header(&got, "call-id"), Some("after-garbage"));
+}
+
+#[tokio::test]
+async fn oversize_request_on_a_stream_gets_513_and_the_connection_closes() {
+    let (edge, _pool, _partner) = edge_with_udp_pool().await;
+    let mut client = tcp_connect(edge.addr(Interface::External, Transport::Tcp)).await;
+    let body = "x".repeat(5000);
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/TCP 127.0.0.9;branch=z9hG4bKbig",
+        "big",
+        &[],
+        &body,
+    );
+    client.send(&req).await;
+    let answer = client.recv().await;
+    assert_eq!(first_line(&answer), "SIP/2.0 513 Message Too Large");
+    assert!(client.closed_within(Duration::from_secs(2)).await);
+}
+
+#[tokio::test]
+async fn missing_content_length_on_a_stream_gets_400() {
+    let (edge, _pool, _partner) = edge_with_udp_pool().await;
+    let mut client = tcp_connect(edge.addr(Interface::External, Transport::Tcp)).await;
+    client.send("MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.9;branch=z9hG4bKncl\r\nFrom: <sip:a@fabrikam.test>;tag=1\r\nTo: <sip:bob@contoso.test>\r\nCall-ID: ncl\r\nCSeq: 1 MESSAGE\r\n\r\n").await;
+    let answer = client.recv().await;
+    assert!(
+        first_line(&answer).starts_with("SIP/2.0 400 Bad Request"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_and_split_messages_on_tcp_are_all_relayed() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let mut client = tcp_connect(edge.addr(Interface::External, Transport::Tcp)).await;
+    let m = |id: &str| {
+        request(
+            "MESSAGE",
+            "sip:bob@contoso.test",
+            "sip:a@fabrikam.test",
+            "sip:bob@contoso.test",
+            &format!("SIP/2.0/TCP 127.0.0.9;branch=z9hG4bK{id}"),
+            id,
+            &[],
+            "body",
+        )
+    };
+    client.send(&(m("p1") + &m("p2"))).await;
+    let third = m("p3");
+    for chunk in third.as_bytes().chunks(7) {
+        client.send_bytes(chunk).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (got, _) = pool.recv().await;
+        ids.push(header(&got, "call-id").unwrap_or("").to_string());
+        assert!(got.ends_with("\r\n\r\nbody"));
+    }
+    ids.sort();
+    assert_eq!(ids, ["p1", "p2", "p3"]);
+}
+
+#[tokio::test]
+async fn crlf_keepalive_ping_gets_a_pong() {
+    let (edge, _pool, _partner) = edge_with_udp_pool().await;
+    let mut client = tcp_connect(edge.addr(Interface::External, Transport::Tcp)).await;
+    client.send("\r\n\r\n").await;
+    assert_eq!(client.read_raw(WAIT).await, b"\r\n");
+}
+
+#[tokio::test]
+async fn invite_dialog_across_both_interfaces_follows_the_record_route_set() {
+    let (edge, _pool, partner) = edge_with_udp_pool().await;
+    let alice = UdpPeer::bind("127.0.0.2").await;
+    let int = edge.addr(Interface::Internal, Transport::Udp);
+    let ext = edge.addr(Interface::External, Transport::Udp);
+    let alice_contact = format!("<sip:alice@127.0.0.2:{}>", alice.addr().port());
+    let invite = request(
+        "INVITE",
+        "sip:carol@fabrikam.test",
+        "sip:alice@contoso.test",
+        "sip:carol@fabrikam.test",
+        &format!(
+            "SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bKinv1",
+            alice.addr().port()
+        ),
+        "dialog-1",
+        &[
+            &format!("Contact: {alice_contact}"),
+            "Content-Type: application/sdp",
+        ],
+        "v=0\r\n",
+    );
+    alice.send(int, &invite).await;
+    let (trying, _) = alice.recv().await;
+    assert_eq!(status_of(&trying), 100);
+
+    let (got, edge_src) = partner.recv().await;
+    assert_eq!(edge_src.ip().to_string(), "127.0.0.1");
+    let rr = headers(&got, "record-route");
+    assert_eq!(rr.len(), 2, "one entry per interface: {got}");
+    assert_eq!(
+        rr[0],
+        format!(
+            "<sip:accessedge.contoso.test:{};transport=udp;lr>",
+            ext.port()
+        )
+    );
+    assert_eq!(
+        rr[1],
+        format!(
+            "<sip:edge-int.contoso.test:{};transport=udp;lr>",
+            int.port()
+        )
+    );
+    let carol_contact = format!("Contact: <sip:carol@127.0.0.3:{}>", partner.addr().port());
+    partner
+        .send(edge_src, &response(&got, 180, "Ringing", &[]))
+        .await;
+    partner
+        .send(edge_src, &response(&got, 200, "OK", &[&carol_contact]))
+        .await;
+    let (ringing, _) = alice.recv().await;
+    assert_eq!(status_of(&ringing), 180);
+    let (ok, _) = alice.recv().await;
+    assert_eq!(status_of(&ok), 200);
+    assert_eq!(
+        headers(&ok, "record-route"),
+        rr,
+        "the route set reaches the caller"
+    );
+
+    // The caller's route set is the Record-Route list reversed.
+    let ack = format!(
+        "ACK sip:carol@127.0.0.3:{} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bKack1\r\nRoute: {}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@contoso.test>;tag=tdialog-1\r\nTo: <sip:carol@fabrikam.test>;tag=uas1\r\nCall-ID: dialog-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        partner.addr().port(),
+        alice.addr().port(),
+        rr[1],
+        rr[0]
+    );
+    alice.send(int, &ack).await;
+    let (got_ack, from) = partner.recv().await;
+    assert_eq!(
+        first_line(&got_ack),
+        format!("ACK sip:carol@127.0.0.3:{} SIP/2.0", partner.addr().port())
+    );
+    assert!(
+        headers(&got_ack, "route").is_empty(),
+        "our Route entries are popped: {got_ack}"
+    );
+    assert_eq!(
+        from.ip().to_string(),
+        "127.0.0.1",
+        "ACK leaves through the external interface"
+    );
+
+    // The callee's BYE comes back in through the external interface.
+    let bye = format!(
+        "BYE sip:alice@127.0.0.2:{} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:{};branch=z9hG4bKbye1\r\nRoute: {}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: <sip:carol@fabrikam.test>;tag=uas1\r\nTo: <sip:alice@contoso.test>;tag=tdialog-1\r\nCall-ID: dialog-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        alice.addr().port(),
+        partner.addr().port(),
+        rr[0],
+        rr[1]
+    );
+    partner.send(ext, &bye).await;
+    let (got_bye, from) = alice.recv().await;
+    assert_eq!(
+        first_line(&got_bye),
+        format!("BYE sip:alice@127.0.0.2:{} SIP/2.0", alice.addr().port())
+    );
+    assert_eq!(
+        from.ip().to_string(),
+        "127.0.0.2",
+        "BYE leaves through the internal interface"
+    );
+    alice.send(from, &response(&got_bye, 200, "OK", &[])).await;
+    let (bye_ok, _) = partner.recv().await;
+    assert_eq!(status_of(&bye_ok), 200);
+    assert_eq!(header(&bye_ok, "cseq"), Some("2 BYE"));
+}
+
+#[tokio::test]
+async fn cancel_of_a_pending_invite_is_forwarded_hop_by_hop() {
+    let (edge, _pool, partner) = edge_with_udp_pool().await;
+    let alice = UdpPeer::bind("127.0.0.2").await;
+    let int = edge.addr(Interface::Internal, Transport::Udp);
+    let via = format!(
+        "SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bKcan1",
+        alice.addr().port()
+    );
+    let invite = request(
+        "INVITE",
+        "sip:carol@fabrikam.test",
+        "sip:alice@contoso.test",
+        "sip:carol@fabrikam.test",
+        &via,
+        "cancel-1",
+        &[],
+        "",
+    );
+    alice.send(int, &invite).await;
+    let (got, edge_src) = partner.recv().await;
+    partner
+        .send(edge_src, &response(&got, 180, "Ringing", &[]))
+        .await;
+    let (_trying, _) = alice.recv().await;
+    let (ringing, _) = alice.recv().await;
+    assert_eq!(status_of(&ringing), 180);
+
+    let cancel = invite
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    alice.send(int, &cancel).await;
+    let (cancel_ok, _) = alice.recv().await;
+    assert_eq!(status_of(&cancel_ok), 200);
+    assert_eq!(header(&cancel_ok, "cseq"), Some("1 CANCEL"));
+
+    let (got_cancel, _) = partner.recv().await;
+    assert!(
+        first_line(&got_cancel).starts_with("CANCEL sip:carol@fabrikam.test"),
+        "{got_cancel}"
+    );
+    assert_eq!(
+        headers(&got_cancel, "via")[0],
+        headers(&got, "via")[0],
+        "same branch as the INVITE it cancels"
+    );
+    partner
+        .send(edge_src, &response(&got_cancel, 200, "OK", &[]))
+        .await;
+    partner
+        .send(edge_src, &response(&got, 487, "Request Terminated", &[]))
+        .await;
+    let (terminated, _) = alice.recv().await;
+    assert_eq!(status_of(&terminated), 487);
+    // The edge acknowledges the 487 itself (hop by hop).
+    let (ack, _) = partner.recv().await;
+    assert!(
+        first_line(&ack).starts_with("ACK sip:carol@fabrikam.test"),
+        "{ack}"
+    );
+    assert_eq!(header(&ack, "cseq"), Some("1 ACK"));
+}
+
+#[tokio::test]
+async fn udp_retransmissions_are_absorbed_and_answered_from_the_transaction() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKre1",
+        "retrans",
+        &[],
+        "",
+    );
+    client.send(to, &req).await;
+    let (got, from) = pool.recv().await;
+    client.send(to, &req).await;
+    assert!(
+        pool.try_recv(Duration::from_millis(300)).await.is_none(),
+        "the retransmission is absorbed"
+    );
+    pool.send(from, &response(&got, 200, "OK", &[])).await;
+    let (a, _) = client.recv().await;
+    assert_eq!(status_of(&a), 200);
+    client.send(to, &req).await;
+    let (again, _) = client.recv().await;
+    assert_eq!(
+        status_of(&again),
+        200,
+        "a late retransmission gets the stored answer"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_the_transaction_in_flight_finish() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKsd1",
+        "shutdown-1",
+        &[],
+        "",
+    );
+    client.send(to, &req).await;
+    let (got, from) = pool.recv().await;
+    let stopping = tokio::spawn(edge.edge.shutdown(Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKsd2",
+        "shutdown-2",
+        &[],
+        "",
+    );
+    client.send(to, &late).await;
+    let (refused, _) = client.recv().await;
+    assert_eq!(
+        status_of(&refused),
+        503,
+        "new work is refused while draining"
+    );
+    assert!(header(&refused, "retry-after").is_some());
+    pool.send(from, &response(&got, 200, "OK", &[])).await;
+    let (answer, _) = client.recv().await;
+    assert_eq!(
+        status_of(&answer),
+        200,
+        "the transaction in flight finishes"
+    );
+    let report = stopping.await.unwrap();
+    assert_eq!(report.abandoned, 0);
+    assert!(report.took < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_next_hop_that_never_answers_gives_408() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let toml = base_config(pool.addr(), "udp", partner.addr(), "udp")
+        + "\n[timers]\nt1_ms = 20\nt2_ms = 80\n";
+    let edge = TestEdge::start(&toml).await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKto1",
+        "timeout-1",
+        &[],
+        "",
+    );
+    client
+        .send(edge.addr(Interface::External, Transport::Udp), &req)
+        .await;
+    let (first, _) = pool.recv().await;
+    let (retransmitted, _) = pool.recv().await;
+    assert_eq!(first, retransmitted, "Timer E retransmits the same bytes");
+    let (answer, _) = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let r = client.recv().await;
+            if status_of(&r.0) >= 200 {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("an answer after Timer F");
+    assert_eq!(first_line(&answer), "SIP/2.0 408 Request Timeout");
+}
