@@ -2,4 +2,5 @@
 
 mod configs;
 mod support;
+mod tls;
 mod transports;

@@ -18,6 +18,19 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// A running edge and the addresses it listens on.
 pub struct TestEdge {
     pub edge: Edge,
@@ -30,6 +43,7 @@ impl TestEdge {
     }
 
     pub async fn start_with_tls(toml: &str, tls: Option<Arc<dyn TlsSource>>) -> TestEdge {
+        init_logs();
         let snap = Snapshot::from_toml(toml, std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let sockets = Sockets::bind(&snap).await.expect("bind");

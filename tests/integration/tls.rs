@@ -1,0 +1,424 @@
+//! MESSAGE over TLS in both directions, mutual TLS on the listeners, and what the sender
+//! sees when the far side's certificate or handshake fails. Certificates are minted here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sipedge::lab::certs::{LabCa, Leaf, LeafSpec, Validity};
+use sipedge::tls::{client_config, server_config, TlsMaterial};
+use sipedge::tls_store::TlsStore;
+use sipedge::transport::{Interface, TlsSource, Transport};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: LabCa,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        Pki {
+            dir: tempfile::tempdir().expect("tempdir"),
+            ca: LabCa::generate("test lab CA").expect("ca"),
+        }
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        let p = self.dir.path().join("ca.crt");
+        if !p.exists() {
+            std::fs::write(&p, self.ca.cert_pem()).expect("write ca");
+        }
+        p
+    }
+
+    fn leaf(&self, file: &str, spec: LeafSpec) -> (PathBuf, PathBuf) {
+        let leaf: Leaf = self.ca.issue(&spec).expect("leaf");
+        write_pair(self.dir.path(), file, &leaf)
+    }
+
+    fn material(&self, file: &str, spec: LeafSpec) -> TlsMaterial {
+        let (c, k) = self.leaf(file, spec);
+        TlsMaterial::load(&c, &k, &[self.ca_path()], &[]).expect("material")
+    }
+}
+
+fn write_pair(dir: &Path, file: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
+    let c = dir.join(format!("{file}.crt"));
+    let k = dir.join(format!("{file}.key"));
+    std::fs::write(&c, &leaf.cert_pem).expect("write cert");
+    std::fs::write(&k, &leaf.key_pem).expect("write key");
+    (c, k)
+}
+
+fn tls_config(pki: &Pki, pool: std::net::SocketAddr, partner_port: u16) -> String {
+    let (ec, ek) = pki.leaf("accessedge", LeafSpec::new(["accessedge.contoso.test"]));
+    let (ic, ik) = pki.leaf("edge-int", LeafSpec::new(["edge-int.contoso.test"]));
+    let ca = pki.ca_path();
+    format!(
+        r#"
+[edge]
+local_domains = ["contoso.test"]
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+tls_port = 0
+[interfaces.external.tls]
+cert = "{ec}"
+key = "{ek}"
+trust_anchors = ["{ca}"]
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+tls_port = 0
+[interfaces.internal.tls]
+cert = "{ic}"
+key = "{ik}"
+trust_anchors = ["{ca}"]
+
+[pool]
+target = "pool.contoso.test:{pool_port}"
+transport = "tls"
+
+[[routes]]
+domain = "fabrikam.test"
+target = "sip.fabrikam.test:{partner_port}"
+transport = "tls"
+
+[[routes]]
+domain = "wrongname.test"
+target = "sip.wrongname.test:{partner_port}"
+transport = "tls"
+
+[[routes]]
+domain = "refused.test"
+target = "sip.refused.test:1"
+transport = "tls"
+
+[hosts]
+"pool.contoso.test" = ["127.0.0.1"]
+"sip.fabrikam.test" = ["127.0.0.3"]
+"sip.wrongname.test" = ["127.0.0.3"]
+"sip.refused.test" = ["127.0.0.3"]
+"#,
+        ec = ec.display(),
+        ek = ek.display(),
+        ic = ic.display(),
+        ik = ik.display(),
+        ca = ca.display(),
+        pool_port = pool.port(),
+    )
+}
+
+async fn start_edge(pki: &Pki, pool: std::net::SocketAddr, partner_port: u16) -> TestEdge {
+    let toml = tls_config(pki, pool, partner_port);
+    let snap = sipedge::config::Snapshot::from_toml(&toml, Path::new(".")).expect("config");
+    let store = TlsStore::from_snapshot(&snap).expect("tls").expect("some");
+    TestEdge::start_with_tls(&toml, Some(store as Arc<dyn TlsSource>)).await
+}
+
+/// A TLS server (a partner's edge or the pool) that requires a client certificate.
+async fn tls_server(pki: &Pki, ip: &str, name: &str) -> (TcpListener, tokio_rustls::TlsAcceptor) {
+    let m = pki.material(name, LeafSpec::new([name]));
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&m, true).expect("server config"));
+    (
+        TcpListener::bind(format!("{ip}:0")).await.expect("bind"),
+        acceptor,
+    )
+}
+
+async fn accept_tls(
+    l: &TcpListener,
+    a: &tokio_rustls::TlsAcceptor,
+) -> StreamConn<tokio_rustls::server::TlsStream<TcpStream>> {
+    let (tcp, _) = tokio::time::timeout(WAIT, l.accept())
+        .await
+        .expect("accept in time")
+        .expect("accept");
+    let s = a.accept(tcp).await.expect("handshake with the edge");
+    StreamConn::new(s)
+}
+
+async fn tls_client(
+    pki: &Pki,
+    to: std::net::SocketAddr,
+    my_name: &str,
+    server_name: &str,
+) -> std::io::Result<StreamConn<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let m = pki.material(my_name, LeafSpec::new([my_name]));
+    let connector = tokio_rustls::TlsConnector::from(client_config(&m).expect("client config"));
+    let tcp = TcpStream::connect(to).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).expect("name");
+    let mut s = StreamConn::new(connector.connect(name, tcp).await?);
+    // With TLS 1.3 a refused client certificate shows up on the first read.
+    s.send("\r\n\r\n").await;
+    match s.read_raw(Duration::from_secs(2)).await.as_slice() {
+        b"\r\n" => Ok(s),
+        _ => Err(std::io::Error::other("refused after the handshake")),
+    }
+}
+
+#[tokio::test]
+async fn message_over_mutual_tls_in_both_directions() {
+    let pki = Pki::new();
+    let (pool_l, pool_a) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    let (partner_l, partner_a) = tls_server(&pki, "127.0.0.3", "sip.fabrikam.test").await;
+    let edge = start_edge(
+        &pki,
+        pool_l.local_addr().unwrap(),
+        partner_l.local_addr().unwrap().port(),
+    )
+    .await;
+
+    // Inside → out: the pool's connection to the internal interface, relayed to fabrikam.
+    let mut inside = tls_client(
+        &pki,
+        edge.addr(Interface::Internal, Transport::Tls),
+        "pool.contoso.test",
+        "edge-int.contoso.test",
+    )
+    .await
+    .expect("mutual TLS with the internal interface");
+    let req = request(
+        "MESSAGE",
+        "sip:carol@fabrikam.test",
+        "sip:alice@contoso.test",
+        "sip:carol@fabrikam.test",
+        "SIP/2.0/TLS pool.contoso.test:5061;branch=z9hG4bKtls1",
+        "tls-out",
+        &[],
+        "hi",
+    );
+    inside.send(&req).await;
+    let mut partner = accept_tls(&partner_l, &partner_a).await;
+    let got = partner.recv().await;
+    assert!(
+        headers(&got, "via")[0].starts_with("SIP/2.0/TLS accessedge.contoso.test:"),
+        "{got}"
+    );
+    let (_, conn) = partner.io.get_ref();
+    let names = sipedge::tls::peer_identity(
+        conn.peer_certificates()
+            .expect("the edge presented a client certificate"),
+    );
+    assert_eq!(names.names(), ["accessedge.contoso.test"]);
+    partner.send(&response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&inside.recv().await), 200);
+
+    // Outside → in: the partner's own connection to the external interface, to the pool.
+    let mut outside = tls_client(
+        &pki,
+        edge.addr(Interface::External, Transport::Tls),
+        "sip.fabrikam.test",
+        "accessedge.contoso.test",
+    )
+    .await
+    .expect("mutual TLS with the external interface");
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:carol@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/TLS sip.fabrikam.test:5061;branch=z9hG4bKtls2",
+        "tls-in",
+        &[],
+        "hello",
+    );
+    outside.send(&req).await;
+    let mut pool = accept_tls(&pool_l, &pool_a).await;
+    let got = pool.recv().await;
+    assert_eq!(first_line(&got), "MESSAGE sip:bob@contoso.test SIP/2.0");
+    assert!(
+        headers(&got, "via")[0].starts_with("SIP/2.0/TLS edge-int.contoso.test:"),
+        "{got}"
+    );
+    pool.send(&response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&outside.recv().await), 200);
+
+    // A hundred more requests to the partner reuse the pooled connection.
+    for i in 0..100 {
+        let r = request(
+            "MESSAGE",
+            "sip:carol@fabrikam.test",
+            "sip:alice@contoso.test",
+            "sip:carol@fabrikam.test",
+            &format!("SIP/2.0/TLS pool.contoso.test:5061;branch=z9hG4bKmany{i}"),
+            &format!("many-{i}"),
+            &[],
+            "",
+        );
+        inside.send(&r).await;
+        let got = partner.recv().await;
+        partner.send(&response(&got, 200, "OK", &[])).await;
+        assert_eq!(status_of(&inside.recv().await), 200);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), partner_l.accept())
+            .await
+            .is_err(),
+        "no second connection was opened"
+    );
+}
+
+#[tokio::test]
+async fn listeners_require_a_trusted_client_certificate_and_keep_serving() {
+    let pki = Pki::new();
+    let (pool_l, _) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    let edge = start_edge(&pki, pool_l.local_addr().unwrap(), 1).await;
+    let ext = edge.addr(Interface::External, Transport::Tls);
+
+    // No client certificate at all.
+    let roots = {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(pki.ca.cert_der()).unwrap();
+        Arc::new(r)
+    };
+    let anon = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(ext).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(Arc::new(anon))
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(s) => {
+            let mut s = StreamConn::new(s);
+            s.send("\r\n\r\n").await;
+            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
+        }
+    };
+    assert!(refused, "a client without a certificate is refused");
+
+    // A certificate from another CA.
+    let other = Pki::new();
+    let m = other.material("stranger", LeafSpec::new(["sip.stranger.test"]));
+    let mut m2 = m.clone();
+    m2.roots = pki.material("x", LeafSpec::new(["x.test"])).roots;
+    let tcp = TcpStream::connect(ext).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(client_config(&m2).unwrap())
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(s) => {
+            let mut s = StreamConn::new(s);
+            s.send("\r\n\r\n").await;
+            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
+        }
+    };
+    assert!(refused, "a certificate from an unknown CA is refused");
+
+    // An expired certificate from the right CA.
+    let expired = pki
+        .ca
+        .issue(&LeafSpec::new(["old.fabrikam.test"]).validity(Validity::Expired))
+        .unwrap();
+    let (c, k) = write_pair(pki.dir.path(), "expired", &expired);
+    let m = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
+    let tcp = TcpStream::connect(ext).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(client_config(&m).unwrap())
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(s) => {
+            let mut s = StreamConn::new(s);
+            s.send("\r\n\r\n").await;
+            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
+        }
+    };
+    assert!(refused, "an expired certificate is refused");
+
+    // The next good client still gets in.
+    assert!(
+        tls_client(&pki, ext, "sip.fabrikam.test", "accessedge.contoso.test")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn outbound_failures_become_504_with_the_access_edge_diagnostics() {
+    let pki = Pki::new();
+    let (pool_l, _) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    // The far side presents sip.fabrikam.test, but the route expects sip.wrongname.test.
+    let (partner_l, partner_a) = tls_server(&pki, "127.0.0.3", "sip.fabrikam.test").await;
+    let edge = start_edge(
+        &pki,
+        pool_l.local_addr().unwrap(),
+        partner_l.local_addr().unwrap().port(),
+    )
+    .await;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = partner_l.accept().await {
+            let a = partner_a.clone();
+            tokio::spawn(async move {
+                let _ = a.accept(tcp).await;
+            });
+        }
+    });
+    let mut inside = tls_client(
+        &pki,
+        edge.addr(Interface::Internal, Transport::Tls),
+        "pool.contoso.test",
+        "edge-int.contoso.test",
+    )
+    .await
+    .expect("connect");
+    let req = request(
+        "MESSAGE",
+        "sip:x@wrongname.test",
+        "sip:alice@contoso.test",
+        "sip:x@wrongname.test",
+        "SIP/2.0/TLS pool.contoso.test:5061;branch=z9hG4bKwn1",
+        "wrong-name",
+        &[],
+        "",
+    );
+    inside.send(&req).await;
+    let answer = inside.recv().await;
+    assert_eq!(status_of(&answer), 504, "{answer}");
+    let diag = header(&answer, "ms-diagnostics").expect("diagnostics toward the inside");
+    assert!(
+        diag.starts_with(
+            "1010;reason=\"Certificate trust with another server could not be established\""
+        ),
+        "{diag}"
+    );
+    assert!(diag.contains("tls-target=\"sip.wrongname.test\""), "{diag}");
+    assert!(diag.contains("SEC_E_WRONG_PRINCIPAL"), "{diag}");
+
+    let req = request(
+        "MESSAGE",
+        "sip:x@refused.test",
+        "sip:alice@contoso.test",
+        "sip:x@refused.test",
+        "SIP/2.0/TLS pool.contoso.test:5061;branch=z9hG4bKrf1",
+        "refused",
+        &[],
+        "",
+    );
+    inside.send(&req).await;
+    let answer = inside.recv().await;
+    assert_eq!(status_of(&answer), 504, "{answer}");
+    let diag = header(&answer, "ms-diagnostics").expect("diagnostics");
+    assert!(
+        diag.starts_with(
+            "1047;reason=\"Failed to complete TLS negotiation with a federated peer server\""
+        ),
+        "{diag}"
+    );
+    assert!(diag.contains("WSAECONNREFUSED"), "{diag}");
+}
