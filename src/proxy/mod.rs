@@ -107,6 +107,8 @@ struct ClientEntry {
     cancel_pending: bool,
     arrival: Interface,
     target: String,
+    /// The transaction's span, entered again when its responses and timers are handled.
+    span: tracing::Span,
 }
 
 /// Where a forwarded request goes.
@@ -183,6 +185,9 @@ impl Core {
             return;
         }
         let Some(via) = m.top_via() else { return };
+        // One span per transaction; debug level so that it costs nothing at the default level.
+        let span = tracing::debug_span!("txn", call_id = m.call_id().unwrap_or(""), method = m.method_str(), interface = %peer.interface);
+        let _entered = span.enter();
         let method = m.method();
         let server_id = server_txn_id(&m, via.branch(), via.host, via.port);
         match method {
@@ -545,6 +550,7 @@ impl Core {
             cancel_pending: false,
             arrival: peer.interface,
             target: target.host.clone(),
+            span: tracing::Span::current(),
         };
         if self
             .txns
@@ -834,7 +840,7 @@ impl Core {
                         cancel,
                         c.server.clone(),
                         c.arrival,
-                        c.target.clone(),
+                        c.span.clone(),
                     ),
                     c.fsm.deadline(),
                 )
@@ -846,15 +852,17 @@ impl Core {
                     None,
                     key.clone(),
                     Interface::Internal,
-                    String::new(),
+                    tracing::Span::none(),
                 ),
                 None,
             ),
         });
-        let Some((action, ack, cancel, server_key, arrival, _target)) = outcome else {
+        let Some((action, ack, cancel, server_key, arrival, span)) = outcome else {
             // §16.7: no transaction: relay statelessly by the next Via.
             return self.relay_stateless(&m, branch);
         };
+        let _entered = span.enter();
+        tracing::debug!(status, "response");
         for (bytes, dest) in [ack, cancel].into_iter().flatten() {
             if let Some(d) = dest {
                 let _ = d.send(bytes);
@@ -1011,7 +1019,7 @@ impl Core {
                             c.dest.clone(),
                         ),
                         Some(client::TimerAction::Timeout) => {
-                            Tick::Timeout(c.server.clone(), c.target.clone())
+                            Tick::Timeout(c.server.clone(), c.target.clone(), c.span.clone())
                         }
                         Some(client::TimerAction::Terminate) => Tick::Remove,
                         None => Tick::Nothing,
@@ -1033,7 +1041,8 @@ impl Core {
                 Some(Tick::Send(bytes, Some(dest))) if !bytes.is_empty() => {
                     let _ = dest.send(bytes);
                 }
-                Some(Tick::Timeout(server, target)) => {
+                Some(Tick::Timeout(server, target, span)) => {
+                    let _entered = span.enter();
                     self.txns.remove(&key);
                     let snap = self.live.load();
                     tracing::info!(target = %target, "no final response before the transaction timed out");
@@ -1054,7 +1063,7 @@ impl Core {
 
 enum Tick {
     Send(Bytes, Option<ReplyTo>),
-    Timeout(TxnKey, String),
+    Timeout(TxnKey, String, tracing::Span),
     Remove,
     Nothing,
 }

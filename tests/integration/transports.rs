@@ -637,3 +637,46 @@ async fn a_next_hop_that_never_answers_gives_408() {
     .expect("an answer after Timer F");
     assert_eq!(first_line(&answer), "SIP/2.0 408 Request Timeout");
 }
+
+#[tokio::test]
+async fn a_request_too_big_for_udp_goes_over_tcp_to_the_same_port() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let pool_tcp = tokio::net::TcpListener::bind(pool.addr())
+        .await
+        .expect("tcp on the same port");
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let edge = TestEdge::start(&base_config(pool.addr(), "udp", partner.addr(), "udp")).await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let body = "y".repeat(1500);
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:a@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKbig1",
+        "big-udp",
+        &[],
+        &body,
+    );
+    client
+        .send(edge.addr(Interface::External, Transport::Udp), &req)
+        .await;
+    let (tcp, _) = tokio::time::timeout(WAIT, pool_tcp.accept())
+        .await
+        .expect("a TCP connection")
+        .expect("accept");
+    let mut conn = StreamConn::new(tcp);
+    let got = conn.recv().await;
+    assert!(
+        headers(&got, "via")[0].starts_with("SIP/2.0/TCP edge-int.contoso.test:"),
+        "{}",
+        headers(&got, "via")[0]
+    );
+    assert_eq!(header(&got, "content-length"), Some("1500"));
+    assert!(
+        pool.try_recv(Duration::from_millis(100)).await.is_none(),
+        "nothing over UDP"
+    );
+    conn.send(&response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&client.recv().await.0), 200);
+}

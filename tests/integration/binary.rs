@@ -1,0 +1,190 @@
+//! The real `sipedge` binary: `run` logs one line per listener, SIGHUP reloads the
+//! configuration, SIGTERM drains and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support::*;
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(config: &std::path::Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sipedge");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for a log line containing every needle.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if needles.iter().all(|n| line.contains(n)) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line with {needles:?}");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr_in(line: &str) -> std::net::SocketAddr {
+    let start = line.find("\"addr\":\"").expect("addr field") + 8;
+    let end = line[start..].find('"').expect("end quote") + start;
+    line[start..end].parse().expect("socket address")
+}
+
+fn config(pool: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"[edge]
+local_domains = ["contoso.test"]
+drain_timeout_ms = 3000
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+udp_port = 0
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+udp_port = 0
+
+[pool]
+target = "{pool}"
+transport = "udp"
+{extra}"#
+    )
+}
+
+#[tokio::test]
+async fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config(pool.addr(), "")).expect("write");
+    let edge = Running::start(&path);
+    let line = edge.wait_for(&[
+        "listening",
+        "\"interface\":\"internal\"",
+        "\"transport\":\"udp\"",
+    ]);
+    let internal = addr_in(&line);
+    edge.wait_for(&["listening", "\"interface\":\"external\""]);
+
+    let alice = UdpPeer::bind("127.0.0.2").await;
+    let via = |b: &str| {
+        format!(
+            "SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bK{b}",
+            alice.addr().port()
+        )
+    };
+    alice
+        .send(
+            internal,
+            &request(
+                "MESSAGE",
+                "sip:x@later.test",
+                "sip:alice@contoso.test",
+                "sip:x@later.test",
+                &via("r1"),
+                "reload-1",
+                &[],
+                "",
+            ),
+        )
+        .await;
+    let (answer, _) = alice.recv().await;
+    assert_eq!(
+        status_of(&answer),
+        404,
+        "no route before the reload: {answer}"
+    );
+
+    let route = format!(
+        "\n[[routes]]\ndomain = \"later.test\"\ntarget = \"{}\"\ntransport = \"udp\"\n",
+        partner.addr()
+    );
+    std::fs::write(&path, config(pool.addr(), &route)).expect("rewrite");
+    edge.signal("HUP");
+    edge.wait_for(&["configuration reloaded"]);
+    alice
+        .send(
+            internal,
+            &request(
+                "MESSAGE",
+                "sip:x@later.test",
+                "sip:alice@contoso.test",
+                "sip:x@later.test",
+                &via("r2"),
+                "reload-2",
+                &[],
+                "",
+            ),
+        )
+        .await;
+    let (got, from) = partner.recv().await;
+    assert_eq!(header(&got, "call-id"), Some("reload-2"));
+    partner.send(from, &response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&alice.recv().await.0), 200);
+
+    // A broken file on SIGHUP keeps the running configuration.
+    std::fs::write(&path, "this is = not [valid").expect("break");
+    edge.signal("HUP");
+    edge.wait_for(&["reload failed"]);
+
+    let mut edge = edge;
+    edge.signal("TERM");
+    edge.wait_for(&["stopped"]);
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = edge.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "sipedge did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(status.success(), "exit status {status}");
+}
