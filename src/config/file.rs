@@ -254,6 +254,7 @@ struct RawLimits {
     max_transactions: usize,
     connections_per_target: usize,
     connect_timeout_ms: u64,
+    keepalive_interval_ms: u64,
 }
 
 impl Default for RawLimits {
@@ -269,6 +270,7 @@ impl Default for RawLimits {
             max_transactions: 100_000,
             connections_per_target: 4,
             connect_timeout_ms: 5_000,
+            keepalive_interval_ms: 30_000,
         }
     }
 }
@@ -586,6 +588,7 @@ impl Builder<'_> {
         );
         positive(self, "max_transactions", r.max_transactions as u64);
         positive(self, "connect_timeout_ms", r.connect_timeout_ms);
+        positive(self, "keepalive_interval_ms", r.keepalive_interval_ms);
         if r.max_message_size > 16 * 1024 * 1024 {
             self.problem(
                 "limits.max_message_size",
@@ -621,6 +624,7 @@ impl Builder<'_> {
             max_transactions: r.max_transactions,
             connections_per_target: r.connections_per_target,
             connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+            keepalive_interval: Duration::from_millis(r.keepalive_interval_ms),
         }
     }
 

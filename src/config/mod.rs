@@ -154,6 +154,8 @@ pub struct Limits {
     pub connections_per_target: usize,
     /// How long to wait for an outbound TCP connect (default 5 s).
     pub connect_timeout: Duration,
+    /// Idle outbound connections send a CRLFCRLF keep-alive after this (default 30 s).
+    pub keepalive_interval: Duration,
 }
 
 /// RFC 3261 timer values (Table 4).

@@ -6,6 +6,7 @@
 //! `respond`, once, with one log line.
 
 pub mod forward;
+pub mod record;
 pub mod respond;
 
 use std::collections::HashMap;
@@ -76,6 +77,10 @@ pub struct Core {
     tls: Option<Arc<dyn TlsSource>>,
     conn_shutdown: CancellationToken,
     draining: AtomicBool,
+    decisions: record::DecisionLog,
+    /// Targets whose last connect failed: until when to answer at once, how many times
+    /// in a row, and the answer.
+    failures: std::sync::Mutex<HashMap<PoolKey, (Instant, u32, Rejection)>>,
     seq: AtomicU64,
     instance: u32,
     me: OnceLock<Weak<Core>>,
@@ -132,6 +137,8 @@ impl Core {
             tls: parts.tls,
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
+            decisions: record::DecisionLog::default(),
+            failures: std::sync::Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
             instance: rand::random(),
             me: OnceLock::new(),
@@ -244,7 +251,9 @@ impl Core {
         let peer = self.identify(peer, &snap);
         let plan = self.route_plan(&m);
         let facts = self.facts(&m, &plan);
-        match policy::decide(&facts, &peer, &snap) {
+        let decision = policy::decide(&facts, &peer, &snap);
+        self.record(&m, &peer, &decision);
+        match decision {
             Decision::Reject(r) => self.reject(&key, &r, &snap),
             Decision::AnswerOptions => {
                 let tag = self.server_tag(&key);
@@ -260,6 +269,32 @@ impl Core {
                 self.forward(key, &m, &peer, f.exit, target, &plan, &snap);
             }
         }
+    }
+
+    fn record(&self, m: &Message, peer: &Peer, d: &Decision) {
+        let (outcome, rule, status) = match d {
+            Decision::Forward(f) => ("forward", f.rule, 0),
+            Decision::Reject(r) => ("reject", r.rule, r.status),
+            Decision::AnswerOptions => ("answer", "options-to-edge", 200),
+        };
+        self.decisions.record(record::DecisionRecord {
+            at: std::time::SystemTime::now(),
+            call_id: m.call_id().unwrap_or("").to_string(),
+            method: m.method_str().to_string(),
+            request_uri: m.uri_range().map(|r| m.text(r).to_string()).unwrap_or_default(),
+            interface: peer.interface,
+            transport: peer.transport,
+            peer: peer.addr,
+            identity: peer.identity.names().to_vec(),
+            outcome,
+            rule,
+            status,
+        });
+    }
+
+    /// The last decisions, oldest first (the admin endpoint's `/decisions`).
+    pub fn recent_decisions(&self) -> Vec<record::DecisionRecord> {
+        self.decisions.recent()
     }
 
     /// Adds the lab-only identity of a plain TCP/UDP sender on the external interface.
@@ -703,6 +738,10 @@ impl Core {
                 }
             }
         }
+        if let Some(r) = self.backing_off(&pool_key) {
+            // The peer failed moments ago: answer at once instead of hammering it.
+            return self.fail_client(&key, &r, &snap);
+        }
         let Some(ctx) = self.connect_context(exit, &snap) else {
             return;
         };
@@ -712,6 +751,7 @@ impl Core {
         tokio::spawn(async move {
             match me.pool.get_or_connect(&pool_key, &ctx).await {
                 Ok(c) => {
+                    me.connect_succeeded(&pool_key);
                     let dest = ReplyTo::Stream(c);
                     me.set_dest(&key, &dest);
                     if let Err(e) = dest.send(bytes) {
@@ -724,10 +764,36 @@ impl Core {
                 Err(e) => {
                     tracing::info!(target = %target.host, %addr, error = %e, "outbound connection failed");
                     let r = respond::connect_failure(&e, &target.host);
+                    me.connect_failed(&pool_key, &r);
                     me.fail_client(&key, &r, &snap);
                 }
             }
         });
+    }
+
+    /// The stored failure of a target still inside its reconnect backoff window.
+    fn backing_off(&self, key: &PoolKey) -> Option<Rejection> {
+        let m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, _, r) = m.get(key)?;
+        (Instant::now() < *until).then(|| r.clone())
+    }
+
+    /// Starts or lengthens the backoff: 250 ms, doubling per consecutive failure, at most 30 s.
+    fn connect_failed(&self, key: &PoolKey, r: &Rejection) {
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = m.get(key).map_or(0, |(_, c, _)| *c) + 1;
+        let wait = std::time::Duration::from_millis(250 * (1u64 << (count - 1).min(7)))
+            .min(std::time::Duration::from_secs(30));
+        m.insert(key.clone(), (Instant::now() + wait, count, r.clone()));
+        if m.len() > 10_000 {
+            let now = Instant::now();
+            m.retain(|_, (until, _, _)| *until > now);
+        }
+    }
+
+    fn connect_succeeded(&self, key: &PoolKey) {
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(key);
     }
 
     fn connect_context(&self, exit: Interface, snap: &Snapshot) -> Option<ConnectContext> {
@@ -737,6 +803,7 @@ impl Core {
             handshake_timeout: snap.limits.tls_handshake_timeout,
             max_per_key: snap.limits.connections_per_target,
             settings: stream_settings(snap),
+            keepalive: snap.limits.keepalive_interval,
             tls: self.tls.clone(),
             handler: self.handler()?,
             shutdown: self.conn_shutdown.clone(),
@@ -1144,6 +1211,7 @@ pub(crate) fn stream_settings(snap: &Snapshot) -> StreamSettings {
             max_headers: snap.limits.max_headers,
         },
         idle_timeout: snap.limits.idle_timeout,
+        keepalive: None,
     }
 }
 

@@ -60,6 +60,8 @@ pub struct ConnectContext {
     pub handshake_timeout: Duration,
     pub max_per_key: usize,
     pub settings: StreamSettings,
+    /// Idle interval after which an outbound connection sends a CRLFCRLF ping.
+    pub keepalive: Duration,
     pub tls: Option<Arc<dyn TlsSource>>,
     pub handler: Arc<dyn Handler>,
     pub shutdown: CancellationToken,
@@ -215,7 +217,8 @@ where
     ctx.handler.on_open(&handle);
     let h = handle.clone();
     let handler = ctx.handler.clone();
-    let settings = ctx.settings;
+    let mut settings = ctx.settings;
+    settings.keepalive = Some(ctx.keepalive);
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         stream::run(io, h, rx, peer, handler, settings, shutdown).await;

@@ -21,6 +21,9 @@ use crate::sip::framing::{scan, FrameLimits, Scan};
 pub struct StreamSettings {
     pub limits: FrameLimits,
     pub idle_timeout: Duration,
+    /// Send a CRLFCRLF ping after this long without traffic (RFC 5626 §4.4.1); set on
+    /// outbound federation connections so that NATs and peers keep them open.
+    pub keepalive: Option<Duration>,
 }
 
 /// Creates the handle and queue for a new connection; `run` then serves it.
@@ -56,6 +59,9 @@ pub async fn run<S>(
     let reply = ReplyTo::Stream(handle.clone());
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
+    let ping_every = settings.keepalive.unwrap_or(Duration::from_secs(86_400 * 365));
+    let ping = tokio::time::sleep(ping_every);
+    tokio::pin!(ping);
     let reason: &str = loop {
         tokio::select! {
             read = reader.read_buf(&mut buf) => {
@@ -90,6 +96,13 @@ pub async fn run<S>(
                 if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
                     break "write error";
                 }
+                ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
+            }
+            _ = &mut ping => {
+                if writer.write_all(b"\r\n\r\n").await.is_err() || writer.flush().await.is_err() {
+                    break "write error";
+                }
+                ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
             }
             _ = &mut idle => break "idle timeout",
             _ = shutdown.cancelled() => break "shutdown",
