@@ -320,7 +320,7 @@ mod tests {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateRevocationListDer;
     use x509_parser::extensions::GeneralName;
-    use x509_parser::prelude::*;
+    use x509_parser::prelude::{ASN1Time, CertificateRevocationList, FromDer, X509Certificate};
 
     fn parse(der: &[u8]) -> X509Certificate<'_> {
         X509Certificate::from_der(der).expect("parse").1
@@ -383,7 +383,7 @@ mod tests {
     fn expired_leaf_ended_in_the_past() {
         let ca = LabCa::generate("test CA").unwrap();
         let leaf = ca
-            .issue(&LeafSpec::new(["old.fabrikam.test"]).validity(super::Validity::Expired))
+            .issue(&LeafSpec::new(["old.fabrikam.test"]).validity(Validity::Expired))
             .unwrap();
         let cert = parse(&leaf.cert_der);
         assert!(!cert.validity().is_valid());

@@ -281,7 +281,10 @@ impl Core {
             at: std::time::SystemTime::now(),
             call_id: m.call_id().unwrap_or("").to_string(),
             method: m.method_str().to_string(),
-            request_uri: m.uri_range().map(|r| m.text(r).to_string()).unwrap_or_default(),
+            request_uri: m
+                .uri_range()
+                .map(|r| m.text(r).to_string())
+                .unwrap_or_default(),
             interface: peer.interface,
             transport: peer.transport,
             peer: peer.addr,

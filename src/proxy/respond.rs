@@ -81,20 +81,27 @@ pub fn bad_request(
 /// the Access Edge's 1010 (certificate trust) or 1047 (negotiation) diagnostics.
 pub fn connect_failure(err: &ConnectError, target: &str) -> Rejection {
     match err {
-        ConnectError::Handshake { name, source } => match certificate_problem(source) {
-            Some(problem) => Rejection::new(504, "Server Time-out", "tls-certificate-trust")
-                .with_diagnostics(
-                    Diagnostics::new(
-                        1010,
-                        "Certificate trust with another server could not be established",
-                    )
-                    .param("ErrorType", problem.0)
-                    .param("tls-target", name.clone())
-                    .param("PeerServer", name.clone())
-                    .param("HRESULT", problem.1),
-                ),
-            None => tls_negotiation(name, winsock_of(source)),
-        },
+        ConnectError::Handshake { name, source } => {
+            match crate::tls::classify_outbound_failure(source) {
+                crate::tls::OutboundTlsFailure::CertTrust {
+                    error_type,
+                    hresult,
+                } => Rejection::new(504, "Server Time-out", "tls-certificate-trust")
+                    .with_diagnostics(
+                        Diagnostics::new(
+                            1010,
+                            "Certificate trust with another server could not be established",
+                        )
+                        .param("ErrorType", error_type)
+                        .param("tls-target", name.clone())
+                        .param("PeerServer", name.clone())
+                        .param("HRESULT", hresult),
+                    ),
+                crate::tls::OutboundTlsFailure::Handshake { detail } => {
+                    tls_negotiation(name, &detail)
+                }
+            }
+        }
         ConnectError::HandshakeTimeout { name } => tls_negotiation(name, "10060(WSAETIMEDOUT)"),
         ConnectError::Connect { source, .. } => tls_negotiation(target, winsock_of(source)),
         ConnectError::ConnectTimeout { .. } => tls_negotiation(target, "10060(WSAETIMEDOUT)"),
@@ -127,34 +134,5 @@ fn winsock_of(e: &std::io::Error) -> &'static str {
         std::io::ErrorKind::TimedOut => "10060(WSAETIMEDOUT)",
         std::io::ErrorKind::ConnectionAborted => "10053(WSAECONNABORTED)",
         _ => "10054(WSAECONNRESET)",
-    }
-}
-
-/// When a handshake failed because of the peer's certificate: (ErrorType, HRESULT).
-fn certificate_problem(e: &std::io::Error) -> Option<(&'static str, &'static str)> {
-    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    match inner {
-        rustls::Error::InvalidCertificate(c) => Some(match c {
-            rustls::CertificateError::NotValidForName
-            | rustls::CertificateError::NotValidForNameContext { .. } => (
-                "The peer certificate does not contain a matching FQDN",
-                "0x80090322(SEC_E_WRONG_PRINCIPAL)",
-            ),
-            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
-                (
-                    "The peer certificate has expired",
-                    "0x80090328(SEC_E_CERT_EXPIRED)",
-                )
-            }
-            rustls::CertificateError::Revoked => (
-                "The peer certificate has been revoked",
-                "0x80092010(CRYPT_E_REVOKED)",
-            ),
-            _ => (
-                "The peer certificate is not trusted",
-                "0x80090325(SEC_E_UNTRUSTED_ROOT)",
-            ),
-        }),
-        _ => None,
     }
 }

@@ -59,7 +59,9 @@ pub async fn run<S>(
     let reply = ReplyTo::Stream(handle.clone());
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
-    let ping_every = settings.keepalive.unwrap_or(Duration::from_secs(86_400 * 365));
+    let ping_every = settings
+        .keepalive
+        .unwrap_or(Duration::from_secs(86_400 * 365));
     let ping = tokio::time::sleep(ping_every);
     tokio::pin!(ping);
     let reason: &str = loop {

@@ -11,6 +11,8 @@ use crate::support::*;
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every line read so far, so lines can be looked for in any order.
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Running {
@@ -31,15 +33,24 @@ impl Running {
                 }
             }
         });
-        Running { child, lines }
+        Running {
+            child,
+            lines,
+            seen: Default::default(),
+        }
     }
 
     /// Waits for a log line containing every needle.
     fn wait_for(&self, needles: &[&str]) -> String {
+        let matches = |line: &str| needles.iter().all(|n| line.contains(n));
+        if let Some(line) = self.seen.borrow().iter().find(|l| matches(l)) {
+            return line.clone();
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if needles.iter().all(|n| line.contains(n)) {
+                self.seen.borrow_mut().push(line.clone());
+                if matches(&line) {
                     return line;
                 }
             }

@@ -54,6 +54,17 @@ fn write_pair(dir: &Path, file: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
 }
 
 fn tls_config(pki: &Pki, pool: std::net::SocketAddr, partner_port: u16) -> String {
+    tls_config_with(pki, pool, partner_port, "", "")
+}
+
+/// `crls` goes into the external interface's tls table; `extra` is appended.
+fn tls_config_with(
+    pki: &Pki,
+    pool: std::net::SocketAddr,
+    partner_port: u16,
+    crls: &str,
+    extra: &str,
+) -> String {
     let (ec, ek) = pki.leaf("accessedge", LeafSpec::new(["accessedge.contoso.test"]));
     let (ic, ik) = pki.leaf("edge-int", LeafSpec::new(["edge-int.contoso.test"]));
     let ca = pki.ca_path();
@@ -70,6 +81,7 @@ tls_port = 0
 cert = "{ec}"
 key = "{ek}"
 trust_anchors = ["{ca}"]
+crls = [{crls}]
 
 [interfaces.internal]
 fqdn = "edge-int.contoso.test"
@@ -99,6 +111,8 @@ domain = "refused.test"
 target = "sip.refused.test:1"
 transport = "tls"
 
+{extra}
+
 [hosts]
 "pool.contoso.test" = ["127.0.0.1"]
 "sip.fabrikam.test" = ["127.0.0.3"]
@@ -115,7 +129,10 @@ transport = "tls"
 }
 
 async fn start_edge(pki: &Pki, pool: std::net::SocketAddr, partner_port: u16) -> TestEdge {
-    let toml = tls_config(pki, pool, partner_port);
+    start_edge_toml(tls_config(pki, pool, partner_port)).await
+}
+
+async fn start_edge_toml(toml: String) -> TestEdge {
     let snap = sipedge::config::Snapshot::from_toml(&toml, Path::new(".")).expect("config");
     let store = TlsStore::from_snapshot(&snap).expect("tls").expect("some");
     TestEdge::start_with_tls(&toml, Some(store as Arc<dyn TlsSource>)).await
@@ -301,9 +318,12 @@ async fn listeners_require_a_trusted_client_certificate_and_keep_serving() {
 
     // A certificate from another CA.
     let other = Pki::new();
-    let m = other.material("stranger", LeafSpec::new(["sip.stranger.test"]));
-    let mut m2 = m.clone();
-    m2.roots = pki.material("x", LeafSpec::new(["x.test"])).roots;
+    let stranger = other
+        .ca
+        .issue(&LeafSpec::new(["sip.stranger.test"]))
+        .unwrap();
+    let (c, k) = write_pair(pki.dir.path(), "stranger", &stranger);
+    let m2 = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
     let tcp = TcpStream::connect(ext).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
     let refused = match tokio_rustls::TlsConnector::from(client_config(&m2).unwrap())
@@ -421,4 +441,314 @@ async fn outbound_failures_become_504_with_the_access_edge_diagnostics() {
         "{diag}"
     );
     assert!(diag.contains("WSAECONNREFUSED"), "{diag}");
+}
+
+/// Where a route goes: a domain, a host name mapped to 127.0.0.3, and a port.
+fn route(domain: &str, port: u16) -> String {
+    format!("[[routes]]\ndomain = \"{domain}\"\ntarget = \"sip.{domain}:{port}\"\ntransport = \"tls\"\n")
+}
+
+fn hosts_line(domain: &str) -> String {
+    format!("\"sip.{domain}\" = [\"127.0.0.3\"]\n")
+}
+
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_and_the_identity_reaches_the_decision() {
+    let pki = Pki::new();
+    let revoked = pki
+        .ca
+        .issue(&LeafSpec::new(["sip.revoked.test"]).serial(4242))
+        .unwrap();
+    let crl = pki.dir.path().join("lab.crl");
+    std::fs::write(&crl, pki.ca.crl(&[revoked.serial]).unwrap()).unwrap();
+    let (pool_l, pool_a) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    let toml = tls_config_with(
+        &pki,
+        pool_l.local_addr().unwrap(),
+        1,
+        &format!("\"{}\"", crl.display()),
+        "",
+    );
+    let edge = start_edge_toml(toml).await;
+    let ext = edge.addr(Interface::External, Transport::Tls);
+
+    let (c, k) = write_pair(pki.dir.path(), "revoked", &revoked);
+    let m = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
+    let tcp = TcpStream::connect(ext).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(client_config(&m).unwrap())
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(s) => {
+            let mut s = StreamConn::new(s);
+            s.send("\r\n\r\n").await;
+            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
+        }
+    };
+    assert!(refused, "a revoked certificate is refused");
+
+    // A good partner gets in, and the decision sees exactly its certificate's SAN names.
+    let partner = pki
+        .ca
+        .issue(&LeafSpec::new(["sip.fabrikam.test", "fabrikam.test"]))
+        .unwrap();
+    let (c, k) = write_pair(pki.dir.path(), "partner2", &partner);
+    let m = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
+    let tcp = TcpStream::connect(ext).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
+    let mut outside = StreamConn::new(
+        tokio_rustls::TlsConnector::from(client_config(&m).unwrap())
+            .connect(name, tcp)
+            .await
+            .expect("handshake"),
+    );
+    let req = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:carol@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/TLS sip.fabrikam.test:5061;branch=z9hG4bKid1",
+        "identity-1",
+        &[],
+        "",
+    );
+    outside.send(&req).await;
+    let mut pool = accept_tls(&pool_l, &pool_a).await;
+    let got = pool.recv().await;
+    pool.send(&response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&outside.recv().await), 200);
+    let seen = edge
+        .edge
+        .core()
+        .recent_decisions()
+        .into_iter()
+        .find(|d| d.call_id == "identity-1")
+        .expect("decision recorded");
+    assert_eq!(seen.identity, ["sip.fabrikam.test", "fabrikam.test"]);
+    assert_eq!(seen.interface, Interface::External);
+}
+
+#[tokio::test]
+async fn a_peer_that_stalls_mid_handshake_does_not_delay_another_peer() {
+    let pki = Pki::new();
+    let (pool_l, _) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    let (partner_l, partner_a) = tls_server(&pki, "127.0.0.3", "sip.fabrikam.test").await;
+    // Accepts TCP, never speaks TLS.
+    let staller = TcpListener::bind("127.0.0.3:0").await.unwrap();
+    let stall_port = staller.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = staller.accept().await {
+            held.push(tcp);
+        }
+    });
+    let extra = route("stall.test", stall_port) + "\n[limits]\ntls_handshake_timeout_ms = 1500\n";
+    let toml = tls_config_with(
+        &pki,
+        pool_l.local_addr().unwrap(),
+        partner_l.local_addr().unwrap().port(),
+        "",
+        &extra,
+    )
+    .replace(
+        "[hosts]\n",
+        &format!("[hosts]\n{}", hosts_line("stall.test")),
+    );
+    let edge = start_edge_toml(toml).await;
+    let mut inside = tls_client(
+        &pki,
+        edge.addr(Interface::Internal, Transport::Tls),
+        "pool.contoso.test",
+        "edge-int.contoso.test",
+    )
+    .await
+    .expect("connect");
+
+    inside
+        .send(&request(
+            "MESSAGE",
+            "sip:x@stall.test",
+            "sip:alice@contoso.test",
+            "sip:x@stall.test",
+            "SIP/2.0/TLS pool.contoso.test;branch=z9hG4bKst1",
+            "stall-1",
+            &[],
+            "",
+        ))
+        .await;
+    let started = std::time::Instant::now();
+    inside
+        .send(&request(
+            "MESSAGE",
+            "sip:carol@fabrikam.test",
+            "sip:alice@contoso.test",
+            "sip:carol@fabrikam.test",
+            "SIP/2.0/TLS pool.contoso.test;branch=z9hG4bKst2",
+            "stall-2",
+            &[],
+            "",
+        ))
+        .await;
+    let mut partner = accept_tls(&partner_l, &partner_a).await;
+    let got = partner.recv().await;
+    partner.send(&response(&got, 200, "OK", &[])).await;
+    let first = inside.recv().await;
+    assert_eq!(
+        header(&first, "call-id"),
+        Some("stall-2"),
+        "the healthy peer answers first"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "not held up by the stalled handshake"
+    );
+    let second = inside.recv().await;
+    assert_eq!(header(&second, "call-id"), Some("stall-1"));
+    assert_eq!(status_of(&second), 504);
+    let diag = header(&second, "ms-diagnostics").unwrap_or("");
+    assert!(
+        diag.starts_with("1047;") && diag.contains("WSAETIMEDOUT"),
+        "{diag}"
+    );
+}
+
+#[tokio::test]
+async fn idle_federation_connections_get_keepalive_pings_and_failing_peers_get_backoff() {
+    let pki = Pki::new();
+    let (pool_l, _) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    let (partner_l, partner_a) = tls_server(&pki, "127.0.0.3", "sip.fabrikam.test").await;
+    // Accepts and closes at once: every handshake fails.
+    let flaky = TcpListener::bind("127.0.0.3:0").await.unwrap();
+    let flaky_port = flaky.local_addr().unwrap().port();
+    let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = flaky.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    let extra = route("flaky.test", flaky_port) + "\n[limits]\nkeepalive_interval_ms = 300\n";
+    let toml = tls_config_with(
+        &pki,
+        pool_l.local_addr().unwrap(),
+        partner_l.local_addr().unwrap().port(),
+        "",
+        &extra,
+    )
+    .replace(
+        "[hosts]\n",
+        &format!("[hosts]\n{}", hosts_line("flaky.test")),
+    );
+    let edge = start_edge_toml(toml).await;
+    let mut inside = tls_client(
+        &pki,
+        edge.addr(Interface::Internal, Transport::Tls),
+        "pool.contoso.test",
+        "edge-int.contoso.test",
+    )
+    .await
+    .expect("connect");
+
+    inside
+        .send(&request(
+            "MESSAGE",
+            "sip:carol@fabrikam.test",
+            "sip:alice@contoso.test",
+            "sip:carol@fabrikam.test",
+            "SIP/2.0/TLS pool.contoso.test;branch=z9hG4bKka1",
+            "ka-1",
+            &[],
+            "",
+        ))
+        .await;
+    let mut partner = accept_tls(&partner_l, &partner_a).await;
+    let got = partner.recv().await;
+    partner.send(&response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&inside.recv().await), 200);
+    let ping = partner.read_raw(Duration::from_secs(3)).await;
+    assert_eq!(ping, b"\r\n\r\n", "an idle outbound connection is pinged");
+
+    for i in 0..3 {
+        inside
+            .send(&request(
+                "MESSAGE",
+                "sip:x@flaky.test",
+                "sip:alice@contoso.test",
+                "sip:x@flaky.test",
+                &format!("SIP/2.0/TLS pool.contoso.test;branch=z9hG4bKfl{i}"),
+                &format!("flaky-{i}"),
+                &[],
+                "",
+            ))
+            .await;
+        let a = inside.recv().await;
+        assert_eq!(status_of(&a), 504, "{a}");
+        assert!(
+            header(&a, "ms-diagnostics")
+                .unwrap_or("")
+                .starts_with("1047;"),
+            "{a}"
+        );
+    }
+    assert_eq!(
+        accepts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "within the backoff window the peer is not contacted again"
+    );
+}
+
+#[tokio::test]
+async fn certificate_reload_changes_new_handshakes_and_keeps_open_connections() {
+    let pki = Pki::new();
+    let (pool_l, pool_a) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+    let toml = tls_config(&pki, pool_l.local_addr().unwrap(), 1);
+    let snap = sipedge::config::Snapshot::from_toml(&toml, Path::new(".")).expect("config");
+    let store = TlsStore::from_snapshot(&snap).expect("tls").expect("some");
+    let edge = TestEdge::start_with_tls(&toml, Some(store.clone() as Arc<dyn TlsSource>)).await;
+    let ext = edge.addr(Interface::External, Transport::Tls);
+    let served_serial = |s: &tokio_rustls::client::TlsStream<TcpStream>| {
+        let der = s.get_ref().1.peer_certificates().expect("server cert")[0].clone();
+        let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).expect("x509");
+        c.serial.to_string()
+    };
+    let mut old = tls_client(&pki, ext, "sip.fabrikam.test", "accessedge.contoso.test")
+        .await
+        .expect("connect");
+    let before = served_serial(&old.io);
+
+    // Replace the external certificate on disk, then reload (what SIGHUP does).
+    let ext_cert = snap.external.tls.as_ref().expect("tls").cert.clone();
+    let ext_key = snap.external.tls.as_ref().expect("tls").key.clone();
+    let fresh = pki
+        .ca
+        .issue(&LeafSpec::new(["accessedge.contoso.test"]).serial(777))
+        .unwrap();
+    std::fs::write(&ext_cert, &fresh.cert_pem).unwrap();
+    std::fs::write(&ext_key, &fresh.key_pem).unwrap();
+    store.reload(&snap).expect("reload");
+
+    let new = tls_client(&pki, ext, "sip.fabrikam.test", "accessedge.contoso.test")
+        .await
+        .expect("connect after reload");
+    assert_eq!(served_serial(&new.io), "777");
+    assert_ne!(before, "777");
+    // The connection opened before the reload still relays.
+    old.send(&request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:carol@fabrikam.test",
+        "sip:bob@contoso.test",
+        "SIP/2.0/TLS sip.fabrikam.test;branch=z9hG4bKrl1",
+        "reload-old",
+        &[],
+        "",
+    ))
+    .await;
+    let mut pool = accept_tls(&pool_l, &pool_a).await;
+    let got = pool.recv().await;
+    pool.send(&response(&got, 200, "OK", &[])).await;
+    assert_eq!(status_of(&old.recv().await), 200);
 }

@@ -680,3 +680,36 @@ async fn a_request_too_big_for_udp_goes_over_tcp_to_the_same_port() {
     conn.send(&response(&got, 200, "OK", &[])).await;
     assert_eq!(status_of(&client.recv().await.0), 200);
 }
+
+#[tokio::test]
+async fn connections_over_the_per_ip_cap_are_refused_and_others_still_served() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let toml = base_config(pool.addr(), "udp", partner.addr(), "udp").replace(
+        "max_message_size = 4096",
+        "max_message_size = 4096\nmax_connections_per_ip = 2",
+    );
+    let edge = TestEdge::start(&toml).await;
+    let ext = edge.addr(Interface::External, Transport::Tcp);
+    let connect_from = |ip: &'static str| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        StreamConn::new(s.connect(ext).await.unwrap())
+    };
+    let mut a = connect_from("127.0.0.9").await;
+    let mut b = connect_from("127.0.0.9").await;
+    let mut c = connect_from("127.0.0.9").await;
+    assert!(
+        c.closed_within(Duration::from_secs(2)).await,
+        "the third connection from one IP is closed"
+    );
+    let mut d = connect_from("127.0.0.10").await;
+    for (conn, name) in [(&mut a, "a"), (&mut b, "b"), (&mut d, "d")] {
+        conn.send("\r\n\r\n").await;
+        assert_eq!(
+            conn.read_raw(WAIT).await,
+            b"\r\n",
+            "connection {name} is served"
+        );
+    }
+}
