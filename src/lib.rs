@@ -20,4 +20,5 @@
 
 pub mod config;
 pub mod policy;
+pub mod sip;
 pub mod transport;
