@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::federation::raw::{
+    RawAccessEdge, RawAllowedDomain, RawBlockedDomain, RawDiagnostics, RawFederation,
+    RawHostingProvider, RawPolicy, RawPublicProvider, RawUser,
+};
 use super::{
     EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot, StaticRoute, Timers,
     TlsSettings,
@@ -177,6 +181,21 @@ struct RawConfig {
     timers: RawTimers,
     #[serde(default)]
     lab: RawLab,
+    // Federation sections (federation.rs); absent → static routing.
+    access_edge: Option<RawAccessEdge>,
+    #[serde(default)]
+    public_provider: Vec<RawPublicProvider>,
+    #[serde(default)]
+    hosting_provider: Vec<RawHostingProvider>,
+    #[serde(default)]
+    allowed_domain: Vec<RawAllowedDomain>,
+    #[serde(default)]
+    blocked_domain: Vec<RawBlockedDomain>,
+    #[serde(default)]
+    external_access_policy: Vec<RawPolicy>,
+    #[serde(default)]
+    user: Vec<RawUser>,
+    diagnostics: Option<RawDiagnostics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,14 +323,14 @@ struct RawLab {
 
 // === validation ===
 
-struct Builder<'a> {
-    lines: KeyLines,
+pub(super) struct Builder<'a> {
+    pub(super) lines: KeyLines,
     problems: Vec<Problem>,
     base_dir: &'a Path,
 }
 
 impl Builder<'_> {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         let line = self.lines.line_of(key);
         self.problems.push(Problem {
             key: key.to_string(),
@@ -346,6 +365,32 @@ impl Builder<'_> {
         let limits = self.limits(raw.limits);
         let timers = self.timers(raw.timers);
         let lab = self.lab(raw.lab);
+        let federation = self.federation(RawFederation {
+            access_edge: raw.access_edge,
+            public_provider: raw.public_provider,
+            hosting_provider: raw.hosting_provider,
+            allowed_domain: raw.allowed_domain,
+            blocked_domain: raw.blocked_domain,
+            external_access_policy: raw.external_access_policy,
+            user: raw.user,
+            diagnostics: raw.diagnostics,
+        });
+        if federation.enabled() {
+            // Federation decides routes for non-local domains; a static route beside it
+            // would be silently ignored, so it is refused instead.
+            if !routes.is_empty() {
+                self.problem(
+                    "routes",
+                    "static routes are not used when federation sections are present; remove [[routes]] or the federation sections",
+                );
+            }
+            if default_route.is_some() {
+                self.problem(
+                    "default_route",
+                    "the static default_route is not used with federation; use [access_edge] routing = \"default_route\" with default_route_fqdn",
+                );
+            }
+        }
         let snapshot = Snapshot {
             edge,
             external,
@@ -357,6 +402,7 @@ impl Builder<'_> {
             limits,
             timers,
             lab,
+            federation,
             source: None,
         };
         self.tls_needed(&snapshot);
@@ -528,7 +574,7 @@ impl Builder<'_> {
         self.fqdn(key, value)
     }
 
-    fn fqdn(&mut self, key: &str, value: &str) -> String {
+    pub(super) fn fqdn(&mut self, key: &str, value: &str) -> String {
         let v = value.trim_end_matches('.').to_ascii_lowercase();
         let ok = !v.is_empty()
             && v.len() <= 253
@@ -698,7 +744,7 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
 // === key → line ===
 
 /// Finds the line of a dotted key (`routes[1].transport`) in the source text.
-struct KeyLines {
+pub(super) struct KeyLines {
     text: String,
     doc: Option<toml_edit::Document<String>>,
 }
@@ -711,7 +757,7 @@ impl KeyLines {
         }
     }
 
-    fn line_of(&self, key: &str) -> Option<usize> {
+    pub(super) fn line_of(&self, key: &str) -> Option<usize> {
         let doc = self.doc.as_ref()?;
         let mut item = doc.as_item();
         let mut span = item.span();

@@ -4,6 +4,7 @@
 //! the edge never sees a string where it needs a value. A reload or an admin change builds
 //! a new `Snapshot` and swaps it in (`live.rs`); in-flight transactions keep theirs.
 
+mod federation;
 mod file;
 mod live;
 
@@ -12,6 +13,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use federation::{
+    AccessEdge, AllowedDomain, BlockedDomain, Code, Codes, Conflict, ExternalAccessPolicy,
+    Federation, FederationRouting, HostingProvider, PolicyScope, PublicProvider, UnmarkedSource,
+    UserGrant, VerificationLevel, DEFAULT_FEDERATED_METHODS,
+};
 pub use file::{ConfigError, Problem};
 pub use live::Live;
 
@@ -40,6 +46,10 @@ pub struct Snapshot {
     pub timers: Timers,
     /// Lab-only settings that weaken security on purpose.
     pub lab: LabSettings,
+    /// Federation objects (access edge, providers, domain lists, external access
+    /// policies). `federation.enabled()` is false when no federation section is present:
+    /// the edge then routes with `routes` / `default_route` only (static routing).
+    pub federation: Federation,
     /// The file this snapshot was read from, for reloads and error messages.
     pub source: Option<PathBuf>,
 }

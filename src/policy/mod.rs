@@ -1,14 +1,49 @@
-//! `decide(request, peer, snapshot)`: what the edge does with one request.
+//! `decide(request, peer, snapshot, dns)`: what the edge does with one request.
 //!
 //! Pure (no I/O, no clock), so tests drive it with literals. The proxy extracts the few
-//! facts the decision needs (`RequestFacts`) from the message and acts on the `Decision`.
+//! facts the decision needs (`RequestFacts`) from the message, asks `dns_needed` which DNS
+//! answer the decision depends on, resolves it, and acts on the `Decision`. After a
+//! `Forward` whose `limit` is set, it calls `DiscoveredPartnerLimits::admit` (state).
+//!
+//! # The decision order (access-edge.md §b.3, §b.4)
+//! 1. hops and loops (`check_hops`); OPTIONS to the edge is answered; in-dialog requests
+//!    follow our Record-Route.
+//! 2. no federation sections configured → static routing (`routes`, `default_route`).
+//! 3. internal → local domain: the pool.
+//! 4. no relay: external → non-local refused, internal → external needs a local From.
+//! 5. edge switches: AllowFederatedUsers / AllowOutsideUsers.
+//! 6. blocked list: the From domain (inbound) or Request-URI domain (outbound).
+//! 7. source classification (b.2) and verification: the peer must speak for the From domain.
+//! 8. method filter (1027).
+//! 9. verification level → `ms-source-verified-user` (inbound).
+//! 10. the local user may leave at all (outbound, before DNS).
+//! 11. target classification: default route, allowed ProxyFqdn, SRV (1008, 1009,
+//!     providers by SRV target, discovery).
+//! 12. external access policy (user > site > global): federation, public cloud, public-cloud A/V.
+//! 13. route choice and header work (trust header, marking, strip lists).
 
+mod access;
+mod classify;
+mod dns;
+mod limits;
 mod reject;
+mod route;
+mod verify;
 
-pub use reject::{Diagnostics, Rejection};
+#[cfg(test)]
+mod tests;
+
+use std::ops::ControlFlow;
+
+pub use access::{effective_policy, PolicySource};
+pub use classify::{same_domain, SourceClass, TargetClass};
+pub use dns::{DnsFacts, DnsQuestion, SrvAnswer, SrvTarget};
+pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerReport};
+pub use reject::{reason_phrase, Diagnostics, Rejection};
 
 use crate::config::{NextHop, Snapshot};
-use crate::transport::{Interface, Peer};
+use crate::sip::ms_headers::{MessageTrust, Verified};
+use crate::transport::{Interface, Peer, Transport};
 
 /// The facts about a request that routing and policy look at, borrowed from the message.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +58,8 @@ pub struct RequestFacts<'a> {
     pub from_user: Option<&'a str>,
     /// From URI host (lowercase).
     pub from_host: &'a str,
+    /// To URI user part, if any.
+    pub to_user: Option<&'a str>,
     /// To URI host (lowercase).
     pub to_host: &'a str,
     /// Max-Forwards as received; `None` when absent.
@@ -36,6 +73,40 @@ pub struct RequestFacts<'a> {
     pub has_remaining_route: bool,
     /// The Request-URI names the edge itself (no user part, host = one of our FQDNs or addresses).
     pub addressed_to_edge: bool,
+    /// The `ms-edge-proxy-message-trust` value that arrived (first one), if any. Inbound it
+    /// is the peer's own verification marking (UseSourceVerification); it is always
+    /// stripped and replaced by ours.
+    pub trust_header: Option<&'a str>,
+    /// Media the SDP body offers (INVITE/UPDATE with `application/sdp`).
+    pub media: Media,
+    /// The To header has a tag: the request is inside a dialog. Out-of-dialog requests are
+    /// the "new requests" the discovered-partner contacts limit counts and refuses.
+    pub in_dialog: bool,
+}
+
+impl RequestFacts<'_> {
+    /// Whether the method is `m` (case-insensitive).
+    pub fn is(&self, m: &str) -> bool {
+        self.method.eq_ignore_ascii_case(m)
+    }
+
+    /// INVITE or SUBSCRIBE outside a dialog (REFER too).
+    pub fn is_dialog_creating(&self) -> bool {
+        !self.in_dialog && (self.is("INVITE") || self.is("SUBSCRIBE") || self.is("REFER"))
+    }
+}
+
+/// The media an SDP offer contains (`m=audio`, `m=video`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Media {
+    pub audio: bool,
+    pub video: bool,
+}
+
+impl Media {
+    pub fn any(self) -> bool {
+        self.audio || self.video
+    }
 }
 
 /// What the edge does with a request.
@@ -49,6 +120,16 @@ pub enum Decision {
     AnswerOptions,
 }
 
+impl Decision {
+    /// The rejection, if this is one.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            Decision::Reject(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// Where and how a request is relayed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forward {
@@ -58,6 +139,39 @@ pub struct Forward {
     pub route: Route,
     /// Which rule chose the route, for logs and metrics.
     pub rule: &'static str,
+    /// What the source was classified as.
+    pub source: SourceClass,
+    /// What the target was classified as (`None` for static routing and in-dialog).
+    pub target: Option<TargetClass>,
+    /// The `ms-edge-proxy-message-trust` value to insert, after stripping any that
+    /// arrived: the edge's classification inbound, the outbound marking
+    /// (MarkSourceVerifiableOnOutgoingMessages) outbound.
+    pub insert_trust: Option<MessageTrust>,
+    /// Headers the proxy removes before relaying.
+    pub strip: Strip,
+    /// Set for traffic from a discovered partner: the proxy must pass it through
+    /// `DiscoveredPartnerLimits::admit` before relaying.
+    pub limit: Option<LimitKey>,
+}
+
+/// Headers removed before relaying.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Strip {
+    /// Every `ms-edge-proxy-message-trust` (inbound: only the edge may set it; outbound:
+    /// internal markings never leave).
+    pub trust_header: bool,
+    /// `ms-diagnostics` (never leaves through the external interface; `ms-diagnostics-public` does).
+    pub diagnostics: bool,
+}
+
+impl Strip {
+    /// What crossing from `arrival` to `exit` removes.
+    pub fn crossing(arrival: Interface, exit: Interface) -> Strip {
+        Strip {
+            trust_header: arrival == Interface::External || exit == Interface::External,
+            diagnostics: exit == Interface::External,
+        }
+    }
 }
 
 /// How the next hop of a forwarded request is found.
@@ -67,71 +181,280 @@ pub enum Route {
     NextHop(NextHop),
     /// The first remaining Route entry, or else the Request-URI (loose routing, in-dialog).
     RequestTarget,
+    /// Federation targets in the order to try (failover on connect failure, timeout, 503).
+    Targets(Vec<Target>),
+}
+
+/// One federation target: the proxy resolves `host` (A/AAAA) and connects with TLS,
+/// expecting `tls_name` in the certificate (else 504 + 1010).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+    /// The name the partner's certificate must contain: the SRV target or ProxyFqdn.
+    pub tls_name: String,
+}
+
+impl Target {
+    /// A mutual-TLS target whose certificate must carry `host`.
+    pub fn tls(host: &str, port: u16) -> Target {
+        Target {
+            host: host.to_string(),
+            port,
+            transport: Transport::Tls,
+            tls_name: host.to_string(),
+        }
+    }
+}
+
+/// One check of the pipeline and what came of it; `explain` and `/decisions` show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub outcome: Outcome,
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The check ran and let the request continue; the note says what it found.
+    Passed(String),
+    /// The check made the decision (a refusal or the route).
+    Decided(String),
+}
+
+/// A decision with the trail of checks that led to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub decision: Decision,
+    pub trail: Vec<Check>,
 }
 
 /// Decides what the edge does with one request from `peer`.
-pub fn decide(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Decision {
-    if let Err(r) = check_hops(req) {
-        return Decision::Reject(r);
-    }
-    if req.addressed_to_edge
-        && req.method.eq_ignore_ascii_case("OPTIONS")
-        && !req.has_remaining_route
-    {
-        return Decision::AnswerOptions;
-    }
-    if let Some(exit) = req.routed_exit {
-        return Decision::Forward(Forward {
-            exit,
-            route: Route::RequestTarget,
-            rule: "record-route",
-        });
-    }
-    choose_route(req, peer, snap)
+///
+/// `dns` holds the answer to `dns_needed`'s question; a needed answer that is missing is
+/// treated as a failed lookup (504 + 1008).
+pub fn decide(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot, dns: &DnsFacts) -> Decision {
+    explain(req, peer, snap, dns).decision
 }
+
+/// `decide`, with the trail of checks that ran and the one that decided.
+pub fn explain(
+    req: &RequestFacts<'_>,
+    peer: &Peer,
+    snap: &Snapshot,
+    dns: &DnsFacts,
+) -> Explanation {
+    let mut cx = Ctx::new(req, peer, snap, dns);
+    let decision = match pipeline(&mut cx) {
+        ControlFlow::Break(d) | ControlFlow::Continue(d) => d,
+    };
+    Explanation {
+        decision: cx.finish(decision),
+        trail: cx.trail,
+    }
+}
+
+/// The DNS question the decision for this request depends on, if any. The proxy resolves
+/// it and passes the answer to `decide` in `DnsFacts`.
+pub fn dns_needed(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Option<DnsQuestion> {
+    let none = DnsFacts::none();
+    let mut cx = Ctx::new(req, peer, snap, &none);
+    let _ = pipeline(&mut cx);
+    cx.dns_wanted
+}
+
+/// The checklist. Each step either lets the request continue or decides.
+fn pipeline(cx: &mut Ctx<'_>) -> ControlFlow<Decision, Decision> {
+    check_hops(cx)?;
+    answer_options(cx)?;
+    follow_record_route(cx)?;
+    route::static_routing_without_federation(cx)?;
+    route::local_domain_to_pool(cx)?;
+    verify::no_relay(cx)?;
+    access::apply_edge_switches(cx)?;
+    classify::check_blocked_list(cx)?;
+    classify::classify_source(cx)?;
+    verify::verify_source(cx)?;
+    verify::filter_method(cx)?;
+    verify::apply_verification_level(cx)?;
+    access::user_may_leave(cx)?;
+    classify::classify_target(cx)?;
+    access::apply_access_policy(cx)?;
+    ControlFlow::Continue(route::choose_route(cx))
+}
+
+/// One step's result: continue, or the decision.
+type Step = ControlFlow<Decision>;
 
 /// Max-Forwards and loop checks (RFC 3261 §16.3 steps 3 and 4).
-fn check_hops(req: &RequestFacts<'_>) -> Result<(), Rejection> {
-    if req.max_forwards == Some(0)
-        && !(req.addressed_to_edge && req.method.eq_ignore_ascii_case("OPTIONS"))
-    {
-        return Err(Rejection::too_many_hops());
+fn check_hops(cx: &mut Ctx<'_>) -> Step {
+    let req = cx.req;
+    if req.max_forwards == Some(0) && !(req.addressed_to_edge && req.is("OPTIONS")) {
+        return cx.reject("hops", Rejection::too_many_hops());
     }
     if req.looped {
-        return Err(Rejection::loop_detected());
+        return cx.reject("hops", Rejection::loop_detected());
     }
-    Ok(())
+    ControlFlow::Continue(())
 }
 
-/// Static routing: local domains go to the pool, others to their route or the default.
-fn choose_route(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Decision {
-    if snap.is_local_domain(req.uri_host) {
-        return Decision::Forward(Forward {
-            exit: Interface::Internal,
-            route: Route::NextHop(snap.pool.clone()),
-            rule: "local-domain",
+/// OPTIONS addressed to the edge itself is answered here (keep-alives, health checks).
+fn answer_options(cx: &mut Ctx<'_>) -> Step {
+    let req = cx.req;
+    if req.addressed_to_edge && req.is("OPTIONS") && !req.has_remaining_route {
+        cx.decided("answer-options", "OPTIONS to the edge itself");
+        return ControlFlow::Break(Decision::AnswerOptions);
+    }
+    ControlFlow::Continue(())
+}
+
+/// In-dialog requests that carried our Record-Route leave where the route says.
+fn follow_record_route(cx: &mut Ctx<'_>) -> Step {
+    let Some(exit) = cx.req.routed_exit else {
+        return ControlFlow::Continue(());
+    };
+    cx.decided(
+        "record-route",
+        format!("in-dialog, leaves through the {exit} interface"),
+    );
+    ControlFlow::Break(Decision::Forward(Forward {
+        exit,
+        route: Route::RequestTarget,
+        rule: "record-route",
+        source: SourceClass::Unclassified,
+        target: None,
+        insert_trust: None,
+        strip: Strip::crossing(cx.peer.interface, exit),
+        limit: None,
+    }))
+}
+
+// === impl Ctx ===
+
+/// The per-request context the steps share: inputs, what earlier steps found, the trail.
+pub(crate) struct Ctx<'a> {
+    pub req: &'a RequestFacts<'a>,
+    pub peer: &'a Peer,
+    pub snap: &'a Snapshot,
+    pub dns: &'a DnsFacts,
+    pub trail: Vec<Check>,
+    /// The DNS question a step needed but `dns` did not answer.
+    pub dns_wanted: Option<DnsQuestion>,
+    pub source: SourceClass,
+    pub target: Option<TargetClass>,
+    /// Inbound: the `ms-source-verified-user` value to insert.
+    pub verified: Option<Verified>,
+    /// Inbound: the peer FQDN to report as `ms-remote-fqdn`.
+    pub remote_fqdn: Option<String>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        req: &'a RequestFacts<'a>,
+        peer: &'a Peer,
+        snap: &'a Snapshot,
+        dns: &'a DnsFacts,
+    ) -> Self {
+        Ctx {
+            req,
+            peer,
+            snap,
+            dns,
+            trail: Vec::new(),
+            dns_wanted: None,
+            source: SourceClass::Unclassified,
+            target: None,
+            verified: None,
+            remote_fqdn: None,
+        }
+    }
+
+    /// The request arrived on the external interface.
+    pub fn inbound(&self) -> bool {
+        self.peer.interface == Interface::External
+    }
+
+    /// The domain on the other side of the edge: From (inbound) or Request-URI (outbound).
+    pub fn partner_domain(&self) -> &'a str {
+        if self.inbound() {
+            self.req.from_host
+        } else {
+            self.req.uri_host
+        }
+    }
+
+    /// The peer's proven name for diagnostics (first certificate name).
+    pub fn peer_name(&self) -> &str {
+        self.peer
+            .identity
+            .names()
+            .first()
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn pass(&mut self, name: &'static str, note: impl Into<String>) {
+        self.trail.push(Check {
+            name,
+            outcome: Outcome::Passed(note.into()),
         });
     }
-    if peer.interface == Interface::External {
-        return Decision::Reject(Rejection::relay_denied(req.uri_host));
-    }
-    if let Some(r) = snap
-        .routes
-        .iter()
-        .find(|r| r.domain.eq_ignore_ascii_case(req.uri_host))
-    {
-        return Decision::Forward(Forward {
-            exit: Interface::External,
-            route: Route::NextHop(r.next_hop.clone()),
-            rule: "static-route",
+
+    pub fn decided(&mut self, name: &'static str, note: impl Into<String>) {
+        self.trail.push(Check {
+            name,
+            outcome: Outcome::Decided(note.into()),
         });
     }
-    match &snap.default_route {
-        Some(hop) => Decision::Forward(Forward {
-            exit: Interface::External,
-            route: Route::NextHop(hop.clone()),
-            rule: "default-route",
-        }),
-        None => Decision::Reject(Rejection::no_route(req.uri_host)),
+
+    /// Records the refusal in the trail and stops the pipeline.
+    pub fn reject(&mut self, name: &'static str, r: Rejection) -> Step {
+        self.decided(name, format!("{} {} ({})", r.status, r.reason, r.rule));
+        ControlFlow::Break(Decision::Reject(r))
+    }
+
+    /// The SRV answer for `domain`; a missing one is recorded as the question to ask.
+    pub fn srv(&mut self, domain: &str) -> Result<&'a [SrvTarget], Rejection> {
+        let dns: &'a DnsFacts = self.dns;
+        match dns.srv(domain) {
+            Some(SrvAnswer::Records(r)) if !r.is_empty() => Ok(r),
+            Some(SrvAnswer::Records(_)) | Some(SrvAnswer::NoRecords) => Err(
+                Rejection::srv_not_found(&self.snap.federation.codes, domain, None),
+            ),
+            Some(SrvAnswer::Failed(e)) => Err(Rejection::srv_not_found(
+                &self.snap.federation.codes,
+                domain,
+                Some(e),
+            )),
+            None => {
+                self.dns_wanted = Some(DnsQuestion::FederationSrv {
+                    domain: domain.to_ascii_lowercase(),
+                });
+                Err(Rejection::srv_not_found(
+                    &self.snap.federation.codes,
+                    domain,
+                    Some("not resolved"),
+                ))
+            }
+        }
+    }
+
+    /// Adds the edge's `source` to federation diagnostics (the proxy drops it outward).
+    fn finish(&self, mut d: Decision) -> Decision {
+        if let Decision::Reject(r) = &mut d {
+            if self.snap.federation.enabled() {
+                if let Some(diag) = r.diagnostics.take() {
+                    let diag = if diag.get("source").is_none() {
+                        diag.param("source", self.snap.external.fqdn.as_str())
+                    } else {
+                        diag
+                    };
+                    r.diagnostics = Some(diag);
+                }
+            }
+        }
+        d
     }
 }

@@ -5,6 +5,7 @@ pub mod build;
 pub mod framing;
 pub mod header;
 pub mod message;
+pub mod ms_headers;
 pub mod splice;
 pub mod uri;
 pub mod via;

@@ -1,0 +1,1038 @@
+//! The decision matrix over the DESIGN lab, plus one test per step. Pure: no sockets.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::*;
+use crate::config::Snapshot;
+use crate::transport::PeerIdentity;
+
+const BASE: &str = r#"
+[edge]
+local_domains = ["contoso.test"]
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+tcp_port = 0
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+tcp_port = 0
+
+[pool]
+target = "127.0.0.1:5070"
+transport = "tcp"
+"#;
+
+/// The lab: BASE plus the shipped federation sections.
+fn lab_with(extra: &str) -> Snapshot {
+    let text = format!(
+        "{BASE}\n{}\n{extra}",
+        include_str!("../../config/lab-federation.toml")
+    );
+    Snapshot::from_toml(&text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn lab() -> Snapshot {
+    lab_with("")
+}
+
+/// DESIGN's `_sipfederationtls._tcp` records.
+fn lab_dns() -> DnsFacts {
+    let srv = |t: &str| SrvAnswer::Records(vec![SrvTarget::new(0, 0, 5061, t)]);
+    DnsFacts::none()
+        .with_srv("fabrikam.test", srv("sip.fabrikam.test"))
+        .with_srv("northwind.test", srv("sip.northwind.test"))
+        .with_srv("adatum.test", srv("sip.adatum.test"))
+        .with_srv("msn.com", srv("federation.messenger.msn.com"))
+        .with_srv("live.com", srv("federation.messenger.msn.com"))
+        .with_srv("hotmail.com", srv("federation.messenger.msn.com"))
+        .with_srv("outlook.com", srv("federation.messenger.msn.com"))
+        .with_srv("tailspin.test", srv("sipfed.online.lync.com"))
+        .with_srv("badsrv.test", srv("sip.elsewhere.test"))
+        .with_srv("nowhere.test", SrvAnswer::NoRecords)
+}
+
+/// The certificate name each lab domain's edge presents.
+fn edge_of(domain: &str) -> &'static str {
+    match domain {
+        "fabrikam.test" => "sip.fabrikam.test",
+        "northwind.test" => "sip.northwind.test",
+        "adatum.test" => "sip.adatum.test",
+        "tailspin.test" => "sipfed.online.lync.com",
+        "live.com" | "msn.com" => "federation.messenger.msn.com",
+        "nowhere.test" => "sip.nowhere.test",
+        "badsrv.test" => "sip.elsewhere.test",
+        other => panic!("no edge for {other}"),
+    }
+}
+
+fn peer(interface: Interface, names: &[&str]) -> Peer {
+    Peer {
+        interface,
+        transport: Transport::Tls,
+        addr: "127.0.0.9:40000".parse::<SocketAddr>().unwrap(),
+        identity: PeerIdentity::new(names),
+    }
+}
+
+fn pool() -> Peer {
+    peer(Interface::Internal, &["pool.contoso.test"])
+}
+
+const MARKED: &str = "ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dir {
+    Out,
+    In,
+}
+use Dir::{In, Out};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// Forwarded by this rule.
+    Fwd(&'static str),
+    /// Refused with this status and ms-diagnostics code.
+    Rej(u16, u32),
+}
+use Expect::{Fwd, Rej};
+
+/// One row: a local user, a remote domain, a direction, a method (`INVITE+A` = INVITE
+/// whose SDP offers audio), whether the peer marked its message, and the peer's
+/// certificate name when it is not the domain's own edge (spoofing rows).
+struct Row {
+    dir: Dir,
+    user: &'static str,
+    domain: &'static str,
+    method: &'static str,
+    marked: bool,
+    peer: Option<&'static str>,
+    expect: Expect,
+}
+
+const fn r(
+    dir: Dir,
+    user: &'static str,
+    domain: &'static str,
+    method: &'static str,
+    expect: Expect,
+) -> Row {
+    Row {
+        dir,
+        user,
+        domain,
+        method,
+        marked: true,
+        peer: None,
+        expect,
+    }
+}
+
+const fn unmarked(row: Row) -> Row {
+    Row {
+        marked: false,
+        ..row
+    }
+}
+
+const fn via(peer: &'static str, row: Row) -> Row {
+    Row {
+        peer: Some(peer),
+        ..row
+    }
+}
+
+const FB: &str = "fabrikam.test";
+const NW: &str = "northwind.test";
+const AD: &str = "adatum.test";
+const TS: &str = "tailspin.test";
+const LIVE: &str = "live.com";
+const NO: &str = "nowhere.test";
+const BAD: &str = "badsrv.test";
+
+#[rustfmt::skip]
+const MATRIX: &[Row] = &[
+    // ---- internal → external (From user@contoso.test, Request-URI someone@domain) ----
+    r(Out, "alice", FB,   "MESSAGE",  Fwd("allowed-proxy-fqdn")),
+    r(Out, "alice", FB,   "INVITE+A", Fwd("allowed-proxy-fqdn")),
+    r(Out, "alice", FB,   "SUBSCRIBE",Fwd("allowed-proxy-fqdn")),
+    r(Out, "alice", FB,   "REGISTER", Rej(403, 1027)),
+    r(Out, "alice", NW,   "MESSAGE",  Fwd("discovered-partner")),
+    r(Out, "alice", NW,   "INVITE+A", Fwd("discovered-partner")),
+    r(Out, "alice", NW,   "PUBLISH",  Rej(403, 1027)),
+    r(Out, "alice", AD,   "MESSAGE",  Rej(403, 1903)),
+    r(Out, "alice", AD,   "INVITE+A", Rej(403, 1903)),
+    r(Out, "alice", TS,   "MESSAGE",  Fwd("hosting-provider")),
+    r(Out, "alice", TS,   "SUBSCRIBE",Fwd("hosting-provider")),
+    r(Out, "alice", LIVE, "MESSAGE",  Fwd("public-provider")),
+    r(Out, "alice", LIVE, "SUBSCRIBE",Fwd("public-provider")),
+    r(Out, "alice", LIVE, "INVITE",   Fwd("public-provider")),
+    r(Out, "alice", LIVE, "INVITE+A", Rej(403, 1908)),
+    r(Out, "alice", "msn.com", "MESSAGE", Fwd("public-provider")),
+    r(Out, "alice", NO,   "MESSAGE",  Rej(504, 1008)),
+    r(Out, "alice", NO,   "INVITE+A", Rej(504, 1008)),
+    r(Out, "alice", BAD,  "MESSAGE",  Rej(504, 1009)),
+    r(Out, "alice", BAD,  "SUBSCRIBE",Rej(504, 1009)),
+    r(Out, "bob",   FB,   "MESSAGE",  Fwd("allowed-proxy-fqdn")),
+    r(Out, "bob",   FB,   "INVITE+A", Fwd("allowed-proxy-fqdn")),
+    r(Out, "bob",   NW,   "SUBSCRIBE",Fwd("discovered-partner")),
+    r(Out, "bob",   TS,   "MESSAGE",  Fwd("hosting-provider")),
+    r(Out, "bob",   LIVE, "MESSAGE",  Rej(403, 1907)),
+    r(Out, "bob",   LIVE, "INVITE+A", Rej(403, 1907)),
+    r(Out, "bob",   AD,   "MESSAGE",  Rej(403, 1903)),
+    r(Out, "bob",   NO,   "MESSAGE",  Rej(504, 1008)),
+    r(Out, "bob",   BAD,  "MESSAGE",  Rej(504, 1009)),
+    r(Out, "bob",   FB,   "REGISTER", Rej(403, 1027)),
+    r(Out, "carol", FB,   "MESSAGE",  Rej(403, 1906)),
+    r(Out, "carol", FB,   "INVITE+A", Rej(403, 1906)),
+    r(Out, "carol", NW,   "MESSAGE",  Rej(403, 1906)),
+    r(Out, "carol", TS,   "MESSAGE",  Rej(403, 1906)),
+    r(Out, "carol", LIVE, "MESSAGE",  Rej(403, 1906)),
+    r(Out, "carol", AD,   "MESSAGE",  Rej(403, 1903)),
+    r(Out, "carol", NO,   "MESSAGE",  Rej(403, 1906)),
+    r(Out, "carol", BAD,  "MESSAGE",  Rej(403, 1906)),
+    r(Out, "carol", FB,   "REGISTER", Rej(403, 1027)),
+    // ---- external → internal (From someone@domain via its edge, Request-URI user@contoso.test) ----
+    r(In,  "alice", FB,   "MESSAGE",  Fwd("federation-inbound")),
+    r(In,  "alice", FB,   "INVITE+A", Fwd("federation-inbound")),
+    r(In,  "alice", FB,   "SUBSCRIBE",Fwd("federation-inbound")),
+    r(In,  "alice", FB,   "REGISTER", Rej(403, 1027)),
+    unmarked(r(In, "alice", FB, "MESSAGE", Rej(403, 1905))),
+    r(In,  "alice", NW,   "MESSAGE",  Fwd("federation-inbound")),
+    r(In,  "alice", NW,   "INVITE+A", Fwd("federation-inbound")),
+    unmarked(r(In, "alice", NW, "MESSAGE", Rej(403, 1905))),
+    r(In,  "alice", AD,   "MESSAGE",  Rej(403, 1903)),
+    r(In,  "alice", AD,   "INVITE+A", Rej(403, 1903)),
+    r(In,  "alice", TS,   "MESSAGE",  Fwd("federation-inbound")),
+    r(In,  "alice", LIVE, "MESSAGE",  Fwd("federation-inbound")),
+    r(In,  "alice", LIVE, "SUBSCRIBE",Fwd("federation-inbound")),
+    r(In,  "alice", LIVE, "INVITE",   Fwd("federation-inbound")),
+    r(In,  "alice", LIVE, "INVITE+A", Rej(403, 1908)),
+    unmarked(r(In, "alice", LIVE, "MESSAGE", Rej(403, 1905))),
+    r(In,  "alice", NO,   "MESSAGE",  Rej(504, 1008)),
+    r(In,  "alice", BAD,  "MESSAGE",  Rej(504, 1009)),
+    r(In,  "bob",   FB,   "MESSAGE",  Fwd("federation-inbound")),
+    r(In,  "bob",   NW,   "INVITE+A", Fwd("federation-inbound")),
+    r(In,  "bob",   TS,   "MESSAGE",  Fwd("federation-inbound")),
+    r(In,  "bob",   LIVE, "MESSAGE",  Rej(403, 1907)),
+    r(In,  "bob",   AD,   "MESSAGE",  Rej(403, 1903)),
+    r(In,  "carol", FB,   "MESSAGE",  Rej(403, 1906)),
+    r(In,  "carol", NW,   "MESSAGE",  Rej(403, 1906)),
+    r(In,  "carol", TS,   "MESSAGE",  Rej(403, 1906)),
+    r(In,  "carol", LIVE, "MESSAGE",  Rej(403, 1907)),
+    r(In,  "carol", AD,   "SUBSCRIBE",Rej(403, 1903)),
+    // ---- spoofing: the peer does not speak for the From domain ----
+    via("sip.northwind.test", r(In, "alice", FB, "MESSAGE", Rej(403, 1010))),
+    via("sip.northwind.test", r(In, "alice", TS, "MESSAGE", Rej(403, 1010))),
+    via("sip.fabrikam.test", r(In, "alice", NW, "MESSAGE", Rej(403, 1010))),
+    via("sipfed.online.lync.com", r(In, "alice", LIVE, "MESSAGE", Rej(403, 1010))),
+    via("federation.messenger.msn.com", r(In, "alice", TS, "MESSAGE", Rej(403, 1010))),
+    via("sip.fabrikam.test", r(In, "alice", "contoso.test", "MESSAGE", Rej(403, 1010))),
+];
+
+fn facts_for<'a>(row: &'a Row, uri_user: &'a str) -> RequestFacts<'a> {
+    let (method, audio) = match row.method.strip_suffix("+A") {
+        Some(m) => (m, true),
+        None => (row.method, false),
+    };
+    let (from_user, from_host, uri_host) = match row.dir {
+        Out => (row.user, "contoso.test", row.domain),
+        In => ("remote", row.domain, "contoso.test"),
+    };
+    let user = match row.dir {
+        Out => uri_user,
+        In => row.user,
+    };
+    RequestFacts {
+        method,
+        uri_user: Some(user),
+        uri_host,
+        from_user: Some(from_user),
+        from_host,
+        to_user: Some(user),
+        to_host: uri_host,
+        max_forwards: Some(70),
+        trust_header: (row.dir == In && row.marked).then_some(MARKED),
+        media: Media {
+            audio,
+            video: false,
+        },
+        ..RequestFacts::default()
+    }
+}
+
+#[test]
+fn lab_matrix() {
+    assert!(MATRIX.len() >= 60, "{} rows", MATRIX.len());
+    let snap = lab();
+    let dns = lab_dns();
+    let mut failures = Vec::new();
+    for (i, row) in MATRIX.iter().enumerate() {
+        let req = facts_for(row, "someone");
+        let p = match row.dir {
+            Out => pool(),
+            In => peer(
+                Interface::External,
+                &[row.peer.unwrap_or_else(|| edge_of(row.domain))],
+            ),
+        };
+        let decision = decide(&req, &p, &snap, &dns);
+        let got = match &decision {
+            Decision::Forward(f) => Fwd(f.rule),
+            Decision::Reject(r) => Rej(r.status, r.code().unwrap_or(0)),
+            Decision::AnswerOptions => Fwd("answer-options"),
+        };
+        if got != row.expect {
+            failures.push(format!(
+                "row {i}: {:?} {} {} {}: expected {:?}, got {decision:?}",
+                row.dir, row.user, row.domain, row.method, row.expect
+            ));
+        }
+        // dns_needed names exactly the answer the decision used.
+        let q = dns_needed(&req, &p, &snap);
+        let only = match &q {
+            Some(q) => DnsFacts::answer(q, dns.srv(q.domain()).cloned().expect("lab has it")),
+            None => DnsFacts::none(),
+        };
+        assert_eq!(
+            decide(&req, &p, &snap, &only),
+            decision,
+            "row {i}: dns_needed {q:?}"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// === one test per step ===
+
+fn out_req<'a>(from_user: &'a str, uri_host: &'a str, method: &'a str) -> RequestFacts<'a> {
+    RequestFacts {
+        method,
+        uri_user: Some("someone"),
+        uri_host,
+        from_user: Some(from_user),
+        from_host: "contoso.test",
+        to_host: uri_host,
+        max_forwards: Some(70),
+        ..RequestFacts::default()
+    }
+}
+
+fn in_req<'a>(from_host: &'a str, trust: Option<&'a str>) -> RequestFacts<'a> {
+    RequestFacts {
+        method: "MESSAGE",
+        uri_user: Some("alice"),
+        uri_host: "contoso.test",
+        from_user: Some("remote"),
+        from_host,
+        to_host: "contoso.test",
+        max_forwards: Some(70),
+        trust_header: trust,
+        ..RequestFacts::default()
+    }
+}
+
+fn forward(d: Decision) -> Forward {
+    match d {
+        Decision::Forward(f) => f,
+        other => panic!("expected a forward, got {other:?}"),
+    }
+}
+
+fn rejection(d: Decision) -> Rejection {
+    match d {
+        Decision::Reject(r) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn inbound_trust_headers_are_byte_exact() {
+    let snap = lab();
+    let dns = lab_dns();
+    let cases = [
+        ("fabrikam.test", "sip.fabrikam.test",
+         "ms-source-type=DirectPartner;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sip.fabrikam.test"),
+        ("northwind.test", "sip.northwind.test",
+         "ms-source-type=AutoFederation;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sip.northwind.test"),
+        ("live.com", "federation.messenger.msn.com",
+         "ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=publiccloud;ms-remote-fqdn=federation.messenger.msn.com"),
+        ("tailspin.test", "sipfed.online.lync.com",
+         "ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sipfed.online.lync.com"),
+    ];
+    for (domain, cert, expected) in cases {
+        let f = forward(decide(
+            &in_req(domain, Some(MARKED)),
+            &peer(Interface::External, &[cert]),
+            &snap,
+            &dns,
+        ));
+        assert_eq!(
+            f.insert_trust.expect("trust header").header_value(),
+            expected,
+            "{domain}"
+        );
+        assert_eq!(
+            f.strip,
+            Strip {
+                trust_header: true,
+                diagnostics: false
+            }
+        );
+        assert_eq!(f.route, Route::NextHop(snap.pool.clone()));
+    }
+}
+
+#[test]
+fn forged_trust_header_is_replaced_by_ours() {
+    let snap = lab_with("");
+    let mut snap = snap;
+    snap.federation
+        .access_edge
+        .discovered_partner_verification_level =
+        crate::config::VerificationLevel::AlwaysUnverifiable;
+    let forged = "ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=publiccloud";
+    let f = forward(decide(
+        &in_req("northwind.test", Some(forged)),
+        &peer(Interface::External, &["sip.northwind.test"]),
+        &snap,
+        &lab_dns(),
+    ));
+    assert!(f.strip.trust_header);
+    let t = f.insert_trust.unwrap();
+    assert_eq!(
+        t.source_type,
+        crate::sip::ms_headers::SourceType::AutoFederation
+    );
+    assert_eq!(
+        t.verified,
+        Some(crate::sip::ms_headers::Verified::Unverified)
+    );
+    assert_eq!(
+        f.limit,
+        Some(LimitKey {
+            partner: "northwind.test".into(),
+            local_uri: "alice@contoso.test".into(),
+            new_request: true
+        })
+    );
+}
+
+#[test]
+fn outbound_routes_targets_and_marking() {
+    let snap = lab();
+    let dns = lab_dns();
+    let f = forward(decide(
+        &out_req("alice", "fabrikam.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!(f.exit, Interface::External);
+    assert_eq!(
+        f.route,
+        Route::Targets(vec![Target::tls("sip.fabrikam.test", 5061)])
+    );
+    assert_eq!(
+        f.strip,
+        Strip {
+            trust_header: true,
+            diagnostics: true
+        }
+    );
+    assert_eq!(
+        f.insert_trust.unwrap().header_value(),
+        "ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified"
+    );
+    let f = forward(decide(
+        &out_req("alice", "live.com", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!(
+        f.route,
+        Route::Targets(vec![Target::tls("federation.messenger.msn.com", 5061)])
+    );
+    assert!(
+        matches!(f.target, Some(TargetClass::Provider { public: true, ref identity, .. }) if identity == "Skype")
+    );
+
+    let mut snap = lab();
+    snap.federation
+        .access_edge
+        .mark_source_verifiable_on_outgoing_messages = false;
+    let f = forward(decide(
+        &out_req("alice", "northwind.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!(
+        f.insert_trust.unwrap().verified,
+        Some(crate::sip::ms_headers::Verified::Unverified)
+    );
+}
+
+#[test]
+fn srv_order_is_kept_and_foreign_targets_dropped() {
+    let snap = lab();
+    let dns = DnsFacts::none().with_srv(
+        "northwind.test",
+        SrvAnswer::Records(vec![
+            SrvTarget::new(5, 0, 5061, "sip.northwind-edge.test"),
+            SrvTarget::new(10, 0, 5061, "sip.northwind.test"),
+            SrvTarget::new(20, 0, 5062, "sip2.northwind.test"),
+            SrvTarget::new(30, 0, 5061, "sip.eu.northwind.test"),
+        ]),
+    );
+    let f = forward(decide(
+        &out_req("alice", "northwind.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!(
+        f.route,
+        Route::Targets(vec![
+            Target::tls("sip.northwind.test", 5061),
+            Target::tls("sip2.northwind.test", 5062)
+        ])
+    );
+}
+
+#[test]
+fn srv_failures() {
+    let snap = lab();
+    let dns = DnsFacts::none()
+        .with_srv("nowhere.test", SrvAnswer::Failed("timeout".into()))
+        .with_srv(
+            "badsrv.test",
+            SrvAnswer::Records(vec![
+                SrvTarget::new(0, 0, 5061, "sip.elsewhere.test"),
+                SrvTarget::new(1, 0, 5061, "sip.it.badsrv.test"),
+            ]),
+        );
+    let r = rejection(decide(
+        &out_req("alice", "nowhere.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!((r.status, r.code()), (504, Some(1008)));
+    assert_eq!(
+        r.diagnostics.as_ref().unwrap().get("error"),
+        Some("timeout")
+    );
+    let r = rejection(decide(
+        &out_req("alice", "badsrv.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!(
+        r.diagnostics.unwrap().header_value(),
+        "1009;reason=\"No match for domain in DNS SRV results\";domain=\"badsrv.test\";fqdn1=\"sip.elsewhere.test:5061\";fqdn2=\"sip.it.badsrv.test:5061\";source=\"accessedge.contoso.test\""
+    );
+    // A needed answer that is missing is a failed lookup, never a guess.
+    let r = rejection(decide(
+        &out_req("alice", "northwind.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!((r.status, r.code()), (504, Some(1008)));
+}
+
+#[test]
+fn dns_needed_asks_only_what_the_decision_uses() {
+    let snap = lab();
+    let srv = |d: &str| Some(DnsQuestion::FederationSrv { domain: d.into() });
+    assert_eq!(
+        dns_needed(
+            &out_req("alice", "northwind.test", "MESSAGE"),
+            &pool(),
+            &snap
+        ),
+        srv("northwind.test")
+    );
+    assert_eq!(
+        dns_needed(&out_req("alice", "live.com", "MESSAGE"), &pool(), &snap),
+        srv("live.com")
+    );
+    assert_eq!(
+        dns_needed(
+            &out_req("alice", "fabrikam.test", "MESSAGE"),
+            &pool(),
+            &snap
+        ),
+        None
+    );
+    assert_eq!(
+        dns_needed(&out_req("alice", "adatum.test", "MESSAGE"), &pool(), &snap),
+        None
+    );
+    assert_eq!(
+        dns_needed(
+            &out_req("carol", "northwind.test", "MESSAGE"),
+            &pool(),
+            &snap
+        ),
+        None
+    );
+    let ext = |c: &str| peer(Interface::External, &[c]);
+    assert_eq!(
+        dns_needed(
+            &in_req("northwind.test", None),
+            &ext("sip.northwind.test"),
+            &snap
+        ),
+        srv("northwind.test")
+    );
+    assert_eq!(
+        dns_needed(
+            &in_req("tailspin.test", None),
+            &ext("sipfed.online.lync.com"),
+            &snap
+        ),
+        srv("tailspin.test")
+    );
+    assert_eq!(
+        dns_needed(
+            &in_req("live.com", None),
+            &ext("federation.messenger.msn.com"),
+            &snap
+        ),
+        None
+    );
+    assert_eq!(
+        dns_needed(
+            &in_req("fabrikam.test", None),
+            &ext("sip.fabrikam.test"),
+            &snap
+        ),
+        None
+    );
+    assert_eq!(
+        srv("x.test").unwrap().name(),
+        "_sipfederationtls._tcp.x.test"
+    );
+}
+
+#[test]
+fn no_relay_between_outsiders() {
+    let snap = lab();
+    let mut req = in_req("fabrikam.test", Some(MARKED));
+    req.uri_host = "northwind.test";
+    let r = rejection(decide(
+        &req,
+        &peer(Interface::External, &["sip.fabrikam.test"]),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!(
+        (r.status, r.code(), r.rule),
+        (403, Some(1000), "no-external-relay")
+    );
+    let mut req = out_req("alice", "northwind.test", "MESSAGE");
+    req.from_host = "fabrikam.test";
+    let r = rejection(decide(&req, &pool(), &snap, &lab_dns()));
+    assert_eq!((r.status, r.rule), (403, "foreign-from-outbound"));
+}
+
+#[test]
+fn internal_to_local_goes_to_the_pool() {
+    let snap = lab();
+    let f = forward(decide(
+        &out_req("alice", "contoso.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!((f.exit, f.rule), (Interface::Internal, "local-domain"));
+}
+
+#[test]
+fn discovery_off_refuses_unknown_partners_both_ways() {
+    let mut snap = lab();
+    snap.federation.access_edge.enable_partner_discovery = false;
+    let dns = lab_dns();
+    let r = rejection(decide(
+        &out_req("alice", "northwind.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &dns,
+    ));
+    assert_eq!((r.status, r.code()), (403, Some(1904)));
+    let r = rejection(decide(
+        &in_req("northwind.test", Some(MARKED)),
+        &peer(Interface::External, &["sip.northwind.test"]),
+        &snap,
+        &dns,
+    ));
+    assert_eq!((r.status, r.code()), (403, Some(1904)));
+    // Providers and allowed partners still work.
+    assert!(matches!(
+        decide(
+            &out_req("alice", "live.com", "MESSAGE"),
+            &pool(),
+            &snap,
+            &dns
+        ),
+        Decision::Forward(_)
+    ));
+    assert!(matches!(
+        decide(
+            &out_req("alice", "fabrikam.test", "MESSAGE"),
+            &pool(),
+            &snap,
+            &dns
+        ),
+        Decision::Forward(_)
+    ));
+}
+
+#[test]
+fn federation_off_by_default_once_sections_exist() {
+    let text = format!("{BASE}\n[[blocked_domain]]\ndomain = \"adatum.test\"\n");
+    let snap = Snapshot::from_toml(&text, Path::new(".")).unwrap();
+    assert!(snap.federation.enabled());
+    assert!(!snap.federation.access_edge.allow_federated_users);
+    let r = rejection(decide(
+        &out_req("alice", "fabrikam.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!((r.status, r.code()), (403, Some(1901)));
+    let r = rejection(decide(
+        &in_req("fabrikam.test", Some(MARKED)),
+        &peer(Interface::External, &["sip.fabrikam.test"]),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!((r.status, r.code()), (403, Some(1901)));
+}
+
+#[test]
+fn static_routing_when_no_federation_sections() {
+    let text = format!(
+        "{BASE}\n[[routes]]\ndomain = \"fabrikam.test\"\ntarget = \"127.0.0.3:5060\"\ntransport = \"tcp\"\n"
+    );
+    let snap = Snapshot::from_toml(&text, Path::new(".")).unwrap();
+    assert!(!snap.federation.enabled());
+    let f = forward(decide(
+        &out_req("carol", "fabrikam.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!(f.rule, "static-route");
+    assert_eq!(f.insert_trust, None);
+    let r = rejection(decide(
+        &out_req("alice", "northwind.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!((r.status, r.rule), (404, "no-route"));
+    assert_eq!(
+        dns_needed(
+            &out_req("alice", "northwind.test", "MESSAGE"),
+            &pool(),
+            &snap
+        ),
+        None
+    );
+    let f = forward(decide(
+        &in_req("fabrikam.test", None),
+        &peer(Interface::External, &[]),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!(f.rule, "local-domain");
+}
+
+#[test]
+fn hops_options_and_record_route_come_first() {
+    let snap = lab();
+    let mut req = out_req("carol", "adatum.test", "MESSAGE");
+    req.max_forwards = Some(0);
+    assert_eq!(
+        rejection(decide(&req, &pool(), &snap, &DnsFacts::none())).status,
+        483
+    );
+    let mut req = out_req("carol", "adatum.test", "MESSAGE");
+    req.routed_exit = Some(Interface::External);
+    let f = forward(decide(&req, &pool(), &snap, &DnsFacts::none()));
+    assert_eq!((f.route, f.rule), (Route::RequestTarget, "record-route"));
+    let mut req = in_req("adatum.test", None);
+    req.method = "OPTIONS";
+    req.addressed_to_edge = true;
+    assert_eq!(
+        decide(
+            &req,
+            &peer(Interface::External, &[]),
+            &snap,
+            &DnsFacts::none()
+        ),
+        Decision::AnswerOptions
+    );
+}
+
+#[test]
+fn remote_users_need_allow_outside_users() {
+    let mut snap = lab();
+    let mut req = in_req("contoso.test", None);
+    req.method = "REGISTER";
+    let anon = peer(Interface::External, &[]);
+    let f = forward(decide(&req, &anon, &snap, &DnsFacts::none()));
+    assert_eq!(f.rule, "remote-user");
+    assert_eq!(
+        f.insert_trust.unwrap().header_value(),
+        "ms-source-type=InternetUser;ms-ep-fqdn=accessedge.contoso.test"
+    );
+    snap.federation.access_edge.allow_outside_users = false;
+    let r = rejection(decide(&req, &anon, &snap, &DnsFacts::none()));
+    assert_eq!((r.status, r.code()), (403, Some(1902)));
+    // An anonymous peer claiming a foreign domain proves nothing.
+    let r = rejection(decide(
+        &in_req("fabrikam.test", Some(MARKED)),
+        &anon,
+        &lab(),
+        &lab_dns(),
+    ));
+    assert_eq!((r.status, r.rule), (403, "anonymous-peer"));
+}
+
+#[test]
+fn disabled_provider_is_refused_as_a_route() {
+    let mut snap = lab();
+    snap.federation.public_providers[0].enabled = false;
+    let r = rejection(decide(
+        &out_req("alice", "live.com", "MESSAGE"),
+        &pool(),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!((r.status, r.code()), (403, Some(1909)));
+    // Inbound, a disabled provider is not configured: live.com is then a discovered
+    // domain whose SRV target is not in it.
+    let r = rejection(decide(
+        &in_req("live.com", Some(MARKED)),
+        &peer(Interface::External, &["federation.messenger.msn.com"]),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn default_route_sends_everything_to_one_hop() {
+    let text = format!(
+        "{BASE}\n[access_edge]\nallow_federated_users = true\nrouting = \"default_route\"\ndefault_route_fqdn = \"ch.clearing.test\"\nverification_level = \"UseSourceVerification\"\n[[blocked_domain]]\ndomain = \"adatum.test\"\n"
+    );
+    let mut snap = Snapshot::from_toml(&text, Path::new(".")).unwrap();
+    snap.federation.external_access_policies[0].enable_federation_access = true;
+    let f = forward(decide(
+        &out_req("alice", "northwind.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!(
+        (f.rule, f.route),
+        (
+            "default-route",
+            Route::Targets(vec![Target::tls("ch.clearing.test", 5061)])
+        )
+    );
+    assert_eq!(
+        dns_needed(
+            &out_req("alice", "northwind.test", "MESSAGE"),
+            &pool(),
+            &snap
+        ),
+        None
+    );
+    let r = rejection(decide(
+        &out_req("alice", "adatum.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!(r.code(), Some(1903));
+    // Unmarked traffic from the default route is marked unverified, not refused.
+    let f = forward(decide(
+        &in_req("anything.test", None),
+        &peer(Interface::External, &["ch.clearing.test"]),
+        &snap,
+        &DnsFacts::none(),
+    ));
+    assert_eq!(
+        f.insert_trust.unwrap().header_value(),
+        "ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=unverified;ms-source-network=federation;ms-remote-fqdn=ch.clearing.test"
+    );
+}
+
+#[test]
+fn unmarked_source_may_be_marked_unverified_instead() {
+    let mut snap = lab();
+    snap.federation.access_edge.unmarked_source = crate::config::UnmarkedSource::MarkUnverified;
+    let f = forward(decide(
+        &in_req("fabrikam.test", None),
+        &peer(Interface::External, &["sip.fabrikam.test"]),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!(
+        f.insert_trust.unwrap().verified,
+        Some(crate::sip::ms_headers::Verified::Unverified)
+    );
+}
+
+#[test]
+fn diagnostics_codes_are_configurable() {
+    let snap = lab_with("[diagnostics]\nblocked_domain = { status = 404, code = 1999 }\nmethod_not_allowed = { status = 405 }\n");
+    let r = rejection(decide(
+        &out_req("alice", "adatum.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!(
+        (r.status, r.reason, r.code()),
+        (404, "Not Found", Some(1999))
+    );
+    let r = rejection(decide(
+        &out_req("alice", "fabrikam.test", "REGISTER"),
+        &pool(),
+        &snap,
+        &lab_dns(),
+    ));
+    assert_eq!((r.status, r.code()), (405, Some(1027)));
+}
+
+#[test]
+fn policy_precedence_user_over_site_over_global() {
+    let snap = lab_with(
+        "[[external_access_policy]]\nidentity = \"site:Paris\"\nenable_federation_access = true\n\
+         [[user]]\nuser = \"dave\"\nsite = \"Paris\"\n\
+         [[user]]\nuser = \"erin@contoso.test\"\nsite = \"Paris\"\npolicy = \"NoFederation\"\n",
+    );
+    let fed = &snap.federation;
+    let scope = |u: &str| {
+        let (p, from) = effective_policy(fed, u, "contoso.test");
+        (p.scope.to_string(), from)
+    };
+    assert_eq!(scope("alice"), ("global".to_string(), PolicySource::Global));
+    assert_eq!(
+        scope("bob"),
+        ("tag:NoPublicCloud".to_string(), PolicySource::User)
+    );
+    assert_eq!(
+        scope("dave"),
+        ("site:Paris".to_string(), PolicySource::Site)
+    );
+    assert_eq!(
+        scope("erin"),
+        ("tag:NoFederation".to_string(), PolicySource::User)
+    );
+    // dave (site: federation only) may federate but not reach Skype.
+    let dns = lab_dns();
+    assert!(matches!(
+        decide(
+            &out_req("dave", "fabrikam.test", "MESSAGE"),
+            &pool(),
+            &snap,
+            &dns
+        ),
+        Decision::Forward(_)
+    ));
+    assert_eq!(
+        rejection(decide(
+            &out_req("dave", "live.com", "MESSAGE"),
+            &pool(),
+            &snap,
+            &dns
+        ))
+        .code(),
+        Some(1907)
+    );
+}
+
+#[test]
+fn public_cloud_av_allowed_when_the_policy_says_so() {
+    let mut snap = lab();
+    snap.federation.external_access_policies[0].enable_public_cloud_audio_video_access = true;
+    let mut req = out_req("alice", "live.com", "INVITE");
+    req.media = Media {
+        audio: false,
+        video: true,
+    };
+    assert!(matches!(
+        decide(&req, &pool(), &snap, &lab_dns()),
+        Decision::Forward(_)
+    ));
+}
+
+#[test]
+fn trail_explains_which_check_decided() {
+    let snap = lab();
+    let e = explain(
+        &out_req("bob", "live.com", "MESSAGE"),
+        &pool(),
+        &snap,
+        &lab_dns(),
+    );
+    let names: Vec<_> = e.trail.iter().map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        [
+            "no-relay",
+            "edge-switches",
+            "blocked-list",
+            "classify-source",
+            "method-filter",
+            "user-may-leave",
+            "classify-target",
+            "access-policy"
+        ]
+    );
+    assert!(
+        matches!(e.trail.last().unwrap().outcome, Outcome::Decided(ref s) if s.contains("user-public-cloud-denied"))
+    );
+    let e = explain(
+        &out_req("alice", "fabrikam.test", "MESSAGE"),
+        &pool(),
+        &snap,
+        &lab_dns(),
+    );
+    assert_eq!(e.trail.last().unwrap().name, "route");
+    assert_eq!(
+        e.trail
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Decided(_)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn rejections_carry_the_edge_as_source() {
+    let r = rejection(decide(
+        &out_req("alice", "adatum.test", "MESSAGE"),
+        &pool(),
+        &lab(),
+        &lab_dns(),
+    ));
+    let d = r.diagnostics.unwrap();
+    assert_eq!(d.get("source"), Some("accessedge.contoso.test"));
+    assert_eq!(
+        d.public_value(),
+        "1903;reason=\"The domain is on the blocked list\";domain=\"adatum.test\""
+    );
+}
