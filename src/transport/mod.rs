@@ -47,7 +47,9 @@ impl FromStr for Interface {
         match s.to_ascii_lowercase().as_str() {
             "internal" => Ok(Interface::Internal),
             "external" => Ok(Interface::External),
-            other => Err(format!("unknown interface `{other}`, expected internal or external")),
+            other => Err(format!(
+                "unknown interface `{other}`, expected internal or external"
+            )),
         }
     }
 }
@@ -98,7 +100,9 @@ impl FromStr for Transport {
             "udp" => Ok(Transport::Udp),
             "tcp" => Ok(Transport::Tcp),
             "tls" => Ok(Transport::Tls),
-            other => Err(format!("unknown transport `{other}`, expected udp, tcp or tls")),
+            other => Err(format!(
+                "unknown transport `{other}`, expected udp, tcp or tls"
+            )),
         }
     }
 }
