@@ -18,5 +18,5 @@
 //!    (`policy`), 6. resolve (`dns`), 7. forward (`proxy::forward`, `transport::pool`),
 //!    8. relay responses back by Via and answer failures (`proxy::respond`).
 
-
+pub mod dns;
 pub mod transport;
