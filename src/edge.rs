@@ -31,6 +31,12 @@ pub enum StartError {
     /// A TLS listener is configured but no TLS material was loaded.
     #[error("the {0} interface has a TLS listener but no TLS configuration")]
     NoTls(Interface),
+    /// The lab zone could not be read or served.
+    #[error("lab DNS zone {path}: {detail}")]
+    Zone {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 /// The bound sockets of one interface.
@@ -46,14 +52,37 @@ pub struct InterfaceSockets {
 pub struct Sockets {
     pub external: InterfaceSockets,
     pub internal: InterfaceSockets,
+    /// The lab zone server's sockets, when the config serves a zone.
+    pub dns_udp: Option<UdpSocket>,
+    pub dns_tcp: Option<TcpListener>,
 }
 
 impl Sockets {
     /// Binds every listener the snapshot asks for (port 0 = ephemeral).
     pub async fn bind(snap: &Snapshot) -> Result<Sockets, StartError> {
+        let (dns_udp, dns_tcp) = match snap.dns.zone_listen {
+            Some(addr) => {
+                let err = |transport, source| StartError::Bind {
+                    interface: Interface::Internal,
+                    transport,
+                    addr,
+                    source,
+                };
+                let udp = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| err(Transport::Udp, e))?;
+                let bound = udp.local_addr().map_err(|e| err(Transport::Udp, e))?;
+                // TCP on the same port when it is free; UDP alone is enough for the lab.
+                let tcp = TcpListener::bind(bound).await.ok();
+                (Some(udp), tcp)
+            }
+            None => (None, None),
+        };
         Ok(Sockets {
             external: bind_interface(snap, Interface::External).await?,
             internal: bind_interface(snap, Interface::Internal).await?,
+            dns_udp,
+            dns_tcp,
         })
     }
 }
@@ -112,6 +141,8 @@ pub struct Edge {
     accept_shutdown: CancellationToken,
     conn_shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    zone: Option<crate::dns::LabDnsServer>,
+    resolver: Option<Arc<crate::dns::CachingResolver<crate::dns::HickoryResolver>>>,
 }
 
 /// What happened during a graceful stop.
@@ -166,11 +197,48 @@ impl Edge {
                 listeners.push((iface, Transport::Tls, t));
             }
         }
+        let zone = match (sockets.dns_udp, &snap.dns.zone_file) {
+            (Some(udp), Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| StartError::Zone {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+                let server = crate::dns::LabDnsServer::start(&text, None, udp, sockets.dns_tcp)
+                    .map_err(|e| StartError::Zone {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    })?;
+                tracing::info!(addr = %server.udp_addr(), zone = %path.display(), "lab DNS zone served");
+                Some(server)
+            }
+            _ => None,
+        };
+        let servers: Vec<SocketAddr> = if !snap.dns.servers.is_empty() {
+            snap.dns.servers.clone()
+        } else {
+            zone.iter().map(|z| z.udp_addr()).collect()
+        };
+        let hickory = if servers.is_empty() {
+            crate::dns::HickoryResolver::system()
+        } else {
+            crate::dns::HickoryResolver::with_name_servers(&servers, snap.dns.timeout)
+        };
+        let resolver = match hickory {
+            Ok(h) => Some(Arc::new(crate::dns::CachingResolver::new(
+                h,
+                snap.federation.access_edge.dns_srv_cache_record_count as usize,
+            ))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver: only IP literals and [hosts] resolve");
+                None
+            }
+        };
         let core = Core::new(CoreParts {
             live: live.clone(),
             udp: udp_sockets.clone(),
             ports,
             tls: tls.clone(),
+            resolver: resolver.clone().map(|r| r as Arc<dyn crate::dns::Resolve>),
             conn_shutdown: conn_shutdown.clone(),
         });
         let caps = ConnectionCaps::new(
@@ -224,6 +292,8 @@ impl Edge {
             accept_shutdown,
             conn_shutdown,
             tasks,
+            zone,
+            resolver,
         })
     }
 
@@ -241,6 +311,16 @@ impl Edge {
         &self.core
     }
 
+    /// The address of the in-process lab zone server, when one runs.
+    pub fn zone_addr(&self) -> Option<SocketAddr> {
+        self.zone.as_ref().map(|z| z.udp_addr())
+    }
+
+    /// DNS lookups and cache hits so far.
+    pub fn dns_stats(&self) -> Option<crate::dns::DnsStats> {
+        self.resolver.as_ref().map(|r| r.stats())
+    }
+
     /// Graceful stop: refuse new work, let in-flight transactions finish until `deadline`,
     /// then close everything.
     pub async fn shutdown(self, deadline: Duration) -> DrainReport {
@@ -254,6 +334,9 @@ impl Edge {
         self.conn_shutdown.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+        if let Some(z) = self.zone {
+            z.shutdown().await;
         }
         DrainReport {
             abandoned,

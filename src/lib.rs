@@ -10,6 +10,7 @@
 //! - `policy`: `decide(request, peer, snapshot)`, the pure routing and policy decision.
 //! - `proxy`: the pipeline that ties them together; `respond` is the only place a
 //!   failure becomes a SIP response.
+//! - `dns`: the `Resolve` trait over hickory, SRV ordering, a TTL cache, the lab zone server.
 //! - `tls`: rustls configurations and peer identity; `lab`: lab certificates.
 //!
 //! # The path of a request
@@ -19,6 +20,7 @@
 //!    8. relay responses back by Via and answer failures (`proxy::respond`).
 
 pub mod config;
+pub mod dns;
 pub mod edge;
 pub mod lab;
 pub mod policy;

@@ -1321,8 +1321,7 @@ transport = "tcp"
 
     #[test]
     fn lab_federation_file_parses() {
-        let s = parse(include_str!("../../config/lab-federation.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s = parse(crate::config::lab_federation_sections()).unwrap_or_else(|e| panic!("{e}"));
         let f = &s.federation;
         assert!(f.enabled());
         assert!(f.access_edge.allow_federated_users && f.access_edge.enable_partner_discovery);

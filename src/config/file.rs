@@ -181,6 +181,8 @@ struct RawConfig {
     timers: RawTimers,
     #[serde(default)]
     lab: RawLab,
+    #[serde(default)]
+    dns: RawDns,
     // Federation sections (federation.rs); absent → static routing.
     access_edge: Option<RawAccessEdge>,
     #[serde(default)]
@@ -316,6 +318,16 @@ impl Default for RawTimers {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    servers: Vec<String>,
+    timeout_ms: Option<u64>,
+    zone_file: Option<PathBuf>,
+    zone_listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLab {
     #[serde(default)]
     source_identities: HashMap<String, String>,
@@ -365,6 +377,7 @@ impl Builder<'_> {
         let limits = self.limits(raw.limits);
         let timers = self.timers(raw.timers);
         let lab = self.lab(raw.lab);
+        let dns = self.dns(raw.dns);
         let federation = self.federation(RawFederation {
             access_edge: raw.access_edge,
             public_provider: raw.public_provider,
@@ -402,6 +415,7 @@ impl Builder<'_> {
             limits,
             timers,
             lab,
+            dns,
             federation,
             source: None,
         };
@@ -701,6 +715,42 @@ impl Builder<'_> {
             t2: Duration::from_millis(r.t2_ms),
             t4: Duration::from_millis(r.t4_ms),
             timer_c: Duration::from_secs(r.timer_c_s),
+        }
+    }
+
+    fn dns(&mut self, r: RawDns) -> super::DnsSettings {
+        let mut servers = Vec::new();
+        for s in &r.servers {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => servers.push(a),
+                Err(_) => self.problem(
+                    "dns.servers",
+                    format!("`{s}` is not ip:port; expected e.g. \"127.0.0.1:5353\""),
+                ),
+            }
+        }
+        let zone_listen = r.zone_listen.as_deref().and_then(|z| match z.parse::<SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => Some(a),
+            Ok(_) => {
+                self.problem("dns.zone_listen", format!("`{z}` is not a loopback address; the lab zone is served on 127.0.0.0/8 or ::1 only"));
+                None
+            }
+            Err(_) => {
+                self.problem("dns.zone_listen", format!("`{z}` is not ip:port; expected e.g. \"127.0.0.1:5353\""));
+                None
+            }
+        });
+        if r.zone_file.is_some() != r.zone_listen.is_some() {
+            self.problem(
+                "dns.zone_file",
+                "zone_file and zone_listen go together: the zone is served where zone_listen says",
+            );
+        }
+        super::DnsSettings {
+            servers,
+            timeout: Duration::from_millis(r.timeout_ms.unwrap_or(2_000).max(1)),
+            zone_file: r.zone_file.map(|p| self.base_dir.join(p)),
+            zone_listen,
         }
     }
 

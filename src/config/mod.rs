@@ -23,6 +23,17 @@ pub use live::Live;
 
 use crate::transport::{Interface, Transport};
 
+/// The federation sections of the shipped `config/lab.toml` (everything after its
+/// "---- Federation" marker line), so tests run against exactly what the lab ships.
+#[cfg(test)]
+pub(crate) fn lab_federation_sections() -> &'static str {
+    let lab = include_str!("../../config/lab.toml");
+    let after = lab
+        .split_once("# ---- Federation")
+        .map_or("", |(_, rest)| rest);
+    after.split_once('\n').map_or("", |(_, rest)| rest)
+}
+
 /// The whole configuration of one edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -46,6 +57,8 @@ pub struct Snapshot {
     pub timers: Timers,
     /// Lab-only settings that weaken security on purpose.
     pub lab: LabSettings,
+    /// Where DNS questions go, and the lab's in-process zone server.
+    pub dns: DnsSettings,
     /// Federation objects (access edge, providers, domain lists, external access
     /// policies). `federation.enabled()` is false when no federation section is present:
     /// the edge then routes with `routes` / `default_route` only (static routing).
@@ -179,6 +192,31 @@ pub struct Timers {
     pub t4: Duration,
     /// Proxy INVITE transaction timeout (Timer C, > 3 min); default 181 s.
     pub timer_c: Duration,
+}
+
+/// DNS: explicit name servers (or the system resolver), and optionally a zone file the
+/// edge serves itself on a loopback address (the lab), which then answers its questions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// Name servers (ip:port); empty means the system resolver, or the lab zone when set.
+    pub servers: Vec<std::net::SocketAddr>,
+    /// Per-lookup timeout (default 2 s).
+    pub timeout: Duration,
+    /// RFC 1035 master file served in-process.
+    pub zone_file: Option<PathBuf>,
+    /// Where the zone is served (UDP and TCP; port 0 = ephemeral).
+    pub zone_listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            zone_file: None,
+            zone_listen: None,
+        }
+    }
 }
 
 /// Lab-only settings. Each weakens a guarantee the production edge gives, on purpose.

@@ -30,7 +30,7 @@ transport = "tcp"
 fn lab_with(extra: &str) -> Snapshot {
     let text = format!(
         "{BASE}\n{}\n{extra}",
-        include_str!("../../config/lab-federation.toml")
+        crate::config::lab_federation_sections()
     );
     Snapshot::from_toml(&text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
 }

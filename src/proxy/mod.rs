@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Live, Snapshot};
-use crate::policy::{self, Decision, Rejection, RequestFacts, Route};
+use crate::policy::{self, Decision, DnsFacts, Rejection, RequestFacts, Route, SrvAnswer};
 use crate::sip::framing::FrameError;
 use crate::sip::{build, HeaderName, Message, Method, Uri};
 use crate::transport::pool::{ConnectContext, ConnectError, Pool, PoolKey};
@@ -63,6 +63,7 @@ pub struct CoreParts {
     pub udp: HashMap<Interface, Arc<UdpSocket>>,
     pub ports: HashMap<Interface, Ports>,
     pub tls: Option<Arc<dyn TlsSource>>,
+    pub resolver: Option<Arc<dyn crate::dns::Resolve>>,
     pub conn_shutdown: CancellationToken,
 }
 
@@ -75,6 +76,10 @@ pub struct Core {
     udp: HashMap<Interface, Arc<UdpSocket>>,
     ports: HashMap<Interface, Ports>,
     tls: Option<Arc<dyn TlsSource>>,
+    resolver: Option<Arc<dyn crate::dns::Resolve>>,
+    /// Discovered-partner rate and contact limits (only discovered partners' requests
+    /// take this lock).
+    limits: std::sync::Mutex<policy::DiscoveredPartnerLimits>,
     conn_shutdown: CancellationToken,
     draining: AtomicBool,
     decisions: record::DecisionLog,
@@ -111,6 +116,9 @@ struct ClientEntry {
     forwarded: Option<Message>,
     cancel_pending: bool,
     arrival: Interface,
+    /// Where the request left, and the domain it was for (for 1034 diagnostics).
+    exit: Interface,
+    domain: String,
     target: String,
     /// The transaction's span, entered again when its responses and timers are handled.
     span: tracing::Span,
@@ -122,6 +130,8 @@ struct Target {
     host: String,
     port: u16,
     transport: Transport,
+    /// The name the server's certificate must carry (SNI), for TLS.
+    tls_name: Option<String>,
 }
 
 impl Core {
@@ -135,6 +145,8 @@ impl Core {
             udp: parts.udp,
             ports: parts.ports,
             tls: parts.tls,
+            resolver: parts.resolver,
+            limits: std::sync::Mutex::new(policy::DiscoveredPartnerLimits::new()),
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
             decisions: record::DecisionLog::default(),
@@ -250,23 +262,83 @@ impl Core {
         }
         let peer = self.identify(peer, &snap);
         let plan = self.route_plan(&m);
-        let facts = self.facts(&m, &plan);
-        let decision = policy::decide(&facts, &peer, &snap);
-        self.record(&m, &peer, &decision);
+        let question = {
+            let facts = self.facts(&m, &plan);
+            policy::dns_needed(&facts, &peer, &snap)
+        };
+        let Some(question) = question else {
+            return self.decide_and_act(key, &m, &peer, &plan, &snap, &DnsFacts::none());
+        };
+        let Some(resolver) = self.resolver.clone() else {
+            let facts = DnsFacts::answer(
+                &question,
+                SrvAnswer::Failed("no DNS resolver configured".into()),
+            );
+            return self.decide_and_act(key, &m, &peer, &plan, &snap, &facts);
+        };
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let span = tracing::Span::current();
+        tokio::spawn(async move {
+            let _entered = span.enter();
+            let answer = match resolver.srv(&question.name()).await {
+                Ok(records) => {
+                    let ordered = crate::dns::order_srv(records, &mut rand::rng());
+                    SrvAnswer::Records(
+                        ordered
+                            .into_iter()
+                            .map(|t| {
+                                policy::SrvTarget::new(t.priority, t.weight, t.port, &t.target)
+                            })
+                            .collect(),
+                    )
+                }
+                Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
+                Err(e) => SrvAnswer::Failed(e.to_string()),
+            };
+            let facts = DnsFacts::answer(&question, answer);
+            me.decide_and_act(key, &m, &peer, &plan, &snap, &facts);
+        });
+    }
+
+    /// Runs the decision with its DNS facts and acts on it.
+    fn decide_and_act(
+        &self,
+        key: TxnKey,
+        m: &Message,
+        peer: &Peer,
+        plan: &RoutePlan,
+        snap: &Arc<Snapshot>,
+        dns: &DnsFacts,
+    ) {
+        let facts = self.facts(m, plan);
+        let decision = policy::decide(&facts, peer, snap, dns);
+        self.record(m, peer, &decision);
         match decision {
-            Decision::Reject(r) => self.reject(&key, &r, &snap),
+            Decision::Reject(r) => self.reject(&key, &r, snap),
             Decision::AnswerOptions => {
                 let tag = self.server_tag(&key);
-                let ok = respond::options_ok(&m, Some(peer.addr), &tag);
+                let ok = respond::options_ok(m, Some(peer.addr), &tag);
                 self.send_on_server(&key, 200, ok.freeze());
             }
             Decision::Forward(f) => {
-                let target = match self.target_for(&m, &f.route, &plan) {
+                if let Some(limit) = &f.limit {
+                    let admitted = self.limits.lock().unwrap_or_else(|p| p.into_inner()).admit(
+                        &snap.federation,
+                        limit,
+                        Instant::now(),
+                    );
+                    if let Err(r) = admitted {
+                        return self.reject(&key, &r, snap);
+                    }
+                }
+                let targets = match self.targets_for(m, &f.route, plan) {
                     Ok(t) => t,
-                    Err(r) => return self.reject(&key, &r, &snap),
+                    Err(r) => return self.reject(&key, &r, snap),
                 };
-                tracing::debug!(call_id = m.call_id().unwrap_or(""), method = m.method_str(), rule = f.rule, exit = %f.exit, target = %target.host, "forwarding");
-                self.forward(key, &m, &peer, f.exit, target, &plan, &snap);
+                tracing::debug!(rule = f.rule, exit = %f.exit, target = %targets[0].host, "forwarding");
+                self.forward(key, m, peer, &f, targets, plan, snap);
             }
         }
     }
@@ -332,12 +404,12 @@ impl Core {
         let peer = self.identify(peer, &snap);
         let plan = self.route_plan(&m);
         let facts = self.facts(&m, &plan);
-        match policy::decide(&facts, &peer, &snap) {
+        match policy::decide(&facts, &peer, &snap, &DnsFacts::none()) {
             Decision::Forward(f) => {
-                if let Ok(target) = self.target_for(&m, &f.route, &plan) {
+                if let Ok(targets) = self.targets_for(&m, &f.route, &plan) {
                     let branch = stateless_branch(&m);
-                    let bytes = self.rewrite_for(&m, &peer, f.exit, &target, &branch, &plan, &snap);
-                    self.send_stateless(f.exit, &target, bytes);
+                    let bytes = self.rewrite_for(&m, &peer, &f, &targets[0], &branch, &plan, &snap);
+                    self.send_stateless(f.exit, &targets[0], bytes);
                 }
             }
             Decision::Reject(r) => {
@@ -482,7 +554,13 @@ impl Core {
             uri_host,
             from_user: from.and_then(|f| f.uri.user),
             from_host: from.map_or("", |f| f.uri.host),
+            to_user: to.and_then(|t| t.uri.user),
             to_host: to.map_or("", |t| t.uri.host),
+            trust_header: m
+                .header(HeaderName::MsTrust)
+                .map(|h| m.text(h.value.clone())),
+            media: sdp_media(m),
+            in_dialog: to.is_some_and(|t| t.tag().is_some()),
             max_forwards: m.max_forwards().ok().flatten(),
             looped: self.is_loop(m),
             routed_exit: plan.exit,
@@ -503,18 +581,30 @@ impl Core {
         })
     }
 
-    fn target_for(
+    /// The ordered next hops of a forwarded request.
+    fn targets_for(
         &self,
         m: &Message,
         route: &Route,
         plan: &RoutePlan,
-    ) -> Result<Target, Rejection> {
+    ) -> Result<Vec<Target>, Rejection> {
         match route {
-            Route::NextHop(hop) => Ok(Target {
+            Route::NextHop(hop) => Ok(vec![Target {
                 host: hop.host.clone(),
                 port: hop.port,
                 transport: hop.transport,
-            }),
+                tls_name: (hop.transport == Transport::Tls).then(|| hop.host.clone()),
+            }]),
+            Route::Targets(list) if !list.is_empty() => Ok(list
+                .iter()
+                .map(|t| Target {
+                    host: t.host.clone(),
+                    port: t.port,
+                    transport: t.transport,
+                    tls_name: Some(t.tls_name.clone()),
+                })
+                .collect()),
+            Route::Targets(_) => Err(Rejection::new(504, "Server Time-out", "no-targets")),
             Route::RequestTarget => {
                 let text = match &plan.next {
                     Some(r) => crate::sip::NameAddr::parse(m.text(r.clone())).map(|na| na.uri),
@@ -535,11 +625,13 @@ impl Core {
                 } else {
                     5060
                 });
-                Ok(Target {
-                    host: uri.host.to_ascii_lowercase(),
+                let host = uri.host.to_ascii_lowercase();
+                Ok(vec![Target {
+                    tls_name: (transport == Transport::Tls).then(|| host.clone()),
+                    host,
                     port,
                     transport,
-                })
+                }])
             }
         }
     }
@@ -550,20 +642,20 @@ impl Core {
         server_key: TxnKey,
         m: &Message,
         peer: &Peer,
-        exit: Interface,
-        mut target: Target,
+        f: &policy::Forward,
+        mut targets: Vec<Target>,
         plan: &RoutePlan,
         snap: &Arc<Snapshot>,
     ) {
+        let exit = f.exit;
         let branch = self.new_branch(m, peer.interface);
-        if target.transport == Transport::Udp && m.wire().len() + 200 > snap.limits.udp_mtu {
+        if m.wire().len() + 200 > snap.limits.udp_mtu {
             // RFC 3261 §18.1.1: a large request goes over a congestion-controlled transport.
-            if self.ports.get(&exit).and_then(|p| p.tcp).is_some() || self.ports.contains_key(&exit)
-            {
-                target.transport = Transport::Tcp;
+            for t in targets.iter_mut().filter(|t| t.transport == Transport::Udp) {
+                t.transport = Transport::Tcp;
             }
         }
-        let bytes = self.rewrite_for(m, peer, exit, &target, &branch, plan, snap);
+        let bytes = self.rewrite_for(m, peer, f, &targets[0], &branch, plan, snap);
         let invite = m.method() == Method::Invite;
         let forwarded = if invite {
             Message::parse(bytes.clone(), false).ok()
@@ -571,12 +663,11 @@ impl Core {
             None
         };
         let client_key = TxnKey::new(Side::Client, branch, method_key(m.method()));
-        let now = Instant::now();
         let fsm = ClientTxn::new(
             invite,
-            target.transport.is_stream(),
+            targets[0].transport.is_stream(),
             TimerValues::from(&snap.timers),
-            now,
+            Instant::now(),
         );
         let deadline = fsm.deadline();
         let entry = ClientEntry {
@@ -587,7 +678,12 @@ impl Core {
             forwarded,
             cancel_pending: false,
             arrival: peer.interface,
-            target: target.host.clone(),
+            exit,
+            domain: m
+                .uri()
+                .map(|u| u.host.to_ascii_lowercase())
+                .unwrap_or_default(),
+            target: targets[0].host.clone(),
             span: tracing::Span::current(),
         };
         if self
@@ -603,13 +699,23 @@ impl Core {
             }
             ((), None)
         });
-        match self.resolve_now(&target, snap) {
-            Ok(addr) => self.send_client(client_key, exit, target, addr, bytes, snap.clone()),
-            Err(r) => {
-                self.txns.remove(&client_key);
-                self.reject(&server_key, &r, snap);
+        if targets.len() == 1 {
+            if let Ok(addr) = self.resolve_now(&targets[0], snap) {
+                if self.try_send_now(&client_key, exit, &targets[0], addr, &bytes, snap) {
+                    return;
+                }
             }
         }
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let snap = snap.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(async move {
+            let _entered = span.enter();
+            me.connect_targets(client_key, exit, targets, bytes, snap)
+                .await;
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -617,12 +723,13 @@ impl Core {
         &self,
         m: &Message,
         peer: &Peer,
-        exit: Interface,
+        f: &policy::Forward,
         target: &Target,
         branch: &str,
         plan: &RoutePlan,
         snap: &Snapshot,
     ) -> Bytes {
+        let exit = f.exit;
         let exit_settings = snap.interface(exit);
         let ports = self.ports.get(&exit).copied().unwrap_or_default();
         let via_port = ports
@@ -644,13 +751,28 @@ impl Core {
                 record_route.push(self.rr_value(snap, peer.interface, peer.transport));
             }
         }
+        // The trust header is the edge's alone: whatever arrived is dropped before ours goes on.
+        let remove: &[HeaderName] = match (
+            f.strip.trust_header || f.insert_trust.is_some(),
+            f.strip.diagnostics,
+        ) {
+            (true, true) => &[HeaderName::MsTrust, HeaderName::MsDiagnostics],
+            (true, false) => &[HeaderName::MsTrust],
+            (false, true) => &[HeaderName::MsDiagnostics],
+            (false, false) => &[],
+        };
+        let add = f
+            .insert_trust
+            .iter()
+            .map(|t| format!("ms-edge-proxy-message-trust: {}", t.header_value()))
+            .collect();
         let edits = forward::RequestEdits {
             via,
             received: build::received_edit(m, peer.addr),
             record_route,
             pop_routes: &plan.pops,
-            remove: &[],
-            add: Vec::new(),
+            remove,
+            add,
             add_content_length: target.transport.is_stream(),
         };
         forward::rewrite_request(m, &edits).freeze()
@@ -681,12 +803,25 @@ impl Core {
         }
         match snap.hosts.get(&t.host).and_then(|v| v.first()) {
             Some(ip) => Ok(SocketAddr::new(*ip, t.port)),
-            None => Err(
-                Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
-                    crate::policy::Diagnostics::new(1008, "Unable to resolve DNS record")
-                        .param("fqdn", t.host.clone()),
-                ),
-            ),
+            None => Err(no_address(&t.host)),
+        }
+    }
+
+    /// Resolves through the hosts table, then DNS A/AAAA.
+    async fn resolve_target(&self, t: &Target, snap: &Snapshot) -> Result<SocketAddr, Rejection> {
+        if let Ok(a) = self.resolve_now(t, snap) {
+            return Ok(a);
+        }
+        let Some(resolver) = &self.resolver else {
+            return Err(no_address(&t.host));
+        };
+        match resolver.ip(&t.host).await {
+            Ok(ips) if !ips.is_empty() => Ok(SocketAddr::new(ips[0], t.port)),
+            Ok(_) => Err(no_address(&t.host)),
+            Err(e) => {
+                tracing::info!(host = %t.host, error = %e, "address lookup failed");
+                Err(no_address(&t.host))
+            }
         }
     }
 
@@ -703,75 +838,113 @@ impl Core {
         )
     }
 
-    /// Sends a forwarded request for a client transaction: UDP at once, a pooled stream
-    /// at once when connected, otherwise after connecting in a task.
-    fn send_client(
-        &self,
-        key: TxnKey,
-        exit: Interface,
-        target: Target,
-        addr: SocketAddr,
-        bytes: Bytes,
-        snap: Arc<Snapshot>,
-    ) {
-        if target.transport == Transport::Udp {
-            let Some(socket) = self.udp.get(&exit).cloned() else {
-                let r = Rejection::new(503, "Service Unavailable", "no-udp-on-interface");
-                return self.fail_client(&key, &r, &snap);
-            };
-            let dest = ReplyTo::Datagram { socket, to: addr };
-            self.set_dest(&key, &dest);
-            if let Err(e) = dest.send(bytes) {
-                tracing::info!(%addr, error = %e, "datagram send failed");
-            }
-            return;
-        }
-        let pool_key = PoolKey {
+    fn pool_key(exit: Interface, target: &Target, addr: SocketAddr) -> PoolKey {
+        PoolKey {
             interface: exit,
             transport: target.transport,
             addr,
-            server_name: (target.transport == Transport::Tls).then(|| target.host.clone()),
-        };
-        if self.pool.count(&pool_key) > 0 {
-            if let Some(c) = self.pool.get(&pool_key) {
-                let dest = ReplyTo::Stream(c);
-                self.set_dest(&key, &dest);
-                if dest.send(bytes.clone()).is_ok() {
-                    return;
-                }
+            server_name: if target.transport == Transport::Tls {
+                target.tls_name.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Sends without awaiting when it can: UDP, or a pooled connection that is open, or a
+    /// target inside its backoff window (answered at once). False: a connection is needed.
+    fn try_send_now(
+        &self,
+        key: &TxnKey,
+        exit: Interface,
+        target: &Target,
+        addr: SocketAddr,
+        bytes: &Bytes,
+        snap: &Snapshot,
+    ) -> bool {
+        if target.transport == Transport::Udp {
+            let Some(socket) = self.udp.get(&exit).cloned() else {
+                let r = Rejection::new(503, "Service Unavailable", "no-udp-on-interface");
+                self.fail_client(key, &r, snap);
+                return true;
+            };
+            let dest = ReplyTo::Datagram { socket, to: addr };
+            self.set_dest(key, &dest);
+            if let Err(e) = dest.send(bytes.clone()) {
+                tracing::info!(%addr, error = %e, "datagram send failed");
+            }
+            return true;
+        }
+        let pool_key = Self::pool_key(exit, target, addr);
+        if let Some(c) = self.pool.get(&pool_key) {
+            let dest = ReplyTo::Stream(c);
+            self.set_dest(key, &dest);
+            if dest.send(bytes.clone()).is_ok() {
+                return true;
             }
         }
         if let Some(r) = self.backing_off(&pool_key) {
             // The peer failed moments ago: answer at once instead of hammering it.
-            return self.fail_client(&key, &r, &snap);
+            self.fail_client(key, &r, snap);
+            return true;
         }
-        let Some(ctx) = self.connect_context(exit, &snap) else {
-            return;
-        };
-        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        tokio::spawn(async move {
-            match me.pool.get_or_connect(&pool_key, &ctx).await {
+        false
+    }
+
+    /// Tries the targets in order (SRV failover): resolve, connect, send. When all fail,
+    /// the last failure answers the request.
+    async fn connect_targets(
+        &self,
+        key: TxnKey,
+        exit: Interface,
+        targets: Vec<Target>,
+        bytes: Bytes,
+        snap: Arc<Snapshot>,
+    ) {
+        let mut last: Option<Rejection> = None;
+        for t in &targets {
+            let addr = match self.resolve_target(t, &snap).await {
+                Ok(a) => a,
+                Err(r) => {
+                    last = Some(r);
+                    continue;
+                }
+            };
+            if t.transport == Transport::Udp {
+                self.try_send_now(&key, exit, t, addr, &bytes, &snap);
+                return;
+            }
+            let pool_key = Self::pool_key(exit, t, addr);
+            if let Some(r) = self.backing_off(&pool_key) {
+                last = Some(r);
+                continue;
+            }
+            let Some(ctx) = self.connect_context(exit, &snap) else {
+                return;
+            };
+            match self.pool.get_or_connect(&pool_key, &ctx).await {
                 Ok(c) => {
-                    me.connect_succeeded(&pool_key);
+                    self.connect_succeeded(&pool_key);
                     let dest = ReplyTo::Stream(c);
-                    me.set_dest(&key, &dest);
+                    self.set_dest(&key, &dest);
                     if let Err(e) = dest.send(bytes) {
+                        tracing::info!(target = %t.host, error = %e, "send failed");
                         let r = Rejection::new(503, "Service Unavailable", "send-failed")
                             .with_retry_after(5);
-                        tracing::info!(target = %target.host, error = %e, "send failed");
-                        me.fail_client(&key, &r, &snap);
+                        self.fail_client(&key, &r, &snap);
                     }
+                    return;
                 }
                 Err(e) => {
-                    tracing::info!(target = %target.host, %addr, error = %e, "outbound connection failed");
-                    let r = respond::connect_failure(&e, &target.host);
-                    me.connect_failed(&pool_key, &r);
-                    me.fail_client(&key, &r, &snap);
+                    tracing::info!(target = %t.host, %addr, error = %e, "outbound connection failed");
+                    let r = respond::connect_failure(&e, &t.host);
+                    self.connect_failed(&pool_key, &r);
+                    last = Some(r);
                 }
             }
-        });
+        }
+        let r = last.unwrap_or_else(|| Rejection::new(503, "Service Unavailable", "no-target"));
+        self.fail_client(&key, &r, &snap);
     }
 
     /// The stored failure of a target still inside its reconnect backoff window.
@@ -840,12 +1013,7 @@ impl Core {
             }
             return;
         }
-        let pool_key = PoolKey {
-            interface: exit,
-            transport: target.transport,
-            addr,
-            server_name: (target.transport == Transport::Tls).then(|| target.host.clone()),
-        };
+        let pool_key = Self::pool_key(exit, target, addr);
         if let Some(c) = self
             .pool
             .get(&pool_key)
@@ -909,7 +1077,7 @@ impl Core {
                         ack,
                         cancel,
                         c.server.clone(),
-                        c.arrival,
+                        (c.arrival, c.exit, c.domain.clone(), c.target.clone()),
                         c.span.clone(),
                     ),
                     c.fsm.deadline(),
@@ -921,13 +1089,20 @@ impl Core {
                     None,
                     None,
                     key.clone(),
-                    Interface::Internal,
+                    (
+                        Interface::Internal,
+                        Interface::Internal,
+                        String::new(),
+                        String::new(),
+                    ),
                     tracing::Span::none(),
                 ),
                 None,
             ),
         });
-        let Some((action, ack, cancel, server_key, arrival, span)) = outcome else {
+        let Some((action, ack, cancel, server_key, (arrival, exit, domain, target), span)) =
+            outcome
+        else {
             // §16.7: no transaction: relay statelessly by the next Via.
             return self.relay_stateless(&m, branch);
         };
@@ -945,12 +1120,51 @@ impl Core {
         {
             return;
         }
-        let out = forward::rewrite_response(&m, &self.response_edits(arrival)).freeze();
+        let edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
+        let out = forward::rewrite_response(&m, &edits).freeze();
         self.send_on_server(&server_key, status, out);
     }
 
-    fn response_edits(&self, _to: Interface) -> forward::ResponseEdits<'static> {
-        forward::ResponseEdits::default()
+    /// Header hygiene on a relayed response. Toward the external interface `ms-diagnostics`
+    /// is dropped (its public form may go); toward the internal one, a federated peer's
+    /// error without diagnostics gets the Access Edge's 1034 line.
+    fn response_edits(
+        &self,
+        m: &Message,
+        to: Interface,
+        from: Option<(Interface, &str, &str)>,
+    ) -> forward::ResponseEdits<'static> {
+        let mut edits = forward::ResponseEdits::default();
+        let diagnostics = m.header_value(HeaderName::MsDiagnostics);
+        match to {
+            Interface::External => {
+                if let Some(d) = diagnostics {
+                    edits.remove = &[HeaderName::MsDiagnostics];
+                    if m.header(HeaderName::MsDiagnosticsPublic).is_none() {
+                        if let Ok(v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
+                            edits
+                                .add
+                                .push(format!("ms-diagnostics-public: {}", v.public()));
+                        }
+                    }
+                }
+            }
+            Interface::Internal => {
+                let status = m.status().unwrap_or(0);
+                if let Some((Interface::External, domain, peer_server)) = from {
+                    if status >= 300 && diagnostics.is_none() {
+                        let snap = self.live.load();
+                        let v = crate::sip::ms_headers::DiagnosticsValue::previous_hop_silent(
+                            domain,
+                            peer_server,
+                            &snap.external.fqdn,
+                        );
+                        edits.add.push(format!("ms-diagnostics: {v}"));
+                    }
+                }
+            }
+        }
+        edits
     }
 
     /// Relays a response that matches no transaction by its next Via (RFC 3261 §16.11).
@@ -975,7 +1189,7 @@ impl Core {
             return;
         };
         let addr = SocketAddr::new(ip, port);
-        let out = forward::rewrite_response(m, &self.response_edits(iface)).freeze();
+        let out = forward::rewrite_response(m, &self.response_edits(m, iface, None)).freeze();
         match via.transport.parse::<Transport>() {
             Ok(Transport::Udp) => {
                 if let Some(s) = self.udp.get(&iface) {
@@ -1036,7 +1250,8 @@ impl Core {
             return;
         };
         log_rejection(&req, r, source, arrival);
-        let fqdn = &snap.interface(arrival).fqdn;
+        // `source` in diagnostics names the edge by its external FQDN, as the product does.
+        let fqdn = &snap.external.fqdn;
         let bytes = respond::rejection(&req, r, arrival, Some(source), &tag, fqdn);
         self.send_on_server(key, r.status, bytes.freeze());
     }
@@ -1129,6 +1344,31 @@ impl Core {
             }
         }
     }
+}
+
+/// A refusal for a host name that has no address.
+fn no_address(host: &str) -> Rejection {
+    Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
+        crate::policy::Diagnostics::new(1008, "Unable to resolve DNS record").param("fqdn", host),
+    )
+}
+
+/// Which media an SDP offer in the body proposes (for the public-cloud A/V policy).
+fn sdp_media(m: &Message) -> policy::Media {
+    let is_sdp = m
+        .header_value(HeaderName::ContentType)
+        .is_some_and(|c| c.trim().to_ascii_lowercase().starts_with("application/sdp"));
+    let mut media = policy::Media::default();
+    if is_sdp {
+        for line in m.body().split(|b| *b == b'\n') {
+            if line.starts_with(b"m=audio") {
+                media.audio = true;
+            } else if line.starts_with(b"m=video") {
+                media.video = true;
+            }
+        }
+    }
+    media
 }
 
 enum Tick {

@@ -30,7 +30,7 @@ pub fn rejection(
             Interface::Internal => {
                 extra.push(("ms-diagnostics", with_source(d, edge_fqdn).header_value()))
             }
-            Interface::External => extra.push(("ms-diagnostics-public", d.header_value())),
+            Interface::External => extra.push(("ms-diagnostics-public", d.public_value())),
         }
     }
     if let Some(s) = r.retry_after {

@@ -1,0 +1,171 @@
+//! The lab's DNS server: an RFC 1035 master file served by hickory-server on loopback.
+//!
+//! The lab runs the production DNS path (hickory-resolver over UDP/TCP) against this
+//! server, so SRV discovery, NXDOMAIN and timeouts behave as they would on the
+//! Internet while nothing leaves 127.0.0.0/8. One file may hold several zones: every
+//! SOA record starts one, and each record belongs to the deepest zone above it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::{LowerName, Name, RecordSet, RecordType, RrKey};
+use hickory_proto::serialize::txt::Parser;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+
+/// How long an idle TCP client may keep a connection: long enough for a resolver's
+/// retry, short enough that a stuck test does not pin a task.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Outgoing response buffer per TCP connection, in bytes (hickory's usual size).
+const TCP_RESPONSE_BUFFER: usize = 4096;
+
+/// A running authoritative DNS server for the lab zones.
+///
+/// Dropping it aborts the server tasks; [`shutdown`](Self::shutdown) stops them gracefully.
+pub struct LabDnsServer {
+    server: Server<Catalog>,
+    udp_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    zones: Vec<String>,
+}
+
+/// Why a zone file could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// `origin_hint` is not a valid domain name.
+    #[error("invalid zone origin {origin}: {detail}")]
+    BadOrigin { origin: String, detail: String },
+    /// The master file does not parse (syntax, unknown type, relative name without origin).
+    #[error("cannot parse zone file: {detail}")]
+    Parse { detail: String },
+    /// The file has no SOA record, so it defines no zone.
+    #[error("zone file has no soa record")]
+    NoSoa,
+    /// A record lies outside every zone the file's SOA records define.
+    #[error("record {name} is outside every zone in the file")]
+    OutsideZones { name: String },
+    /// hickory refused a zone's records.
+    #[error("cannot load zone {origin}: {detail}")]
+    Load { origin: String, detail: String },
+    /// The sockets handed in have no local address.
+    #[error("cannot read the dns socket address: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl LabDnsServer {
+    /// Parses `zone_text` and serves it on the already-bound sockets, so tests can bind
+    /// port 0. `origin_hint` is the origin for relative names before any `$ORIGIN`;
+    /// without one it is the root, as for a file holding only absolute names. The zones
+    /// served are those the file's SOA records define, whatever the origin.
+    ///
+    /// Must be called inside a Tokio runtime: the server runs as spawned tasks.
+    pub fn start(
+        zone_text: &str,
+        origin_hint: Option<&str>,
+        udp: UdpSocket,
+        tcp: Option<TcpListener>,
+    ) -> Result<Self, ZoneError> {
+        let origin = origin_hint
+            .map(|o| {
+                Name::from_ascii(o).map_err(|e| ZoneError::BadOrigin {
+                    origin: o.to_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()?
+            .unwrap_or_else(Name::root);
+        let (_, records) = Parser::new(zone_text, None, Some(origin))
+            .parse()
+            .map_err(|e| ZoneError::Parse {
+                detail: e.to_string(),
+            })?;
+
+        let mut catalog = Catalog::new();
+        let mut zones = Vec::new();
+        for (apex, records) in split_zones(records)? {
+            let name = apex.to_string();
+            let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+                Name::from(&apex),
+                records,
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+            )
+            .map_err(|detail| ZoneError::Load {
+                origin: name.clone(),
+                detail,
+            })?;
+            let handlers: Vec<Arc<dyn ZoneHandler>> = vec![Arc::new(handler)];
+            catalog.upsert(apex, handlers);
+            zones.push(name);
+        }
+
+        let udp_addr = udp.local_addr()?;
+        let tcp_addr = tcp.as_ref().map(TcpListener::local_addr).transpose()?;
+        let mut server = Server::new(catalog);
+        server.register_socket(udp);
+        if let Some(tcp) = tcp {
+            server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        }
+        Ok(LabDnsServer {
+            server,
+            udp_addr,
+            tcp_addr,
+            zones,
+        })
+    }
+
+    /// The UDP address the server answers on.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The TCP address, when a listener was given.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The zone apexes served, in DNS canonical order, e.g. `["."]` for a root zone.
+    pub fn zones(&self) -> &[String] {
+        &self.zones
+    }
+
+    /// Stops accepting queries and waits for the server tasks to end.
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.server.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "lab dns server stopped with an error");
+        }
+    }
+}
+
+/// Groups parsed record sets into zones: one per SOA owner, each record set going to
+/// the deepest apex that contains it.
+fn split_zones(
+    records: BTreeMap<RrKey, RecordSet>,
+) -> Result<BTreeMap<LowerName, BTreeMap<RrKey, RecordSet>>, ZoneError> {
+    let apexes: Vec<LowerName> = records
+        .keys()
+        .filter(|key| key.record_type == RecordType::SOA)
+        .map(|key| key.name.clone())
+        .collect();
+    if apexes.is_empty() {
+        return Err(ZoneError::NoSoa);
+    }
+    let mut zones: BTreeMap<LowerName, BTreeMap<RrKey, RecordSet>> = BTreeMap::new();
+    for (key, set) in records {
+        let apex = apexes
+            .iter()
+            .filter(|apex| apex.zone_of(&key.name))
+            .max_by_key(|apex| apex.num_labels())
+            .ok_or_else(|| ZoneError::OutsideZones {
+                name: key.name.to_string(),
+            })?;
+        zones.entry(apex.clone()).or_default().insert(key, set);
+    }
+    Ok(zones)
+}
