@@ -2,6 +2,7 @@
 
 mod binary;
 mod configs;
+mod federation;
 mod support;
 mod tls;
 mod transports;

@@ -13,20 +13,20 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: LabCa,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: LabCa,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         Pki {
             dir: tempfile::tempdir().expect("tempdir"),
             ca: LabCa::generate("test lab CA").expect("ca"),
         }
     }
 
-    fn ca_path(&self) -> PathBuf {
+    pub(crate) fn ca_path(&self) -> PathBuf {
         let p = self.dir.path().join("ca.crt");
         if !p.exists() {
             std::fs::write(&p, self.ca.cert_pem()).expect("write ca");
@@ -34,18 +34,18 @@ impl Pki {
         p
     }
 
-    fn leaf(&self, file: &str, spec: LeafSpec) -> (PathBuf, PathBuf) {
+    pub(crate) fn leaf(&self, file: &str, spec: LeafSpec) -> (PathBuf, PathBuf) {
         let leaf: Leaf = self.ca.issue(&spec).expect("leaf");
         write_pair(self.dir.path(), file, &leaf)
     }
 
-    fn material(&self, file: &str, spec: LeafSpec) -> TlsMaterial {
+    pub(crate) fn material(&self, file: &str, spec: LeafSpec) -> TlsMaterial {
         let (c, k) = self.leaf(file, spec);
         TlsMaterial::load(&c, &k, &[self.ca_path()], &[]).expect("material")
     }
 }
 
-fn write_pair(dir: &Path, file: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
+pub(crate) fn write_pair(dir: &Path, file: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
     let c = dir.join(format!("{file}.crt"));
     let k = dir.join(format!("{file}.key"));
     std::fs::write(&c, &leaf.cert_pem).expect("write cert");
@@ -139,7 +139,11 @@ async fn start_edge_toml(toml: String) -> TestEdge {
 }
 
 /// A TLS server (a partner's edge or the pool) that requires a client certificate.
-async fn tls_server(pki: &Pki, ip: &str, name: &str) -> (TcpListener, tokio_rustls::TlsAcceptor) {
+pub(crate) async fn tls_server(
+    pki: &Pki,
+    ip: &str,
+    name: &str,
+) -> (TcpListener, tokio_rustls::TlsAcceptor) {
     let m = pki.material(name, LeafSpec::new([name]));
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&m, true).expect("server config"));
     (
@@ -148,7 +152,7 @@ async fn tls_server(pki: &Pki, ip: &str, name: &str) -> (TcpListener, tokio_rust
     )
 }
 
-async fn accept_tls(
+pub(crate) async fn accept_tls(
     l: &TcpListener,
     a: &tokio_rustls::TlsAcceptor,
 ) -> StreamConn<tokio_rustls::server::TlsStream<TcpStream>> {
@@ -160,7 +164,7 @@ async fn accept_tls(
     StreamConn::new(s)
 }
 
-async fn tls_client(
+pub(crate) async fn tls_client(
     pki: &Pki,
     to: std::net::SocketAddr,
     my_name: &str,

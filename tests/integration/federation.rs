@@ -1,0 +1,594 @@
+//! The Access Edge decision end to end: fake remote edges over mutual TLS, a real DNS
+//! zone served by hickory-server on loopback, and the lab's federation objects.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sipedge::dns::LabDnsServer;
+use sipedge::lab::certs::LeafSpec;
+use sipedge::tls::{client_config, TlsMaterial};
+use sipedge::tls_store::TlsStore;
+use sipedge::transport::{Interface, TlsSource, Transport};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+use crate::tls::{accept_tls, tls_server, Pki};
+
+/// The federation sections of the shipped lab config.
+fn lab_federation() -> String {
+    let lab = include_str!("../../config/lab.toml");
+    let after = lab
+        .split_once("# ---- Federation")
+        .map_or("", |(_, rest)| rest);
+    after
+        .split_once('\n')
+        .map_or("", |(_, rest)| rest)
+        .to_string()
+}
+
+/// A lab: the edge with mutual TLS on both interfaces, a DNS zone, a pool that answers
+/// 200 to everything and reports what it received, and remote edges set up by the test.
+struct FedLab {
+    pki: Pki,
+    edge: TestEdge,
+    _zone: LabDnsServer,
+    pool_rx: mpsc::UnboundedReceiver<String>,
+}
+
+/// A root zone holding the test's records (ports come from the fake edges).
+fn zone(records: &str) -> String {
+    format!(
+        "$ORIGIN .\n$TTL 300\n. IN SOA ns.lab.test. hostmaster.lab.test. ( 1 3600 600 86400 60 )\n. IN NS ns.lab.test.\nns.lab.test. IN A 127.0.0.1\n{records}\n"
+    )
+}
+
+impl FedLab {
+    async fn start(pki: Pki, records: &str, tweak: impl Fn(String) -> String) -> FedLab {
+        let (pool_l, pool_a) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
+        let pool_port = pool_l.local_addr().unwrap().port();
+        let (tx, pool_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = pool_l.accept().await {
+                let a = pool_a.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(s) = a.accept(tcp).await else { return };
+                    let mut conn = StreamConn::new(s);
+                    while let Some(m) = conn.try_recv(Duration::from_secs(30)).await {
+                        if !m.starts_with("SIP/2.0") && !m.starts_with("ACK ") {
+                            conn.send(&response(&m, 200, "OK", &[])).await;
+                        }
+                        let _ = tx.send(m);
+                    }
+                });
+            }
+        });
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dns = LabDnsServer::start(&zone(records), None, udp, None).expect("zone");
+        let (ec, ek) = pki.leaf("accessedge", LeafSpec::new(["accessedge.contoso.test"]));
+        let (ic, ik) = pki.leaf("edge-int", LeafSpec::new(["edge-int.contoso.test"]));
+        let ca = pki.ca_path();
+        let toml = format!(
+            r#"
+[edge]
+local_domains = ["contoso.test"]
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+tls_port = 0
+[interfaces.external.tls]
+cert = "{ec}"
+key = "{ek}"
+trust_anchors = ["{ca}"]
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+tls_port = 0
+[interfaces.internal.tls]
+cert = "{ic}"
+key = "{ik}"
+trust_anchors = ["{ca}"]
+
+[pool]
+target = "pool.contoso.test:{pool_port}"
+transport = "tls"
+
+[hosts]
+"pool.contoso.test" = ["127.0.0.1"]
+
+[dns]
+servers = ["{dns}"]
+timeout_ms = 1000
+
+{fed}
+"#,
+            ec = ec.display(),
+            ek = ek.display(),
+            ic = ic.display(),
+            ik = ik.display(),
+            ca = ca.display(),
+            dns = dns.udp_addr(),
+            fed = tweak(lab_federation()),
+        );
+        let snap = sipedge::config::Snapshot::from_toml(&toml, Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = TlsStore::from_snapshot(&snap).expect("tls").expect("some");
+        let edge = TestEdge::start_with_tls(&toml, Some(store as Arc<dyn TlsSource>)).await;
+        FedLab {
+            pki,
+            edge,
+            _zone: dns,
+            pool_rx,
+        }
+    }
+
+    /// A mutual-TLS connection to one of the edge's interfaces with a certificate for `names`.
+    async fn connect(
+        &self,
+        iface: Interface,
+        names: &[&str],
+    ) -> StreamConn<tokio_rustls::client::TlsStream<TcpStream>> {
+        let leaf = self
+            .pki
+            .ca
+            .issue(&LeafSpec::new(names.iter().copied()))
+            .unwrap();
+        let (c, k) =
+            crate::tls::write_pair(self.pki.dir.path(), &format!("client-{}", names[0]), &leaf);
+        let m = TlsMaterial::load(&c, &k, &[self.pki.ca_path()], &[]).unwrap();
+        let tcp = TcpStream::connect(self.edge.addr(iface, Transport::Tls))
+            .await
+            .unwrap();
+        let server = match iface {
+            Interface::External => "accessedge.contoso.test",
+            Interface::Internal => "edge-int.contoso.test",
+        };
+        let name = rustls_pki_types::ServerName::try_from(server.to_string()).unwrap();
+        StreamConn::new(
+            tokio_rustls::TlsConnector::from(client_config(&m).unwrap())
+                .connect(name, tcp)
+                .await
+                .expect("handshake"),
+        )
+    }
+
+    /// The pool's view of the next request it received.
+    async fn pool_recv(&mut self) -> String {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.pool_rx.recv())
+                .await
+                .expect("the pool received something")
+                .expect("open");
+            if !m.starts_with("SIP/2.0") {
+                return m;
+            }
+        }
+    }
+}
+
+fn msg(method: &str, from: &str, to: &str, id: &str, extra: &[&str]) -> String {
+    request(
+        method,
+        to,
+        from,
+        to,
+        &format!("SIP/2.0/TLS 10.0.0.9:5061;branch=z9hG4bK{id}"),
+        id,
+        extra,
+        "",
+    )
+}
+
+/// A remote edge listening on `ip` with a certificate for `name`; answers 200 and
+/// forwards what it received.
+async fn remote_edge(pki: &Pki, ip: &str, name: &str) -> (u16, mpsc::UnboundedReceiver<String>) {
+    let (l, a) = tls_server(pki, ip, name).await;
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let mut conn = accept_tls(&l, &a).await;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(m) = conn.try_recv(Duration::from_secs(30)).await {
+                    if !m.starts_with("SIP/2.0") {
+                        conn.send(&response(&m, 200, "OK", &[])).await;
+                    }
+                    let _ = tx.send(m);
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.6:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+const BASE_RECORDS: &str = "
+_sipfederationtls._tcp.adatum.test. IN SRV 10 100 5061 sip.adatum.test.
+_sipfederationtls._tcp.badsrv.test. IN SRV 10 100 5061 sip.elsewhere.test.
+sip.adatum.test. IN A 127.0.0.7
+sip.elsewhere.test. IN A 127.0.0.8
+";
+
+#[tokio::test]
+async fn outbound_discovery_fails_over_to_the_next_srv_target_and_marks_the_request() {
+    let pki = Pki::new();
+    let closed = closed_port();
+    let (port, mut far) = remote_edge(&pki, "127.0.0.6", "sip2.northwind.test").await;
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 {closed} sip1.northwind.test.
+_sipfederationtls._tcp.northwind.test. IN SRV 20 100 {port} sip2.northwind.test.
+sip1.northwind.test. IN A 127.0.0.6
+sip2.northwind.test. IN A 127.0.0.6
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| f).await;
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:alice@contoso.test",
+            "sip:dan@northwind.test",
+            "fo1",
+            &[],
+        ))
+        .await;
+    let answer = alice.recv().await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let got = tokio::time::timeout(WAIT, far.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_line(&got), "MESSAGE sip:dan@northwind.test SIP/2.0");
+    assert_eq!(
+        headers(&got, "ms-edge-proxy-message-trust"),
+        ["ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified"],
+        "MarkSourceVerifiableOnOutgoingMessages"
+    );
+    assert!(header(&got, "ms-diagnostics").is_none());
+}
+
+#[tokio::test]
+async fn skype_is_reached_through_federation_messenger_msn_com_from_the_zone() {
+    let pki = Pki::new();
+    let (port, mut skype) = remote_edge(&pki, "127.0.0.4", "federation.messenger.msn.com").await;
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.live.com. IN SRV 10 100 {port} federation.messenger.msn.com.
+federation.messenger.msn.com. IN A 127.0.0.4
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| f).await;
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:alice@contoso.test",
+            "sip:sam@live.com",
+            "sk1",
+            &[],
+        ))
+        .await;
+    assert_eq!(status_of(&alice.recv().await), 200);
+    let got = tokio::time::timeout(WAIT, skype.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_line(&got), "MESSAGE sip:sam@live.com SIP/2.0");
+    let seen = lab
+        .edge
+        .edge
+        .core()
+        .recent_decisions()
+        .into_iter()
+        .find(|d| d.call_id == "sk1")
+        .expect("recorded");
+    assert_eq!(seen.outcome, "forward");
+
+    // bob's policy (NoPublicCloud) keeps him off Skype; carol may not federate at all.
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:bob@contoso.test",
+            "sip:sam@live.com",
+            "sk2",
+            &[],
+        ))
+        .await;
+    let refused = alice.recv().await;
+    assert_eq!(status_of(&refused), 403);
+    assert!(
+        header(&refused, "ms-diagnostics")
+            .unwrap_or("")
+            .starts_with("1907;"),
+        "{refused}"
+    );
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:carol@contoso.test",
+            "sip:sam@live.com",
+            "sk3",
+            &[],
+        ))
+        .await;
+    let refused = alice.recv().await;
+    assert_eq!(status_of(&refused), 403, "{refused}");
+}
+
+#[tokio::test]
+async fn inbound_trust_header_is_the_edges_own_and_a_forged_one_is_replaced() {
+    let pki = Pki::new();
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.live.com. IN SRV 10 100 5061 federation.messenger.msn.com.
+federation.messenger.msn.com. IN A 127.0.0.4
+"
+    );
+    let mut lab = FedLab::start(pki, &records, |f| f).await;
+    let mut skype = lab
+        .connect(Interface::External, &["federation.messenger.msn.com"])
+        .await;
+    let forged = "ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=evil.test;ms-source-verified-user=verified";
+    skype
+        .send(&msg(
+            "MESSAGE",
+            "sip:sam@live.com",
+            "sip:alice@contoso.test",
+            "in1",
+            &[forged],
+        ))
+        .await;
+    assert_eq!(status_of(&skype.recv().await), 200);
+    let got = lab.pool_recv().await;
+    assert_eq!(
+        headers(&got, "ms-edge-proxy-message-trust"),
+        ["ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=publiccloud;ms-remote-fqdn=federation.messenger.msn.com"]
+    );
+}
+
+#[tokio::test]
+async fn spoofed_from_external_relay_and_blocked_domains_are_refused() {
+    let pki = Pki::new();
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 5061 sip.northwind.test.
+sip.northwind.test. IN A 127.0.0.6
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| f).await;
+    let mut northwind = lab
+        .connect(Interface::External, &["sip.northwind.test"])
+        .await;
+    let mark = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+
+    // A northwind edge speaking for fabrikam.test.
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:eve@fabrikam.test",
+            "sip:alice@contoso.test",
+            "sp1",
+            &[mark],
+        ))
+        .await;
+    let r = northwind.recv().await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics").is_none(),
+        "internal diagnostics stay inside"
+    );
+    assert!(
+        header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .starts_with("1010;"),
+        "{r}"
+    );
+    assert!(
+        !header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .contains("source="),
+        "no internal names leak: {r}"
+    );
+
+    // External to external.
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:dan@northwind.test",
+            "sip:sam@live.com",
+            "sp2",
+            &[mark],
+        ))
+        .await;
+    let r = northwind.recv().await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .starts_with("1000;"),
+        "{r}"
+    );
+
+    // Blocked, inbound: adatum's edge.
+    let mut adatum = lab.connect(Interface::External, &["sip.adatum.test"]).await;
+    adatum
+        .send(&msg(
+            "MESSAGE",
+            "sip:x@adatum.test",
+            "sip:alice@contoso.test",
+            "bl1",
+            &[mark],
+        ))
+        .await;
+    let r = adatum.recv().await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .starts_with("1903;"),
+        "{r}"
+    );
+
+    // Blocked, outbound, and the DNS refusals.
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    for (to, status, code) in [
+        ("sip:x@adatum.test", 403, "1903;"),
+        ("sip:x@nowhere.test", 504, "1008;"),
+        ("sip:x@badsrv.test", 504, "1009;"),
+    ] {
+        alice
+            .send(&msg(
+                "MESSAGE",
+                "sip:alice@contoso.test",
+                to,
+                &format!("out-{code}"),
+                &[],
+            ))
+            .await;
+        let r = alice.recv().await;
+        assert_eq!(status_of(&r), status, "{to}: {r}");
+        assert!(
+            header(&r, "ms-diagnostics").unwrap_or("").starts_with(code),
+            "{to}: {r}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_discovery_off_an_unlisted_domain_is_refused() {
+    let pki = Pki::new();
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 5061 sip.northwind.test.
+sip.northwind.test. IN A 127.0.0.6
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| {
+        f.replace(
+            "enable_partner_discovery = true",
+            "enable_partner_discovery = false",
+        )
+    })
+    .await;
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:alice@contoso.test",
+            "sip:dan@northwind.test",
+            "do1",
+            &[],
+        ))
+        .await;
+    let r = alice.recv().await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics")
+            .unwrap_or("")
+            .starts_with("1904;"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn discovered_partners_are_rate_and_contact_limited() {
+    let pki = Pki::new();
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 5061 sip.northwind.test.
+sip.northwind.test. IN A 127.0.0.6
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| {
+        f.replace(
+            "discovered_partner_standard_rate = 20",
+            "discovered_partner_standard_rate = 3",
+        )
+        .replace(
+            "max_contacts_per_discovered_partner = 1000",
+            "max_contacts_per_discovered_partner = 2",
+        )
+    })
+    .await;
+    let mut northwind = lab
+        .connect(Interface::External, &["sip.northwind.test"])
+        .await;
+    let mark = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        northwind
+            .send(&msg(
+                "MESSAGE",
+                "sip:dan@northwind.test",
+                "sip:alice@contoso.test",
+                &format!("rl{i}"),
+                &[mark],
+            ))
+            .await;
+    }
+    let mut throttled = None;
+    for _ in 0..8 {
+        let r = northwind.recv().await;
+        statuses.push(status_of(&r));
+        if status_of(&r) == 503 {
+            throttled = Some(r);
+        }
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let r = throttled.unwrap_or_else(|| {
+        panic!("over DiscoveredPartnerStandardRate some are refused: {statuses:?}")
+    });
+    assert!(header(&r, "retry-after").is_some(), "{r}");
+
+    // Contacts: alice counted already; bob is the second; dave the third → watch list.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:dan@northwind.test",
+            "sip:bob@contoso.test",
+            "cl1",
+            &[mark],
+        ))
+        .await;
+    assert_eq!(status_of(&northwind.recv().await), 200);
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:dan@northwind.test",
+            "sip:dave@contoso.test",
+            "cl2",
+            &[mark],
+        ))
+        .await;
+    let r = northwind.recv().await;
+    assert_ne!(
+        status_of(&r),
+        200,
+        "a third distinct contact is refused: {r}"
+    );
+    assert!(
+        header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .starts_with("1911;"),
+        "{r}"
+    );
+}
