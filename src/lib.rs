@@ -22,6 +22,7 @@
 pub mod config;
 pub mod dns;
 pub mod edge;
+pub mod explain;
 pub mod lab;
 pub mod policy;
 pub mod proxy;

@@ -43,6 +43,30 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Show what the edge would do with a request, and why, without sending anything.
+    Explain {
+        /// The configuration file.
+        #[arg(long, default_value = "config/lab.toml")]
+        config: PathBuf,
+        /// From URI, e.g. sip:alice@contoso.test.
+        #[arg(long)]
+        from: String,
+        /// Request-URI and To, e.g. sip:x@live.com.
+        #[arg(long)]
+        to: String,
+        /// The interface the request arrives on.
+        #[arg(long, default_value = "internal")]
+        interface: sipedge::transport::Interface,
+        /// A name in the sender's certificate (repeat for several).
+        #[arg(long = "peer-cert-name")]
+        peer_cert_names: Vec<String>,
+        /// SIP method.
+        #[arg(long, default_value = "MESSAGE")]
+        method: String,
+        /// Media offered in an SDP body: audio, video or audio,video.
+        #[arg(long)]
+        sdp: Option<String>,
+    },
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
@@ -58,6 +82,25 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
+        Command::Explain {
+            config,
+            from,
+            to,
+            interface,
+            peer_cert_names,
+            method,
+            sdp,
+        } => explain(
+            &config,
+            sipedge::explain::ExplainRequest {
+                from,
+                to,
+                method: method.to_ascii_uppercase(),
+                interface,
+                peer_cert_names,
+                sdp,
+            },
+        ),
     };
     match result {
         Ok(code) => code,
@@ -100,6 +143,20 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn explain(
+    config: &std::path::Path,
+    req: sipedge::explain::ExplainRequest,
+) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let text = runtime.block_on(sipedge::explain::explain(&snapshot, &req))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -540,33 +540,15 @@ impl Core {
     }
 
     fn facts<'m>(&self, m: &'m Message, plan: &RoutePlan) -> RequestFacts<'m> {
-        let uri = m.uri();
-        let from = m.from();
-        let to = m.to();
         let snap = self.live.load();
-        let uri_host = uri.map_or("", |u| u.host);
-        let addressed_to_edge = uri.is_some_and(|u| {
+        let mut facts = request_facts(m);
+        facts.addressed_to_edge = m.uri().is_some_and(|u| {
             u.user.is_none() && self.interface_named(&snap, u.host, u.port).is_some()
         });
-        RequestFacts {
-            method: m.method_str(),
-            uri_user: uri.and_then(|u| u.user),
-            uri_host,
-            from_user: from.and_then(|f| f.uri.user),
-            from_host: from.map_or("", |f| f.uri.host),
-            to_user: to.and_then(|t| t.uri.user),
-            to_host: to.map_or("", |t| t.uri.host),
-            trust_header: m
-                .header(HeaderName::MsTrust)
-                .map(|h| m.text(h.value.clone())),
-            media: sdp_media(m),
-            in_dialog: to.is_some_and(|t| t.tag().is_some()),
-            max_forwards: m.max_forwards().ok().flatten(),
-            looped: self.is_loop(m),
-            routed_exit: plan.exit,
-            has_remaining_route: plan.next.is_some(),
-            addressed_to_edge,
-        }
+        facts.looped = self.is_loop(m);
+        facts.routed_exit = plan.exit;
+        facts.has_remaining_route = plan.next.is_some();
+        facts
     }
 
     /// RFC 3261 §16.3 step 4: a Via of ours carrying the same loop hash means the request
@@ -1343,6 +1325,33 @@ impl Core {
                 _ => {}
             }
         }
+    }
+}
+
+/// The facts the decision needs that come from the message alone (no route set, no loop
+/// check): what `sipedge explain` and the proxy share.
+pub fn request_facts(m: &Message) -> RequestFacts<'_> {
+    let uri = m.uri();
+    let from = m.from();
+    let to = m.to();
+    RequestFacts {
+        method: m.method_str(),
+        uri_user: uri.and_then(|u| u.user),
+        uri_host: uri.map_or("", |u| u.host),
+        from_user: from.and_then(|f| f.uri.user),
+        from_host: from.map_or("", |f| f.uri.host),
+        to_user: to.and_then(|t| t.uri.user),
+        to_host: to.map_or("", |t| t.uri.host),
+        max_forwards: m.max_forwards().ok().flatten(),
+        looped: false,
+        routed_exit: None,
+        has_remaining_route: false,
+        addressed_to_edge: false,
+        trust_header: m
+            .header(HeaderName::MsTrust)
+            .map(|h| m.text(h.value.clone())),
+        media: sdp_media(m),
+        in_dialog: to.is_some_and(|t| t.tag().is_some()),
     }
 }
 

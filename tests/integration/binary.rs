@@ -199,3 +199,63 @@ async fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
     .expect("join");
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn explain_prints_the_decision_and_the_check_that_made_it() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+            .arg("explain")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run explain");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bob = run(&["--from", "sip:bob@contoso.test", "--to", "sip:x@live.com"]);
+    assert!(
+        bob.contains(
+            "DNS:      _sipfederationtls._tcp.live.com -> federation.messenger.msn.com:5061"
+        ),
+        "{bob}"
+    );
+    assert!(bob.contains("DECIDED  access-policy"), "{bob}");
+    assert!(bob.contains("Decision: REJECT 403 Forbidden"), "{bob}");
+    assert!(bob.contains("ms-diagnostics: 1907;"), "{bob}");
+    let alice = run(&["--from", "sip:alice@contoso.test", "--to", "sip:x@live.com"]);
+    assert!(
+        alice.contains("Decision: FORWARD through the external interface"),
+        "{alice}"
+    );
+    assert!(
+        alice.contains("Route:    federation.messenger.msn.com:5061 over tls"),
+        "{alice}"
+    );
+    let av = run(&[
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:x@live.com",
+        "--method",
+        "INVITE",
+        "--sdp",
+        "audio",
+    ]);
+    assert!(av.contains("ms-diagnostics: 1908;"), "{av}");
+    let nowhere = run(&[
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:x@nowhere.test",
+    ]);
+    assert!(
+        nowhere.contains("-> no records") && nowhere.contains("1008;"),
+        "{nowhere}"
+    );
+}
