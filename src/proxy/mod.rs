@@ -122,6 +122,18 @@ struct ClientEntry {
     target: String,
     /// The transaction's span, entered again when its responses and timers are handled.
     span: tracing::Span,
+    /// What is needed to try the next SRV target when this one answers 503.
+    retry: Option<Box<Retry>>,
+}
+
+/// A forwarded request with targets left to try (RFC 3263 §4.3: on 503, the next one).
+struct Retry {
+    request: Message,
+    peer: Peer,
+    forward: policy::Forward,
+    plan: RoutePlan,
+    snap: Arc<Snapshot>,
+    remaining: Vec<Target>,
 }
 
 /// Where a forwarded request goes.
@@ -659,6 +671,16 @@ impl Core {
             server: server_key.clone(),
             forwarded,
             cancel_pending: false,
+            retry: (targets.len() > 1).then(|| {
+                Box::new(Retry {
+                    request: m.clone(),
+                    peer: peer.clone(),
+                    forward: f.clone(),
+                    plan: plan.clone(),
+                    snap: snap.clone(),
+                    remaining: targets[1..].to_vec(),
+                })
+            }),
             arrival: peer.interface,
             exit,
             domain: m
@@ -1035,6 +1057,13 @@ impl Core {
         let outcome = self.txns.with(&key, |e| match e {
             Entry::Client(c) => {
                 let action = c.fsm.on_response(status, now);
+                let retry = (status == 503
+                    && matches!(
+                        action,
+                        ResponseAction::Forward | ResponseAction::AckAndForward
+                    ))
+                .then(|| c.retry.take())
+                .flatten();
                 let ack = matches!(
                     action,
                     ResponseAction::AckAndForward | ResponseAction::AckOnly
@@ -1061,6 +1090,7 @@ impl Core {
                         c.server.clone(),
                         (c.arrival, c.exit, c.domain.clone(), c.target.clone()),
                         c.span.clone(),
+                        retry,
                     ),
                     c.fsm.deadline(),
                 )
@@ -1078,11 +1108,12 @@ impl Core {
                         String::new(),
                     ),
                     tracing::Span::none(),
+                    None,
                 ),
                 None,
             ),
         });
-        let Some((action, ack, cancel, server_key, (arrival, exit, domain, target), span)) =
+        let Some((action, ack, cancel, server_key, (arrival, exit, domain, target), span, retry)) =
             outcome
         else {
             // §16.7: no transaction: relay statelessly by the next Via.
@@ -1101,6 +1132,20 @@ impl Core {
         ) || status == 100
         {
             return;
+        }
+        if let Some(r) = retry {
+            // RFC 3263 §4.3: a 503 moves on to the next target, as a new client transaction.
+            tracing::info!(target = %target, "503 from the target; trying the next one");
+            self.txns.remove(&key);
+            return self.forward(
+                server_key,
+                &r.request,
+                &r.peer,
+                &r.forward,
+                r.remaining,
+                &r.plan,
+                &r.snap,
+            );
         }
         let edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
         let out = forward::rewrite_response(&m, &edits).freeze();
@@ -1388,7 +1433,7 @@ enum Tick {
 }
 
 /// Our Route entries to pop and the rest of the route set.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct RoutePlan {
     pops: Vec<(usize, Range<usize>)>,
     exit: Option<Interface>,

@@ -58,7 +58,15 @@ impl FedLab {
                     let mut conn = StreamConn::new(s);
                     while let Some(m) = conn.try_recv(Duration::from_secs(30)).await {
                         if !m.starts_with("SIP/2.0") && !m.starts_with("ACK ") {
-                            conn.send(&response(&m, 200, "OK", &[])).await;
+                            // A test can ask the pool for an error carrying internal diagnostics.
+                            match header(&m, "x-test-answer").and_then(|s| s.parse::<u16>().ok()) {
+                                Some(code) => {
+                                    let diag = "ms-diagnostics: 1003;reason=\"User does not exist\";source=\"pool.contoso.test\"";
+                                    conn.send(&response(&m, code, policy_reason(code), &[diag]))
+                                        .await;
+                                }
+                                None => conn.send(&response(&m, 200, "OK", &[])).await,
+                            }
                         }
                         let _ = tx.send(m);
                     }
@@ -186,6 +194,16 @@ fn msg(method: &str, from: &str, to: &str, id: &str, extra: &[&str]) -> String {
 /// A remote edge listening on `ip` with a certificate for `name`; answers 200 and
 /// forwards what it received.
 async fn remote_edge(pki: &Pki, ip: &str, name: &str) -> (u16, mpsc::UnboundedReceiver<String>) {
+    remote_edge_answering(pki, ip, name, 200).await
+}
+
+/// A remote edge that answers every request with `status` (no diagnostics).
+async fn remote_edge_answering(
+    pki: &Pki,
+    ip: &str,
+    name: &str,
+    status: u16,
+) -> (u16, mpsc::UnboundedReceiver<String>) {
     let (l, a) = tls_server(pki, ip, name).await;
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -195,8 +213,9 @@ async fn remote_edge(pki: &Pki, ip: &str, name: &str) -> (u16, mpsc::UnboundedRe
             let tx = tx.clone();
             tokio::spawn(async move {
                 while let Some(m) = conn.try_recv(Duration::from_secs(30)).await {
-                    if !m.starts_with("SIP/2.0") {
-                        conn.send(&response(&m, 200, "OK", &[])).await;
+                    if !m.starts_with("SIP/2.0") && !m.starts_with("ACK ") {
+                        conn.send(&response(&m, status, policy_reason(status), &[]))
+                            .await;
                     }
                     let _ = tx.send(m);
                 }
@@ -204,6 +223,10 @@ async fn remote_edge(pki: &Pki, ip: &str, name: &str) -> (u16, mpsc::UnboundedRe
         }
     });
     (port, rx)
+}
+
+fn policy_reason(status: u16) -> &'static str {
+    sipedge::policy::reason_phrase(status)
 }
 
 fn closed_port() -> u16 {
@@ -590,5 +613,151 @@ sip.northwind.test. IN A 127.0.0.6
             .unwrap_or("")
             .starts_with("1911;"),
         "{r}"
+    );
+}
+
+const MARKED: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";
+
+#[tokio::test]
+async fn each_source_type_gets_its_trust_header_on_the_internal_side() {
+    let pki = Pki::new();
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 5061 sip.northwind.test.
+_sipfederationtls._tcp.tailspin.test. IN SRV 10 100 5061 sipfed.online.lync.com.
+sip.northwind.test. IN A 127.0.0.6
+sipfed.online.lync.com. IN A 127.0.0.5
+"
+    );
+    let mut lab = FedLab::start(pki, &records, |f| f).await;
+    let cases = [
+        ("sip.fabrikam.test", "sip:fay@fabrikam.test",
+         "ms-source-type=DirectPartner;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sip.fabrikam.test"),
+        ("sip.northwind.test", "sip:dan@northwind.test",
+         "ms-source-type=AutoFederation;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sip.northwind.test"),
+        ("sipfed.online.lync.com", "sip:tia@tailspin.test",
+         "ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sipfed.online.lync.com"),
+    ];
+    for (i, (cert, from, expected)) in cases.into_iter().enumerate() {
+        let mut peer = lab.connect(Interface::External, &[cert]).await;
+        peer.send(&msg(
+            "MESSAGE",
+            from,
+            "sip:alice@contoso.test",
+            &format!("st{i}"),
+            &[MARKED],
+        ))
+        .await;
+        let answer = peer.recv().await;
+        assert_eq!(status_of(&answer), 200, "{cert}: {answer}");
+        let got = lab.pool_recv().await;
+        assert_eq!(
+            headers(&got, "ms-edge-proxy-message-trust"),
+            [expected],
+            "{cert}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn diagnostics_stay_inside_and_a_silent_partner_error_gets_1034() {
+    let pki = Pki::new();
+    let (port, _far) = remote_edge_answering(&pki, "127.0.0.6", "sip.northwind.test", 486).await;
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 {port} sip.northwind.test.
+sip.northwind.test. IN A 127.0.0.6
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| f).await;
+    // Outbound: the partner answers 486 with no diagnostics.
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:alice@contoso.test",
+            "sip:dan@northwind.test",
+            "d1",
+            &[],
+        ))
+        .await;
+    let r = alice.recv().await;
+    assert_eq!(status_of(&r), 486, "{r}");
+    assert_eq!(
+        header(&r, "ms-diagnostics"),
+        Some("1034;reason=\"Previous hop federated peer did not report diagnostic information\";Domain=\"northwind.test\";PeerServer=\"sip.northwind.test\";source=\"accessedge.contoso.test\"")
+    );
+    // Inbound: the pool's error carries internal diagnostics; only the public form leaves.
+    let mut northwind = lab
+        .connect(Interface::External, &["sip.northwind.test"])
+        .await;
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:dan@northwind.test",
+            "sip:nobody@contoso.test",
+            "d2",
+            &[MARKED, "X-Test-Answer: 404"],
+        ))
+        .await;
+    let r = northwind.recv().await;
+    assert_eq!(status_of(&r), 404, "{r}");
+    assert!(header(&r, "ms-diagnostics").is_none(), "{r}");
+    assert_eq!(
+        header(&r, "ms-diagnostics-public"),
+        Some("1003;reason=\"User does not exist\""),
+        "{r}"
+    );
+    assert!(
+        !r.contains("pool.contoso.test"),
+        "no internal names leave: {r}"
+    );
+}
+
+#[tokio::test]
+async fn a_503_from_the_first_srv_target_moves_on_to_the_next() {
+    let pki = Pki::new();
+    let (busy, mut busy_rx) =
+        remote_edge_answering(&pki, "127.0.0.6", "sip1.northwind.test", 503).await;
+    let (good, mut good_rx) = remote_edge(&pki, "127.0.0.6", "sip2.northwind.test").await;
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 {busy} sip1.northwind.test.
+_sipfederationtls._tcp.northwind.test. IN SRV 20 100 {good} sip2.northwind.test.
+sip1.northwind.test. IN A 127.0.0.6
+sip2.northwind.test. IN A 127.0.0.6
+"
+    );
+    let lab = FedLab::start(pki, &records, |f| f).await;
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:alice@contoso.test",
+            "sip:dan@northwind.test",
+            "b1",
+            &[],
+        ))
+        .await;
+    let r = alice.recv().await;
+    assert_eq!(status_of(&r), 200, "the 503 is not relayed: {r}");
+    let first = tokio::time::timeout(WAIT, busy_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(WAIT, good_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(header(&first, "call-id"), Some("b1"));
+    assert_eq!(header(&second, "call-id"), Some("b1"));
+    assert_ne!(
+        headers(&first, "via")[0],
+        headers(&second, "via")[0],
+        "a new branch for the new target"
     );
 }

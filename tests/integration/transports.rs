@@ -68,10 +68,20 @@ async fn message_over_udp_from_outside_reaches_the_pool_and_the_answer_comes_bac
         "MESSAGE is not dialog-creating"
     );
 
+    // An independent parser (rsip) reads what the edge put on the wire.
+    let parsed = rsip::SipMessage::try_from(got.as_str()).expect("rsip parses the relayed request");
+    assert!(
+        matches!(parsed, rsip::SipMessage::Request(ref r) if r.method == rsip::Method::Message)
+    );
+
     pool.send(from, &response(&got, 200, "OK", &[])).await;
     let (answer, _) = client.recv().await;
     assert_eq!(status_of(&answer), 200);
     assert_eq!(headers(&answer, "via"), vec![vias[1]]);
+    assert!(
+        rsip::SipMessage::try_from(answer.as_str()).is_ok(),
+        "rsip parses the relayed response"
+    );
 }
 
 #[tokio::test]
@@ -712,4 +722,96 @@ async fn connections_over_the_per_ip_cap_are_refused_and_others_still_served() {
             "connection {name} is served"
         );
     }
+}
+
+#[tokio::test]
+async fn plain_senders_have_an_identity_only_when_the_lab_maps_their_address() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let toml = base_config(pool.addr(), "udp", partner.addr(), "udp")
+        + "\n[lab]\nsource_identities = { \"127.0.0.9\" = \"sip.fabrikam.test\" }\n";
+    let edge = TestEdge::start(&toml).await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    for (ip, id) in [("127.0.0.9", "mapped"), ("127.0.0.10", "unmapped")] {
+        let c = UdpPeer::bind(ip).await;
+        c.send(
+            to,
+            &request(
+                "MESSAGE",
+                "sip:bob@contoso.test",
+                "sip:fay@fabrikam.test",
+                "sip:bob@contoso.test",
+                &format!("SIP/2.0/UDP {ip};branch=z9hG4bK{id}"),
+                id,
+                &[],
+                "",
+            ),
+        )
+        .await;
+        let (got, from) = pool.recv().await;
+        pool.send(from, &response(&got, 200, "OK", &[])).await;
+        assert_eq!(status_of(&c.recv().await.0), 200);
+    }
+    let decisions = edge.edge.core().recent_decisions();
+    let of = |id: &str| {
+        decisions
+            .iter()
+            .find(|d| d.call_id == id)
+            .map(|d| d.identity.clone())
+            .expect("recorded")
+    };
+    assert_eq!(of("mapped"), ["sip.fabrikam.test"]);
+    assert!(of("unmapped").is_empty());
+}
+
+#[tokio::test]
+async fn the_global_connection_cap_and_the_idle_timeout_close_connections() {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let partner = UdpPeer::bind("127.0.0.3").await;
+    let toml = base_config(pool.addr(), "udp", partner.addr(), "udp")
+        .replace(
+            "max_message_size = 4096",
+            "max_message_size = 4096\nmax_connections = 2",
+        )
+        .replace("idle_timeout_s = 30", "idle_timeout_s = 1");
+    let edge = TestEdge::start(&toml).await;
+    let ext = edge.addr(Interface::External, Transport::Tcp);
+    let mut a = tcp_connect(ext).await;
+    let _b = tcp_connect(ext).await;
+    let mut c = tcp_connect(ext).await;
+    assert!(
+        c.closed_within(Duration::from_millis(800)).await,
+        "over the global cap the connection is closed"
+    );
+    a.send("\r\n\r\n").await;
+    assert_eq!(a.read_raw(WAIT).await, b"\r\n");
+    let started = std::time::Instant::now();
+    assert!(
+        a.closed_within(Duration::from_secs(3)).await,
+        "an idle connection is closed"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test]
+async fn a_response_without_a_transaction_is_relayed_by_its_next_via() {
+    let (edge, _pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let port = client.addr().port();
+    // A late 2xx retransmission: our branch (arrived on the external side), no transaction.
+    let stray = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP edge-int.contoso.test:5060;branch=z9hG4bKse0000abcde1.1\r\nVia: SIP/2.0/UDP 127.0.0.9:{port};branch=z9hG4bKorig;received=127.0.0.9;rport={port}\r\nFrom: <sip:a@fabrikam.test>;tag=1\r\nTo: <sip:bob@contoso.test>;tag=2\r\nCall-ID: stray-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let pool_side = UdpPeer::bind("127.0.0.1").await;
+    pool_side
+        .send(edge.addr(Interface::Internal, Transport::Udp), &stray)
+        .await;
+    let (got, from) = client.recv().await;
+    assert_eq!(status_of(&got), 200);
+    assert_eq!(headers(&got, "via").len(), 1, "our Via is removed: {got}");
+    assert_eq!(
+        from,
+        edge.addr(Interface::External, Transport::Udp),
+        "sent from the external interface"
+    );
 }
