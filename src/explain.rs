@@ -75,14 +75,7 @@ pub async fn explain(snap: &Snapshot, req: &ExplainRequest) -> Result<String, Ex
             let answer = match resolver {
                 None => SrvAnswer::Failed("no DNS resolver".into()),
                 Some(r) => match r.srv(&q.name()).await {
-                    Ok(records) => SrvAnswer::Records(
-                        order_srv(records, &mut rand::rng())
-                            .into_iter()
-                            .map(|t| {
-                                policy::SrvTarget::new(t.priority, t.weight, t.port, &t.target)
-                            })
-                            .collect(),
-                    ),
+                    Ok(records) => SrvAnswer::Records(order_srv(records, &mut rand::rng())),
                     Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
                     Err(e) => SrvAnswer::Failed(e.to_string()),
                 },

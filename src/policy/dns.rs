@@ -38,26 +38,8 @@ impl fmt::Display for DnsQuestion {
     }
 }
 
-/// One SRV record (RFC 2782).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SrvTarget {
-    pub priority: u16,
-    pub weight: u16,
-    pub port: u16,
-    /// Target host, lowercase, without the trailing dot.
-    pub target: String,
-}
-
-impl SrvTarget {
-    pub fn new(priority: u16, weight: u16, port: u16, target: &str) -> Self {
-        SrvTarget {
-            priority,
-            weight,
-            port,
-            target: target.trim_end_matches('.').to_ascii_lowercase(),
-        }
-    }
-}
+/// One SRV record (RFC 2782); the DNS layer's type, so answers pass through unchanged.
+pub use crate::dns::SrvTarget;
 
 /// The answer to a federation SRV question.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -248,17 +248,7 @@ impl Core {
             self.reject_stateless(&m, peer, reply, &r, &snap);
             return;
         }
-        let timers = TimerValues::from(&snap.timers);
-        let entry = ServerEntry {
-            fsm: ServerTxn::new(method == Method::Invite, reply.is_reliable(), timers),
-            request: m.clone(),
-            reply: reply.clone(),
-            source: peer.addr,
-            arrival: peer.interface,
-            last: None,
-            client: None,
-            to_tag: self.next_tag(),
-        };
+        let entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
         if self
             .txns
             .insert(key.clone(), Entry::Server(entry), None)
@@ -295,17 +285,7 @@ impl Core {
         tokio::spawn(async move {
             let _entered = span.enter();
             let answer = match resolver.srv(&question.name()).await {
-                Ok(records) => {
-                    let ordered = crate::dns::order_srv(records, &mut rand::rng());
-                    SrvAnswer::Records(
-                        ordered
-                            .into_iter()
-                            .map(|t| {
-                                policy::SrvTarget::new(t.priority, t.weight, t.port, &t.target)
-                            })
-                            .collect(),
-                    )
-                }
+                Ok(records) => SrvAnswer::Records(crate::dns::order_srv(records, &mut rand::rng())),
                 Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
                 Err(e) => SrvAnswer::Failed(e.to_string()),
             };
@@ -382,6 +362,27 @@ impl Core {
     /// The last decisions, oldest first (the admin endpoint's `/decisions`).
     pub fn recent_decisions(&self) -> Vec<record::DecisionRecord> {
         self.decisions.recent()
+    }
+
+    /// A new server transaction for a request just received.
+    fn server_entry(
+        &self,
+        m: &Message,
+        peer: &Peer,
+        reply: &ReplyTo,
+        invite: bool,
+        snap: &Snapshot,
+    ) -> ServerEntry {
+        ServerEntry {
+            fsm: ServerTxn::new(invite, reply.is_reliable(), TimerValues::from(&snap.timers)),
+            request: m.clone(),
+            reply: reply.clone(),
+            source: peer.addr,
+            arrival: peer.interface,
+            last: None,
+            client: None,
+            to_tag: self.next_tag(),
+        }
     }
 
     /// Adds the lab-only identity of a plain TCP/UDP sender on the external interface.
@@ -464,17 +465,7 @@ impl Core {
                 &snap,
             );
         }
-        let timers = TimerValues::from(&snap.timers);
-        let entry = ServerEntry {
-            fsm: ServerTxn::new(false, reply.is_reliable(), timers),
-            request: m.clone(),
-            reply: reply.clone(),
-            source: peer.addr,
-            arrival: peer.interface,
-            last: None,
-            client: None,
-            to_tag: self.next_tag(),
-        };
+        let entry = self.server_entry(&m, peer, reply, false, &snap);
         if self
             .txns
             .insert(cancel_key.clone(), Entry::Server(entry), None)

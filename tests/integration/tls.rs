@@ -139,6 +139,24 @@ async fn start_edge_toml(toml: String) -> TestEdge {
 }
 
 /// A TLS server (a partner's edge or the pool) that requires a client certificate.
+/// Whether the external listener refuses a client with this configuration: in the
+/// handshake, or (TLS 1.3) on the first exchange after it.
+async fn is_refused(ext: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    let tcp = TcpStream::connect(ext).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").expect("name");
+    match tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(s) => {
+            let mut s = StreamConn::new(s);
+            s.send("\r\n\r\n").await;
+            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
+        }
+    }
+}
+
 pub(crate) async fn tls_server(
     pki: &Pki,
     ip: &str,
@@ -305,19 +323,7 @@ async fn listeners_require_a_trusted_client_certificate_and_keep_serving() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = TcpStream::connect(ext).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
-    let refused = match tokio_rustls::TlsConnector::from(Arc::new(anon))
-        .connect(name, tcp)
-        .await
-    {
-        Err(_) => true,
-        Ok(s) => {
-            let mut s = StreamConn::new(s);
-            s.send("\r\n\r\n").await;
-            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
-        }
-    };
+    let refused = is_refused(ext, Arc::new(anon)).await;
     assert!(refused, "a client without a certificate is refused");
 
     // A certificate from another CA.
@@ -328,19 +334,7 @@ async fn listeners_require_a_trusted_client_certificate_and_keep_serving() {
         .unwrap();
     let (c, k) = write_pair(pki.dir.path(), "stranger", &stranger);
     let m2 = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
-    let tcp = TcpStream::connect(ext).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
-    let refused = match tokio_rustls::TlsConnector::from(client_config(&m2).unwrap())
-        .connect(name, tcp)
-        .await
-    {
-        Err(_) => true,
-        Ok(s) => {
-            let mut s = StreamConn::new(s);
-            s.send("\r\n\r\n").await;
-            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
-        }
-    };
+    let refused = is_refused(ext, client_config(&m2).unwrap()).await;
     assert!(refused, "a certificate from an unknown CA is refused");
 
     // An expired certificate from the right CA.
@@ -350,19 +344,7 @@ async fn listeners_require_a_trusted_client_certificate_and_keep_serving() {
         .unwrap();
     let (c, k) = write_pair(pki.dir.path(), "expired", &expired);
     let m = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
-    let tcp = TcpStream::connect(ext).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
-    let refused = match tokio_rustls::TlsConnector::from(client_config(&m).unwrap())
-        .connect(name, tcp)
-        .await
-    {
-        Err(_) => true,
-        Ok(s) => {
-            let mut s = StreamConn::new(s);
-            s.send("\r\n\r\n").await;
-            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
-        }
-    };
+    let refused = is_refused(ext, client_config(&m).unwrap()).await;
     assert!(refused, "an expired certificate is refused");
 
     // The next good client still gets in.
@@ -478,19 +460,7 @@ async fn a_revoked_client_certificate_is_refused_and_the_identity_reaches_the_de
 
     let (c, k) = write_pair(pki.dir.path(), "revoked", &revoked);
     let m = TlsMaterial::load(&c, &k, &[pki.ca_path()], &[]).unwrap();
-    let tcp = TcpStream::connect(ext).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
-    let refused = match tokio_rustls::TlsConnector::from(client_config(&m).unwrap())
-        .connect(name, tcp)
-        .await
-    {
-        Err(_) => true,
-        Ok(s) => {
-            let mut s = StreamConn::new(s);
-            s.send("\r\n\r\n").await;
-            s.read_raw(Duration::from_secs(2)).await != b"\r\n"
-        }
-    };
+    let refused = is_refused(ext, client_config(&m).unwrap()).await;
     assert!(refused, "a revoked certificate is refused");
 
     // A good partner gets in, and the decision sees exactly its certificate's SAN names.
