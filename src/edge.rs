@@ -133,6 +133,13 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// Reader tasks per UDP socket: one per core, at most 4.
+fn udp_readers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}
+
 /// A running edge.
 pub struct Edge {
     core: Arc<Core>,
@@ -248,12 +255,15 @@ impl Edge {
         let mut tasks = Vec::new();
         for (iface, sock) in udp_sockets {
             tracing::info!(interface = %iface, transport = "udp", addr = %addrs[&(iface, Transport::Udp)], fqdn = %snap.interface(iface).fqdn, "listening");
-            tasks.push(tokio::spawn(udp::run(
-                sock,
-                iface,
-                core.clone(),
-                conn_shutdown.clone(),
-            )));
+            // Several readers per socket, so datagrams are parsed and relayed on every core.
+            for _ in 0..udp_readers() {
+                tasks.push(tokio::spawn(udp::run(
+                    sock.clone(),
+                    iface,
+                    core.clone(),
+                    conn_shutdown.clone(),
+                )));
+            }
         }
         for (iface, transport, listener) in listeners {
             tracing::info!(interface = %iface, %transport, addr = %addrs[&(iface, transport)], fqdn = %snap.interface(iface).fqdn, "listening");

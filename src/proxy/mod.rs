@@ -249,13 +249,14 @@ impl Core {
             return;
         }
         let entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
-        if self
-            .txns
-            .insert(key.clone(), Entry::Server(entry), None)
-            .is_err()
-        {
-            self.reject_stateless(&m, peer, reply, &Rejection::overloaded(), &snap);
-            return;
+        match self.txns.insert(key.clone(), Entry::Server(entry), None) {
+            Ok(()) => {}
+            // The same request read by another reader at the same moment: a retransmission.
+            Err(crate::txn::TableFull::Exists) => return,
+            Err(crate::txn::TableFull::Full) => {
+                self.reject_stateless(&m, peer, reply, &Rejection::overloaded(), &snap);
+                return;
+            }
         }
         if method == Method::Invite {
             // 100 Trying at once so the previous hop stops retransmitting (§16.2).
@@ -466,13 +467,17 @@ impl Core {
             );
         }
         let entry = self.server_entry(&m, peer, reply, false, &snap);
-        if self
+        match self
             .txns
             .insert(cancel_key.clone(), Entry::Server(entry), None)
-            .is_err()
         {
-            self.reject_stateless(&m, peer, reply, &Rejection::overloaded(), &snap);
-            return;
+            Ok(()) => {}
+            // The same request read by another reader at the same moment: a retransmission.
+            Err(crate::txn::TableFull::Exists) => return,
+            Err(crate::txn::TableFull::Full) => {
+                self.reject_stateless(&m, peer, reply, &Rejection::overloaded(), &snap);
+                return;
+            }
         }
         let tag = self.server_tag(&cancel_key);
         let ok = build::response(&m, 200, "OK", Some(peer.addr), Some(&tag), &[]);

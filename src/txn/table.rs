@@ -14,10 +14,16 @@ use super::TxnKey;
 
 const SHARDS: usize = 32;
 
-/// The table is at its configured capacity.
+/// Why a transaction could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("transaction table full")]
-pub struct TableFull;
+pub enum TableFull {
+    /// The table is at its configured capacity.
+    #[error("transaction table full")]
+    Full,
+    /// A transaction with this key exists (a retransmission processed concurrently).
+    #[error("transaction exists")]
+    Exists,
+}
 
 struct Shard<V> {
     map: HashMap<TxnKey, V>,
@@ -69,7 +75,8 @@ impl<V> Table<V> {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Inserts a new transaction with its first deadline; fails when the table is full.
+    /// Inserts a new transaction with its first deadline; fails when the table is full or
+    /// the key is taken (the existing transaction is kept).
     pub fn insert(
         &self,
         key: TxnKey,
@@ -78,17 +85,19 @@ impl<V> Table<V> {
     ) -> Result<(), TableFull> {
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.len.fetch_sub(1, Ordering::AcqRel);
-            return Err(TableFull);
+            return Err(TableFull::Full);
         }
         let mut s = self.lock(self.shard(&key));
+        if s.map.contains_key(&key) {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(TableFull::Exists);
+        }
         if let Some(at) = deadline {
             s.seq += 1;
             let seq = s.seq;
             s.timers.push(Reverse((at, seq, key.clone())));
         }
-        if s.map.insert(key, value).is_some() {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-        }
+        s.map.insert(key, value);
         Ok(())
     }
 
@@ -175,7 +184,15 @@ mod tests {
             .unwrap();
         t.insert(key(2), 2, Some(t0 + Duration::from_millis(1)))
             .unwrap();
-        assert_eq!(t.insert(key(3), 3, None), Err(TableFull));
+        assert_eq!(t.insert(key(3), 3, None), Err(TableFull::Full));
+        t.remove(&key(2));
+        assert_eq!(
+            t.insert(key(1), 9, None),
+            Err(TableFull::Exists),
+            "an existing key is kept"
+        );
+        assert_eq!(t.with(&key(1), |v| (*v, None)), Some(1));
+        t.insert(key(2), 2, None).unwrap();
         assert_eq!(t.due(t0), Vec::<TxnKey>::new());
         assert_eq!(t.due(t0 + Duration::from_millis(2)), vec![key(2)]);
         assert_eq!(t.with(&key(1), |v| (*v, None)), Some(1));
