@@ -562,7 +562,14 @@ impl Shared {
                     let contact = ("Contact", self.contact());
                     send(
                         reply,
-                        respond_tagged(m, 180, "Ringing", &tag, &[contact.clone()], None),
+                        respond_tagged(
+                            m,
+                            180,
+                            "Ringing",
+                            &tag,
+                            std::slice::from_ref(&contact),
+                            None,
+                        ),
                     );
                     let sdp = sdp_answer(m.body(), self.local);
                     send(
