@@ -256,6 +256,23 @@ async fn the_skype_gateway_refuses_an_unprovisioned_organisation_until_pic_appro
         "the edge's outbound marking"
     );
 
+    // Nor does the gateway send toward contoso.test on its own.
+    let edge = lab.edge.addr(Interface::External, Transport::Tls);
+    let sent = lab
+        .skype
+        .originate(
+            edge,
+            "accessedge.contoso.test",
+            "sip:alice@contoso.test",
+            "sip:sam@live.com",
+            "hi",
+        )
+        .await;
+    assert!(
+        matches!(&sent, Err(sipedge::lab::peer::OriginateError::NotProvisioned(d)) if d == "contoso.test"),
+        "{sent:?}"
+    );
+
     // Submitted, then pending: still refused.
     let id = lab.provision();
     lab.clock.advance(29 * DAY);
