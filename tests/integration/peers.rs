@@ -41,6 +41,7 @@ struct Options {
     /// The Skype gateway checks provisioning.
     gated: bool,
     echo: bool,
+    invite_failure: Option<u16>,
     fault: Fault,
 }
 
@@ -49,6 +50,7 @@ impl Default for Options {
         Options {
             gated: false,
             echo: false,
+            invite_failure: None,
             fault: Fault::None,
         }
     }
@@ -81,6 +83,7 @@ impl PeerLab {
         let mut spec = PeerSpec::for_role(Role::Skype)
             .echo(opts.echo)
             .fault(opts.fault);
+        spec.invite_failure = opts.invite_failure;
         if opts.gated {
             spec = spec.gated(Gate {
                 store: pic.clone(),
@@ -376,6 +379,7 @@ async fn invite_rings_then_answers_with_sdp_and_subscribe_gets_a_pidf_notify_at_
 async fn the_echo_crosses_the_edge_both_ways_and_a_peer_can_originate() {
     let lab = PeerLab::start(Options {
         echo: true,
+        invite_failure: Some(486),
         ..Options::default()
     })
     .await;
@@ -434,6 +438,20 @@ async fn the_echo_crosses_the_edge_both_ways_and_a_peer_can_originate() {
     assert_eq!(status_of(&r), 200, "{r}");
     assert!(header(&r, "allow").unwrap_or("").contains("MESSAGE"), "{r}");
     assert!(header(&r, "supported").is_some(), "{r}");
+
+    // A peer configured to refuse calls answers INVITE with its failure status.
+    let invite = request(
+        "INVITE",
+        "sip:sam@live.com",
+        "sip:alice@contoso.test",
+        "sip:sam@live.com",
+        "SIP/2.0/TLS 10.0.0.9:5061;branch=z9hG4bKinvf",
+        "invf",
+        &["Contact: <sip:alice@10.0.0.9:5061;transport=tls>"],
+        "",
+    );
+    let r = exchange(&mut alice, &invite).await;
+    assert_eq!(status_of(&r), 486, "{r}");
 }
 
 #[tokio::test]
