@@ -67,6 +67,21 @@ enum Command {
         #[arg(long)]
         sdp: Option<String>,
     },
+    /// Run one simulated peer of the lab topology alone (mutual TLS with its lab certificate).
+    Peer {
+        /// skype, partner, pool or hosting.
+        #[arg(long)]
+        role: sipedge::lab::topology::Role,
+        /// The lab configuration; certificates are read from the `certs/` beside it.
+        #[arg(long, default_value = "config/lab.toml")]
+        config: PathBuf,
+        /// Answer each IM with a MESSAGE back through the edge.
+        #[arg(long)]
+        echo: bool,
+        /// Skype only: start with no organisation provisioned (PIC refuses with 403 + 1080).
+        #[arg(long)]
+        unprovisioned: bool,
+    },
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
@@ -82,6 +97,12 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
+        Command::Peer {
+            role,
+            config,
+            echo,
+            unprovisioned,
+        } => peer(role, &config, echo, unprovisioned),
         Command::Explain {
             config,
             from,
@@ -166,6 +187,54 @@ fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
         println!("{}", p.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn peer(
+    role: sipedge::lab::topology::Role,
+    config: &std::path::Path,
+    echo: bool,
+    unprovisioned: bool,
+) -> anyhow::Result<ExitCode> {
+    use sipedge::lab::{peer, pic, topology};
+    let spec = role.spec();
+    let tls = match spec.transport {
+        sipedge::transport::Transport::Tls => {
+            let dir = topology::certs_dir_for(config);
+            Some(
+                peer::PeerTls::from_lab_dir(&dir, spec.fqdn).with_context(|| {
+                    format!("loading {} certificates from {}", spec.fqdn, dir.display())
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let mut peer_spec = peer::PeerSpec::for_role(role).echo(echo);
+    if role == topology::Role::Skype && unprovisioned {
+        peer_spec = peer_spec.gated(peer::Gate {
+            store: Arc::new(pic::Provisioning::default()),
+            clock: Arc::new(pic::LabClock::wall(1)),
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let addr = spec.socket_addr();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let _peer = peer::SimPeer::start(peer_spec, listener, tls);
+        println!(
+            "{role}: {} listening on {addr} ({})",
+            spec.fqdn, spec.transport
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run(config: PathBuf) -> anyhow::Result<ExitCode> {

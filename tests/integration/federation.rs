@@ -17,7 +17,7 @@ use crate::support::*;
 use crate::tls::{accept_tls, tls_server, Pki};
 
 /// The federation sections of the shipped lab config.
-fn lab_federation() -> String {
+pub(crate) fn lab_federation() -> String {
     let lab = include_str!("../../config/lab.toml");
     let after = lab
         .split_once("# ---- Federation")
@@ -38,7 +38,7 @@ struct FedLab {
 }
 
 /// A root zone holding the test's records (ports come from the fake edges).
-fn zone(records: &str) -> String {
+pub(crate) fn zone(records: &str) -> String {
     format!(
         "$ORIGIN .\n$TTL 300\n. IN SOA ns.lab.test. hostmaster.lab.test. ( 1 3600 600 86400 60 )\n. IN NS ns.lab.test.\nns.lab.test. IN A 127.0.0.1\n{records}\n"
     )

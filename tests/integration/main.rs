@@ -3,6 +3,7 @@
 mod binary;
 mod configs;
 mod federation;
+mod peers;
 mod support;
 mod tls;
 mod transports;
