@@ -227,3 +227,42 @@ fn same(a: &str, b: &str) -> bool {
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Snapshot;
+
+    const BASE: &str = "[edge]\nlocal_domains = [\"contoso.test\"]\n[interfaces.external]\nfqdn = \"a.contoso.test\"\naddress = \"127.0.0.1\"\ntcp_port = 0\n[interfaces.internal]\nfqdn = \"b.contoso.test\"\naddress = \"127.0.0.2\"\ntcp_port = 0\n[pool]\ntarget = \"127.0.0.1:5070\"\ntransport = \"tcp\"\n";
+
+    #[test]
+    fn admin_section_is_loopback_only_with_a_long_token() {
+        let s = Snapshot::from_toml(
+            &format!("{BASE}[admin]\nlisten = \"127.0.0.1:0\"\n"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(s.admin.unwrap().token, None);
+        let e = Snapshot::from_toml(
+            &format!("{BASE}[admin]\nlisten = \"0.0.0.0:5080\"\ntoken = \"short\"\n"),
+            std::path::Path::new("."),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["admin.listen", "admin.token"]);
+    }
+
+    #[test]
+    fn words_are_requoted_into_one_line() {
+        let words: Vec<String> = ["New-CsBlockedDomain", "-Comment", "never, ever", "it's", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            cmdlet_line(&words),
+            "New-CsBlockedDomain -Comment 'never, ever' 'it''s' ''"
+        );
+        assert_eq!(generate_token().len(), 32);
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+}
