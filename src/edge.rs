@@ -28,6 +28,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The admin endpoint could not be bound.
+    #[error("cannot bind the admin endpoint on {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// A TLS listener is configured but no TLS material was loaded.
     #[error("the {0} interface has a TLS listener but no TLS configuration")]
     NoTls(Interface),
@@ -55,6 +61,8 @@ pub struct Sockets {
     /// The lab zone server's sockets, when the config serves a zone.
     pub dns_udp: Option<UdpSocket>,
     pub dns_tcp: Option<TcpListener>,
+    /// The admin endpoint's listener, when the config has `[admin]`.
+    pub admin: Option<TcpListener>,
 }
 
 impl Sockets {
@@ -78,11 +86,22 @@ impl Sockets {
             }
             None => (None, None),
         };
+        let admin =
+            match &snap.admin {
+                Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|source| {
+                    StartError::AdminBind {
+                        addr: a.listen,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         Ok(Sockets {
             external: bind_interface(snap, Interface::External).await?,
             internal: bind_interface(snap, Interface::Internal).await?,
             dns_udp,
             dns_tcp,
+            admin,
         })
     }
 }
@@ -150,6 +169,7 @@ pub struct Edge {
     tasks: Vec<JoinHandle<()>>,
     zone: Option<crate::dns::LabDnsServer>,
     resolver: Option<Arc<crate::dns::CachingResolver<crate::dns::HickoryResolver>>>,
+    admin: Option<(SocketAddr, String)>,
 }
 
 /// What happened during a graceful stop.
@@ -295,10 +315,30 @@ impl Edge {
                 }
             }
         }));
+        let mut admin = None;
+        if let Some(listener) = sockets.admin {
+            let token = snap
+                .admin
+                .as_ref()
+                .and_then(|a| a.token.clone())
+                .unwrap_or_else(crate::admin::generate_token);
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "admin endpoint listening");
+                admin = Some((addr, token.clone()));
+            }
+            tasks.push(tokio::spawn(crate::admin::serve(
+                listener,
+                live.clone(),
+                core.clone(),
+                token,
+                accept_shutdown.clone(),
+            )));
+        }
         Ok(Edge {
             core,
             live,
             addrs,
+            admin,
             accept_shutdown,
             conn_shutdown,
             tasks,
@@ -319,6 +359,16 @@ impl Edge {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// The admin endpoint's bound address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The admin endpoint's bearer token (configured or generated at start).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin.as_ref().map(|(_, t)| t.as_str())
     }
 
     /// The address of the in-process lab zone server, when one runs.

@@ -20,6 +20,7 @@
 //!    (`policy`), 6. resolve (`dns`), 7. forward (`proxy::forward`, `transport::pool`),
 //!    8. relay responses back by Via and answer failures (`proxy::respond`).
 
+pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod edge;

@@ -82,6 +82,26 @@ enum Command {
         #[arg(long)]
         unprovisioned: bool,
     },
+    /// Run a Management Shell cmdlet on a running edge's admin endpoint.
+    ///
+    /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
+    /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
+    /// ($XDG_RUNTIME_DIR/sipedge/admin.json or /tmp/sipedge-<uid>/admin.json). The flags may
+    /// also follow the line.
+    Admin {
+        /// The admin endpoint, e.g. http://127.0.0.1:5080.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The bearer token ([admin] token, or the generated one in the state file).
+        #[arg(long)]
+        token: Option<String>,
+        /// Also write the change into the edge's config file, keeping its comments.
+        #[arg(long)]
+        persist: bool,
+        /// The cmdlet line.
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        line: Vec<String>,
+    },
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
@@ -103,6 +123,12 @@ fn main() -> ExitCode {
             echo,
             unprovisioned,
         } => peer(role, &config, echo, unprovisioned),
+        Command::Admin {
+            endpoint,
+            token,
+            persist,
+            line,
+        } => admin(endpoint, token, persist, line),
         Command::Explain {
             config,
             from,
@@ -180,6 +206,58 @@ fn explain(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sipedge admin`: sends the line, prints the answer, exit 0 on success and 1 otherwise.
+fn admin(
+    mut endpoint: Option<String>,
+    mut token: Option<String>,
+    mut persist: bool,
+    args: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    // Flags after the line arrive inside it (the line takes every word after the cmdlet).
+    let mut words = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--persist" => persist = true,
+            "--endpoint" => endpoint = it.next(),
+            "--token" => token = it.next(),
+            _ => match (a.strip_prefix("--endpoint="), a.strip_prefix("--token=")) {
+                (Some(e), _) => endpoint = Some(e.to_string()),
+                (_, Some(t)) => token = Some(t.to_string()),
+                _ => words.push(a),
+            },
+        }
+    }
+    let line = sipedge::admin::cmdlet_line(&words);
+    let (endpoint, token) = match (endpoint, token) {
+        (Some(e), Some(t)) => (e, t),
+        (e, t) => {
+            let path = sipedge::admin::state::default_path();
+            let (se, st) = sipedge::admin::state::read(&path).with_context(|| {
+                format!(
+                    "no --endpoint/--token given and no running edge found in {}",
+                    path.display()
+                )
+            })?;
+            (e.unwrap_or(se), t.unwrap_or(st))
+        }
+    };
+    let path = if persist {
+        "/cmdlet?persist=1"
+    } else {
+        "/cmdlet"
+    };
+    let (status, body) = sipedge::admin::http::send(&endpoint, "POST", path, Some(&token), &line)
+        .with_context(|| format!("cannot reach the admin endpoint {endpoint}"))?;
+    if status == 200 {
+        print!("{body}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprint!("{body}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
 fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     let written = sipedge::lab::certs::write_lab_set(out)
         .with_context(|| format!("writing lab certificates to {}", out.display()))?;
@@ -255,7 +333,27 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
             tls.clone()
                 .map(|t| t as Arc<dyn sipedge::transport::TlsSource>),
         )?;
-        wait_for_signals(&config, &live, tls.as_deref()).await?;
+        let state = match (edge.admin_addr(), edge.admin_token()) {
+            (Some(addr), Some(token)) => {
+                let path = sipedge::admin::state::default_path();
+                match sipedge::admin::state::write(&path, &format!("http://{addr}"), token) {
+                    Ok(()) => {
+                        tracing::info!(state = %path.display(), "admin endpoint and token written");
+                        Some(path)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, state = %path.display(), "cannot write the admin state file; use sipedge admin --endpoint/--token");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let waited = wait_for_signals(&config, &live, tls.as_deref()).await;
+        if let Some(p) = state {
+            let _ = std::fs::remove_file(p);
+        }
+        waited?;
         tracing::info!(
             deadline_ms = drain.as_millis() as u64,
             "shutting down: draining in-flight transactions"

@@ -17,8 +17,8 @@ use super::federation::raw::{
     RawHostingProvider, RawPolicy, RawPublicProvider, RawUser,
 };
 use super::{
-    EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot, StaticRoute, Timers,
-    TlsSettings,
+    AdminSettings, EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot,
+    StaticRoute, Timers, TlsSettings,
 };
 use crate::transport::Transport;
 
@@ -198,6 +198,14 @@ struct RawConfig {
     #[serde(default)]
     user: Vec<RawUser>,
     diagnostics: Option<RawDiagnostics>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +386,7 @@ impl Builder<'_> {
         let timers = self.timers(raw.timers);
         let lab = self.lab(raw.lab);
         let dns = self.dns(raw.dns);
+        let admin = raw.admin.map(|a| self.admin(a));
         let federation = self.federation(RawFederation {
             access_edge: raw.access_edge,
             public_provider: raw.public_provider,
@@ -417,10 +426,46 @@ impl Builder<'_> {
             lab,
             dns,
             federation,
+            admin,
             source: None,
         };
         self.tls_needed(&snapshot);
         snapshot
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
+        let listen = match raw.listen.parse::<SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => a,
+            Ok(a) => {
+                self.problem(
+                    "admin.listen",
+                    format!("`{a}` is not a loopback address; the admin endpoint listens on 127.0.0.1 or ::1 only, e.g. \"127.0.0.1:5080\""),
+                );
+                a
+            }
+            Err(_) => {
+                self.problem(
+                    "admin.listen",
+                    format!(
+                        "`{}` is not an address:port, e.g. \"127.0.0.1:5080\" (port 0 = ephemeral)",
+                        raw.listen
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        if let Some(t) = &raw.token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                self.problem(
+                    "admin.token",
+                    "a token is at least 16 printable characters without spaces; leave it out to have one generated at start",
+                );
+            }
+        }
+        AdminSettings {
+            listen,
+            token: raw.token,
+        }
     }
 
     fn edge(&mut self, raw: RawEdge) -> EdgeSettings {

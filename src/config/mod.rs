@@ -63,6 +63,8 @@ pub struct Snapshot {
     /// policies). `federation.enabled()` is false when no federation section is present:
     /// the edge then routes with `routes` / `default_route` only (static routing).
     pub federation: Federation,
+    /// The loopback admin endpoint (`[admin]`); `None` means no endpoint.
+    pub admin: Option<AdminSettings>,
     /// The file this snapshot was read from, for reloads and error messages.
     pub source: Option<PathBuf>,
 }
@@ -93,6 +95,16 @@ impl Snapshot {
             .iter()
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
+}
+
+/// `[admin]`: the loopback-only admin endpoint (Management Shell cmdlets over HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where it listens; a loopback address (port 0 = ephemeral).
+    pub listen: std::net::SocketAddr,
+    /// The bearer token clients must send; `None` → one is generated at start and written
+    /// to the state file (`admin::state`).
+    pub token: Option<String>,
 }
 
 /// Edge-wide settings.

@@ -1,5 +1,6 @@
 //! One integration binary, one module per scenario (hickory's layout).
 
+mod admin;
 mod binary;
 mod configs;
 mod federation;

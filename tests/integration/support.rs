@@ -43,9 +43,18 @@ impl TestEdge {
     }
 
     pub async fn start_with_tls(toml: &str, tls: Option<Arc<dyn TlsSource>>) -> TestEdge {
-        init_logs();
         let snap = Snapshot::from_toml(toml, std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_snapshot_with_tls(snap, tls).await
+    }
+
+    /// Starts an edge from a snapshot (e.g. one loaded from a file, which `--persist` needs).
+    pub async fn start_snapshot(snap: Snapshot) -> TestEdge {
+        Self::start_snapshot_with_tls(snap, None).await
+    }
+
+    async fn start_snapshot_with_tls(snap: Snapshot, tls: Option<Arc<dyn TlsSource>>) -> TestEdge {
+        init_logs();
         let sockets = Sockets::bind(&snap).await.expect("bind");
         let live = Arc::new(Live::new(snap));
         let edge = Edge::start(live, sockets, tls).expect("start");

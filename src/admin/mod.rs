@@ -1,0 +1,268 @@
+//! Administration in the Management Shell's language, over a loopback-only HTTP endpoint.
+//!
+//! - `cmdlet`: a cmdlet line → a new snapshot or a property list (pure).
+//! - `http`: just enough HTTP/1.1 for the endpoint, and the blocking client `sipedge admin` uses.
+//! - `persist`: writes a change back to the config file, keeping its comments.
+//! - `state`: the file that lets `sipedge admin` find a local edge without flags.
+//!
+//! # Routes
+//! | Route | Token | Answer |
+//! |---|---|---|
+//! | `GET /health` | no | `ok` |
+//! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file |
+//! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
+//! | `GET /decisions` | yes | the last decisions, oldest first, one line each |
+//!
+//! The token is a bearer token (`Authorization: Bearer <token>`): `[admin] token`, or one
+//! generated at start. Peers that are not loopback addresses are answered 403 whatever
+//! they send. A change builds a new snapshot and swaps it in with `Live::store`;
+//! transactions in flight keep the snapshot they started with. Changes are serialized so
+//! two administrators cannot lose each other's change.
+
+pub mod cmdlet;
+pub mod http;
+pub mod persist;
+pub mod state;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::Rng as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Live;
+use crate::proxy::Core;
+
+/// How long one admin connection may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fresh random token: 32 hex digits (128 bits).
+pub fn generate_token() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Joins command-line words back into one cmdlet line, quoting the words a shell
+/// unquoted (those with spaces, quotes or nothing in them) so the line parses as typed.
+pub fn cmdlet_line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty()
+                && !w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '`')
+            {
+                w.clone()
+            } else if !w.contains('\'') {
+                format!("'{w}'")
+            } else {
+                format!("'{}'", w.replace('\'', "''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the endpoint works on.
+struct Admin {
+    live: Arc<Live>,
+    core: Arc<Core>,
+    token: String,
+    /// Held while a change is computed and installed.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    live: Arc<Live>,
+    core: Arc<Core>,
+    token: String,
+    shutdown: CancellationToken,
+) {
+    let admin = Arc::new(Admin {
+        live,
+        core,
+        token,
+        writes: tokio::sync::Mutex::new(()),
+    });
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            if !peer.ip().is_loopback() {
+                tracing::warn!(%peer, "admin connection from a non-loopback peer refused");
+                let mut stream = stream;
+                let _ = http::write_response(
+                    &mut stream,
+                    403,
+                    "the admin endpoint answers loopback peers only\n",
+                )
+                .await;
+                return;
+            }
+            if tokio::time::timeout(REQUEST_TIMEOUT, admin.connection(stream))
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "admin request timed out");
+            }
+        });
+    }
+}
+
+impl Admin {
+    async fn connection(&self, mut stream: TcpStream) {
+        let (status, body) = match http::read_request(&mut stream).await {
+            Ok(req) => self.handle(&req).await,
+            Err(http::HttpError::Closed) | Err(http::HttpError::Io(_)) => return,
+            Err(e @ http::HttpError::BodyTooLarge) => (413, format!("{e}\n")),
+            Err(e) => (400, format!("{e}\n")),
+        };
+        let _ = http::write_response(&mut stream, status, &body).await;
+    }
+
+    async fn handle(&self, req: &http::Request) -> (u16, String) {
+        const ROUTES: &str =
+            "routes: GET /health, GET /config, GET /decisions, POST /cmdlet[?persist=1]";
+        let method = req.method.as_str();
+        match req.path.as_str() {
+            "/health" if method == "GET" => return (200, "ok\n".into()),
+            "/health" | "/config" | "/decisions" if method != "GET" => {
+                return (405, format!("{} takes GET; {ROUTES}\n", req.path))
+            }
+            "/cmdlet" if method != "POST" => {
+                return (
+                    405,
+                    format!("/cmdlet takes POST with the cmdlet line as body; {ROUTES}\n"),
+                )
+            }
+            "/config" | "/decisions" | "/cmdlet" => {}
+            other => return (404, format!("no route {other}; {ROUTES}\n")),
+        }
+        if !req.bearer().is_some_and(|t| same(t, &self.token)) {
+            return (
+                401,
+                "missing or wrong token; send Authorization: Bearer <token> ([admin] token, or the state file of the running edge)\n".into(),
+            );
+        }
+        match req.path.as_str() {
+            "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
+            "/decisions" => (200, self.decisions()),
+            _ => self.cmdlet(req).await,
+        }
+    }
+
+    async fn cmdlet(&self, req: &http::Request) -> (u16, String) {
+        let Ok(line) = std::str::from_utf8(&req.body) else {
+            return (400, "the cmdlet line is not UTF-8\n".into());
+        };
+        let line = line.trim().to_string();
+        let _guard = self.writes.lock().await;
+        let before = self.live.load();
+        let result = match cmdlet::apply(&before, &line) {
+            Ok(r) => r,
+            Err(e) => return (400, format!("{e}\n")),
+        };
+        let Some(next) = result.snapshot else {
+            return (200, result.output);
+        };
+        if req.flag("persist") {
+            let (b, n) = (before.clone(), next.clone());
+            match tokio::task::spawn_blocking(move || persist::persist(&b, &n)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return (409, format!("not applied: {e}\n")),
+                Err(e) => return (500, format!("not applied: {e}\n")),
+            }
+        }
+        self.live.store(next);
+        tracing::info!(cmdlet = %line, persisted = req.flag("persist"), "admin change applied");
+        (200, result.output)
+    }
+
+    fn decisions(&self) -> String {
+        let mut out = String::new();
+        for d in self.core.recent_decisions() {
+            let at = d.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{}.{:03} {} {} {} {} {} {}/{} from {} [{}] call-id={}",
+                at.as_secs(),
+                at.subsec_millis(),
+                d.outcome,
+                d.status,
+                d.rule,
+                d.method,
+                d.request_uri,
+                d.interface,
+                d.transport,
+                d.peer,
+                d.identity.join(","),
+                d.call_id
+            );
+        }
+        out
+    }
+}
+
+/// Token comparison that does not stop at the first differing byte.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Snapshot;
+
+    const BASE: &str = "[edge]\nlocal_domains = [\"contoso.test\"]\n[interfaces.external]\nfqdn = \"a.contoso.test\"\naddress = \"127.0.0.1\"\ntcp_port = 0\n[interfaces.internal]\nfqdn = \"b.contoso.test\"\naddress = \"127.0.0.2\"\ntcp_port = 0\n[pool]\ntarget = \"127.0.0.1:5070\"\ntransport = \"tcp\"\n";
+
+    #[test]
+    fn admin_section_is_loopback_only_with_a_long_token() {
+        let s = Snapshot::from_toml(
+            &format!("{BASE}[admin]\nlisten = \"127.0.0.1:0\"\n"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(s.admin.unwrap().token, None);
+        let e = Snapshot::from_toml(
+            &format!("{BASE}[admin]\nlisten = \"0.0.0.0:5080\"\ntoken = \"short\"\n"),
+            std::path::Path::new("."),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["admin.listen", "admin.token"]);
+    }
+
+    #[test]
+    fn words_are_requoted_into_one_line() {
+        let words: Vec<String> = ["New-CsBlockedDomain", "-Comment", "never, ever", "it's", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            cmdlet_line(&words),
+            "New-CsBlockedDomain -Comment 'never, ever' 'it''s' ''"
+        );
+        assert_eq!(generate_token().len(), 32);
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+}
