@@ -294,6 +294,7 @@ impl Edge {
                 caps: caps.clone(),
                 shutdown: accept_shutdown.clone(),
                 conn_shutdown: conn_shutdown.clone(),
+                metrics: core.metrics().clone(),
             };
             tasks.push(tokio::spawn(accept_loop(
                 listener,
@@ -330,6 +331,7 @@ impl Edge {
                 listener,
                 live.clone(),
                 core.clone(),
+                resolver.clone(),
                 token,
                 accept_shutdown.clone(),
             )));

@@ -12,9 +12,12 @@
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
 //! | `GET /decisions` | yes | the last decisions, oldest first, one line each |
+//! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
 //!
 //! The token is a bearer token (`Authorization: Bearer <token>`): `[admin] token`, or one
-//! generated at start. Peers that are not loopback addresses are answered 403 whatever
+//! generated at start. Every route but `/health` (a liveness probe) takes the token,
+//! `/metrics` included: it names rules and peers' traffic, and Prometheus sends a bearer
+//! token with `authorization: { credentials: … }` in the scrape config. Peers that are not loopback addresses are answered 403 whatever
 //! they send. A change builds a new snapshot and swaps it in with `Live::store`;
 //! transactions in flight keep the snapshot they started with. Changes are serialized so
 //! two administrators cannot lose each other's change.
@@ -67,10 +70,14 @@ pub fn cmdlet_line(words: &[String]) -> String {
         .join(" ")
 }
 
+/// The edge's caching resolver, whose counters `/metrics` reports.
+pub type DnsCache = Arc<crate::dns::CachingResolver<crate::dns::HickoryResolver>>;
+
 /// What the endpoint works on.
 struct Admin {
     live: Arc<Live>,
     core: Arc<Core>,
+    dns: Option<DnsCache>,
     token: String,
     /// Held while a change is computed and installed.
     writes: tokio::sync::Mutex<()>,
@@ -81,12 +88,14 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     core: Arc<Core>,
+    dns: Option<DnsCache>,
     token: String,
     shutdown: CancellationToken,
 ) {
     let admin = Arc::new(Admin {
         live,
         core,
+        dns,
         token,
         writes: tokio::sync::Mutex::new(()),
     });
@@ -138,11 +147,11 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, POST /cmdlet[?persist=1]";
+            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, "ok\n".into()),
-            "/health" | "/config" | "/decisions" if method != "GET" => {
+            "/health" | "/config" | "/decisions" | "/metrics" if method != "GET" => {
                 return (405, format!("{} takes GET; {ROUTES}\n", req.path))
             }
             "/cmdlet" if method != "POST" => {
@@ -151,7 +160,7 @@ impl Admin {
                     format!("/cmdlet takes POST with the cmdlet line as body; {ROUTES}\n"),
                 )
             }
-            "/config" | "/decisions" | "/cmdlet" => {}
+            "/config" | "/decisions" | "/metrics" | "/cmdlet" => {}
             other => return (404, format!("no route {other}; {ROUTES}\n")),
         }
         if !req.bearer().is_some_and(|t| same(t, &self.token)) {
@@ -163,6 +172,7 @@ impl Admin {
         match req.path.as_str() {
             "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
             "/decisions" => (200, self.decisions()),
+            "/metrics" => (200, self.metrics()),
             _ => self.cmdlet(req).await,
         }
     }
@@ -192,6 +202,17 @@ impl Admin {
         self.live.store(next);
         tracing::info!(cmdlet = %line, persisted = req.flag("persist"), "admin change applied");
         (200, result.output)
+    }
+
+    fn metrics(&self) -> String {
+        let gauges = crate::metrics::Gauges {
+            open_connections: self.core.connections(),
+            dns: self.dns.as_ref().map(|r| {
+                let s = r.stats();
+                (s.lookups, s.hits)
+            }),
+        };
+        self.core.metrics().render(&gauges)
     }
 
     fn decisions(&self) -> String {

@@ -22,6 +22,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Live, Snapshot};
+use crate::metrics::Direction;
 use crate::policy::{self, Decision, DnsFacts, Rejection, RequestFacts, Route, SrvAnswer};
 use crate::sip::framing::FrameError;
 use crate::sip::{build, HeaderName, Message, Method, Uri};
@@ -87,6 +88,7 @@ pub struct Core {
     /// in a row, and the answer.
     failures: std::sync::Mutex<HashMap<PoolKey, (Instant, u32, Rejection)>>,
     seq: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
     instance: u32,
     me: OnceLock<Weak<Core>>,
 }
@@ -102,6 +104,8 @@ struct ServerEntry {
     reply: ReplyTo,
     source: SocketAddr,
     arrival: Interface,
+    /// When the request arrived; taken when the first final response leaves (latency).
+    received: Option<Instant>,
     last: Option<Bytes>,
     client: Option<TxnKey>,
     to_tag: String,
@@ -164,6 +168,7 @@ impl Core {
             decisions: record::DecisionLog::default(),
             failures: std::sync::Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            metrics: Arc::default(),
             instance: rand::random(),
             me: OnceLock::new(),
         });
@@ -185,6 +190,11 @@ impl Core {
     /// Open stream connections (inbound and outbound).
     pub fn connections(&self) -> usize {
         self.registry.len()
+    }
+
+    /// The counters behind the admin endpoint's `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Stops taking new requests (they get 503); in-flight transactions go on.
@@ -210,7 +220,7 @@ impl Core {
     fn on_request(&self, m: Message, peer: &Peer, reply: &ReplyTo) {
         if let Err(e) = m.validate_request() {
             tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, "request refused: 400");
-            self.respond_stateless(&m, reply, peer.addr, |tag| {
+            self.respond_stateless(&m, peer, reply, 400, |tag| {
                 respond::bad_request(&m, &e, Some(peer.addr), tag)
             });
             return;
@@ -342,6 +352,7 @@ impl Core {
             Decision::Reject(r) => ("reject", r.rule, r.status),
             Decision::AnswerOptions => ("answer", "options-to-edge", 200),
         };
+        self.metrics.decision(outcome, rule);
         self.decisions.record(record::DecisionRecord {
             at: std::time::SystemTime::now(),
             call_id: m.call_id().unwrap_or("").to_string(),
@@ -380,6 +391,7 @@ impl Core {
             reply: reply.clone(),
             source: peer.addr,
             arrival: peer.interface,
+            received: Some(Instant::now()),
             last: None,
             client: None,
             to_tag: self.next_tag(),
@@ -423,6 +435,7 @@ impl Core {
                 if let Ok(targets) = self.targets_for(&m, &f.route, &plan) {
                     let branch = stateless_branch(&m);
                     let bytes = self.rewrite_for(&m, &peer, &f, &targets[0], &branch, &plan, &snap);
+                    self.metrics.message(f.exit, Direction::Out, Method::Ack);
                     self.send_stateless(f.exit, &targets[0], bytes);
                 }
             }
@@ -699,6 +712,7 @@ impl Core {
             }
             ((), None)
         });
+        self.metrics.message(exit, Direction::Out, m.method());
         if targets.len() == 1 {
             if let Ok(addr) = self.resolve_now(&targets[0], snap) {
                 if self.try_send_now(&client_key, exit, &targets[0], addr, &bytes, snap) {
@@ -983,6 +997,7 @@ impl Core {
             tls: self.tls.clone(),
             handler: self.handler()?,
             shutdown: self.conn_shutdown.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -1213,6 +1228,8 @@ impl Core {
         };
         let addr = SocketAddr::new(ip, port);
         let out = forward::rewrite_response(m, &self.response_edits(m, iface, None)).freeze();
+        self.metrics.message(iface, Direction::Out, m.method());
+        self.metrics.response(m.status().unwrap_or(0));
         match via.transport.parse::<Transport>() {
             Ok(Transport::Udp) => {
                 if let Some(s) = self.udp.get(&iface) {
@@ -1246,6 +1263,15 @@ impl Core {
             Entry::Server(s) => {
                 if s.fsm.on_send(status, now) {
                     s.last = Some(bytes.clone());
+                    self.metrics
+                        .message(s.arrival, Direction::Out, s.request.method());
+                    self.metrics.response(status);
+                    if status >= 200 {
+                        if let Some(t) = s.received.take() {
+                            self.metrics
+                                .transaction_done(now.saturating_duration_since(t));
+                        }
+                    }
                     (Some(s.reply.clone()), s.fsm.deadline())
                 } else {
                     (None, None)
@@ -1292,17 +1318,24 @@ impl Core {
         let fqdn = &snap.interface(peer.interface).fqdn;
         let tag = self.next_tag();
         let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
+        self.metrics
+            .message(peer.interface, Direction::Out, m.method());
+        self.metrics.response(r.status);
         let _ = reply.send(bytes.freeze());
     }
 
     fn respond_stateless(
         &self,
-        _m: &Message,
+        m: &Message,
+        peer: &Peer,
         reply: &ReplyTo,
-        _to: SocketAddr,
+        status: u16,
         build: impl FnOnce(&str) -> bytes::BytesMut,
     ) {
         let tag = self.next_tag();
+        self.metrics
+            .message(peer.interface, Direction::Out, m.method());
+        self.metrics.response(status);
         let _ = reply.send(build(&tag).freeze());
     }
 
@@ -1440,8 +1473,15 @@ impl Handler for Core {
     fn on_message(&self, msg: Bytes, peer: &Peer, reply: &ReplyTo) {
         let datagram = peer.transport == Transport::Udp;
         match Message::parse(msg, datagram) {
-            Ok(m) if m.is_request() => self.on_request(m, peer, reply),
-            Ok(m) => self.on_response(m, peer),
+            Ok(m) => {
+                self.metrics
+                    .message(peer.interface, Direction::In, m.method());
+                if m.is_request() {
+                    self.on_request(m, peer, reply)
+                } else {
+                    self.on_response(m, peer)
+                }
+            }
             Err(e) => {
                 // Without a parsed header block there is nothing to address a response to.
                 tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
@@ -1480,6 +1520,9 @@ impl Handler for Core {
                     };
                     let bytes =
                         build::response(&m, status, &phrase, Some(peer.addr), Some(&tag), &[]);
+                    self.metrics
+                        .message(peer.interface, Direction::Out, m.method());
+                    self.metrics.response(status);
                     let _ = reply.send(bytes.freeze());
                 }
             }

@@ -1,5 +1,6 @@
 //! Accept loops per interface × stream transport, with connection caps and backoff.
 
+use crate::metrics::{TlsFailure, TlsSide};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,8 @@ pub struct AcceptContext {
     pub shutdown: CancellationToken,
     /// Connections keep running until this fires (after the drain).
     pub conn_shutdown: CancellationToken,
+    /// Where TLS handshakes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Accepts TCP (or, with `tls`, TLS) connections until shutdown.
@@ -147,12 +150,18 @@ async fn serve_accepted(
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                ctx.metrics.tls_ok(TlsSide::Inbound);
+                s
+            }
             Ok(Err(e)) => {
+                ctx.metrics.tls_failed(TlsSide::Inbound, TlsFailure::of(&e));
                 tracing::warn!(interface = %ctx.interface, peer = %addr, reason = %tls.failure_reason(&e), "TLS handshake failed");
                 return;
             }
             Err(_) => {
+                ctx.metrics
+                    .tls_failed(TlsSide::Inbound, TlsFailure::Timeout);
                 tracing::warn!(interface = %ctx.interface, peer = %addr, reason = "handshake timeout", "TLS handshake failed");
                 return;
             }

@@ -1,6 +1,7 @@
 //! Outbound connections, keyed by (interface, transport, address, TLS name), reused for
 //! every request to that peer.
 
+use crate::metrics::{TlsFailure, TlsSide};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub struct ConnectContext {
     pub tls: Option<Arc<dyn TlsSource>>,
     pub handler: Arc<dyn Handler>,
     pub shutdown: CancellationToken,
+    /// Where TLS handshakes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The pool of outbound connections.
@@ -181,9 +184,20 @@ async fn connect(key: &PoolKey, ctx: &ConnectContext) -> Result<ConnHandle, Conn
             match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp))
                 .await
             {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(ConnectError::Handshake { name, source }),
-                Err(_) => return Err(ConnectError::HandshakeTimeout { name }),
+                Ok(Ok(s)) => {
+                    ctx.metrics.tls_ok(TlsSide::Outbound);
+                    s
+                }
+                Ok(Err(source)) => {
+                    ctx.metrics
+                        .tls_failed(TlsSide::Outbound, TlsFailure::of(&source));
+                    return Err(ConnectError::Handshake { name, source });
+                }
+                Err(_) => {
+                    ctx.metrics
+                        .tls_failed(TlsSide::Outbound, TlsFailure::Timeout);
+                    return Err(ConnectError::HandshakeTimeout { name });
+                }
             };
         let identity = stream
             .get_ref()
