@@ -378,6 +378,11 @@ impl Edge {
         self.zone.as_ref().map(|z| z.udp_addr())
     }
 
+    /// The caching resolver, for the counters `/metrics` reports.
+    pub fn dns_cache(&self) -> Option<crate::admin::DnsCache> {
+        self.resolver.clone()
+    }
+
     /// DNS lookups and cache hits so far.
     pub fn dns_stats(&self) -> Option<crate::dns::DnsStats> {
         self.resolver.as_ref().map(|r| r.stats())

@@ -38,6 +38,15 @@ enum Command {
         #[arg(long, default_value = "config/lab.toml")]
         config: PathBuf,
     },
+    /// Run the whole lab in one process: the edge, every simulated peer of the DESIGN
+    /// topology, the lab zone and the admin endpoint (with PIC provisioning), until
+    /// SIGINT/SIGTERM. Run it from the repository: the default config is config/lab.toml
+    /// (certificates from certs/).
+    Lab {
+        /// The lab configuration (config/lab-pre-pic.toml for the lab before the seed procedure).
+        #[arg(long, default_value = "config/lab.toml")]
+        config: PathBuf,
+    },
     /// Validate a configuration file without starting anything.
     CheckConfig {
         /// The configuration file.
@@ -84,6 +93,11 @@ enum Command {
     },
     /// Run a Management Shell cmdlet on a running edge's admin endpoint.
     ///
+    /// In a running `sipedge lab` three more commands are recognised before cmdlets:
+    /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
+    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status` and
+    /// `advance-clock 30d`.
+    ///
     /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
     /// ($XDG_RUNTIME_DIR/sipedge/admin.json or /tmp/sipedge-<uid>/admin.json). The flags may
@@ -115,6 +129,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run { config } => run(config),
+        Command::Lab { config } => lab(config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
         Command::Peer {
@@ -228,7 +243,18 @@ fn admin(
             },
         }
     }
-    let line = sipedge::admin::cmdlet_line(&words);
+    let (method, path, line) = match admin_request(&words, persist)? {
+        Some(r) => r,
+        None => (
+            "POST",
+            if persist {
+                "/cmdlet?persist=1"
+            } else {
+                "/cmdlet"
+            },
+            sipedge::admin::cmdlet_line(&words),
+        ),
+    };
     let (endpoint, token) = match (endpoint, token) {
         (Some(e), Some(t)) => (e, t),
         (e, t) => {
@@ -242,12 +268,7 @@ fn admin(
             (e.unwrap_or(se), t.unwrap_or(st))
         }
     };
-    let path = if persist {
-        "/cmdlet?persist=1"
-    } else {
-        "/cmdlet"
-    };
-    let (status, body) = sipedge::admin::http::send(&endpoint, "POST", path, Some(&token), &line)
+    let (status, body) = sipedge::admin::http::send(&endpoint, method, path, Some(&token), &line)
         .with_context(|| format!("cannot reach the admin endpoint {endpoint}"))?;
     if status == 200 {
         print!("{body}");
@@ -255,6 +276,64 @@ fn admin(
     } else {
         eprint!("{body}");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The lab keywords of `sipedge admin` (recognised before cmdlet lines): the method,
+/// route and body to send; `None` for a cmdlet line.
+fn admin_request(
+    words: &[String],
+    persist: bool,
+) -> anyhow::Result<Option<(&'static str, &'static str, String)>> {
+    let Some((first, rest)) = words.split_first() else {
+        return Ok(None);
+    };
+    let keyword = first.to_ascii_lowercase();
+    if !matches!(
+        keyword.as_str(),
+        "provision" | "provisioning-status" | "advance-clock"
+    ) {
+        return Ok(None);
+    }
+    anyhow::ensure!(!persist, "--persist applies to cmdlets only");
+    match keyword.as_str() {
+        "provisioning-status" => {
+            anyhow::ensure!(rest.is_empty(), "provisioning-status takes no arguments");
+            Ok(Some(("GET", "/provisioning-status", String::new())))
+        }
+        "advance-clock" => match rest {
+            [d] => Ok(Some(("POST", "/clock/advance", d.clone()))),
+            _ => anyhow::bail!("usage: sipedge admin advance-clock <duration, e.g. 30d>"),
+        },
+        _ => {
+            let mut body = String::new();
+            let mut it = rest.iter();
+            while let Some(flag) = it.next() {
+                let (name, inline) = match flag.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (flag.as_str(), None),
+                };
+                let key = match name {
+                    "--agreement" => "agreement",
+                    "--edge-fqdn" => "edge_fqdn",
+                    "--domain" => "domain",
+                    "--additional-fqdn" => "additional_fqdn",
+                    "--contact" => "contact",
+                    other => anyhow::bail!(
+                        "provision: unknown option `{other}`; valid: --agreement, --edge-fqdn, --domain, --additional-fqdn, --contact"
+                    ),
+                };
+                let value = match inline {
+                    Some(v) => v,
+                    None => it
+                        .next()
+                        .cloned()
+                        .with_context(|| format!("provision: {name} needs a value"))?,
+                };
+                body.push_str(&format!("{key}={value}\n"));
+            }
+            Ok(Some(("POST", "/provision", body)))
+        }
     }
 }
 
@@ -333,22 +412,7 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
             tls.clone()
                 .map(|t| t as Arc<dyn sipedge::transport::TlsSource>),
         )?;
-        let state = match (edge.admin_addr(), edge.admin_token()) {
-            (Some(addr), Some(token)) => {
-                let path = sipedge::admin::state::default_path();
-                match sipedge::admin::state::write(&path, &format!("http://{addr}"), token) {
-                    Ok(()) => {
-                        tracing::info!(state = %path.display(), "admin endpoint and token written");
-                        Some(path)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, state = %path.display(), "cannot write the admin state file; use sipedge admin --endpoint/--token");
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
+        let state = write_admin_state(edge.admin_addr(), edge.admin_token());
         let waited = wait_for_signals(&config, &live, tls.as_deref()).await;
         if let Some(p) = state {
             let _ = std::fs::remove_file(p);
@@ -366,6 +430,67 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Writes the admin state file so `sipedge admin` finds this process; its path, if written.
+fn write_admin_state(addr: Option<std::net::SocketAddr>, token: Option<&str>) -> Option<PathBuf> {
+    let (addr, token) = (addr?, token?);
+    let path = sipedge::admin::state::default_path();
+    match sipedge::admin::state::write(&path, &format!("http://{addr}"), token) {
+        Ok(()) => {
+            tracing::info!(state = %path.display(), "admin endpoint and token written");
+            Some(path)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, state = %path.display(), "cannot write the admin state file; use sipedge admin --endpoint/--token");
+            None
+        }
+    }
+}
+
+/// `sipedge lab`: everything in one process until SIGINT/SIGTERM.
+fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
+    use sipedge::lab::run::{Lab, LabOptions};
+    let snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let drain = snapshot.edge.drain_timeout;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let lab = Lab::start(snapshot, LabOptions::for_config(&config)).await?;
+        let state = write_admin_state(lab.admin_addr(), lab.admin_token());
+        println!("sipedge lab ({})\n", config.display());
+        print!("{}", lab.table());
+        println!("\nTry next:");
+        println!("  sipedge admin Get-CsPublicProvider");
+        println!("  sipedge admin provisioning-status");
+        println!(
+            "  sipedge explain --config {} --from sip:alice@contoso.test --to sip:sam@live.com",
+            config.display()
+        );
+        println!("\nCtrl-C stops the lab.");
+        let waited = wait_for_stop().await;
+        if let Some(p) = state {
+            let _ = std::fs::remove_file(p);
+        }
+        waited?;
+        tracing::info!("shutting down the lab");
+        let report = lab.shutdown(drain).await;
+        tracing::info!(abandoned = report.abandoned, "lab stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+    }
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the config file and certificates.

@@ -13,6 +13,9 @@
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
 //! | `GET /decisions` | yes | the last decisions, oldest first, one line each |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
+//! | `POST /provision` (body: `key=value` lines, see `lab::pic::Request::from_form`) | yes | lab only: 200 + `PIC-0001 Submitted`; 400 + the rejection |
+//! | `GET /provisioning-status` | yes | lab only: one line per provisioning request |
+//! | `POST /clock/advance` (body: a duration, `30d`) | yes | lab only: 200 + the new lab time |
 //!
 //! The token is a bearer token (`Authorization: Bearer <token>`): `[admin] token`, or one
 //! generated at start. Every route but `/health` (a liveness probe) takes the token,
@@ -72,6 +75,14 @@ pub fn cmdlet_line(words: &[String]) -> String {
 
 /// The edge's caching resolver, whose counters `/metrics` reports.
 pub type DnsCache = Arc<crate::dns::CachingResolver<crate::dns::HickoryResolver>>;
+/// The lab's PIC provisioning, when the endpoint belongs to `sipedge lab`: the simulated
+/// Skype gateway's store, the lab clock, and whether an FQDN resolves in the lab zone.
+#[derive(Clone)]
+pub struct LabControl {
+    pub store: Arc<crate::lab::pic::Provisioning>,
+    pub clock: Arc<crate::lab::pic::LabClock>,
+    pub resolves: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
 
 /// What the endpoint works on.
 struct Admin {
@@ -79,6 +90,7 @@ struct Admin {
     core: Arc<Core>,
     dns: Option<DnsCache>,
     token: String,
+    lab: Option<LabControl>,
     /// Held while a change is computed and installed.
     writes: tokio::sync::Mutex<()>,
 }
@@ -92,11 +104,26 @@ pub async fn serve(
     token: String,
     shutdown: CancellationToken,
 ) {
+    serve_with(listener, live, core, dns, token, None, shutdown).await
+}
+
+/// [`serve`], plus the lab routes when `lab` is given.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_with(
+    listener: TcpListener,
+    live: Arc<Live>,
+    core: Arc<Core>,
+    dns: Option<DnsCache>,
+    token: String,
+    lab: Option<LabControl>,
+    shutdown: CancellationToken,
+) {
     let admin = Arc::new(Admin {
         live,
         core,
         dns,
         token,
+        lab,
         writes: tokio::sync::Mutex::new(()),
     });
     loop {
@@ -147,13 +174,28 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]";
+            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, "ok\n".into()),
-            "/health" | "/config" | "/decisions" | "/metrics" if method != "GET" => {
+            "/health" | "/config" | "/decisions" | "/metrics" | "/provisioning-status"
+                if method != "GET" =>
+            {
                 return (405, format!("{} takes GET; {ROUTES}\n", req.path))
             }
+            "/provision" | "/clock/advance" if method != "POST" => {
+                return (405, format!("{} takes POST; {ROUTES}\n", req.path))
+            }
+            "/provision" | "/provisioning-status" | "/clock/advance" if self.lab.is_none() => {
+                return (
+                    404,
+                    format!(
+                        "{} exists in `sipedge lab` only (this edge simulates no provider)\n",
+                        req.path
+                    ),
+                )
+            }
+            "/provision" | "/provisioning-status" | "/clock/advance" => {}
             "/cmdlet" if method != "POST" => {
                 return (
                     405,
@@ -173,7 +215,62 @@ impl Admin {
             "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
             "/decisions" => (200, self.decisions()),
             "/metrics" => (200, self.metrics()),
+            "/provision" | "/provisioning-status" | "/clock/advance" => self.pic(req),
             _ => self.cmdlet(req).await,
+        }
+    }
+
+    /// The lab routes: PIC provisioning requests and the lab clock.
+    fn pic(&self, req: &http::Request) -> (u16, String) {
+        use crate::lab::pic;
+        let Some(lab) = &self.lab else {
+            return (404, "no lab on this endpoint\n".into());
+        };
+        let body = String::from_utf8_lossy(&req.body);
+        match req.path.as_str() {
+            "/provision" => {
+                let request = match pic::Request::from_form(&body) {
+                    Ok(r) => r,
+                    Err(e) => return (400, format!("{e}\n")),
+                };
+                let resolves = lab.resolves.clone();
+                match lab
+                    .store
+                    .submit(request, lab.clock.now(), &move |f: &str| resolves(f))
+                {
+                    Ok(id) => {
+                        tracing::info!(%id, "PIC provisioning request submitted");
+                        (
+                            200,
+                            format!(
+                                "{id} Submitted; provisioned after {} days of lab time\n",
+                                lab.store.delay().as_secs() / 86_400
+                            ),
+                        )
+                    }
+                    Err(r) => (400, format!("{r}\n")),
+                }
+            }
+            "/provisioning-status" => {
+                let now = lab.clock.now();
+                (200, pic::render_status(&lab.store.all(now), now))
+            }
+            _ => match pic::parse_duration(&body) {
+                Ok(by) => {
+                    lab.clock.advance(by);
+                    let now = lab.clock.now();
+                    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                    tracing::info!(advanced_s = by.as_secs(), "lab clock advanced");
+                    (
+                        200,
+                        format!(
+                            "lab clock advanced by {}s; lab time is now {secs} (unix seconds)\n",
+                            by.as_secs()
+                        ),
+                    )
+                }
+                Err(e) => (400, format!("{e}\n")),
+            },
         }
     }
 

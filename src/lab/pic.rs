@@ -302,6 +302,122 @@ fn validate(r: &Request, earlier: &[Entry], resolves: &dyn Fn(&str) -> bool) -> 
     Ok(())
 }
 
+// === The admin wire forms ===
+
+impl Request {
+    /// Reads the admin endpoint's `key=value` lines: `agreement`, `edge_fqdn`, `domain`
+    /// (repeatable), `additional_fqdn` (repeatable), `contact`. Blank lines are skipped.
+    pub fn from_form(text: &str) -> Result<Request, String> {
+        let mut r = Request {
+            agreement_number: String::new(),
+            access_edge_fqdn: String::new(),
+            sip_domains: Vec::new(),
+            additional_edge_fqdns: Vec::new(),
+            contact: String::new(),
+        };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(format!("`{line}` is not key=value"));
+            };
+            let v = v.trim().to_string();
+            match k.trim() {
+                "agreement" => r.agreement_number = v,
+                "edge_fqdn" => r.access_edge_fqdn = v,
+                "domain" => r.sip_domains.push(v),
+                "additional_fqdn" => r.additional_edge_fqdns.push(v),
+                "contact" => r.contact = v,
+                other => {
+                    return Err(format!(
+                        "unknown field `{other}`; valid fields: agreement, edge_fqdn, domain, additional_fqdn, contact"
+                    ))
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The `key=value` lines [`Request::from_form`] reads.
+    pub fn to_form(&self) -> String {
+        let mut out = format!(
+            "agreement={}\nedge_fqdn={}\n",
+            self.agreement_number, self.access_edge_fqdn
+        );
+        for d in &self.sip_domains {
+            out.push_str(&format!("domain={d}\n"));
+        }
+        for f in &self.additional_edge_fqdns {
+            out.push_str(&format!("additional_fqdn={f}\n"));
+        }
+        if !self.contact.is_empty() {
+            out.push_str(&format!("contact={}\n", self.contact));
+        }
+        out
+    }
+}
+
+/// One line per request, as `sipedge admin provisioning-status` prints it, e.g.
+/// `PIC-0001 Pending domains=contoso.test edge=accessedge.contoso.test provisioned-in=29d 0h`.
+pub fn render_status(all: &[Status], now: SystemTime) -> String {
+    if all.is_empty() {
+        return "no provisioning request\n".to_string();
+    }
+    let mut out = String::new();
+    for s in all {
+        out.push_str(&format!(
+            "{} {} domains={} edge={}",
+            s.id,
+            s.state,
+            s.request.sip_domains.join(","),
+            s.request.access_edge_fqdn
+        ));
+        if let (State::Submitted | State::Pending, Some(at)) = (&s.state, s.provisioned_at) {
+            let left = at.duration_since(now).unwrap_or_default().as_secs();
+            out.push_str(&format!(
+                " provisioned-in={}d {}h",
+                left / 86_400,
+                left % 86_400 / 3600
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A lab-time duration: a number followed by `d`, `h`, `m` or `s` (`30d`, `12h`), or
+/// several of them (`1d12h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a duration; write e.g. 30d, 12h, 90m or 1d12h");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c.to_ascii_lowercase() {
+            'd' => 86_400,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +528,30 @@ mod tests {
         assert_eq!(
             not_provisioned_diagnostics("contoso.test"),
             "1080;reason=\"The federated organization has not been provisioned for public IM connectivity\";domain=\"contoso.test\""
+        );
+    }
+
+    #[test]
+    fn the_admin_forms_round_trip_and_durations_parse() {
+        let r = Request {
+            additional_edge_fqdns: vec!["edge2.contoso.test".into()],
+            ..contoso()
+        };
+        assert_eq!(Request::from_form(&r.to_form()), Ok(r));
+        assert!(Request::from_form("colour=blue")
+            .unwrap_err()
+            .contains("valid fields"));
+        assert_eq!(parse_duration("30d"), Ok(30 * DAY));
+        assert_eq!(parse_duration("1d12h"), Ok(DAY + DAY / 2));
+        assert!(parse_duration("30").is_err() && parse_duration("3x").is_err());
+
+        let pic = Provisioning::default();
+        let now = start();
+        pic.submit(contoso(), now, &lab_zone).unwrap();
+        let text = render_status(&pic.all(now + DAY), now + DAY);
+        assert_eq!(
+            text,
+            "PIC-0001 Pending domains=contoso.test edge=accessedge.contoso.test provisioned-in=29d 0h\n"
         );
     }
 }

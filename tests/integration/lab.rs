@@ -1,0 +1,174 @@
+//! `sipedge lab` composed in-process on ephemeral ports, and the seed document's procedure
+//! run in its order in the lab before it (config/lab-pre-pic.toml): alice cannot reach a
+//! live.com user; the PIC provisioning request is submitted; the two Management Shell
+//! commands run verbatim; the lab clock is advanced 30 days; alice's MESSAGE arrives at the
+//! simulated Skype gateway.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sipedge::config::Snapshot;
+use sipedge::lab::pic::{self, LabClock};
+use sipedge::lab::run::{Lab, LabOptions};
+use sipedge::lab::topology::Role;
+use sipedge::transport::{Interface, Transport};
+
+use crate::support::*;
+
+fn repo(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+async fn start(config: &str) -> Lab {
+    let path = repo(config);
+    let snap = Snapshot::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = LabOptions::for_config(&path);
+    opts.ephemeral = true;
+    opts.clock = Arc::new(LabClock::manual(SystemTime::now()));
+    Lab::start(snap, opts).await.expect("lab starts")
+}
+
+/// One admin request, as `sipedge admin` sends it.
+async fn admin(lab: &Lab, method: &'static str, path: &'static str, body: &str) -> (u16, String) {
+    let endpoint = format!("http://{}", lab.admin_addr().expect("admin"));
+    let token = lab.admin_token().unwrap().to_string();
+    let body = body.to_string();
+    tokio::task::spawn_blocking(move || {
+        sipedge::admin::http::send(&endpoint, method, path, Some(&token), &body).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn im(id: &str) -> String {
+    request(
+        "MESSAGE",
+        "sip:sam@live.com",
+        "sip:alice@contoso.test",
+        "sip:sam@live.com",
+        &format!("SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK{id}"),
+        id,
+        &["Content-Type: text/plain"],
+        "hello sam",
+    )
+}
+
+/// alice's MESSAGE to sam@live.com through the internal interface; the final answer.
+async fn alice_says(lab: &Lab, id: &str) -> String {
+    let mut conn = tcp_connect(
+        lab.edge()
+            .local_addr(Interface::Internal, Transport::Tcp)
+            .unwrap(),
+    )
+    .await;
+    conn.send(&im(id)).await;
+    conn.recv_skip_100().await
+}
+
+#[tokio::test]
+async fn the_seed_procedure_works_end_to_end_in_the_pre_pic_lab() {
+    let lab = start("config/lab-pre-pic.toml").await;
+    let table = lab.table();
+    assert!(
+        table.contains("PIC: contoso.test not provisioned"),
+        "{table}"
+    );
+
+    // 1. Before: Messenger is disabled and there is no Skype provider.
+    let r = alice_says(&lab, "seed1").await;
+    assert!(status_of(&r) >= 400, "{r}");
+    assert!(lab.peer(Role::Skype).received().is_empty());
+
+    // 2. The provisioning request.
+    let (s, out) = admin(
+        &lab,
+        "POST",
+        "/provision",
+        "agreement=AG-0001\nedge_fqdn=accessedge.contoso.test\ndomain=contoso.test\ncontact=admin@contoso.test\n",
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+    assert!(out.starts_with("PIC-0001 Submitted"), "{out}");
+    let (s, out) = admin(
+        &lab,
+        "POST",
+        "/provision",
+        "agreement=AG-2\nedge_fqdn=edge.nowhere.test\ndomain=x.test\n",
+    )
+    .await;
+    assert_eq!(s, 400, "{out}");
+    assert!(out.contains("does not resolve"), "{out}");
+
+    // 3. The two Management Shell commands, verbatim, in the seed's order.
+    for line in [
+        "Remove-CsPublicProvider -Identity Messenger",
+        r#"New-CsPublicProvider -Identity Skype -ProxyFqdn federation.messenger.msn.com -IconUrl "https://images.edge.messenger.live.com/Messenger_16x16.png" -VerificationLevel 2 -Enabled 1"#,
+    ] {
+        let (s, out) = admin(&lab, "POST", "/cmdlet", line).await;
+        assert_eq!(s, 200, "{line}: {out}");
+    }
+
+    // Provider in place but the organisation is still pending at the gateway: 403 + 1080.
+    let r = alice_says(&lab, "seed2").await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert_eq!(
+        header(&r, "ms-diagnostics"),
+        Some(pic::not_provisioned_diagnostics("contoso.test").as_str()),
+        "{r}"
+    );
+    let (_, status) = admin(&lab, "GET", "/provisioning-status", "").await;
+    assert!(status.starts_with("PIC-0001 Submitted"), "{status}");
+
+    // 4. Thirty days of lab time.
+    let (s, out) = admin(&lab, "POST", "/clock/advance", "30d").await;
+    assert_eq!(s, 200, "{out}");
+    let (_, status) = admin(&lab, "GET", "/provisioning-status", "").await;
+    assert!(status.starts_with("PIC-0001 Provisioned"), "{status}");
+
+    // 5. alice's MESSAGE arrives at the simulated Skype gateway.
+    let r = alice_says(&lab, "seed3").await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let got = lab
+        .peer(Role::Skype)
+        .wait_for(WAIT, |m| m.call_id == "seed3")
+        .await
+        .expect("the IM reached the Skype gateway");
+    assert_eq!(got.method, "MESSAGE");
+    assert_eq!(got.uri, "sip:sam@live.com");
+    assert!(got.from.contains("alice@contoso.test"), "{}", got.from);
+    assert!(got.text.ends_with("hello sam"), "{}", got.text);
+    assert!(
+        got.trust
+            .as_deref()
+            .unwrap_or("")
+            .contains("ms-ep-fqdn=accessedge.contoso.test"),
+        "{got:?}"
+    );
+    lab.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn the_lab_after_the_seed_starts_provisioned_and_skype_traffic_flows() {
+    let lab = start("config/lab.toml").await;
+    let table = lab.table();
+    for row in [
+        "pool",
+        "partner",
+        "skype",
+        "hosting",
+        "PIC: contoso.test provisioned",
+    ] {
+        assert!(table.contains(row), "{row}: {table}");
+    }
+    let r = alice_says(&lab, "post1").await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert!(lab
+        .peer(Role::Skype)
+        .wait_for(WAIT, |m| m.call_id == "post1")
+        .await
+        .is_some());
+    let (s, out) = admin(&lab, "POST", "/clock/advance", "soon").await;
+    assert_eq!(s, 400, "{out}");
+    lab.shutdown(Duration::from_millis(200)).await;
+}
