@@ -274,20 +274,20 @@ impl Core {
             self.send_on_server(&key, 100, trying.freeze());
         }
         let peer = self.identify(peer, &snap);
-        let plan = self.route_plan(&m);
-        let question = {
-            let facts = self.facts(&m, &plan);
-            policy::dns_needed(&facts, &peer, &snap)
-        };
-        let Some(question) = question else {
-            return self.decide_and_act(key, &m, &peer, &plan, &snap, &DnsFacts::none());
+        let plan = self.route_plan(&m, &snap);
+        let facts = self.facts(&m, &plan, &snap);
+        let question = match policy::dns_needed(&facts, &peer, &snap) {
+            None => {
+                return self.decide_and_act(key, &m, &facts, &peer, &plan, &snap, &DnsFacts::none())
+            }
+            Some(q) => q,
         };
         let Some(resolver) = self.resolver.clone() else {
-            let facts = DnsFacts::answer(
+            let dns = DnsFacts::answer(
                 &question,
                 SrvAnswer::Failed("no DNS resolver configured".into()),
             );
-            return self.decide_and_act(key, &m, &peer, &plan, &snap, &facts);
+            return self.decide_and_act(key, &m, &facts, &peer, &plan, &snap, &dns);
         };
         let Some(me) = self.me.get().and_then(Weak::upgrade) else {
             return;
@@ -300,23 +300,26 @@ impl Core {
                 Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
                 Err(e) => SrvAnswer::Failed(e.to_string()),
             };
-            let facts = DnsFacts::answer(&question, answer);
-            me.decide_and_act(key, &m, &peer, &plan, &snap, &facts);
+            let dns = DnsFacts::answer(&question, answer);
+            // The facts borrow the message, which moved into this task: take them again.
+            let facts = me.facts(&m, &plan, &snap);
+            me.decide_and_act(key, &m, &facts, &peer, &plan, &snap, &dns);
         });
     }
 
     /// Runs the decision with its DNS facts and acts on it.
+    #[allow(clippy::too_many_arguments)]
     fn decide_and_act(
         &self,
         key: TxnKey,
         m: &Message,
+        facts: &RequestFacts<'_>,
         peer: &Peer,
         plan: &RoutePlan,
         snap: &Arc<Snapshot>,
         dns: &DnsFacts,
     ) {
-        let facts = self.facts(m, plan);
-        let decision = policy::decide(&facts, peer, snap, dns);
+        let decision = policy::decide(facts, peer, snap, dns);
         self.record(m, peer, &decision);
         match decision {
             Decision::Reject(r) => self.reject(&key, &r, snap),
@@ -428,8 +431,8 @@ impl Core {
         // An ACK for a 2xx is end to end: relay it statelessly along the route set.
         let snap = self.live.load();
         let peer = self.identify(peer, &snap);
-        let plan = self.route_plan(&m);
-        let facts = self.facts(&m, &plan);
+        let plan = self.route_plan(&m, &snap);
+        let facts = self.facts(&m, &plan, &snap);
         match policy::decide(&facts, &peer, &snap, &DnsFacts::none()) {
             Decision::Forward(f) => {
                 if let Ok(targets) = self.targets_for(&m, &f.route, &plan) {
@@ -521,13 +524,12 @@ impl Core {
     }
 
     /// Which Route entries are ours (to pop) and where the in-dialog request leaves.
-    fn route_plan(&self, m: &Message) -> RoutePlan {
+    fn route_plan(&self, m: &Message, snap: &Snapshot) -> RoutePlan {
         let mut plan = RoutePlan::default();
-        let snap = self.live.load();
         for (line, range) in m.values(HeaderName::Route) {
             let value = m.text(range.clone());
             let ours = crate::sip::NameAddr::parse(value)
-                .and_then(|na| self.interface_named(&snap, na.uri.host, na.uri.port));
+                .and_then(|na| self.interface_named(snap, na.uri.host, na.uri.port));
             match ours {
                 Some(iface) => {
                     plan.pops.push((line, range));
@@ -560,11 +562,10 @@ impl Core {
         None
     }
 
-    fn facts<'m>(&self, m: &'m Message, plan: &RoutePlan) -> RequestFacts<'m> {
-        let snap = self.live.load();
+    fn facts<'m>(&self, m: &'m Message, plan: &RoutePlan, snap: &Snapshot) -> RequestFacts<'m> {
         let mut facts = request_facts(m);
         facts.addressed_to_edge = m.uri().is_some_and(|u| {
-            u.user.is_none() && self.interface_named(&snap, u.host, u.port).is_some()
+            u.user.is_none() && self.interface_named(snap, u.host, u.port).is_some()
         });
         facts.looped = self.is_loop(m);
         facts.routed_exit = plan.exit;
@@ -576,11 +577,13 @@ impl Core {
     /// came back unchanged (a spiral would change the hash).
     fn is_loop(&self, m: &Message) -> bool {
         let hash = loop_hash(m);
-        let prefix = format!("{BRANCH_PREFIX}{hash:08x}");
         m.values(HeaderName::Via).iter().any(|(_, r)| {
             crate::sip::Via::parse(m.text(r.clone()))
                 .and_then(|v| v.branch())
-                .is_some_and(|b| b.starts_with(&prefix))
+                .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
+                .and_then(|rest| rest.get(..8))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                == Some(hash)
         })
     }
 
