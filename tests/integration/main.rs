@@ -6,6 +6,7 @@ mod configs;
 mod federation;
 mod lab;
 mod metrics;
+mod observability;
 mod peers;
 mod support;
 mod tls;
