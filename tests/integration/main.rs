@@ -5,6 +5,7 @@ mod binary;
 mod configs;
 mod federation;
 mod lab;
+mod lab_binary;
 mod metrics;
 mod observability;
 mod peers;
