@@ -3,12 +3,14 @@
 //! and the lab before the seed procedure with `--config`. Each lab is stopped with SIGTERM
 //! and must exit 0.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use crate::admin::{SEED_NEW, SEED_REMOVE};
+use crate::support::read_lines;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sipedge");
 
@@ -40,15 +42,7 @@ impl LabProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn sipedge lab");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stdout.take().expect("stdout"));
         let mut banner = String::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -205,26 +199,14 @@ fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_against_i
     // The README walk-through.
     let out = lab.ok(&["check-config", config.to_str().unwrap()]);
     assert!(out.contains(": OK (local domains: contoso.test;"), "{out}");
-    let out = lab.ok(&[
-        "explain",
-        "--from",
-        "sip:alice@contoso.test",
-        "--to",
-        "sip:x@live.com",
-        "--method",
-        "INVITE",
-        "--sdp",
-        "audio",
-    ]);
+    let out = lab.ok(&words(
+        "sipedge explain --from sip:alice@contoso.test --to sip:x@live.com --method INVITE --sdp audio",
+    ));
     assert!(out.contains("Decision: REJECT 403"), "{out}");
     assert!(out.contains("ms-diagnostics: 1908"), "{out}");
-    let out = lab.ok(&[
-        "explain",
-        "--from",
-        "sip:alice@contoso.test",
-        "--to",
-        "sip:x@live.com",
-    ]);
+    let out = lab.ok(&words(
+        "sipedge explain --from sip:alice@contoso.test --to sip:x@live.com",
+    ));
     assert!(
         out.contains("Route:    federation.messenger.msn.com:5061 over tls"),
         "{out}"
@@ -283,34 +265,12 @@ fn the_pre_pic_lab_takes_the_seed_procedure_through_the_binary() {
     assert!(out.contains("Decision: "), "{out}");
 
     // The README's seed procedure, in its order.
-    let out = lab.ok(&[
-        "admin",
-        "provision",
-        "--agreement",
-        "AG-0001",
-        "--edge-fqdn",
-        "accessedge.contoso.test",
-        "--domain",
-        "contoso.test",
-        "--contact",
-        "admin@contoso.test",
-    ]);
+    let out = lab.ok(&words(
+        "sipedge admin provision --agreement AG-0001 --edge-fqdn accessedge.contoso.test --domain contoso.test --contact admin@contoso.test",
+    ));
     assert!(out.starts_with("PIC-0001 Submitted"), "{out}");
-    lab.ok(&["admin", "Remove-CsPublicProvider", "-Identity", "Messenger"]);
-    lab.ok(&[
-        "admin",
-        "New-CsPublicProvider",
-        "-Identity",
-        "Skype",
-        "-ProxyFqdn",
-        "federation.messenger.msn.com",
-        "-IconUrl",
-        "https://images.edge.messenger.live.com/Messenger_16x16.png",
-        "-VerificationLevel",
-        "2",
-        "-Enabled",
-        "1",
-    ]);
+    lab.ok(&[&["admin"], SEED_REMOVE].concat());
+    lab.ok(&[&["admin"], SEED_NEW].concat());
     // The lab clock runs at wall speed: the request is Submitted, then Pending.
     let out = lab.ok(&["admin", "provisioning-status"]);
     assert!(

@@ -2,7 +2,6 @@
 //! decision's trail, and the TLS and DNS counters of `/metrics`. The lab is the embedded
 //! one, laid out in a temporary directory with freshly generated certificates.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject as _;
@@ -17,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::lab::admin;
 use crate::metrics::{sum, value};
 use crate::support::*;
+use crate::tls::{is_refused, without_client_certificate};
 
 /// A lab from the embedded config, plus a discovered partner (`sip.northwind.test`, which
 /// the lab has no peer for) whose SRV record points at a simulated peer.
@@ -159,22 +159,6 @@ async fn decisions_show_the_last_n_with_the_trail_explain_prints() {
     f.lab.shutdown(Duration::from_millis(200)).await;
 }
 
-/// Whether the external TLS listener lets this client exchange a keep-alive.
-async fn keepalive_over_tls(to: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
-    let tcp = TcpStream::connect(to).await.expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
-    let Ok(s) = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-    else {
-        return false;
-    };
-    // With TLS 1.3 a refused client certificate shows up on the first read.
-    let mut s = StreamConn::new(s);
-    s.send("\r\n\r\n").await;
-    s.read_raw(Duration::from_secs(2)).await == b"\r\n"
-}
-
 #[tokio::test]
 async fn tls_handshakes_and_failures_are_counted_by_reason() {
     let f = start().await;
@@ -192,18 +176,8 @@ async fn tls_handshakes_and_failures_are_counted_by_reason() {
     };
 
     // A client that presents no certificate.
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_file(f.certs.join("ca.crt")).unwrap())
-        .unwrap();
-    let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    assert!(!keepalive_over_tls(ext, Arc::new(anonymous)).await);
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(f.certs.join("ca.crt")).unwrap();
+    assert!(is_refused(ext, without_client_certificate(ca)).await);
     // A connection closed before its ClientHello.
     drop(TcpStream::connect(ext).await.unwrap());
     // The partner with its lab certificate.
@@ -215,7 +189,7 @@ async fn tls_handshakes_and_failures_are_counted_by_reason() {
     )
     .unwrap();
     let good = sipedge::tls::client_config(&partner).unwrap();
-    assert!(keepalive_over_tls(ext, good).await);
+    assert!(!is_refused(ext, good).await);
 
     let delta = |after: &str, s: &str| value(after, s) - value(&before, s);
     let after = metrics_when(&f.lab, |t| delta(t, &series("failed")) >= 2).await;
@@ -234,31 +208,22 @@ async fn a_discovered_partner_is_looked_up_once_then_served_from_the_cache() {
     let f = start().await;
     let lookups = "sipedge_dns_lookups_total";
     let hits = "sipedge_dns_cache_hits_total";
-    let m0 = metrics(&f.lab).await;
-    let r = send(
-        &f.lab,
-        "sip:alice@contoso.test",
-        "sip:nina@northwind.test",
-        "dns1",
-    )
-    .await;
-    assert_eq!(status_of(&r), 200, "{r}");
-    let m1 = metrics(&f.lab).await;
-    let r = send(
-        &f.lab,
-        "sip:alice@contoso.test",
-        "sip:nils@northwind.test",
-        "dns2",
-    )
-    .await;
-    assert_eq!(status_of(&r), 200, "{r}");
-    let m2 = metrics(&f.lab).await;
+    let mut seen = vec![metrics(&f.lab).await];
+    for (id, to) in [
+        ("dns1", "sip:nina@northwind.test"),
+        ("dns2", "sip:nils@northwind.test"),
+    ] {
+        let r = send(&f.lab, "sip:alice@contoso.test", to, id).await;
+        assert_eq!(status_of(&r), 200, "{r}");
+        seen.push(metrics(&f.lab).await);
+    }
+    let (m0, m1, m2) = (&seen[0], &seen[1], &seen[2]);
     let d = |a: &str, b: &str, s: &str| value(b, s) - value(a, s);
     // Each request resolves two names: the SRV of northwind.test and the A record of its
     // target sip.northwind.test. The first asks the lab's DNS for both (two lookups, no
     // hit); the second finds both in the cache (two lookups, two hits).
-    assert_eq!((d(&m0, &m1, lookups), d(&m0, &m1, hits)), (2, 0), "{m1}");
-    assert_eq!((d(&m1, &m2, lookups), d(&m1, &m2, hits)), (2, 2), "{m2}");
+    assert_eq!((d(m0, m1, lookups), d(m0, m1, hits)), (2, 0), "{m1}");
+    assert_eq!((d(m1, m2, lookups), d(m1, m2, hits)), (2, 2), "{m2}");
     // Both requests reached the partner, as a discovered partner.
     for id in ["dns1", "dns2"] {
         let got = f.northwind.wait_for(WAIT, |m| m.call_id == id).await;
@@ -266,7 +231,7 @@ async fn a_discovered_partner_is_looked_up_once_then_served_from_the_cache() {
     }
     let rule = "rule=\"discovered-partner\"";
     assert_eq!(
-        sum(&m2, "sipedge_decisions_total", rule) - sum(&m0, "sipedge_decisions_total", rule),
+        sum(m2, "sipedge_decisions_total", rule) - sum(m0, "sipedge_decisions_total", rule),
         2,
         "{m2}"
     );

@@ -393,3 +393,18 @@ impl TcpPeer {
         StreamConn::new(s)
     }
 }
+
+/// Reads `from` line by line on a thread of its own (a child's stdout or stderr), so a
+/// test can wait for a line with a deadline.
+pub fn read_lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
