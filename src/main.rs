@@ -106,6 +106,9 @@ enum Command {
     },
     /// Run a Management Shell cmdlet on a running edge's admin endpoint.
     ///
+    /// `decisions [N]` prints the last N decisions with their trail of checks (default 20)
+    /// and `metrics` the counters (Prometheus text).
+    ///
     /// In a running `sipedge lab` three more commands are recognised before cmdlets:
     /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
     /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status` and
@@ -263,15 +266,20 @@ fn admin(
             },
         }
     }
-    let (method, path, line) = match admin_request(&words, persist)? {
-        Some(r) => r,
-        None => (
+    let (method, path, line) = match (
+        admin_read(&words, persist)?,
+        admin_request(&words, persist)?,
+    ) {
+        (Some(path), _) => ("GET", path, String::new()),
+        (None, Some((method, path, body))) => (method, path.to_string(), body),
+        (None, None) => (
             "POST",
             if persist {
                 "/cmdlet?persist=1"
             } else {
                 "/cmdlet"
-            },
+            }
+            .to_string(),
             sipedge::admin::cmdlet_line(&words),
         ),
     };
@@ -288,7 +296,7 @@ fn admin(
             (e.unwrap_or(se), t.unwrap_or(st))
         }
     };
-    let (status, body) = sipedge::admin::http::send(&endpoint, method, path, Some(&token), &line)
+    let (status, body) = sipedge::admin::http::send(&endpoint, method, &path, Some(&token), &line)
         .with_context(|| format!("cannot reach the admin endpoint {endpoint}"))?;
     if status == 200 {
         print!("{body}");
@@ -297,6 +305,24 @@ fn admin(
         eprint!("{body}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `sipedge admin decisions [N]` and `sipedge admin metrics`: the route to read, `None`
+/// for anything else.
+fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>> {
+    let Some((first, rest)) = words.split_first() else {
+        return Ok(None);
+    };
+    let path = match (first.to_ascii_lowercase().as_str(), rest) {
+        ("decisions", []) => "/decisions".to_string(),
+        ("decisions", [n]) => format!("/decisions?n={n}"),
+        ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N]"),
+        ("metrics", []) => "/metrics".to_string(),
+        ("metrics", _) => anyhow::bail!("usage: sipedge admin metrics"),
+        _ => return Ok(None),
+    };
+    anyhow::ensure!(!persist, "--persist applies to cmdlets only");
+    Ok(Some(path))
 }
 
 /// The lab keywords of `sipedge admin` (recognised before cmdlet lines): the method,

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::admin::{SEED_NEW, SEED_REMOVE};
-use crate::support::read_lines;
+use crate::support::{header, message_over_tcp, read_lines, status_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sipedge");
 
@@ -143,8 +143,17 @@ fn words(line: &str) -> Vec<&str> {
     w
 }
 
-#[test]
-fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_against_it() {
+/// The edge's internal TCP address, from the table the lab printed.
+fn internal_tcp(banner: &str) -> std::net::SocketAddr {
+    let row = banner.lines().find(|l| l.starts_with("edge internal"));
+    let row = row.unwrap_or_else(|| panic!("no internal row in\n{banner}"));
+    let at = row.find("tcp ").expect("a tcp address") + 4;
+    let addr = row[at..].split(',').next().unwrap();
+    addr.trim().parse().expect("an address")
+}
+
+#[tokio::test]
+async fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_against_it() {
     let lab = LabProcess::start(&[]);
     let dir = lab.data.path().join("sipedge/lab");
     let config = dir.join("config/lab.toml");
@@ -225,6 +234,40 @@ fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_against_i
         "-Identity",
         "tailspin.test",
     ]);
+
+    // Real traffic, its diagnostics, and a cmdlet that fixes the refusal.
+    let internal = internal_tcp(banner);
+    let bob =
+        |id: &'static str| message_over_tcp(internal, "sip:bob@contoso.test", "sip:x@live.com", id);
+    let r = bob("tour1").await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics")
+            .unwrap_or("")
+            .starts_with("1907;"),
+        "{r}"
+    );
+    let out = lab.ok(&["admin", "decisions", "1"]);
+    assert!(
+        out.contains(" reject 403 user-public-cloud-denied MESSAGE sip:x@live.com internal/tcp"),
+        "{out}"
+    );
+    assert!(out.contains("call-id=tour1\n"), "{out}");
+    assert!(out.contains("\n  DECIDED  access-policy "), "{out}");
+    lab.ok(&words(
+        "sipedge admin Set-CsExternalAccessPolicy -Identity NoPublicCloud -EnablePublicCloudAccess 1",
+    ));
+    let r = bob("tour2").await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let out = lab.ok(&["admin", "decisions", "1"]);
+    assert!(
+        out.contains(" forward 0 ") && out.contains("call-id=tour2\n"),
+        "{out}"
+    );
+    let out = lab.ok(&["admin", "metrics"]);
+    let series =
+        "sipedge_messages_total{interface=\"internal\",direction=\"in\",method=\"MESSAGE\"} 2\n";
+    assert!(out.contains(series), "{out}");
 
     // Errors name the valid choices and exit 1.
     let out = lab.sipedge(&["admin", "Get-CsPublicProviders"]);

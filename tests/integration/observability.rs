@@ -54,13 +54,8 @@ async fn start() -> Fixture {
 
 /// A MESSAGE from `from` to `to` through the internal interface; the final answer.
 async fn send(lab: &Lab, from: &str, to: &str, id: &str) -> String {
-    let ext = lab.edge().local_addr(Interface::Internal, Transport::Tcp);
-    let mut conn = tcp_connect(ext.unwrap()).await;
-    let via = format!("SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK{id}");
-    let ctype = ["Content-Type: text/plain"];
-    conn.send(&request("MESSAGE", to, from, to, &via, id, &ctype, "hi"))
-        .await;
-    conn.recv_skip_100().await
+    let internal = lab.edge().local_addr(Interface::Internal, Transport::Tcp);
+    message_over_tcp(internal.unwrap(), from, to, id).await
 }
 
 async fn metrics(lab: &Lab) -> String {

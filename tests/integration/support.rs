@@ -408,3 +408,13 @@ pub fn read_lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc:
     });
     lines
 }
+
+/// A MESSAGE from `from` to `uri` over a new TCP connection to `to`; the final answer.
+pub async fn message_over_tcp(to: SocketAddr, from: &str, uri: &str, id: &str) -> String {
+    let mut conn = tcp_connect(to).await;
+    let via = format!("SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK{id}");
+    let ctype = ["Content-Type: text/plain"];
+    conn.send(&request("MESSAGE", uri, from, uri, &via, id, &ctype, "hi"))
+        .await;
+    conn.recv_skip_100().await
+}
