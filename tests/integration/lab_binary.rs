@@ -254,6 +254,13 @@ async fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_aga
     );
     assert!(out.contains("call-id=tour1\n"), "{out}");
     assert!(out.contains("\n  DECIDED  access-policy "), "{out}");
+    let out = lab.ok(&words(
+        "sipedge admin Get-CsExternalAccessPolicy -Identity NoPublicCloud",
+    ));
+    assert!(
+        out.contains("EnablePublicCloudAccess           : False"),
+        "{out}"
+    );
     lab.ok(&words(
         "sipedge admin Set-CsExternalAccessPolicy -Identity NoPublicCloud -EnablePublicCloudAccess 1",
     ));
