@@ -6,7 +6,9 @@
 //! which is the repository's layout, so the config's relative paths (`../certs/…`,
 //! `lab.zone`) resolve unchanged. The certificates are the lab set of
 //! [`certs::write_lab_set`], made once when `certs/ca.crt` is missing and kept afterwards
-//! (a client that trusts the lab CA keeps working across restarts).
+//! (a client that trusts the lab CA keeps working across restarts). The config and zone are
+//! rewritten at every start, so edits there (`sipedge admin --persist`) last until the next
+//! start only: a lab meant to change for good runs from its own file with `--config`.
 
 use std::io;
 use std::path::{Path, PathBuf};
