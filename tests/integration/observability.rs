@@ -232,3 +232,25 @@ async fn a_discovered_partner_is_looked_up_once_then_served_from_the_cache() {
     );
     f.lab.shutdown(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn open_connections_follow_the_connections_held_to_the_edge() {
+    let f = start().await;
+    let gauge = "sipedge_open_connections";
+    let base = value(&metrics(&f.lab).await, gauge);
+    let internal = f.lab.edge().local_addr(Interface::Internal, Transport::Tcp);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = tcp_connect(internal.unwrap()).await;
+        // A keep-alive answered proves the edge has taken the connection in.
+        c.send("\r\n\r\n").await;
+        assert_eq!(c.read_raw(WAIT).await, b"\r\n");
+        held.push(c);
+    }
+    let open = metrics_when(&f.lab, |t| value(t, gauge) == base + 3).await;
+    assert_eq!(value(&open, gauge), base + 3, "{open}");
+    drop(held);
+    let closed = metrics_when(&f.lab, |t| value(t, gauge) == base).await;
+    assert_eq!(value(&closed, gauge), base, "{closed}");
+    f.lab.shutdown(Duration::from_millis(200)).await;
+}
