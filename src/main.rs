@@ -106,9 +106,6 @@ enum Command {
     },
     /// Run a Management Shell cmdlet on a running edge's admin endpoint.
     ///
-    /// `decisions [N]` prints the last N decisions with their trail of checks (default 20)
-    /// and `metrics` the counters (Prometheus text).
-    ///
     /// In a running `sipedge lab` three more commands are recognised before cmdlets:
     /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
     /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status` and
@@ -118,6 +115,9 @@ enum Command {
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
     /// ($XDG_RUNTIME_DIR/sipedge/admin.json or /tmp/sipedge-<uid>/admin.json). The flags may
     /// also follow the line.
+    ///
+    /// Two more read what the edge saw: `decisions [N]` (the last N decisions with their
+    /// trail of checks, default 20) and `metrics` (the counters, Prometheus text).
     Admin {
         /// The admin endpoint, e.g. http://127.0.0.1:5080.
         #[arg(long)]

@@ -1,6 +1,5 @@
-//! The lab: certificates for the DESIGN topology, the embedded default config, the topology
-//! table, simulated peers and the public provider's PIC provisioning, and `run`: all of it
-//! in one process (`sipedge lab`).
+//! The lab: certificates for the DESIGN topology, the topology table, simulated peers and
+//! the public provider's PIC provisioning, and `run`: all of it in one process (`sipedge lab`).
 
 pub mod certs;
 pub mod embedded;
