@@ -12,7 +12,8 @@
 //!   failure becomes a SIP response.
 //! - `dns`: the `Resolve` trait over hickory, SRV ordering, a TTL cache, the lab zone server.
 //! - `tls`: rustls configurations and peer identity.
-//! - `lab`: lab certificates, the topology table, simulated peers, PIC provisioning.
+//! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
+//!   PIC provisioning.
 //!
 //! # The path of a request
 //! 1. accept (`transport::listen`), 2. frame (`sip::framing`), 3. parse and identify

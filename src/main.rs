@@ -34,18 +34,30 @@ enum LogFormat {
 enum Command {
     /// Run the edge until SIGINT/SIGTERM; SIGHUP reloads the config and certificates.
     Run {
-        /// The configuration file.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The configuration file [default: the embedded lab config, see `lab`].
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run the whole lab in one process: the edge, every simulated peer of the DESIGN
     /// topology, the lab zone and the admin endpoint (with PIC provisioning), until
-    /// SIGINT/SIGTERM. Run it from the repository: the default config is config/lab.toml
-    /// (certificates from certs/).
+    /// SIGINT/SIGTERM.
+    ///
+    /// Without --config it runs the lab config built into the binary (equal to
+    /// config/lab.toml), written with the lab zone to a private per-user directory
+    /// ($XDG_DATA_HOME/sipedge/lab, else ~/.local/share/sipedge/lab), where the lab
+    /// certificates are generated on first use; so it runs from any directory.
     Lab {
-        /// The lab configuration (config/lab-pre-pic.toml for the lab before the seed procedure).
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The lab configuration (config/lab-pre-pic.toml for the lab before the seed
+        /// procedure) [default: the embedded one].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bind every listener (edge, peers, zone, admin) on an ephemeral port, e.g. to run
+        /// beside another lab or in a test.
+        #[arg(long)]
+        ephemeral: bool,
+        /// Print the configuration the lab would run and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Validate a configuration file without starting anything.
     CheckConfig {
@@ -54,9 +66,9 @@ enum Command {
     },
     /// Show what the edge would do with a request, and why, without sending anything.
     Explain {
-        /// The configuration file.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The configuration file [default: the embedded lab config, see `lab`].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// From URI, e.g. sip:alice@contoso.test.
         #[arg(long)]
         from: String,
@@ -81,9 +93,10 @@ enum Command {
         /// skype, partner, pool or hosting.
         #[arg(long)]
         role: sipedge::lab::topology::Role,
-        /// The lab configuration; certificates are read from the `certs/` beside it.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The lab configuration; certificates are read from the `certs/` beside it
+        /// [default: the embedded lab config, see `lab`].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Answer each IM with a MESSAGE back through the edge.
         #[arg(long)]
         echo: bool,
@@ -102,6 +115,9 @@ enum Command {
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
     /// ($XDG_RUNTIME_DIR/sipedge/admin.json or /tmp/sipedge-<uid>/admin.json). The flags may
     /// also follow the line.
+    ///
+    /// Two more read what the edge saw: `decisions [N]` (the last N decisions with their
+    /// trail of checks, default 20) and `metrics` (the counters, Prometheus text).
     Admin {
         /// The admin endpoint, e.g. http://127.0.0.1:5080.
         #[arg(long)]
@@ -128,8 +144,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run { config } => run(config),
-        Command::Lab { config } => lab(config),
+        Command::Run { config } => config_or_embedded(config).and_then(|(c, _)| run(c)),
+        Command::Lab {
+            config,
+            ephemeral,
+            print_config,
+        } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
         Command::Peer {
@@ -137,7 +157,8 @@ fn main() -> ExitCode {
             config,
             echo,
             unprovisioned,
-        } => peer(role, &config, echo, unprovisioned),
+        } => config_or_embedded(config)
+            .and_then(|(config, _)| peer(role, &config, echo, unprovisioned)),
         Command::Admin {
             endpoint,
             token,
@@ -152,17 +173,19 @@ fn main() -> ExitCode {
             peer_cert_names,
             method,
             sdp,
-        } => explain(
-            &config,
-            sipedge::explain::ExplainRequest {
-                from,
-                to,
-                method: method.to_ascii_uppercase(),
-                interface,
-                peer_cert_names,
-                sdp,
-            },
-        ),
+        } => config_or_embedded(config).and_then(|(config, _)| {
+            explain(
+                &config,
+                sipedge::explain::ExplainRequest {
+                    from,
+                    to,
+                    method: method.to_ascii_uppercase(),
+                    interface,
+                    peer_cert_names,
+                    sdp,
+                },
+            )
+        }),
     };
     match result {
         Ok(code) => code,
@@ -243,15 +266,20 @@ fn admin(
             },
         }
     }
-    let (method, path, line) = match admin_request(&words, persist)? {
-        Some(r) => r,
-        None => (
+    let (method, path, line) = match (
+        admin_read(&words, persist)?,
+        admin_request(&words, persist)?,
+    ) {
+        (Some(path), _) => ("GET", path, String::new()),
+        (None, Some((method, path, body))) => (method, path.to_string(), body),
+        (None, None) => (
             "POST",
             if persist {
                 "/cmdlet?persist=1"
             } else {
                 "/cmdlet"
-            },
+            }
+            .to_string(),
             sipedge::admin::cmdlet_line(&words),
         ),
     };
@@ -268,7 +296,7 @@ fn admin(
             (e.unwrap_or(se), t.unwrap_or(st))
         }
     };
-    let (status, body) = sipedge::admin::http::send(&endpoint, method, path, Some(&token), &line)
+    let (status, body) = sipedge::admin::http::send(&endpoint, method, &path, Some(&token), &line)
         .with_context(|| format!("cannot reach the admin endpoint {endpoint}"))?;
     if status == 200 {
         print!("{body}");
@@ -277,6 +305,24 @@ fn admin(
         eprint!("{body}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `sipedge admin decisions [N]` and `sipedge admin metrics`: the route to read, `None`
+/// for anything else.
+fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>> {
+    let Some((first, rest)) = words.split_first() else {
+        return Ok(None);
+    };
+    let path = match (first.to_ascii_lowercase().as_str(), rest) {
+        ("decisions", []) => "/decisions".to_string(),
+        ("decisions", [n]) => format!("/decisions?n={n}"),
+        ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N]"),
+        ("metrics", []) => "/metrics".to_string(),
+        ("metrics", _) => anyhow::bail!("usage: sipedge admin metrics"),
+        _ => return Ok(None),
+    };
+    anyhow::ensure!(!persist, "--persist applies to cmdlets only");
+    Ok(Some(path))
 }
 
 /// The lab keywords of `sipedge admin` (recognised before cmdlet lines): the method,
@@ -448,9 +494,37 @@ fn write_admin_state(addr: Option<std::net::SocketAddr>, token: Option<&str>) ->
     }
 }
 
+/// The config a subcommand reads: the one given, or the embedded lab config written to
+/// this user's lab directory (with the lab certificates, generated there when missing).
+fn config_or_embedded(
+    config: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, Option<sipedge::lab::embedded::Prepared>)> {
+    use sipedge::lab::embedded;
+    if let Some(c) = config {
+        return Ok((c, None));
+    }
+    let dir = embedded::default_dir();
+    let prepared = embedded::prepare(&dir)
+        .with_context(|| format!("writing the embedded lab config to {}", dir.display()))?;
+    tracing::debug!(config = %prepared.config.display(), "using the embedded lab config");
+    Ok((prepared.config.clone(), Some(prepared)))
+}
+
 /// `sipedge lab`: everything in one process until SIGINT/SIGTERM.
-fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
+fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::Result<ExitCode> {
     use sipedge::lab::run::{Lab, LabOptions};
+    if print_config {
+        match &config {
+            Some(c) => print!(
+                "{}",
+                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?
+            ),
+            None => print!("{}", sipedge::lab::embedded::LAB_TOML),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let given = config.is_some();
+    let (config, prepared) = config_or_embedded(config)?;
     let snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let drain = snapshot.edge.drain_timeout;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -458,17 +532,33 @@ fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let lab = Lab::start(snapshot, LabOptions::for_config(&config)).await?;
+        let mut opts = LabOptions::for_config(&config);
+        opts.ephemeral = ephemeral;
+        let lab = Lab::start(snapshot, opts).await?;
         let state = write_admin_state(lab.admin_addr(), lab.admin_token());
-        println!("sipedge lab ({})\n", config.display());
+        match &prepared {
+            None => println!("sipedge lab ({})\n", config.display()),
+            Some(p) => {
+                println!(
+                    "sipedge lab (the embedded config/lab.toml, written to {})",
+                    config.display()
+                );
+                println!(
+                    "certificates: {} ({})\n",
+                    p.certs_dir.display(),
+                    if p.generated_certs {
+                        "generated now: the lab CA and one leaf per lab FQDN"
+                    } else {
+                        "generated at an earlier start"
+                    }
+                );
+            }
+        }
         print!("{}", lab.table());
         println!("\nTry next:");
-        println!("  sipedge admin Get-CsPublicProvider");
-        println!("  sipedge admin provisioning-status");
-        println!(
-            "  sipedge explain --config {} --from sip:alice@contoso.test --to sip:sam@live.com",
-            config.display()
-        );
+        for line in try_next(given.then_some(config.as_path())) {
+            println!("  {line}");
+        }
         println!("\nCtrl-C stops the lab.");
         let waited = wait_for_stop().await;
         if let Some(p) = state {
@@ -480,6 +570,26 @@ fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
         tracing::info!(abandoned = report.abandoned, "lab stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Three commands that work against the running lab: send an IM through it, ask why a
+/// request would be refused, and read a federation object.
+fn try_next(config: Option<&std::path::Path>) -> [String; 3] {
+    let config = config
+        .map(|c| {
+            let c = c.display().to_string();
+            if c.contains(|ch: char| ch.is_whitespace() || ch == '\'') {
+                format!(" --config '{}'", c.replace('\'', r"'\''"))
+            } else {
+                format!(" --config {c}")
+            }
+        })
+        .unwrap_or_default();
+    [
+        "sipedge send --from sip:alice@contoso.test --to sip:x@live.com".to_string(),
+        format!("sipedge explain{config} --from sip:bob@contoso.test --to sip:x@live.com"),
+        "sipedge admin Get-CsPublicProvider".to_string(),
+    ]
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -11,7 +11,7 @@
 //! | `GET /health` | no | `ok` |
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
-//! | `GET /decisions` | yes | the last decisions, oldest first, one line each |
+//! | `GET /decisions[?n=N]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each, then its trail of checks |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
 //! | `POST /provision` (body: `key=value` lines, see `lab::pic::Request::from_form`) | yes | lab only: 200 + `PIC-0001 Submitted`; 400 + the rejection |
 //! | `GET /provisioning-status` | yes | lab only: one line per provisioning request |
@@ -213,7 +213,10 @@ impl Admin {
         }
         match req.path.as_str() {
             "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
-            "/decisions" => (200, self.decisions()),
+            "/decisions" => match decisions_wanted(&req.query) {
+                Ok(n) => (200, self.decisions(n)),
+                Err(e) => (400, e),
+            },
             "/metrics" => (200, self.metrics()),
             "/provision" | "/provisioning-status" | "/clock/advance" => self.pic(req),
             _ => self.cmdlet(req).await,
@@ -312,9 +315,10 @@ impl Admin {
         self.core.metrics().render(&gauges)
     }
 
-    fn decisions(&self) -> String {
+    /// The last `n` decisions, each a line and then its trail, indented.
+    fn decisions(&self, n: usize) -> String {
         let mut out = String::new();
-        for d in self.core.recent_decisions() {
+        for d in self.core.last_decisions(n) {
             let at = d.at.duration_since(UNIX_EPOCH).unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -332,8 +336,26 @@ impl Admin {
                 d.identity.join(","),
                 d.call_id
             );
+            crate::explain::render_trail(&mut out, &d.trail);
         }
         out
+    }
+}
+
+/// How many decisions `/decisions` shows when the query does not say.
+pub const DECISIONS_DEFAULT: usize = 20;
+
+/// `n` from `/decisions?n=N`: [`DECISIONS_DEFAULT`] when absent, at most the number kept.
+fn decisions_wanted(query: &str) -> Result<usize, String> {
+    let keep = crate::proxy::record::KEEP;
+    match query.split('&').find_map(|kv| kv.strip_prefix("n=")) {
+        None => Ok(DECISIONS_DEFAULT),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n.min(keep)),
+            _ => Err(format!(
+                "/decisions?n= takes a number from 1 to {keep} (got `{v}`); without it the last {DECISIONS_DEFAULT} are shown\n"
+            )),
+        },
     }
 }
 
@@ -368,6 +390,19 @@ mod tests {
         .unwrap_err();
         let keys: Vec<_> = e.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["admin.listen", "admin.token"]);
+    }
+
+    #[test]
+    fn decisions_count_has_a_default_and_a_cap() {
+        assert_eq!(decisions_wanted(""), Ok(DECISIONS_DEFAULT));
+        assert_eq!(decisions_wanted("x=1&n=3"), Ok(3));
+        assert_eq!(decisions_wanted("n=100000"), Ok(crate::proxy::record::KEEP));
+        for bad in ["n=0", "n=-1", "n=ten", "n="] {
+            assert!(
+                decisions_wanted(bad).unwrap_err().contains("1 to 256"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

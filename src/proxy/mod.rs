@@ -319,8 +319,9 @@ impl Core {
         snap: &Arc<Snapshot>,
         dns: &DnsFacts,
     ) {
-        let decision = policy::decide(facts, peer, snap, dns);
-        self.record(m, peer, &decision);
+        // `decide` builds the trail anyway; keeping it costs a move, and `/decisions` shows it.
+        let policy::Explanation { decision, trail } = policy::explain(facts, peer, snap, dns);
+        self.record(m, peer, &decision, trail);
         match decision {
             Decision::Reject(r) => self.reject(&key, &r, snap),
             Decision::AnswerOptions => {
@@ -349,7 +350,7 @@ impl Core {
         }
     }
 
-    fn record(&self, m: &Message, peer: &Peer, d: &Decision) {
+    fn record(&self, m: &Message, peer: &Peer, d: &Decision, trail: Vec<policy::Check>) {
         let (outcome, rule, status) = match d {
             Decision::Forward(f) => ("forward", f.rule, 0),
             Decision::Reject(r) => ("reject", r.rule, r.status),
@@ -371,12 +372,18 @@ impl Core {
             outcome,
             rule,
             status,
+            trail,
         });
     }
 
-    /// The last decisions, oldest first (the admin endpoint's `/decisions`).
+    /// Every decision kept, oldest first.
     pub fn recent_decisions(&self) -> Vec<record::DecisionRecord> {
-        self.decisions.recent()
+        self.decisions.recent(record::KEEP)
+    }
+
+    /// The last `n` decisions, oldest first (the admin endpoint's `/decisions`).
+    pub fn last_decisions(&self, n: usize) -> Vec<record::DecisionRecord> {
+        self.decisions.recent(n)
     }
 
     /// A new server transaction for a request just received.

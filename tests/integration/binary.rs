@@ -1,7 +1,6 @@
 //! The real `sipedge` binary: `run` logs one line per listener, SIGHUP reloads the
 //! configuration, SIGTERM drains and exits 0.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -24,15 +23,7 @@ impl Running {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn sipedge");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stderr.take().expect("stderr"));
         Running {
             child,
             lines,

@@ -30,7 +30,12 @@ async fn start(config: &str) -> Lab {
 }
 
 /// One admin request, as `sipedge admin` sends it.
-async fn admin(lab: &Lab, method: &'static str, path: &'static str, body: &str) -> (u16, String) {
+pub(crate) async fn admin(
+    lab: &Lab,
+    method: &'static str,
+    path: &'static str,
+    body: &str,
+) -> (u16, String) {
     let endpoint = format!("http://{}", lab.admin_addr().expect("admin"));
     let token = lab.admin_token().unwrap().to_string();
     let body = body.to_string();

@@ -393,3 +393,28 @@ impl TcpPeer {
         StreamConn::new(s)
     }
 }
+
+/// Reads `from` line by line on a thread of its own (a child's stdout or stderr), so a
+/// test can wait for a line with a deadline.
+pub fn read_lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// A MESSAGE from `from` to `uri` over a new TCP connection to `to`; the final answer.
+pub async fn message_over_tcp(to: SocketAddr, from: &str, uri: &str, id: &str) -> String {
+    let mut conn = tcp_connect(to).await;
+    let via = format!("SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK{id}");
+    let ctype = ["Content-Type: text/plain"];
+    conn.send(&request("MESSAGE", uri, from, uri, &via, id, &ctype, "hi"))
+        .await;
+    conn.recv_skip_100().await
+}
