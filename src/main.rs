@@ -93,10 +93,12 @@ enum Command {
     },
     /// Run a Management Shell cmdlet on a running edge's admin endpoint.
     ///
-    /// In a running `sipedge lab` three more commands are recognised before cmdlets:
+    /// In a running `sipedge lab` more commands are recognised before cmdlets:
     /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
-    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status` and
-    /// `advance-clock 30d`.
+    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status`,
+    /// `advance-clock 30d`, and `fault <role> <fault> [args]` (roles: skype, partner,
+    /// pool, hosting; faults: delay MS, drop, status CODE [--diagnostics TEXT],
+    /// refuse-tls, wrong-cert, dns-missing, dns-timeout, clear; `fault` alone lists them).
     ///
     /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
@@ -291,7 +293,7 @@ fn admin_request(
     let keyword = first.to_ascii_lowercase();
     if !matches!(
         keyword.as_str(),
-        "provision" | "provisioning-status" | "advance-clock"
+        "provision" | "provisioning-status" | "advance-clock" | "fault"
     ) {
         return Ok(None);
     }
@@ -301,6 +303,10 @@ fn admin_request(
             anyhow::ensure!(rest.is_empty(), "provisioning-status takes no arguments");
             Ok(Some(("GET", "/provisioning-status", String::new())))
         }
+        // One argument per line, so a --diagnostics text with spaces needs no quoting;
+        // the endpoint validates it and names the valid roles and faults.
+        "fault" if rest.is_empty() => Ok(Some(("GET", "/lab/fault", String::new()))),
+        "fault" => Ok(Some(("POST", "/lab/fault", rest.join("\n")))),
         "advance-clock" => match rest {
             [d] => Ok(Some(("POST", "/clock/advance", d.clone()))),
             _ => anyhow::bail!("usage: sipedge admin advance-clock <duration, e.g. 30d>"),

@@ -984,6 +984,15 @@ impl Core {
         }
     }
 
+    /// Forgets every target's reconnect backoff, so the next request connects at once
+    /// (the lab calls it when a peer's fault changes).
+    pub fn reset_backoff(&self) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn connect_succeeded(&self, key: &PoolKey) {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         m.remove(key);

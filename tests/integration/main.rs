@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod configs;
+mod faults;
 mod federation;
 mod lab;
 mod metrics;
