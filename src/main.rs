@@ -118,6 +118,44 @@ enum Command {
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         line: Vec<String>,
     },
+    /// Send one request to the edge of a config and print the response status, its
+    /// ms-diagnostics and the trust header that arrived at the far side (when that is a
+    /// simulated peer). Exit 0 on 2xx, 1 otherwise.
+    ///
+    /// An INVITE is acknowledged, and ended with a BYE after a 2xx; a SUBSCRIBE is a
+    /// one-time fetch (Expires: 0). TLS presents a lab certificate from the certs/ beside
+    /// the config.
+    Send {
+        /// The configuration of the edge to send to.
+        #[arg(long, default_value = "config/lab.toml")]
+        config: PathBuf,
+        /// From URI, e.g. sip:alice@contoso.test.
+        #[arg(long)]
+        from: String,
+        /// Request-URI and To, e.g. sip:sam@live.com.
+        #[arg(long)]
+        to: String,
+        /// MESSAGE, OPTIONS, INVITE or SUBSCRIBE.
+        #[arg(long, default_value = "MESSAGE")]
+        method: sipedge::send::SendMethod,
+        /// The edge interface the request enters [default: internal when From is one of
+        /// the edge's domains, external otherwise].
+        #[arg(long)]
+        via: Option<sipedge::transport::Interface>,
+        /// udp, tcp or tls [default: tls when the interface listens for it, else tcp, else udp].
+        #[arg(long)]
+        transport: Option<sipedge::transport::Transport>,
+        /// The lab certificate to present over TLS (certs/NAME.crt) [default: the pool's
+        /// for internal, the partner's for external].
+        #[arg(long)]
+        cert: Option<String>,
+        /// The body (MESSAGE text; for INVITE it replaces the SDP offer).
+        #[arg(long)]
+        body: Option<String>,
+        /// Seconds to wait for the final response.
+        #[arg(long, default_value_t = sipedge::send::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
@@ -134,6 +172,29 @@ fn main() -> ExitCode {
         Command::Lab { config } => lab(config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
+        Command::Send {
+            config,
+            from,
+            to,
+            method,
+            via,
+            transport,
+            cert,
+            body,
+            timeout,
+        } => send(
+            &config,
+            sipedge::send::SendRequest {
+                from,
+                to,
+                method,
+                via,
+                transport,
+                cert,
+                body,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+            },
+        ),
         Command::Peer {
             role,
             config,
@@ -341,6 +402,25 @@ fn admin_request(
             Ok(Some(("POST", "/provision", body)))
         }
     }
+}
+
+/// `sipedge send`: one request, the report on stdout, exit 0 on 2xx and 1 otherwise.
+fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let certs_dir = sipedge::lab::topology::certs_dir_for(config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime
+        .block_on(sipedge::send::send(&snapshot, &certs_dir, &req))
+        .with_context(|| format!("{} {} → {}", req.method, req.from, req.to))?;
+    print!("{}", outcome.render());
+    Ok(if outcome.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -954,8 +954,8 @@ fn respond(
 }
 
 /// `sip::build::response` (which copies Via, From, To, Call-ID and CSeq exactly), with a
-/// body when there is one, and [`RECEIVED_TRUST_HEADER`] reporting the trust marking the
-/// request arrived with.
+/// body when there is one, the Record-Route set in a dialog-creating answer, and
+/// [`RECEIVED_TRUST_HEADER`] reporting the trust marking the request arrived with.
 fn respond_tagged(
     m: &Message,
     status: u16,
@@ -968,7 +968,16 @@ fn respond_tagged(
         .header_value(HeaderName::MsTrust)
         .map(|v| v.trim().to_string())
         .unwrap_or_else(|| NO_TRUST.to_string());
-    let mut all: Vec<(&str, String)> = Vec::with_capacity(extra.len() + 1);
+    let mut all: Vec<(&str, String)> = Vec::with_capacity(extra.len() + 3);
+    if (101..300).contains(&status) && m.method().creates_dialog() {
+        // RFC 3261 §12.1.1: the dialog's route set is the request's Record-Route, so
+        // the caller's ACK and BYE come back through the edge.
+        all.extend(
+            m.values(HeaderName::RecordRoute)
+                .into_iter()
+                .map(|(_, r)| ("Record-Route", m.text(r).trim().to_string())),
+        );
+    }
     all.extend(extra.iter().map(|(n, v)| (*n, v.clone())));
     all.push((RECEIVED_TRUST_HEADER, trust));
     let mut out = build::response(m, status, reason, None, Some(tag), &all);
@@ -1019,7 +1028,7 @@ fn sdp_answer(offer: &[u8], local: SocketAddr) -> String {
 }
 
 /// The URI inside a From/To/Contact value (`"A" <sip:a@b>;tag=1` → `sip:a@b`).
-fn uri_text(value: &str) -> &str {
+pub(crate) fn uri_text(value: &str) -> &str {
     let v = value.trim();
     match (v.find('<'), v.find('>')) {
         (Some(a), Some(b)) if a < b => &v[a + 1..b],

@@ -1032,8 +1032,35 @@ impl Core {
     fn send_stateless(&self, exit: Interface, target: &Target, bytes: Bytes) {
         let snap = self.live.load();
         let Ok(addr) = self.resolve_now(target, &snap) else {
+            // A name (e.g. the Contact of a 2xx an ACK goes to): resolve it off the
+            // read path, then send, rather than drop the ACK.
+            let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let snap = me.live.load();
+                match me.resolve_target(&target, &snap).await {
+                    Ok(addr) => me.send_stateless_to(exit, &target, addr, bytes, &snap),
+                    Err(r) => {
+                        tracing::info!(host = %target.host, rule = r.rule, "stateless request dropped: no address")
+                    }
+                }
+            });
             return;
         };
+        self.send_stateless_to(exit, target, addr, bytes, &snap);
+    }
+
+    /// [`send_stateless`](Self::send_stateless) once the target's address is known.
+    fn send_stateless_to(
+        &self,
+        exit: Interface,
+        target: &Target,
+        addr: SocketAddr,
+        bytes: Bytes,
+        snap: &Snapshot,
+    ) {
         if target.transport == Transport::Udp {
             if let Some(s) = self.udp.get(&exit) {
                 let _ = conn::send_datagram(s, addr, bytes);
@@ -1049,7 +1076,7 @@ impl Core {
             let _ = c.send(bytes);
             return;
         }
-        let Some(ctx) = self.connect_context(exit, &snap) else {
+        let Some(ctx) = self.connect_context(exit, snap) else {
             return;
         };
         let Some(me) = self.me.get().and_then(Weak::upgrade) else {

@@ -8,6 +8,7 @@ mod federation;
 mod lab;
 mod metrics;
 mod peers;
+mod send;
 mod support;
 mod tls;
 mod transports;
