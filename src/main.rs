@@ -54,15 +54,8 @@ enum Command {
     },
     /// Show what the edge would do with a request, and why, without sending anything.
     Explain {
-        /// The configuration file.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
-        /// From URI, e.g. sip:alice@contoso.test.
-        #[arg(long)]
-        from: String,
-        /// Request-URI and To, e.g. sip:x@live.com.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        ends: Ends,
         /// The interface the request arrives on.
         #[arg(long, default_value = "internal")]
         interface: sipedge::transport::Interface,
@@ -126,15 +119,8 @@ enum Command {
     /// one-time fetch (Expires: 0). TLS presents a lab certificate from the certs/ beside
     /// the config.
     Send {
-        /// The configuration of the edge to send to.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
-        /// From URI, e.g. sip:alice@contoso.test.
-        #[arg(long)]
-        from: String,
-        /// Request-URI and To, e.g. sip:sam@live.com.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        ends: Ends,
         /// MESSAGE, OPTIONS, INVITE or SUBSCRIBE.
         #[arg(long, default_value = "MESSAGE")]
         method: sipedge::send::SendMethod,
@@ -164,6 +150,20 @@ enum Command {
     },
 }
 
+/// The edge's config and the two ends of a request (`explain`, `send`).
+#[derive(clap::Args)]
+struct Ends {
+    /// The configuration file of the edge.
+    #[arg(long, default_value = "config/lab.toml")]
+    config: PathBuf,
+    /// From URI, e.g. sip:alice@contoso.test.
+    #[arg(long)]
+    from: String,
+    /// Request-URI and To, e.g. sip:x@live.com.
+    #[arg(long)]
+    to: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -173,9 +173,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
         Command::Send {
-            config,
-            from,
-            to,
+            ends: Ends { config, from, to },
             method,
             via,
             transport,
@@ -208,9 +206,7 @@ fn main() -> ExitCode {
             line,
         } => admin(endpoint, token, persist, line),
         Command::Explain {
-            config,
-            from,
-            to,
+            ends: Ends { config, from, to },
             interface,
             peer_cert_names,
             method,

@@ -442,16 +442,7 @@ impl<'a> Call<'a> {
             "User-Agent: sipedge-send/{}\r\n",
             env!("CARGO_PKG_VERSION")
         );
-        match body {
-            Some((ctype, b)) => {
-                let _ = write!(
-                    out,
-                    "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{b}",
-                    b.len()
-                );
-            }
-            None => out.push_str("Content-Length: 0\r\n\r\n"),
-        }
+        build::write_body(&mut out, body);
         Outgoing {
             bytes: Bytes::from(out),
             branch,

@@ -838,16 +838,7 @@ impl Shared {
         for (name, value) in &r.extra {
             let _ = write!(out, "{name}: {value}\r\n");
         }
-        match &r.body {
-            Some((ctype, body)) => {
-                let _ = write!(
-                    out,
-                    "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-            None => out.push_str("Content-Length: 0\r\n\r\n"),
-        }
+        build::write_body(&mut out, r.body.as_ref().map(|(c, b)| (*c, b.as_str())));
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(branch, tx);
         (Bytes::from(out), rx)
@@ -985,11 +976,7 @@ fn respond_tagged(
         const EMPTY: &[u8] = b"Content-Length: 0\r\n\r\n";
         debug_assert!(out.ends_with(EMPTY));
         out.truncate(out.len() - EMPTY.len());
-        let _ = write!(
-            out,
-            "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        build::write_body(&mut out, Some((ctype, body)));
     }
     out
 }

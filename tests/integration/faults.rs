@@ -5,33 +5,27 @@
 //! The lab is `config/lab.toml` on ephemeral ports with short timers (T1 = 20 ms, so
 //! Timer F = 1.28 s) and a 1 s DNS timeout, so every fault shows in a second or two.
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use sipedge::config::Snapshot;
 use sipedge::lab::peer::{Fault, NO_TRUST, RECEIVED_TRUST_HEADER};
-use sipedge::lab::pic::LabClock;
-use sipedge::lab::run::{Lab, LabOptions};
+use sipedge::lab::run::Lab;
 use sipedge::lab::topology::Role;
 use sipedge::transport::{Interface, Transport};
 use tokio::net::TcpStream;
 
+use crate::lab::{im, start_with};
 use crate::support::*;
 
 /// The DNS timeout the lab's edge uses here.
 const DNS_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn start() -> Lab {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml");
-    let mut snap = Snapshot::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    snap.timers.t1 = Duration::from_millis(20);
-    snap.dns.timeout = DNS_TIMEOUT;
-    let mut opts = LabOptions::for_config(&path);
-    opts.ephemeral = true;
-    opts.clock = Arc::new(LabClock::manual(SystemTime::now()));
-    Lab::start(snap, opts).await.expect("lab starts")
+    start_with("config/lab.toml", |snap| {
+        snap.timers.t1 = Duration::from_millis(20);
+        snap.dns.timeout = DNS_TIMEOUT;
+    })
+    .await
 }
 
 /// Runs `sipedge admin <words>` against the lab: (exit 0?, stdout, stderr).
@@ -62,19 +56,6 @@ async fn fault(lab: &Lab, words: &[&str]) -> String {
     let (ok, out, err) = admin(lab, &all).await;
     assert!(ok, "fault {words:?}: {err}");
     out
-}
-
-fn im(id: &str) -> String {
-    request(
-        "MESSAGE",
-        "sip:sam@live.com",
-        "sip:alice@contoso.test",
-        "sip:sam@live.com",
-        &format!("SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK{id}"),
-        id,
-        &["Content-Type: text/plain"],
-        "hello sam",
-    )
 }
 
 async fn alice(lab: &Lab) -> StreamConn<TcpStream> {

@@ -4,28 +4,47 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use sipedge::config::Snapshot;
-use sipedge::lab::pic::LabClock;
-use sipedge::lab::run::{Lab, LabOptions};
+use sipedge::lab::peer::Received;
+use sipedge::lab::run::Lab;
 use sipedge::lab::topology::Role;
 use sipedge::transport::{Interface, Transport};
 
+use crate::lab::{repo, start_with};
 use crate::support::*;
 
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+async fn start() -> Lab {
+    start_with("config/lab.toml", |_| {}).await
 }
 
-async fn start() -> Lab {
-    let path = repo("config/lab.toml");
-    let snap = Snapshot::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let mut opts = LabOptions::for_config(&path);
-    opts.ephemeral = true;
-    opts.clock = Arc::new(LabClock::manual(SystemTime::now()));
-    Lab::start(snap, opts).await.expect("lab starts")
+/// Runs `send` with `args`, which must exit 0, and returns its output and the request
+/// `role`'s peer received (matched by the Call-ID `send` made).
+async fn deliver(lab: &Lab, config: &Path, args: &[&str], role: Role) -> (String, Received) {
+    let before = lab.peer(role).received().len();
+    let (ok, out, err) = send(config, args).await;
+    assert!(ok, "exit 0 on 2xx: {out}{err}");
+    let got = lab
+        .peer(role)
+        .wait_for(WAIT, |m| m.call_id.ends_with("@sipedge-send"))
+        .await
+        .expect("the request reached the peer");
+    assert_eq!(
+        lab.peer(role).received().len(),
+        before + 1,
+        "one request arrived"
+    );
+    (out, got)
+}
+
+/// `send`'s report names the trust value the far side received.
+fn assert_reports_trust(out: &str, trust: &str) {
+    assert!(
+        out.contains(&format!(
+            "ms-edge-proxy-message-trust at the far side: {trust}\n"
+        )),
+        "{out}"
+    );
 }
 
 /// config/lab.toml with the lab's bound ports (`port_of` gives each; `None` keeps it),
@@ -109,7 +128,8 @@ async fn send_delivers_and_prints_the_trust_header_the_far_side_received() {
     let config = config_for(&lab, dir.path());
 
     // alice → live.com: internal interface, TLS with the pool's certificate (defaults).
-    let (ok, out, err) = send(
+    let (out, got) = deliver(
+        &lab,
         &config,
         &[
             "--from",
@@ -119,32 +139,24 @@ async fn send_delivers_and_prints_the_trust_header_the_far_side_received() {
             "--body",
             "hi sam",
         ],
+        Role::Skype,
     )
     .await;
-    assert!(ok, "exit 0 on 200: {out}{err}");
     assert!(out.starts_with("SIP/2.0 200 OK\n"), "{out}");
     assert!(out.contains("ms-diagnostics: (none)"), "{out}");
-    let got = lab
-        .peer(Role::Skype)
-        .wait_for(WAIT, |m| m.text.ends_with("hi sam"))
-        .await
-        .expect("the IM reached the Skype gateway");
+    assert!(got.text.ends_with("hi sam"), "{}", got.text);
     let trust = got.trust.expect("the edge marked it");
     assert!(
         trust.contains("ms-ep-fqdn=accessedge.contoso.test"),
         "{trust}"
     );
-    assert!(
-        out.contains(&format!(
-            "ms-edge-proxy-message-trust at the far side: {trust}\n"
-        )),
-        "{out}"
-    );
+    assert_reports_trust(&out, &trust);
     assert!(out.contains("sent to: internal tls 127.0.0.2:"), "{out}");
 
     // A partner user → alice: external interface with the partner's certificate; the
     // pool reports the edge's own marking.
-    let (ok, out, err) = send(
+    let (out, got) = deliver(
+        &lab,
         &config,
         &[
             "--from",
@@ -152,22 +164,12 @@ async fn send_delivers_and_prints_the_trust_header_the_far_side_received() {
             "--to",
             "sip:alice@contoso.test",
         ],
+        Role::Pool,
     )
     .await;
-    assert!(ok, "{out}{err}");
     assert!(out.contains("sent to: external tls 127.0.0.1:"), "{out}");
-    let got = lab
-        .peer(Role::Pool)
-        .wait_for(WAIT, |m| m.from.contains("dan@fabrikam.test"))
-        .await
-        .expect("the IM reached the pool");
-    let trust = got.trust.expect("the edge marked it for the pool");
-    assert!(
-        out.contains(&format!(
-            "ms-edge-proxy-message-trust at the far side: {trust}\n"
-        )),
-        "{out}"
-    );
+    assert!(got.from.contains("dan@fabrikam.test"), "{}", got.from);
+    assert_reports_trust(&out, &got.trust.expect("the edge marked it for the pool"));
     lab.shutdown(Duration::from_millis(200)).await;
 }
 
