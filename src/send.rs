@@ -85,6 +85,8 @@ pub struct Outcome {
     pub dialog: Option<String>,
     /// Where it was sent, e.g. `internal tls 127.0.0.2:5061`.
     pub sent_to: String,
+    /// The Call-ID it used, to find the exchange in logs and `/decisions`.
+    pub call_id: String,
 }
 
 /// Why nothing usable came back.
@@ -224,6 +226,7 @@ pub async fn send(
         received_trust: header_named(&response, RECEIVED_TRUST_HEADER),
         dialog,
         sent_to: format!("{interface} {transport} {addr}"),
+        call_id: call.call_id.clone(),
     })
 }
 
@@ -257,6 +260,7 @@ impl Outcome {
             let _ = writeln!(out, "dialog: {d}");
         }
         let _ = writeln!(out, "sent to: {}", self.sent_to);
+        let _ = writeln!(out, "call-id: {}", self.call_id);
         out
     }
 }
@@ -788,6 +792,7 @@ mod tests {
             received_trust: None,
             dialog: None,
             sent_to: "internal tls 127.0.0.2:5061".into(),
+            call_id: "1@sipedge-send".into(),
         };
         let text = o.render();
         assert!(

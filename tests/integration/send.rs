@@ -19,21 +19,20 @@ async fn start() -> Lab {
 }
 
 /// Runs `send` with `args`, which must exit 0, and returns its output and the request
-/// `role`'s peer received (matched by the Call-ID `send` made).
+/// `role`'s peer received (matched by the Call-ID `send` printed).
 async fn deliver(lab: &Lab, config: &Path, args: &[&str], role: Role) -> (String, Received) {
-    let before = lab.peer(role).received().len();
     let (ok, out, err) = send(config, args).await;
     assert!(ok, "exit 0 on 2xx: {out}{err}");
+    let call_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("call-id: "))
+        .unwrap_or_else(|| panic!("no call-id line: {out}"))
+        .to_string();
     let got = lab
         .peer(role)
-        .wait_for(WAIT, |m| m.call_id.ends_with("@sipedge-send"))
+        .wait_for(WAIT, |m| m.call_id == call_id)
         .await
-        .expect("the request reached the peer");
-    assert_eq!(
-        lab.peer(role).received().len(),
-        before + 1,
-        "one request arrived"
-    );
+        .unwrap_or_else(|| panic!("{call_id} did not reach the {role} peer"));
     (out, got)
 }
 
@@ -273,4 +272,29 @@ async fn send_says_when_the_edge_is_not_reachable() {
         )),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn send_options_over_udp_and_a_subscribe_fetch_reach_the_gateway() {
+    let lab = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&lab, dir.path());
+    let from_to = [
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:sam@live.com",
+    ];
+
+    let args = [&from_to[..], &["--method", "options", "--transport", "udp"]].concat();
+    let (out, got) = deliver(&lab, &config, &args, Role::Skype).await;
+    assert_eq!(got.method, "OPTIONS");
+    assert!(out.contains("sent to: internal udp 127.0.0.2:"), "{out}");
+
+    let args = [&from_to[..], &["--method", "SUBSCRIBE"]].concat();
+    let (out, got) = deliver(&lab, &config, &args, Role::Skype).await;
+    assert_eq!(got.method, "SUBSCRIBE");
+    assert_eq!(header(&got.text, "Expires"), Some("0"), "{}", got.text);
+    assert!(out.starts_with("SIP/2.0 200 OK\n"), "{out}");
+    lab.shutdown(Duration::from_millis(200)).await;
 }
