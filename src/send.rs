@@ -499,6 +499,8 @@ struct Conn {
     local: SocketAddr,
     /// The name of the certificate presented (TLS), else the local address.
     identity: String,
+    /// The interface it enters, for error messages.
+    interface: Interface,
 }
 
 impl Conn {
@@ -530,6 +532,7 @@ impl Conn {
                 remote: addr,
                 local,
                 identity: local.ip().to_string(),
+                interface,
             });
         }
         // The TLS config first: a missing certificate is reported before any connection.
@@ -600,6 +603,7 @@ impl Conn {
             remote: addr,
             local,
             identity,
+            interface,
         })
     }
 
@@ -663,6 +667,7 @@ impl Conn {
     /// The next message, or `None` when `until` passes first.
     async fn recv(&mut self, until: Instant) -> Result<Option<Message>, SendError> {
         let remote = self.remote;
+        let interface = self.interface;
         match &mut self.link {
             Link::Datagram(s) => {
                 let mut buf = vec![0u8; 65_536];
@@ -671,6 +676,14 @@ impl Conn {
                         Err(_) => return Ok(None),
                         Ok(Ok(n)) => n,
                         // An ICMP port unreachable surfaces here: nothing listens.
+                        Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            return Err(SendError::Unreachable {
+                                interface,
+                                transport: Transport::Udp,
+                                addr: remote,
+                                error,
+                            })
+                        }
                         Ok(Err(error)) => {
                             return Err(SendError::Io {
                                 addr: remote,

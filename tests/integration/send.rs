@@ -271,6 +271,25 @@ async fn send_says_when_the_edge_is_not_reachable() {
             "cannot reach the edge's internal interface at 127.0.0.2:{free} (tls)"
         )),
         "{err}"
+    ); // Over UDP the refusal arrives as ICMP port unreachable.
+    let (ok, _, err) = send(
+        &config,
+        &[
+            "--from",
+            "sip:alice@contoso.test",
+            "--to",
+            "sip:sam@live.com",
+            "--transport",
+            "udp",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the edge's internal interface at 127.0.0.2:{free} (udp)"
+        )),
+        "{err}"
     );
 }
 
