@@ -220,8 +220,13 @@ async fn run(a: Args) -> Result<(), String> {
     let gate = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(a.connections);
     for i in 0..a.connections {
-        let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (connector, name, source) = (connector.clone(), name.clone(), sources[i % sources.len()]);
+        let permit = gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (connector, name, source) =
+            (connector.clone(), name.clone(), sources[i % sources.len()]);
         let target = a.target;
         tasks.push(tokio::spawn(async move {
             let r = connect(&connector, &name, source, target).await;

@@ -13,7 +13,8 @@
 //! - `dns`: the `Resolve` trait over hickory, SRV ordering, a TTL cache, the lab zone server.
 //! - `tls`: rustls configurations and peer identity.
 //! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
-//!   PIC provisioning.
+//!   PIC provisioning, run-time faults.
+//! - `send`: `sipedge send`, one request into a running edge and what came back.
 //!
 //! # The path of a request
 //! 1. accept (`transport::listen`), 2. frame (`sip::framing`), 3. parse and identify
@@ -30,6 +31,7 @@ pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod send;
 pub mod sip;
 pub mod tls;
 pub mod tls_store;

@@ -66,15 +66,8 @@ enum Command {
     },
     /// Show what the edge would do with a request, and why, without sending anything.
     Explain {
-        /// The configuration file [default: the embedded lab config, see `lab`].
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// From URI, e.g. sip:alice@contoso.test.
-        #[arg(long)]
-        from: String,
-        /// Request-URI and To, e.g. sip:x@live.com.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        ends: Ends,
         /// The interface the request arrives on.
         #[arg(long, default_value = "internal")]
         interface: sipedge::transport::Interface,
@@ -106,10 +99,12 @@ enum Command {
     },
     /// Run a Management Shell cmdlet on a running edge's admin endpoint.
     ///
-    /// In a running `sipedge lab` three more commands are recognised before cmdlets:
+    /// In a running `sipedge lab` more commands are recognised before cmdlets:
     /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
-    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status` and
-    /// `advance-clock 30d`.
+    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status`,
+    /// `advance-clock 30d`, and `fault <role> <fault> [args]` (roles: skype, partner,
+    /// pool, hosting; faults: delay MS, drop, status CODE [--diagnostics TEXT],
+    /// refuse-tls, wrong-cert, dns-missing, dns-timeout, clear; `fault` alone lists them).
     ///
     /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
@@ -132,12 +127,61 @@ enum Command {
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         line: Vec<String>,
     },
+    /// Send one request to the edge of a config and print the response status, its
+    /// ms-diagnostics and the trust header that arrived at the far side (when that is a
+    /// simulated peer). Exit 0 on 2xx, 1 otherwise.
+    ///
+    /// An INVITE is acknowledged, and ended with a BYE after a 2xx; a SUBSCRIBE is a
+    /// one-time fetch (Expires: 0). TLS presents a lab certificate from the certs/ beside
+    /// the config.
+    Send {
+        #[command(flatten)]
+        ends: Ends,
+        /// MESSAGE, OPTIONS, INVITE or SUBSCRIBE.
+        #[arg(long, default_value = "MESSAGE")]
+        method: sipedge::send::SendMethod,
+        /// The edge interface the request enters [default: internal when From is one of
+        /// the edge's domains, external otherwise].
+        #[arg(long)]
+        via: Option<sipedge::transport::Interface>,
+        /// udp, tcp or tls [default: tls when the interface listens for it, else tcp, else udp].
+        #[arg(long)]
+        transport: Option<sipedge::transport::Transport>,
+        /// The lab certificate to present over TLS (certs/NAME.crt) [default: the pool's
+        /// for internal, the partner's for external].
+        #[arg(long)]
+        cert: Option<String>,
+        /// The body (MESSAGE text; for INVITE it replaces the SDP offer).
+        #[arg(long)]
+        body: Option<String>,
+        /// Seconds to wait for the final response.
+        #[arg(long, default_value_t = sipedge::send::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+        /// The edge's address for that interface and transport when it differs from the
+        /// config's (`sipedge lab --ephemeral` prints it).
+        #[arg(long)]
+        edge: Option<std::net::SocketAddr>,
+    },
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
         #[arg(long, default_value = "certs")]
         out: PathBuf,
     },
+}
+
+/// The edge's config and the two ends of a request (`explain`, `send`).
+#[derive(clap::Args)]
+struct Ends {
+    /// The configuration file of the edge [default: the embedded lab config, see `lab`].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// From URI, e.g. sip:alice@contoso.test.
+    #[arg(long)]
+    from: String,
+    /// Request-URI and To, e.g. sip:x@live.com.
+    #[arg(long)]
+    to: String,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +196,31 @@ fn main() -> ExitCode {
         } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
+        Command::Send {
+            ends: Ends { config, from, to },
+            method,
+            via,
+            transport,
+            cert,
+            body,
+            timeout,
+            edge,
+        } => config_or_embedded(config).and_then(|(config, _)| {
+            send(
+                &config,
+                sipedge::send::SendRequest {
+                    from,
+                    to,
+                    method,
+                    via,
+                    transport,
+                    cert,
+                    body,
+                    timeout: std::time::Duration::from_secs(timeout.max(1)),
+                    edge,
+                },
+            )
+        }),
         Command::Peer {
             role,
             config,
@@ -166,9 +235,7 @@ fn main() -> ExitCode {
             line,
         } => admin(endpoint, token, persist, line),
         Command::Explain {
-            config,
-            from,
-            to,
+            ends: Ends { config, from, to },
             interface,
             peer_cert_names,
             method,
@@ -337,7 +404,7 @@ fn admin_request(
     let keyword = first.to_ascii_lowercase();
     if !matches!(
         keyword.as_str(),
-        "provision" | "provisioning-status" | "advance-clock"
+        "provision" | "provisioning-status" | "advance-clock" | "fault"
     ) {
         return Ok(None);
     }
@@ -347,6 +414,10 @@ fn admin_request(
             anyhow::ensure!(rest.is_empty(), "provisioning-status takes no arguments");
             Ok(Some(("GET", "/provisioning-status", String::new())))
         }
+        // One argument per line, so a --diagnostics text with spaces needs no quoting;
+        // the endpoint validates it and names the valid roles and faults.
+        "fault" if rest.is_empty() => Ok(Some(("GET", "/lab/fault", String::new()))),
+        "fault" => Ok(Some(("POST", "/lab/fault", rest.join("\n")))),
         "advance-clock" => match rest {
             [d] => Ok(Some(("POST", "/clock/advance", d.clone()))),
             _ => anyhow::bail!("usage: sipedge admin advance-clock <duration, e.g. 30d>"),
@@ -381,6 +452,25 @@ fn admin_request(
             Ok(Some(("POST", "/provision", body)))
         }
     }
+}
+
+/// `sipedge send`: one request, the report on stdout, exit 0 on 2xx and 1 otherwise.
+fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let certs_dir = sipedge::lab::topology::certs_dir_for(config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime
+        .block_on(sipedge::send::send(&snapshot, &certs_dir, &req))
+        .with_context(|| format!("{} {} → {}", req.method, req.from, req.to))?;
+    print!("{}", outcome.render());
+    Ok(if outcome.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -556,7 +646,16 @@ fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::
         }
         print!("{}", lab.table());
         println!("\nTry next:");
-        for line in try_next(given.then_some(config.as_path())) {
+        // With ephemeral ports the config no longer says where the edge listens.
+        let edge = ephemeral
+            .then(|| {
+                lab.edge().local_addr(
+                    sipedge::transport::Interface::Internal,
+                    sipedge::transport::Transport::Tls,
+                )
+            })
+            .flatten();
+        for line in try_next(given.then_some(config.as_path()), edge) {
             println!("  {line}");
         }
         println!("\nCtrl-C stops the lab.");
@@ -574,7 +673,7 @@ fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::
 
 /// Three commands that work against the running lab: send an IM through it, ask why a
 /// request would be refused, and read a federation object.
-fn try_next(config: Option<&std::path::Path>) -> [String; 3] {
+fn try_next(config: Option<&std::path::Path>, edge: Option<std::net::SocketAddr>) -> [String; 3] {
     let config = config
         .map(|c| {
             let c = c.display().to_string();
@@ -586,7 +685,10 @@ fn try_next(config: Option<&std::path::Path>) -> [String; 3] {
         })
         .unwrap_or_default();
     [
-        "sipedge send --from sip:alice@contoso.test --to sip:x@live.com".to_string(),
+        format!(
+            "sipedge send{config}{} --from sip:alice@contoso.test --to sip:x@live.com",
+            edge.map(|a| format!(" --edge {a}")).unwrap_or_default()
+        ),
         format!("sipedge explain{config} --from sip:bob@contoso.test --to sip:x@live.com"),
         "sipedge admin Get-CsPublicProvider".to_string(),
     ]

@@ -16,6 +16,8 @@
 //! | `POST /provision` (body: `key=value` lines, see `lab::pic::Request::from_form`) | yes | lab only: 200 + `PIC-0001 Submitted`; 400 + the rejection |
 //! | `GET /provisioning-status` | yes | lab only: one line per provisioning request |
 //! | `POST /clock/advance` (body: a duration, `30d`) | yes | lab only: 200 + the new lab time |
+//! | `POST /lab/fault` (body: `<role>`, `<fault>` and its arguments, one per line) | yes | lab only: 200 + what changed; 400 + the valid choices (`lab::faults`) |
+//! | `GET /lab/fault` | yes | lab only: each simulated peer's current fault |
 //!
 //! The token is a bearer token (`Authorization: Bearer <token>`): `[admin] token`, or one
 //! generated at start. Every route but `/health` (a liveness probe) takes the token,
@@ -82,6 +84,8 @@ pub struct LabControl {
     pub store: Arc<crate::lab::pic::Provisioning>,
     pub clock: Arc<crate::lab::pic::LabClock>,
     pub resolves: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// The simulated peers' faults and the lab zone.
+    pub faults: Arc<crate::lab::faults::FaultControl>,
 }
 
 /// What the endpoint works on.
@@ -174,7 +178,7 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance";
+            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, "ok\n".into()),
@@ -186,7 +190,12 @@ impl Admin {
             "/provision" | "/clock/advance" if method != "POST" => {
                 return (405, format!("{} takes POST; {ROUTES}\n", req.path))
             }
-            "/provision" | "/provisioning-status" | "/clock/advance" if self.lab.is_none() => {
+            "/lab/fault" if method != "GET" && method != "POST" => {
+                return (405, format!("/lab/fault takes GET or POST; {ROUTES}\n"))
+            }
+            "/provision" | "/provisioning-status" | "/clock/advance" | "/lab/fault"
+                if self.lab.is_none() =>
+            {
                 return (
                     404,
                     format!(
@@ -195,7 +204,7 @@ impl Admin {
                     ),
                 )
             }
-            "/provision" | "/provisioning-status" | "/clock/advance" => {}
+            "/provision" | "/provisioning-status" | "/clock/advance" | "/lab/fault" => {}
             "/cmdlet" if method != "POST" => {
                 return (
                     405,
@@ -219,6 +228,7 @@ impl Admin {
             },
             "/metrics" => (200, self.metrics()),
             "/provision" | "/provisioning-status" | "/clock/advance" => self.pic(req),
+            "/lab/fault" => self.fault(req).await,
             _ => self.cmdlet(req).await,
         }
     }
@@ -274,6 +284,32 @@ impl Admin {
                 }
                 Err(e) => (400, format!("{e}\n")),
             },
+        }
+    }
+
+    /// `GET /lab/fault` lists the faults; `POST` sets one. A change also flushes the edge's
+    /// DNS cache and reconnect backoff, so the next request meets the new behaviour
+    /// instead of a cached answer or a remembered failure.
+    async fn fault(&self, req: &http::Request) -> (u16, String) {
+        let Some(lab) = &self.lab else {
+            return (404, "no lab on this endpoint\n".into());
+        };
+        if req.method == "GET" {
+            return (200, lab.faults.render());
+        }
+        let body = String::from_utf8_lossy(&req.body);
+        let words: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+        let _guard = self.writes.lock().await;
+        let applied = crate::lab::faults::parse(&words).and_then(|r| lab.faults.apply(&r));
+        match applied {
+            Ok(out) => {
+                if let Some(dns) = &self.dns {
+                    dns.clear();
+                }
+                self.core.reset_backoff();
+                (200, out)
+            }
+            Err(e) => (400, format!("{e}\n")),
         }
     }
 

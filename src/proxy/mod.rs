@@ -991,6 +991,15 @@ impl Core {
         }
     }
 
+    /// Forgets every target's reconnect backoff, so the next request connects at once
+    /// (the lab calls it when a peer's fault changes).
+    pub fn reset_backoff(&self) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn connect_succeeded(&self, key: &PoolKey) {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         m.remove(key);
@@ -1030,8 +1039,35 @@ impl Core {
     fn send_stateless(&self, exit: Interface, target: &Target, bytes: Bytes) {
         let snap = self.live.load();
         let Ok(addr) = self.resolve_now(target, &snap) else {
+            // A name (e.g. the Contact of a 2xx an ACK goes to): resolve it off the
+            // read path, then send, rather than drop the ACK.
+            let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let snap = me.live.load();
+                match me.resolve_target(&target, &snap).await {
+                    Ok(addr) => me.send_stateless_to(exit, &target, addr, bytes, &snap),
+                    Err(r) => {
+                        tracing::info!(host = %target.host, rule = r.rule, "stateless request dropped: no address")
+                    }
+                }
+            });
             return;
         };
+        self.send_stateless_to(exit, target, addr, bytes, &snap);
+    }
+
+    /// [`send_stateless`](Self::send_stateless) once the target's address is known.
+    fn send_stateless_to(
+        &self,
+        exit: Interface,
+        target: &Target,
+        addr: SocketAddr,
+        bytes: Bytes,
+        snap: &Snapshot,
+    ) {
         if target.transport == Transport::Udp {
             if let Some(s) = self.udp.get(&exit) {
                 let _ = conn::send_datagram(s, addr, bytes);
@@ -1047,7 +1083,7 @@ impl Core {
             let _ = c.send(bytes);
             return;
         }
-        let Some(ctx) = self.connect_context(exit, &snap) else {
+        let Some(ctx) = self.connect_context(exit, snap) else {
             return;
         };
         let Some(me) = self.me.get().and_then(Weak::upgrade) else {

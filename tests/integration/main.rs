@@ -3,12 +3,14 @@
 mod admin;
 mod binary;
 mod configs;
+mod faults;
 mod federation;
 mod lab;
 mod lab_binary;
 mod metrics;
 mod observability;
 mod peers;
+mod send;
 mod support;
 mod tls;
 mod transports;
