@@ -26,6 +26,12 @@ pub struct StreamSettings {
     pub keepalive: Option<Duration>,
 }
 
+/// The read buffer's growth step.
+const READ_CHUNK: usize = 4096;
+
+/// After this long without input an empty read buffer is freed (until the next read).
+const QUIET: Duration = Duration::from_secs(1);
+
 /// Creates the handle and queue for a new connection; `run` then serves it.
 pub fn channel(peer: &Peer, local: std::net::SocketAddr) -> (ConnHandle, mpsc::Receiver<Bytes>) {
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
@@ -54,10 +60,14 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(io);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    // Both buffers are allocated on first use and the read buffer is given back when the
+    // connection goes quiet: ten thousand idle connections must not hold buffers each.
+    let mut buf = BytesMut::new();
+    let mut out = BytesMut::new();
     let reply = ReplyTo::Stream(handle.clone());
-    let idle = tokio::time::sleep(settings.idle_timeout);
+    let quiet = QUIET.min(settings.idle_timeout);
+    let mut last_read = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(quiet);
     tokio::pin!(idle);
     let ping_every = settings
         .keepalive
@@ -70,12 +80,16 @@ pub async fn run<S>(
                 match read {
                     Ok(0) => break "closed by peer",
                     Ok(_) => {
-                        idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
+                        last_read = tokio::time::Instant::now();
+                        idle.as_mut().reset(last_read + quiet);
                         if let Err(why) = drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
                             break why;
                         }
-                        if buf.capacity() - buf.len() < 4096 {
-                            buf.reserve(16 * 1024);
+                        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+                            // A large message passed; an idle connection gives the space back.
+                            buf = BytesMut::with_capacity(READ_CHUNK);
+                        } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                            buf.reserve(4 * READ_CHUNK);
                         }
                     }
                     Err(e) => {
@@ -86,17 +100,28 @@ pub async fn run<S>(
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break "handle dropped" };
-                out.clear();
-                out.extend_from_slice(&msg);
-                // Batch whatever else is queued into the same write.
-                while out.len() < 64 * 1024 {
-                    match rx.try_recv() {
-                        Ok(m) => out.extend_from_slice(&m),
-                        Err(_) => break,
+                let written = match rx.try_recv() {
+                    // One message queued: write it as it is, without a copy.
+                    Err(_) => writer.write_all(&msg).await,
+                    Ok(next) => {
+                        // Batch whatever else is queued into the same write.
+                        out.clear();
+                        out.extend_from_slice(&msg);
+                        out.extend_from_slice(&next);
+                        while out.len() < 64 * 1024 {
+                            match rx.try_recv() {
+                                Ok(m) => out.extend_from_slice(&m),
+                                Err(_) => break,
+                            }
+                        }
+                        writer.write_all(&out).await
                     }
-                }
-                if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+                };
+                if written.is_err() || writer.flush().await.is_err() {
                     break "write error";
+                }
+                if out.capacity() > 64 * 1024 + READ_CHUNK {
+                    out = BytesMut::new();
                 }
                 ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
             }
@@ -106,7 +131,15 @@ pub async fn run<S>(
                 }
                 ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
             }
-            _ = &mut idle => break "idle timeout",
+            _ = &mut idle => {
+                if last_read.elapsed() >= settings.idle_timeout {
+                    break "idle timeout";
+                }
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+                idle.as_mut().reset(last_read + settings.idle_timeout);
+            }
             _ = shutdown.cancelled() => break "shutdown",
         }
     };
