@@ -496,6 +496,7 @@ impl Shared {
         let settings = StreamSettings {
             limits: FrameLimits::default(),
             idle_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
             keepalive: None,
         };
         let shutdown = self.shutdown.clone();

@@ -21,6 +21,9 @@ use crate::sip::framing::{scan, FrameLimits, Scan};
 pub struct StreamSettings {
     pub limits: FrameLimits,
     pub idle_timeout: Duration,
+    /// A message begun (its first byte read) must be whole within this; a peer trickling
+    /// bytes (slowloris) is otherwise never caught by the idle timeout.
+    pub header_timeout: Duration,
     /// Send a CRLFCRLF ping after this long without traffic (RFC 5626 §4.4.1); set on
     /// outbound federation connections so that NATs and peers keep them open.
     pub keepalive: Option<Duration>,
@@ -64,15 +67,28 @@ pub async fn run<S>(
         .unwrap_or(Duration::from_secs(86_400 * 365));
     let ping = tokio::time::sleep(ping_every);
     tokio::pin!(ping);
+    // Armed while the buffer holds the start of a message; re-armed when a message
+    // completes and another has begun.
+    let message_due = tokio::time::sleep(settings.header_timeout);
+    tokio::pin!(message_due);
+    let mut partial = false;
     let reason: &str = loop {
         tokio::select! {
             read = reader.read_buf(&mut buf) => {
                 match read {
                     Ok(0) => break "closed by peer",
                     Ok(_) => {
-                        idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
-                        if let Err(why) = drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
-                            break why;
+                        let now = tokio::time::Instant::now();
+                        idle.as_mut().reset(now + settings.idle_timeout);
+                        let consumed = match drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
+                            Ok(c) => c,
+                            Err(why) => break why,
+                        };
+                        if buf.is_empty() {
+                            partial = false;
+                        } else if consumed || !partial {
+                            partial = true;
+                            message_due.as_mut().reset(now + settings.header_timeout);
                         }
                         if buf.capacity() - buf.len() < 4096 {
                             buf.reserve(16 * 1024);
@@ -107,6 +123,10 @@ pub async fn run<S>(
                 ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
             }
             _ = &mut idle => break "idle timeout",
+            _ = &mut message_due, if partial => {
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, "message not complete within the header timeout; closing");
+                break "header timeout";
+            }
             _ = shutdown.cancelled() => break "shutdown",
         }
     };
@@ -127,18 +147,21 @@ pub async fn run<S>(
     handler.on_closed(&handle, reason);
 }
 
-/// Hands every complete message in `buf` to the handler. `Err` closes the connection.
+/// Hands every complete message in `buf` to the handler; `Ok(true)` when anything was
+/// consumed. `Err` closes the connection.
 fn drain_frames(
     buf: &mut BytesMut,
     peer: &Peer,
     reply: &ReplyTo,
     handler: &Arc<dyn Handler>,
     settings: &StreamSettings,
-) -> Result<(), &'static str> {
+) -> Result<bool, &'static str> {
+    let mut consumed = false;
     loop {
         match scan(buf, &settings.limits) {
-            Ok(Scan::Incomplete) => return Ok(()),
+            Ok(Scan::Incomplete) => return Ok(consumed),
             Ok(Scan::KeepAlive { len, ping }) => {
+                consumed = true;
                 let _ = buf.split_to(len);
                 if ping {
                     // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong.
@@ -146,6 +169,7 @@ fn drain_frames(
                 }
             }
             Ok(Scan::Message { len }) => {
+                consumed = true;
                 let msg = buf.split_to(len).freeze();
                 handler.on_message(msg, peer, reply);
             }
