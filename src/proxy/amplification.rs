@@ -1,9 +1,11 @@
-//! No amplification toward UDP senders: a datagram source is unverified (it may be spoofed),
-//! so a response the edge writes itself is never larger than the datagram that caused it.
+//! No amplification toward UDP senders on the external interface: a datagram source is
+//! unverified (it may be spoofed), so a response the edge writes itself is never larger
+//! than the datagram that caused it.
 //!
-//! Optional header lines go first, then the detail after the standard reason phrase, then
-//! Retry-After; a response whose mandatory part (the copied Via, From, To, Call-ID, CSeq)
-//! is still too large is not sent at all.
+//! Optional header lines go first, then the detail after the standard reason phrase; the
+//! echo RFC 3261 §8.2.6 requires (Via, From, To, Call-ID, CSeq), the To tag and Retry-After
+//! stay. A response that still does not fit (a bare request in compact form) is not sent:
+//! the sender's retransmissions, or a client-sized request, get an answer.
 
 use bytes::{Bytes, BytesMut};
 
@@ -24,34 +26,25 @@ pub fn fit(response: BytesMut, budget: usize) -> Option<Bytes> {
     }
     let text = std::str::from_utf8(&response).ok()?;
     let (head, _) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.split("\r\n");
-    let mut status = lines.next()?.to_string();
-    let mut headers: Vec<&str> = lines.collect();
-    let size = |status: &str, headers: &[&str]| {
-        status.len() + 2 + headers.iter().map(|h| h.len() + 2).sum::<usize>() + 2
-    };
-    for name in OPTIONAL.iter().chain(["", "retry-after"].iter()) {
-        if name.is_empty() {
-            // "SIP/2.0 400 Bad Request - <detail>" → "SIP/2.0 400 Bad Request".
-            if let Some((short, _)) = status.split_once(" - ") {
-                status = short.to_string();
-            }
-        } else {
-            headers.retain(|h| !is_named(h, name));
-        }
-        if size(&status, &headers) <= budget {
-            let mut out = String::with_capacity(budget);
-            out.push_str(&status);
-            out.push_str("\r\n");
-            for h in &headers {
-                out.push_str(h);
-                out.push_str("\r\n");
-            }
-            out.push_str("\r\n");
-            return Some(Bytes::from(out));
+    let mut lines: Vec<String> = head.split("\r\n").map(str::to_string).collect();
+    let size = |lines: &[String]| lines.iter().map(|h| h.len() + 2).sum::<usize>() + 2;
+    for name in OPTIONAL {
+        lines.retain(|h| !is_named(h, name));
+        if size(&lines) <= budget {
+            return Some(join(&lines));
         }
     }
-    None
+    // "SIP/2.0 400 Bad Request - <detail>" → "SIP/2.0 400 Bad Request".
+    if let Some((short, _)) = lines[0].split_once(" - ") {
+        lines[0] = short.to_string();
+    }
+    (size(&lines) <= budget).then(|| join(&lines))
+}
+
+fn join(lines: &[String]) -> Bytes {
+    let mut out = lines.join("\r\n");
+    out.push_str("\r\n\r\n");
+    Bytes::from(out)
 }
 
 fn is_named(line: &str, name: &str) -> bool {
@@ -86,16 +79,16 @@ mod tests {
     }
 
     #[test]
-    fn the_reason_detail_and_retry_after_go_before_giving_up() {
+    fn the_reason_detail_goes_before_giving_up_and_retry_after_stays() {
         let r = "SIP/2.0 400 Bad Request - missing Call-ID header\r\nVia: v\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n";
-        let out = fit(BytesMut::from(r), 60).unwrap();
+        let out = fit(BytesMut::from(r), 80).unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "SIP/2.0 400 Bad Request\r\nVia: v\r\nContent-Length: 0\r\n\r\n"
+            "SIP/2.0 400 Bad Request\r\nVia: v\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n"
         );
         assert!(
-            fit(BytesMut::from(r), 20).is_none(),
-            "nothing smaller exists"
+            fit(BytesMut::from(r), 60).is_none(),
+            "nothing smaller is a response"
         );
     }
 }

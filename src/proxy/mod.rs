@@ -1327,7 +1327,7 @@ impl Core {
                     s.source,
                     s.arrival,
                     s.to_tag.clone(),
-                    datagram_budget(&s.reply, &s.request),
+                    datagram_budget(&s.reply, &s.request, s.arrival),
                 )),
                 None,
             ),
@@ -1346,12 +1346,12 @@ impl Core {
     }
 
     /// Sends a response the edge wrote itself through its server transaction, cut down
-    /// for a datagram sender (`amplification`).
+    /// for an external datagram sender (`amplification`).
     fn send_local(&self, key: &TxnKey, status: u16, bytes: bytes::BytesMut) {
         let budget = self
             .txns
             .with(key, |e| match e {
-                Entry::Server(s) => (datagram_budget(&s.reply, &s.request), None),
+                Entry::Server(s) => (datagram_budget(&s.reply, &s.request, s.arrival), None),
                 Entry::Client(_) => (None, None),
             })
             .flatten();
@@ -1373,7 +1373,7 @@ impl Core {
         let fqdn = &snap.interface(peer.interface).fqdn;
         let tag = self.next_tag();
         let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
-        let Some(bytes) = fit_for(bytes, datagram_budget(reply, m)) else {
+        let Some(bytes) = fit_for(bytes, datagram_budget(reply, m, peer.interface)) else {
             return;
         };
         self.metrics
@@ -1391,7 +1391,7 @@ impl Core {
         build: impl FnOnce(&str) -> bytes::BytesMut,
     ) {
         let tag = self.next_tag();
-        let Some(bytes) = fit_for(build(&tag), datagram_budget(reply, m)) else {
+        let Some(bytes) = fit_for(build(&tag), datagram_budget(reply, m, peer.interface)) else {
             return;
         };
         self.metrics
@@ -1490,10 +1490,12 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
     }
 }
 
-/// How large a response the edge may write to this sender: the size of its datagram, as a
-/// UDP source is unverified; streams (handshake done) have no budget.
-fn datagram_budget(reply: &ReplyTo, m: &Message) -> Option<usize> {
-    matches!(reply, ReplyTo::Datagram { .. }).then(|| m.bytes().len())
+/// How large a response the edge may write to this sender: the size of its datagram, for
+/// a UDP source on the external interface (unverified, perhaps spoofed). Streams have
+/// done a handshake, and the internal side is the organisation's own pool.
+fn datagram_budget(reply: &ReplyTo, m: &Message, arrival: Interface) -> Option<usize> {
+    (arrival == Interface::External && matches!(reply, ReplyTo::Datagram { .. }))
+        .then(|| m.bytes().len())
 }
 
 /// `bytes` within `budget` (see `amplification`); `None` (logged) when it cannot fit.

@@ -9,6 +9,7 @@ mod lab;
 mod legit;
 mod metrics;
 mod peers;
+mod restart;
 mod support;
 mod tls;
 mod transports;
