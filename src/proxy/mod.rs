@@ -1195,8 +1195,10 @@ impl Core {
     }
 
     /// Header hygiene on a relayed response. Toward the external interface `ms-diagnostics`
-    /// is dropped (its public form may go); toward the internal one, a federated peer's
-    /// error without diagnostics gets the Access Edge's 1034 line.
+    /// and `Warning` are dropped, as both name internal servers; the diagnostics' code and
+    /// reason may go as `ms-diagnostics-public`, without the parameters an internal server
+    /// wrote. Toward the internal one, a federated peer's error without diagnostics gets
+    /// the Access Edge's 1034 line.
     fn response_edits(
         &self,
         m: &Message,
@@ -1207,13 +1209,12 @@ impl Core {
         let diagnostics = m.header_value(HeaderName::MsDiagnostics);
         match to {
             Interface::External => {
+                edits.remove = &[HeaderName::MsDiagnostics, HeaderName::Warning];
                 if let Some(d) = diagnostics {
-                    edits.remove = &[HeaderName::MsDiagnostics];
                     if m.header(HeaderName::MsDiagnosticsPublic).is_none() {
-                        if let Ok(v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
-                            edits
-                                .add
-                                .push(format!("ms-diagnostics-public: {}", v.public()));
+                        if let Ok(mut v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
+                            v.params.clear();
+                            edits.add.push(format!("ms-diagnostics-public: {v}"));
                         }
                     }
                 }

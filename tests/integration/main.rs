@@ -10,6 +10,7 @@ mod legit;
 mod metrics;
 mod peers;
 mod restart;
+mod security;
 mod support;
 mod tls;
 mod transports;
