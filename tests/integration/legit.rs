@@ -165,6 +165,31 @@ impl Frames {
     }
 }
 
+/// An edge config with TCP listeners on both interfaces (external 127.0.0.1, internal
+/// 127.0.0.2, ephemeral ports) and the pool at `pool_target` over TCP; sections follow.
+pub fn tcp_edge(pool_target: &str) -> String {
+    format!(
+        r#"[edge]
+local_domains = ["contoso.test"]
+drain_timeout_ms = 3000
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+tcp_port = 0
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+tcp_port = 0
+
+[pool]
+target = "{pool_target}"
+transport = "tcp"
+"#
+    )
+}
+
 /// How the driver reaches the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {

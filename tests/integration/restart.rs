@@ -14,30 +14,8 @@ const TOKEN: &str = "hostile-reload-token-0123";
 /// Static routing to the pool over TCP, TCP listeners on both sides, the admin endpoint;
 /// `extra` (federation sections) is appended.
 fn config(pool: SocketAddr, extra: &str) -> String {
-    format!(
-        r#"[edge]
-local_domains = ["contoso.test"]
-drain_timeout_ms = 3000
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "{pool}"
-transport = "tcp"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{TOKEN}"
-{extra}"#
-    )
+    legit::tcp_edge(&pool.to_string())
+        + &format!("\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{extra}")
 }
 
 /// An admin request from a blocking thread (the endpoint's client is synchronous).

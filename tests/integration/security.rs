@@ -19,25 +19,9 @@ const POOL_IP: &str = "127.0.0.5";
 /// Federation on, fabrikam a direct partner; the plain-TCP sender at 127.0.0.9 stands for
 /// fabrikam's edge (lab source identity), so the tests need no certificates.
 fn config(pool: SocketAddr) -> String {
-    format!(
-        r#"
-[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "{POOL_FQDN}:{port}"
-transport = "tcp"
-
+    crate::legit::tcp_edge(&format!("{POOL_FQDN}:{}", pool.port()))
+        + &format!(
+            r#"
 [hosts]
 "{POOL_FQDN}" = ["{POOL_IP}"]
 
@@ -54,9 +38,8 @@ proxy_fqdn = "sip.fabrikam.test"
 [[external_access_policy]]
 identity = "global"
 enable_federation_access = true
-"#,
-        port = pool.port()
-    )
+"#
+        )
 }
 
 /// A pool that answers every request with an error full of internal detail (its name and
