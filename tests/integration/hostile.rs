@@ -485,7 +485,9 @@ async fn binary_garbage_is_refused_or_dropped() {
 /// Distinct transactions the flooding peer sends (against a table of 2 000).
 const FLOOD: usize = 10_000;
 
-#[tokio::test]
+// Two worker threads, like the binary on this machine: on one, the flooder's own reads
+// and writes would queue the legitimate sender behind them inside the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_distinct_transactions_gets_503_and_the_table_stays_bounded() {
     // The pool never answers the flood (its Call-IDs are not `legit-`), so each admitted
     // one stays in flight until Timer F (64 × T1 = 32 s, longer than the test).
