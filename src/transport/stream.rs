@@ -111,10 +111,18 @@ pub async fn run<S>(
                         Err(_) => break,
                     }
                 }
+                let began = tokio::time::Instant::now();
                 if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
                     break "write error";
                 }
-                ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
+                let now = tokio::time::Instant::now();
+                if partial {
+                    // Time spent waiting for the peer to take our bytes is not time it
+                    // took to send its message: the header timeout pauses meanwhile.
+                    let due = message_due.deadline() + (now - began);
+                    message_due.as_mut().reset(due);
+                }
+                ping.as_mut().reset(now + ping_every);
             }
             _ = &mut ping => {
                 if writer.write_all(b"\r\n\r\n").await.is_err() || writer.flush().await.is_err() {
