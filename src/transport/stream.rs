@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{ConnHandle, SEND_QUEUE};
 use super::{Handler, Peer, ReplyTo};
 use crate::sip::framing::{scan, FrameLimits, Scan};
+
+/// Most bytes taken from the socket in one read: at least ~100 bytes a request, so one
+/// read yields a few hundred answers at most.
+const READ_CHUNK: usize = 32 * 1024;
 
 /// Settings of a stream connection.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +78,11 @@ pub async fn run<S>(
     let mut partial = false;
     let reason: &str = loop {
         tokio::select! {
-            read = reader.read_buf(&mut buf) => {
+            // Backpressure: while half the send queue waits for the peer, its requests are
+            // not read (a pipelining peer that does not read its answers would otherwise
+            // lose them to the bounded queue); at most READ_CHUNK per read keeps the
+            // answers to one read well inside the other half.
+            read = async { reader.read_buf(&mut (&mut buf).limit(READ_CHUNK)).await }, if handle.queued() < SEND_QUEUE / 2 => {
                 match read {
                     Ok(0) => break "closed by peer",
                     Ok(_) => {
