@@ -497,6 +497,7 @@ impl Shared {
             limits: FrameLimits::default(),
             idle_timeout: Duration::from_secs(600),
             header_timeout: Duration::from_secs(10),
+            read_backpressure: false,
             keepalive: None,
         };
         let shutdown = self.shutdown.clone();

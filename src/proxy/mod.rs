@@ -1650,6 +1650,7 @@ pub(crate) fn stream_settings(snap: &Snapshot) -> StreamSettings {
         },
         idle_timeout: snap.limits.idle_timeout,
         header_timeout: snap.limits.header_timeout,
+        read_backpressure: true,
         keepalive: None,
     }
 }

@@ -28,6 +28,10 @@ pub struct StreamSettings {
     /// A message begun (its first byte read) must be whole within this; a peer trickling
     /// bytes (slowloris) is otherwise never caught by the idle timeout.
     pub header_timeout: Duration,
+    /// Stop reading while half the send queue waits for the peer: for inbound connections,
+    /// whose requests are answered on the same connection. Off for outbound ones, where
+    /// what is read (responses) leaves on other connections and a stall could deadlock.
+    pub read_backpressure: bool,
     /// Send a CRLFCRLF ping after this long without traffic (RFC 5626 §4.4.1); set on
     /// outbound federation connections so that NATs and peers keep them open.
     pub keepalive: Option<Duration>,
@@ -82,7 +86,7 @@ pub async fn run<S>(
             // not read (a pipelining peer that does not read its answers would otherwise
             // lose them to the bounded queue); at most READ_CHUNK per read keeps the
             // answers to one read well inside the other half.
-            read = async { reader.read_buf(&mut (&mut buf).limit(READ_CHUNK)).await }, if handle.queued() < SEND_QUEUE / 2 => {
+            read = async { reader.read_buf(&mut (&mut buf).limit(READ_CHUNK)).await }, if !settings.read_backpressure || handle.queued() < SEND_QUEUE / 2 => {
                 match read {
                     Ok(0) => break "closed by peer",
                     Ok(_) => {
