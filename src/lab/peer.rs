@@ -584,6 +584,8 @@ impl Shared {
         let settings = StreamSettings {
             limits: FrameLimits::default(),
             idle_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
+            read_backpressure: false,
             keepalive: None,
         };
         let shutdown = lock(&self.conns).clone();

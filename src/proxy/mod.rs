@@ -5,7 +5,9 @@
 //! relay back over the server transaction's connection. Every refusal goes through
 //! `respond`, once, with one log line.
 
+pub mod amplification;
 pub mod forward;
+pub mod quota;
 pub mod record;
 pub mod respond;
 
@@ -83,6 +85,8 @@ pub struct Core {
     limits: std::sync::Mutex<policy::DiscoveredPartnerLimits>,
     conn_shutdown: CancellationToken,
     draining: AtomicBool,
+    /// Pending requests per external source IP (`limits.max_pending_per_source`).
+    quota: Arc<quota::SourceQuota>,
     decisions: record::DecisionLog,
     /// Targets whose last connect failed: until when to answer at once, how many times
     /// in a row, and the answer.
@@ -109,6 +113,8 @@ struct ServerEntry {
     last: Option<Bytes>,
     client: Option<TxnKey>,
     to_tag: String,
+    /// The request's place in its source's quota, until the final response leaves.
+    slot: Option<quota::QuotaSlot>,
 }
 
 struct ClientEntry {
@@ -165,6 +171,7 @@ impl Core {
             limits: std::sync::Mutex::new(policy::DiscoveredPartnerLimits::new()),
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
+            quota: quota::SourceQuota::new(),
             decisions: record::DecisionLog::default(),
             failures: std::sync::Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
@@ -185,6 +192,11 @@ impl Core {
     pub fn pending(&self) -> usize {
         self.txns
             .count(|e| matches!(e, Entry::Server(s) if !s.fsm.is_final()))
+    }
+
+    /// Requests from `ip` still waiting for their final response.
+    pub fn pending_from(&self, ip: IpAddr) -> usize {
+        self.quota.pending(ip)
     }
 
     /// Open stream connections (inbound and outbound).
@@ -258,7 +270,22 @@ impl Core {
             self.reject_stateless(&m, peer, reply, &r, &snap);
             return;
         }
-        let entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
+        let mut entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
+        if peer.interface == Interface::External {
+            // The internal side is the organisation's own pool, one address for everyone.
+            match self
+                .quota
+                .admit(peer.addr.ip(), snap.limits.max_pending_per_source)
+            {
+                Some(slot) => entry.slot = Some(slot),
+                None => {
+                    let r = Rejection::new(503, "Service Unavailable", "source-overload")
+                        .with_retry_after(5);
+                    self.reject_stateless(&m, peer, reply, &r, &snap);
+                    return;
+                }
+            }
+        }
         match self.txns.insert(key.clone(), Entry::Server(entry), None) {
             Ok(()) => {}
             // The same request read by another reader at the same moment: a retransmission.
@@ -271,7 +298,7 @@ impl Core {
         if method == Method::Invite {
             // 100 Trying at once so the previous hop stops retransmitting (§16.2).
             let trying = build::response(&m, 100, "Trying", Some(peer.addr), None, &[]);
-            self.send_on_server(&key, 100, trying.freeze());
+            self.send_local(&key, 100, trying);
         }
         let peer = self.identify(peer, &snap);
         let plan = self.route_plan(&m, &snap);
@@ -327,7 +354,7 @@ impl Core {
             Decision::AnswerOptions => {
                 let tag = self.server_tag(&key);
                 let ok = respond::options_ok(m, Some(peer.addr), &tag);
-                self.send_on_server(&key, 200, ok.freeze());
+                self.send_local(&key, 200, ok);
             }
             Decision::Forward(f) => {
                 if let Some(limit) = &f.limit {
@@ -405,6 +432,7 @@ impl Core {
             last: None,
             client: None,
             to_tag: self.next_tag(),
+            slot: None,
         }
     }
 
@@ -504,7 +532,7 @@ impl Core {
         }
         let tag = self.server_tag(&cancel_key);
         let ok = build::response(&m, 200, "OK", Some(peer.addr), Some(&tag), &[]);
-        self.send_on_server(&cancel_key, 200, ok.freeze());
+        self.send_local(&cancel_key, 200, ok);
         // Hop by hop: cancel our branch once it is proceeding, or as soon as it is.
         let Some(client) = client else { return };
         let send = self.txns.with(&client, |e| match e {
@@ -1210,8 +1238,10 @@ impl Core {
     }
 
     /// Header hygiene on a relayed response. Toward the external interface `ms-diagnostics`
-    /// is dropped (its public form may go); toward the internal one, a federated peer's
-    /// error without diagnostics gets the Access Edge's 1034 line.
+    /// and `Warning` are dropped, as both name internal servers; the diagnostics' code and
+    /// reason may go as `ms-diagnostics-public`, without the parameters an internal server
+    /// wrote. Toward the internal one, a federated peer's error without diagnostics gets
+    /// the Access Edge's 1034 line.
     fn response_edits(
         &self,
         m: &Message,
@@ -1222,13 +1252,12 @@ impl Core {
         let diagnostics = m.header_value(HeaderName::MsDiagnostics);
         match to {
             Interface::External => {
+                edits.remove = &[HeaderName::MsDiagnostics, HeaderName::Warning];
                 if let Some(d) = diagnostics {
-                    edits.remove = &[HeaderName::MsDiagnostics];
                     if m.header(HeaderName::MsDiagnosticsPublic).is_none() {
-                        if let Ok(v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
-                            edits
-                                .add
-                                .push(format!("ms-diagnostics-public: {}", v.public()));
+                        if let Ok(mut v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
+                            v.params.clear();
+                            edits.add.push(format!("ms-diagnostics-public: {v}"));
                         }
                     }
                 }
@@ -1313,6 +1342,7 @@ impl Core {
                         .message(s.arrival, Direction::Out, s.request.method());
                     self.metrics.response(status);
                     if status >= 200 {
+                        s.slot = None;
                         if let Some(t) = s.received.take() {
                             self.metrics
                                 .transaction_done(now.saturating_duration_since(t));
@@ -1336,19 +1366,42 @@ impl Core {
     fn reject(&self, key: &TxnKey, r: &Rejection, snap: &Snapshot) {
         let parts = self.txns.with(key, |e| match e {
             Entry::Server(s) => (
-                Some((s.request.clone(), s.source, s.arrival, s.to_tag.clone())),
+                Some((
+                    s.request.clone(),
+                    s.source,
+                    s.arrival,
+                    s.to_tag.clone(),
+                    datagram_budget(&s.reply, &s.request, s.arrival),
+                )),
                 None,
             ),
             Entry::Client(_) => (None, None),
         });
-        let Some(Some((req, source, arrival, tag))) = parts else {
+        let Some(Some((req, source, arrival, tag, budget))) = parts else {
             return;
         };
         log_rejection(&req, r, source, arrival);
         // `source` in diagnostics names the edge by its external FQDN, as the product does.
         let fqdn = &snap.external.fqdn;
         let bytes = respond::rejection(&req, r, arrival, Some(source), &tag, fqdn);
-        self.send_on_server(key, r.status, bytes.freeze());
+        if let Some(bytes) = fit_for(bytes, budget) {
+            self.send_on_server(key, r.status, bytes);
+        }
+    }
+
+    /// Sends a response the edge wrote itself through its server transaction, cut down
+    /// for an external datagram sender (`amplification`).
+    fn send_local(&self, key: &TxnKey, status: u16, bytes: bytes::BytesMut) {
+        let budget = self
+            .txns
+            .with(key, |e| match e {
+                Entry::Server(s) => (datagram_budget(&s.reply, &s.request, s.arrival), None),
+                Entry::Client(_) => (None, None),
+            })
+            .flatten();
+        if let Some(bytes) = fit_for(bytes, budget) {
+            self.send_on_server(key, status, bytes);
+        }
     }
 
     /// Refuses a request without creating state (table full, draining, unmatched CANCEL).
@@ -1364,10 +1417,13 @@ impl Core {
         let fqdn = &snap.interface(peer.interface).fqdn;
         let tag = self.next_tag();
         let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
+        let Some(bytes) = fit_for(bytes, datagram_budget(reply, m, peer.interface)) else {
+            return;
+        };
         self.metrics
             .message(peer.interface, Direction::Out, m.method());
         self.metrics.response(r.status);
-        let _ = reply.send(bytes.freeze());
+        let _ = reply.send(bytes);
     }
 
     fn respond_stateless(
@@ -1379,10 +1435,13 @@ impl Core {
         build: impl FnOnce(&str) -> bytes::BytesMut,
     ) {
         let tag = self.next_tag();
+        let Some(bytes) = fit_for(build(&tag), datagram_budget(reply, m, peer.interface)) else {
+            return;
+        };
         self.metrics
             .message(peer.interface, Direction::Out, m.method());
         self.metrics.response(status);
-        let _ = reply.send(build(&tag).freeze());
+        let _ = reply.send(bytes);
     }
 
     // === timers ===
@@ -1475,6 +1534,29 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
     }
 }
 
+/// How large a response the edge may write to this sender: the size of its datagram, for
+/// a UDP source on the external interface (unverified, perhaps spoofed). Streams have
+/// done a handshake, and the internal side is the organisation's own pool.
+fn datagram_budget(reply: &ReplyTo, m: &Message, arrival: Interface) -> Option<usize> {
+    (arrival == Interface::External && matches!(reply, ReplyTo::Datagram { .. }))
+        .then(|| m.bytes().len())
+}
+
+/// `bytes` within `budget` (see `amplification`); `None` (logged) when it cannot fit.
+fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Option<Bytes> {
+    let Some(budget) = budget else {
+        return Some(bytes.freeze());
+    };
+    let fitted = amplification::fit(bytes, budget);
+    if fitted.is_none() {
+        tracing::info!(
+            budget,
+            "response not sent: larger than the datagram that caused it"
+        );
+    }
+    fitted
+}
+
 /// A refusal for a host name that has no address.
 fn no_address(host: &str) -> Rejection {
     Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
@@ -1518,7 +1600,24 @@ struct RoutePlan {
 impl Handler for Core {
     fn on_message(&self, msg: Bytes, peer: &Peer, reply: &ReplyTo) {
         let datagram = peer.transport == Transport::Udp;
+        // Streams enforce the limit while framing; a datagram arrives whole.
+        let limit = datagram.then(|| self.live.load().limits.max_message_size);
         match Message::parse(msg, datagram) {
+            Ok(m) if limit.is_some_and(|l| m.bytes().len() > l) => {
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, size = m.bytes().len(), "datagram over max_message_size: 513");
+                if m.is_request() && m.top_via().is_some() {
+                    self.respond_stateless(&m, peer, reply, 513, |tag| {
+                        build::response(
+                            &m,
+                            513,
+                            "Message Too Large",
+                            Some(peer.addr),
+                            Some(tag),
+                            &[],
+                        )
+                    });
+                }
+            }
             Ok(m) => {
                 self.metrics
                     .message(peer.interface, Direction::In, m.method());
@@ -1593,6 +1692,8 @@ pub(crate) fn stream_settings(snap: &Snapshot) -> StreamSettings {
             max_headers: snap.limits.max_headers,
         },
         idle_timeout: snap.limits.idle_timeout,
+        header_timeout: snap.limits.header_timeout,
+        read_backpressure: true,
         keepalive: None,
     }
 }

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use crate::support::*;
 
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
     /// Every line read so far, so lines can be looked for in any order.
     seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Running {
-    fn start(config: &std::path::Path) -> Running {
+    pub(crate) fn start(config: &std::path::Path) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipedge"))
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
@@ -32,7 +32,7 @@ impl Running {
     }
 
     /// Waits for a log line containing every needle.
-    fn wait_for(&self, needles: &[&str]) -> String {
+    pub(crate) fn wait_for(&self, needles: &[&str]) -> String {
         let matches = |line: &str| needles.iter().all(|n| line.contains(n));
         if let Some(line) = self.seen.borrow().iter().find(|l| matches(l)) {
             return line.clone();
@@ -49,7 +49,7 @@ impl Running {
         panic!("no log line with {needles:?}");
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
@@ -67,7 +67,7 @@ impl Drop for Running {
     }
 }
 
-fn addr_in(line: &str) -> std::net::SocketAddr {
+pub(crate) fn addr_in(line: &str) -> std::net::SocketAddr {
     let start = line.find("\"addr\":\"").expect("addr field") + 8;
     let end = line[start..].find('"').expect("end quote") + start;
     line[start..end].parse().expect("socket address")

@@ -81,7 +81,8 @@ async fn counters_move_with_forwarded_and_refused_requests() {
         "sip:eve@elsewhere.test",
         &via,
         "metrics-refused",
-        &[],
+        // Client-sized, so the refusal fits within it over UDP (no amplification).
+        &[crate::support::LYNC_UA],
         "",
     );
     client.send(ext, &req).await;

@@ -158,6 +158,10 @@ pub fn first_line(msg: &str) -> &str {
     msg.lines().next().unwrap_or("")
 }
 
+/// A User-Agent line as Lync 2013 sends it: makes a test request client-sized, so that the
+/// edge's optional answer lines fit within it over UDP (no amplification).
+pub const LYNC_UA: &str = "User-Agent: UCCAPI/15.0.4481.1000 OC/15.0.4481.1000 (Microsoft Lync)";
+
 /// A request with the usual headers; `extra` lines are added verbatim.
 #[allow(clippy::too_many_arguments)]
 pub fn request(
