@@ -40,10 +40,13 @@ fn conn_of(id: u64) -> usize {
 /// Open loop (rate per connection) or closed loop (outstanding per connection).
 #[derive(Debug, Clone, Copy)]
 pub enum Pace {
-    /// Send every `interval`, the first at `offset` after the start.
+    /// Transactions `first`, `first + stride`, … below `total` of a run at `rate` per
+    /// second, transaction g due at g / rate after the start.
     Every {
-        interval: Duration,
-        offset: Duration,
+        rate: f64,
+        first: u64,
+        stride: u64,
+        total: u64,
     },
     /// Keep this many transactions outstanding.
     Outstanding(usize),
@@ -165,24 +168,31 @@ pub async fn writer(conn: Arc<Conn>, run: Arc<RunShared>, pace: Pace) {
     let mut seq: u64 = 0;
     let mut batch: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut due: Vec<Instant> = Vec::new();
-    let mut next = match pace {
-        Pace::Every { offset, .. } => run.start + offset,
-        Pace::Outstanding(_) => run.start,
+    // The global index of the next scheduled transaction (open loop).
+    let mut g = match pace {
+        Pace::Every { first, .. } => first,
+        Pace::Outstanding(_) => 0,
     };
     loop {
         due.clear();
         match pace {
-            Pace::Every { interval, .. } => {
-                if next >= run.end {
+            Pace::Every {
+                rate,
+                stride,
+                total,
+                ..
+            } => {
+                let at = |g: u64| run.start + Duration::from_secs_f64(g as f64 / rate);
+                if g >= total {
                     break;
                 }
-                tokio::time::sleep_until(next).await;
+                tokio::time::sleep_until(at(g)).await;
                 let now = Instant::now();
                 // Everything due by now goes out, late ones with their scheduled time, so
                 // the wait counts in their latency (no coordinated omission).
-                while next <= now && next < run.end && due.len() < 4096 {
-                    due.push(next);
-                    next += interval;
+                while g < total && at(g) <= now && due.len() < 4096 {
+                    due.push(at(g));
+                    g += stride;
                 }
             }
             Pace::Outstanding(_) => {

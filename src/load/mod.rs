@@ -107,6 +107,9 @@ pub struct LoadConfig {
     pub progress: bool,
 }
 
+/// Starts a connection's reader and writer once every connection exists.
+type StartIo = Box<dyn FnOnce(Arc<Vec<Arc<Conn>>>, Arc<RunShared>, CancellationToken) + Send>;
+
 /// Runs the load once and returns its summary.
 pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
     let connections = cfg.connections;
@@ -114,12 +117,18 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         return Err(LoadError::BadConnections);
     }
     let paces: Vec<Pace> = match (cfg.rate, cfg.concurrency) {
-        (Some(r), None) if r > 0.0 => (0..connections)
-            .map(|k| Pace::Every {
-                interval: Duration::from_secs_f64(connections as f64 / r),
-                offset: Duration::from_secs_f64(k as f64 / r),
-            })
-            .collect(),
+        (Some(r), None) if r > 0.0 && r.is_finite() => {
+            // A whole number of transactions, so `sent` is exactly rate × duration.
+            let total = (r * cfg.duration.as_secs_f64()).round() as u64;
+            (0..connections)
+                .map(|k| Pace::Every {
+                    rate: r,
+                    first: k as u64,
+                    stride: connections as u64,
+                    total,
+                })
+                .collect()
+        }
         (None, Some(n)) if n > 0 => (0..connections)
             .map(|k| Pace::Outstanding(n / connections + usize::from(k < n % connections)))
             .collect(),
@@ -163,7 +172,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
     let mut conns = Vec::with_capacity(connections);
     enum Io {
         Udp(Arc<UdpSocket>),
-        Stream(Box<dyn FnOnce(Arc<Vec<Arc<Conn>>>, Arc<RunShared>, CancellationToken) + Send>),
+        Stream(StartIo),
     }
     let mut ios = Vec::with_capacity(connections);
     for (index, pace) in paces.iter().enumerate() {
@@ -215,9 +224,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                     *pace,
                 )));
                 let reply = Out::Stream(tx);
-                let start_io: Box<
-                    dyn FnOnce(Arc<Vec<Arc<Conn>>>, Arc<RunShared>, CancellationToken) + Send,
-                > = match &tls {
+                let start_io: StartIo = match &tls {
                     None => {
                         let (rd, wr) = tcp.into_split();
                         Box::new(move |c, r, s| {

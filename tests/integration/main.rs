@@ -5,6 +5,7 @@ mod binary;
 mod configs;
 mod federation;
 mod lab;
+mod load;
 mod metrics;
 mod peers;
 mod support;
