@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -117,8 +117,8 @@ pub struct RunShared {
     pub timeout: Duration,
     pub start: Instant,
     pub end: Instant,
-    /// Set by every writer when it has stopped sending; readers then drain.
-    pub writers_done: AtomicBool,
+    /// Writers still sending; at 0 the timer tasks end once nothing is pending.
+    pub writers_left: AtomicUsize,
     pub run_token: String,
 }
 
@@ -255,7 +255,7 @@ pub async fn writer(conn: Arc<Conn>, run: Arc<RunShared>, pace: Pace) {
             conn.out.send(&batch);
         }
     }
-    run.writers_done.store(true, Ordering::Release);
+    run.writers_left.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Handles one message that arrived for this run (on any of its connections).
@@ -436,7 +436,7 @@ pub async fn timers(conn: Arc<Conn>, run: Arc<RunShared>) {
         }
         let idle = st.pending.is_empty();
         drop(st);
-        if run.writers_done.load(Ordering::Acquire) && now >= run.end && idle {
+        if run.writers_left.load(Ordering::Acquire) == 0 && idle {
             return;
         }
         if now >= run.end + run.timeout + Duration::from_secs(1) {

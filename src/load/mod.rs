@@ -15,7 +15,7 @@ pub mod template;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -269,7 +269,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         timeout: cfg.timeout,
         start,
         end: start + cfg.duration,
-        writers_done: AtomicBool::new(false),
+        writers_left: AtomicUsize::new(connections),
         run_token,
     });
 
