@@ -93,6 +93,8 @@ CFG
 measure() {
   wait_port "$3" || { tail "$tmp/$1.log" >&2; die "$1 did not start"; }
   sleep 0.5   # let every worker come up
+  # A short warm-up (connections, handshakes, first allocations) outside the search.
+  one_step "127.0.0.1:$3" "$4" 200 1 "" "${load_args[@]}" >/dev/null
   local line
   line="$(find_max "$1" "127.0.0.1:$3" "$4" "$2" "${load_args[@]}")"
   echo "$line" >&2

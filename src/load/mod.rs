@@ -187,8 +187,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         match cfg.transport {
             Transport::Udp => {
                 let addr = SocketAddr::new(local_ip, 0);
-                let s = UdpSocket::bind(addr)
-                    .await
+                let s = crate::edge::bind_udp(addr)
                     .map_err(|source| LoadError::Bind { addr, source })?;
                 let local = s
                     .local_addr()

@@ -69,7 +69,7 @@ impl Sink {
         }
         let bind_err = |source| SinkError::Bind { addr, source };
         let socket = match cfg.transport {
-            Transport::Udp => Bound::Udp(UdpSocket::bind(addr).await.map_err(bind_err)?),
+            Transport::Udp => Bound::Udp(crate::edge::bind_udp(addr).map_err(bind_err)?),
             _ => Bound::Stream(TcpListener::bind(addr).await.map_err(bind_err)?),
         };
         let local = match &socket {
