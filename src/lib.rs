@@ -28,6 +28,7 @@ pub mod dns;
 pub mod edge;
 pub mod explain;
 pub mod lab;
+pub mod load;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sipedge::config::{Live, Snapshot};
 use sipedge::edge::{Edge, Sockets};
 
+mod load_cli;
+
 #[derive(Parser)]
 #[command(
     name = "sipedge",
@@ -162,6 +164,10 @@ enum Command {
         #[arg(long)]
         edge: Option<std::net::SocketAddr>,
     },
+    /// Generate SIP load against a proxy (or a sink) and report rate, latency and errors.
+    Load(load_cli::LoadArgs),
+    /// Answer every SIP request at once, statelessly (a stand-in UAS for load tests).
+    Sink(load_cli::SinkArgs),
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
@@ -221,6 +227,8 @@ fn main() -> ExitCode {
                 },
             )
         }),
+        Command::Load(args) => load_cli::load(args),
+        Command::Sink(args) => load_cli::sink(args),
         Command::Peer {
             role,
             config,

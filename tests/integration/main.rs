@@ -9,6 +9,7 @@ mod hostile;
 mod lab;
 mod lab_binary;
 mod legit;
+mod load;
 mod metrics;
 mod observability;
 mod peers;
