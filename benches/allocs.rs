@@ -76,9 +76,15 @@ fn main() {
         };
         // Warm: connections open, table shards and buffers grown.
         relay.round_trips(1_000);
-        let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+        let (a0, b0) = (
+            ALLOCS.load(Ordering::Relaxed),
+            BYTES.load(Ordering::Relaxed),
+        );
         relay.round_trips(n);
-        let (a1, b1) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+        let (a1, b1) = (
+            ALLOCS.load(Ordering::Relaxed),
+            BYTES.load(Ordering::Relaxed),
+        );
         println!(
             "{transport:?}: {:.1} allocations, {:.0} bytes per relayed message (lost: {})",
             (a1 - a0) as f64 / n as f64,

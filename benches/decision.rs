@@ -111,7 +111,12 @@ fn decision(c: &mut Criterion) {
     let snap = big_snapshot();
     let dns = DnsFacts::none().with_srv(
         "live.com",
-        SrvAnswer::Records(vec![SrvTarget::new(0, 0, 5061, "federation.messenger.msn.com")]),
+        SrvAnswer::Records(vec![SrvTarget::new(
+            0,
+            0,
+            5061,
+            "federation.messenger.msn.com",
+        )]),
     );
     let pool = peer(Interface::Internal, "pool.contoso.test");
     let partner = peer(Interface::External, "sip.partner09999.test");

@@ -83,9 +83,8 @@ impl Relay {
             ..
         } = self;
         let started = Instant::now();
-        let result = client_rt.block_on(async {
-            tokio::time::timeout(BATCH_DEADLINE, client.run(n)).await
-        });
+        let result =
+            client_rt.block_on(async { tokio::time::timeout(BATCH_DEADLINE, client.run(n)).await });
         match result {
             Ok(Ok(missing)) => *lost += missing,
             Ok(Err(e)) => panic!("relay bench client: {e}"),
@@ -137,7 +136,8 @@ impl Pool {
                     let mut buf = vec![0u8; 65_536];
                     let mut out = Vec::with_capacity(2048);
                     while let Ok((len, from)) = sock.recv_from(&mut buf).await {
-                        if answer(&buf[..len], &mut out) && sock.send_to(&out, from).await.is_err() {
+                        if answer(&buf[..len], &mut out) && sock.send_to(&out, from).await.is_err()
+                        {
                             break;
                         }
                     }
@@ -191,7 +191,15 @@ fn answer(msg: &[u8], out: &mut Vec<u8>) -> bool {
         let name = line.split(|&b| b == b':').next().unwrap_or(b"");
         let name = name.trim_ascii();
         let keep = [
-            &b"via"[..], b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq",
+            &b"via"[..],
+            b"v",
+            b"from",
+            b"f",
+            b"to",
+            b"t",
+            b"call-id",
+            b"i",
+            b"cseq",
         ]
         .iter()
         .any(|k| name.eq_ignore_ascii_case(k));

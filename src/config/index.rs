@@ -150,7 +150,7 @@ impl LookupIndex {
     /// Position of the first allowed-list entry for `domain` (case-insensitive).
     pub(super) fn allowed(&self, lists: &Lists<'_>, domain: &str) -> Option<usize> {
         let same = |i: usize| lists.allowed[i].domain.eq_ignore_ascii_case(domain);
-        let found = self.with(lists, |ix| probe(&ix.allowed, ix.key(&[domain]), |i| same(i)));
+        let found = self.with(lists, |ix| probe(&ix.allowed, ix.key(&[domain]), same));
         match found {
             Probe::Absent => None,
             Probe::At(i) => Some(i),
@@ -161,7 +161,7 @@ impl LookupIndex {
     /// Position of the first blocked-list entry for `domain` (case-insensitive).
     pub(super) fn blocked(&self, lists: &Lists<'_>, domain: &str) -> Option<usize> {
         let same = |i: usize| lists.blocked[i].domain.eq_ignore_ascii_case(domain);
-        let found = self.with(lists, |ix| probe(&ix.blocked, ix.key(&[domain]), |i| same(i)));
+        let found = self.with(lists, |ix| probe(&ix.blocked, ix.key(&[domain]), same));
         match found {
             Probe::Absent => None,
             Probe::At(i) => Some(i),
@@ -238,12 +238,20 @@ mod tests {
     #[test]
     fn lookups_agree_with_a_scan_case_insensitively_and_first_entry_wins() {
         let long = format!("{}.example.test", "a".repeat(100));
-        let allowed = [allowed("fabrikam.test"), allowed(&long), allowed("FABRIKAM.test")];
+        let allowed = [
+            allowed("fabrikam.test"),
+            allowed(&long),
+            allowed("FABRIKAM.test"),
+        ];
         let blocked = [BlockedDomain {
             domain: "adatum.test".into(),
             comment: None,
         }];
-        let users = [grant("alice@contoso.test"), grant("bob"), grant("bob@contoso.test")];
+        let users = [
+            grant("alice@contoso.test"),
+            grant("bob"),
+            grant("bob@contoso.test"),
+        ];
         let lists = Lists {
             allowed: &allowed,
             blocked: &blocked,

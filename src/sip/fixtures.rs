@@ -61,7 +61,10 @@ mod tests {
     fn fixtures_carry_what_the_decision_and_rewrite_read() {
         let m = parse(MESSAGE);
         let f = request_facts(&m);
-        assert_eq!((f.method, f.from_host, f.uri_host), ("MESSAGE", "fabrikam.test", "contoso.test"));
+        assert_eq!(
+            (f.method, f.from_host, f.uri_host),
+            ("MESSAGE", "fabrikam.test", "contoso.test")
+        );
         assert!(f.trust_header.is_some());
         assert_eq!(m.header_value(HeaderName::ContentType).as_deref(), Some("text/plain; charset=UTF-8;msgr=WAAtAE0ATQBTAC0ASQBNAC0ARgBvAHIAbQBhAHQAOgAgAEYATgA9AFMAZQBnAG8AZQAlADIAMABVAEkAOwAgAEUARgA9ADsAIABDAE8APQAwADsAIABDAFMAPQAwADsAIABQAEYAPQAwAA0ACgANAAoADQAKAA"));
 
