@@ -40,7 +40,10 @@
 //! the edge keeps the static routing of `routes` / `default_route` (bench configs). As soon
 //! as one is present, the product defaults apply — including AllowFederatedUsers = false.
 
+use std::collections::HashSet;
 use std::fmt;
+
+use super::index::{Lists, LookupIndex};
 
 /// The federation configuration: the edge switches, the providers, the domain lists, the
 /// external access policies and their grants. Plain data, so the admin layer can clone,
@@ -59,6 +62,9 @@ pub struct Federation {
     pub users: Vec<UserGrant>,
     /// Statuses and codes for refusals the product does not document.
     pub codes: Codes,
+    /// Hash indexes over the allowed and blocked lists and the grants, built on first
+    /// lookup (a cache: leave it at its default).
+    pub index: LookupIndex,
 }
 
 /// `CsAccessEdgeConfiguration`, the single global object.
@@ -438,6 +444,7 @@ impl Default for Federation {
             external_access_policies: vec![ExternalAccessPolicy::closed(PolicyScope::Global)],
             users: Vec::new(),
             codes: Codes::default(),
+            index: LookupIndex::default(),
         }
     }
 }
@@ -462,16 +469,23 @@ impl Federation {
 
     /// The blocked-list entry for `domain`.
     pub fn blocked(&self, domain: &str) -> Option<&BlockedDomain> {
-        self.blocked_domains
-            .iter()
-            .find(|b| b.domain.eq_ignore_ascii_case(domain))
+        let i = self.index.blocked(&self.lists(), domain)?;
+        self.blocked_domains.get(i)
     }
 
     /// The allowed-list entry for `domain`.
     pub fn allowed(&self, domain: &str) -> Option<&AllowedDomain> {
-        self.allowed_domains
-            .iter()
-            .find(|a| a.domain.eq_ignore_ascii_case(domain))
+        let i = self.index.allowed(&self.lists(), domain)?;
+        self.allowed_domains.get(i)
+    }
+
+    /// The lists the lookup index covers.
+    fn lists(&self) -> Lists<'_> {
+        Lists {
+            allowed: &self.allowed_domains,
+            blocked: &self.blocked_domains,
+            users: &self.users,
+        }
     }
 
     /// The public provider (enabled or not) whose ProxyFqdn is `fqdn`.
@@ -504,7 +518,8 @@ impl Federation {
 
     /// The grant of `user@host`, if any.
     pub fn grant(&self, user: &str, host: &str) -> Option<&UserGrant> {
-        self.users.iter().find(|g| g.is_for(user, host))
+        let i = self.index.grant(&self.lists(), user, host)?;
+        self.users.get(i)
     }
 
     /// Every pair of objects the product refuses to hold together: a domain on both lists,
@@ -513,11 +528,7 @@ impl Federation {
     pub fn conflicts(&self) -> Vec<Conflict> {
         let mut out = Vec::new();
         for (i, b) in self.blocked_domains.iter().enumerate() {
-            if let Some(j) = self
-                .allowed_domains
-                .iter()
-                .position(|a| a.domain.eq_ignore_ascii_case(&b.domain))
-            {
+            if let Some(j) = self.index.allowed(&self.lists(), &b.domain) {
                 out.push(Conflict {
                     key: format!("blocked_domain[{i}].domain"),
                     other: format!("allowed_domain[{j}].domain"),
@@ -859,10 +870,12 @@ impl Builder<'_> {
             };
             fed.hosting_providers.push(hp);
         }
+        // Sets rather than lookups on the growing lists: building stays linear in their size.
+        let mut seen = HashSet::new();
         for (i, a) in raw.allowed_domain.into_iter().enumerate() {
             let key = format!("allowed_domain[{i}]");
             let domain = self.fqdn(&format!("{key}.domain"), &a.domain);
-            if fed.allowed(&domain).is_some() {
+            if !seen.insert(domain.to_ascii_lowercase()) {
                 self.problem(
                     &format!("{key}.domain"),
                     format!("`{domain}` is already on the allowed list"),
@@ -883,10 +896,11 @@ impl Builder<'_> {
             };
             fed.allowed_domains.push(ad);
         }
+        seen.clear();
         for (i, b) in raw.blocked_domain.into_iter().enumerate() {
             let key = format!("blocked_domain[{i}].domain");
             let domain = self.fqdn(&key, &b.domain);
-            if fed.blocked(&domain).is_some() {
+            if !seen.insert(domain.to_ascii_lowercase()) {
                 self.problem(&key, format!("`{domain}` is already on the blocked list"));
             }
             fed.blocked_domains.push(BlockedDomain {
@@ -922,6 +936,7 @@ impl Builder<'_> {
             fed.external_access_policies
                 .insert(0, ExternalAccessPolicy::closed(PolicyScope::Global));
         }
+        seen.clear();
         for (i, u) in raw.user.into_iter().enumerate() {
             let key = format!("user[{i}].user");
             let name = u.user.trim();
@@ -944,7 +959,7 @@ impl Builder<'_> {
                     ),
                 );
             }
-            if fed.users.iter().any(|g| g.user == name) {
+            if !seen.insert(name.clone()) {
                 self.problem(&key, format!("user `{name}` has two grants"));
             }
             let policy = u.policy.map(|p| {

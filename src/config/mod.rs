@@ -6,6 +6,7 @@
 
 mod federation;
 mod file;
+mod index;
 mod live;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ pub use federation::{
     UserGrant, VerificationLevel, DEFAULT_FEDERATED_METHODS,
 };
 pub use file::{ConfigError, Problem};
+pub use index::LookupIndex;
 pub use live::Live;
 
 use crate::transport::{Interface, Transport};

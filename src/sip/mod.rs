@@ -2,6 +2,7 @@
 //! by splicing, and the few messages the edge writes itself.
 
 pub mod build;
+pub mod fixtures;
 pub mod framing;
 pub mod header;
 pub mod message;
