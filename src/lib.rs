@@ -13,6 +13,7 @@
 //! - `dns`: the `Resolve` trait over hickory, SRV ordering, a TTL cache, the lab zone server.
 //! - `tls`: rustls configurations and peer identity.
 //! - `lab`: lab certificates, the topology table, simulated peers, PIC provisioning.
+//! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
 //! 1. accept (`transport::listen`), 2. frame (`sip::framing`), 3. parse and identify
@@ -22,15 +23,51 @@
 
 pub mod admin;
 pub mod config;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod dns;
 pub mod edge;
 pub mod explain;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
+pub mod fuzzing;
 pub mod lab;
 pub mod metrics;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod policy;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod proxy;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod sip;
 pub mod tls;
 pub mod tls_store;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod transport;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod txn;
