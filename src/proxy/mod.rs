@@ -219,9 +219,17 @@ impl Core {
 
     fn on_request(&self, m: Message, peer: &Peer, reply: &ReplyTo) {
         if let Err(e) = m.validate_request() {
-            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, "request refused: 400");
-            self.respond_stateless(&m, peer, reply, 400, |tag| {
+            let status = e.status();
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, status, "request refused");
+            self.respond_stateless(&m, peer, reply, status, |tag| {
                 respond::bad_request(&m, &e, Some(peer.addr), tag)
+            });
+            return;
+        }
+        if let Some(tags) = unsupported_proxy_require(&m) {
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, %tags, "request refused: 420");
+            self.respond_stateless(&m, peer, reply, 420, |tag| {
+                respond::bad_extension(&m, &tags, Some(peer.addr), tag)
             });
             return;
         }
@@ -1432,6 +1440,22 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
     }
 }
 
+/// The Proxy-Require option tags of a request, when it has any: the edge implements no
+/// proxy extension, so any tag is refused with 420 (RFC 3261 §16.3 step 5). ACK and CANCEL
+/// are exempt, since they cannot be answered on their own.
+fn unsupported_proxy_require(m: &Message) -> Option<String> {
+    if matches!(m.method(), Method::Ack | Method::Cancel) {
+        return None;
+    }
+    let tags: Vec<&str> = m
+        .values(HeaderName::ProxyRequire)
+        .into_iter()
+        .map(|(_, r)| m.text(r))
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
 /// A refusal for a host name that has no address.
 fn no_address(host: &str) -> Rejection {
     Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
@@ -1475,6 +1499,8 @@ struct RoutePlan {
 impl Handler for Core {
     fn on_message(&self, msg: Bytes, peer: &Peer, reply: &ReplyTo) {
         let datagram = peer.transport == Transport::Udp;
+        // A cheap handle (reference-counted) kept to answer a request that fails to parse.
+        let msg_copy = msg.clone();
         match Message::parse(msg, datagram) {
             Ok(m) => {
                 self.metrics
@@ -1486,8 +1512,20 @@ impl Handler for Core {
                 }
             }
             Err(e) => {
-                // Without a parsed header block there is nothing to address a response to.
-                tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+                // A request whose header block still names a Via is answered (400, or 505 for
+                // another SIP version); anything else has nowhere to send an answer.
+                match Message::reply_head(&msg_copy) {
+                    Some(head) => {
+                        let status = e.status();
+                        tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, status, "request refused: unparseable");
+                        self.respond_stateless(&head, peer, reply, status, |tag| {
+                            respond::bad_request(&head, &e, Some(peer.addr), tag)
+                        });
+                    }
+                    None => {
+                        tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+                    }
+                }
             }
         }
     }
@@ -1499,36 +1537,18 @@ impl Handler for Core {
         };
         tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %err, status, "stream framing failed; closing");
         // Answer when the header block is readable: parse it as if it had no body.
-        if let Some(end) = memchr::memmem::find(&head, b"\r\n\r\n") {
-            // Drop Content-Length so the header block parses on its own.
-            let h: Vec<u8> = head[..end + 2]
-                .split_inclusive(|b| *b == b'\n')
-                .filter(|line| {
-                    let name = line.split(|b| *b == b':').next().unwrap_or(&[]);
-                    let name = crate::sip::framing::trim(name);
-                    !(name.eq_ignore_ascii_case(b"content-length")
-                        || name.eq_ignore_ascii_case(b"l"))
-                })
-                .flatten()
-                .copied()
-                .chain(*b"\r\n")
-                .collect();
-            if let Ok(m) = Message::parse(Bytes::from(h), true) {
-                if m.is_request() && m.top_via().is_some() {
-                    let tag = self.next_tag();
-                    let phrase = if status == 513 {
-                        reason.to_string()
-                    } else {
-                        format!("{reason} - {err}")
-                    };
-                    let bytes =
-                        build::response(&m, status, &phrase, Some(peer.addr), Some(&tag), &[]);
-                    self.metrics
-                        .message(peer.interface, Direction::Out, m.method());
-                    self.metrics.response(status);
-                    let _ = reply.send(bytes.freeze());
-                }
-            }
+        if let Some(m) = Message::reply_head(&head) {
+            let tag = self.next_tag();
+            let phrase = if status == 513 {
+                reason.to_string()
+            } else {
+                format!("{reason} - {err}")
+            };
+            let bytes = build::response(&m, status, &phrase, Some(peer.addr), Some(&tag), &[]);
+            self.metrics
+                .message(peer.interface, Direction::Out, m.method());
+            self.metrics.response(status);
+            let _ = reply.send(bytes.freeze());
         }
     }
 

@@ -49,6 +49,33 @@ pub enum ParseError {
     /// The CSeq method does not match the request method.
     #[error("CSeq method does not match the request method")]
     CSeqMismatch,
+    /// The Request-URI is not a SIP or SIPS URI: a proxy cannot route it (RFC 3261 §16.3
+    /// step 1, answered 416).
+    #[error("unsupported URI scheme `{0}`")]
+    UnsupportedScheme(String),
+    /// The Request-URI carries `?headers`, which a proxy must not forward (RFC 4475 §3.1.2.14).
+    #[error("Request-URI with headers")]
+    RequestUriHeaders,
+}
+
+impl ParseError {
+    /// The status a request failing this way is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ParseError::BadVersion => 505,
+            ParseError::UnsupportedScheme(_) => 416,
+            _ => 400,
+        }
+    }
+
+    /// The reason phrase of that answer, naming the problem where the status is generic.
+    pub fn reason_phrase(&self) -> String {
+        match self {
+            ParseError::BadVersion => "Version Not Supported".to_string(),
+            ParseError::UnsupportedScheme(_) => "Unsupported URI Scheme".to_string(),
+            other => format!("Bad Request - {other}"),
+        }
+    }
 }
 
 /// A SIP method. `Other` keeps unknown extension methods, which a proxy must relay.
@@ -225,6 +252,32 @@ impl Message {
             body: body_start..body_start + body_len,
             buf,
         })
+    }
+
+    /// A header-only request to answer an unparseable one with: its header lines up to the
+    /// first empty line, without Content-Length, under a neutral start line, so that the
+    /// answer copies Via, From, To, Call-ID and CSeq. `None` for responses (never answered)
+    /// and for bytes without a usable Via (nowhere to send an answer).
+    pub fn reply_head(buf: &[u8]) -> Option<Message> {
+        if buf.starts_with(b"SIP/") {
+            return None;
+        }
+        let rest = &buf[memchr(b'\n', buf)? + 1..];
+        let end = memchr::memmem::find(rest, b"\r\n\r\n").map_or(rest.len(), |e| e + 2);
+        let mut head = Vec::with_capacity(end + 48);
+        head.extend_from_slice(b"UNPARSEABLE sip:invalid SIP/2.0\r\n");
+        for line in rest[..end].split_inclusive(|b| *b == b'\n') {
+            let name = trim(line.split(|b| *b == b':').next().unwrap_or_default());
+            if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+                head.extend_from_slice(line);
+            }
+        }
+        if !head.ends_with(b"\n") {
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let m = Message::parse(Bytes::from(head), true).ok()?;
+        m.top_via().is_some().then_some(m)
     }
 
     /// The original bytes (including anything after the body in a datagram).
@@ -409,8 +462,12 @@ impl Message {
     /// Checks what a proxy needs of a request (RFC 3261 §16.3 step 1 and §8.1.1):
     /// Via, From, To, Call-ID, CSeq (matching the method), a numeric Max-Forwards.
     pub fn validate_request(&self) -> Result<(), ParseError> {
-        if self.uri().is_none() {
-            return Err(ParseError::BadRequestUri);
+        let uri = self.uri().ok_or(ParseError::BadRequestUri)?;
+        if !uri.is_sip() {
+            return Err(ParseError::UnsupportedScheme(uri.scheme.to_string()));
+        }
+        if uri.headers.is_some() {
+            return Err(ParseError::RequestUriHeaders);
         }
         self.validate_common()?;
         let cseq = self.cseq().ok_or(ParseError::Malformed("CSeq"))?;
@@ -520,7 +577,9 @@ fn parse_start_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> 
     let rest = &line[sp1 + 1..];
     let sp2 = memchr(b' ', rest).ok_or(ParseError::BadStartLine)?;
     let version = &rest[sp2 + 1..];
-    if !version.starts_with(b"SIP/") {
+    // Extra spaces anywhere in the start line (RFC 4475 lwsstart, trws) are malformed, not
+    // another version: the splice relays the start line as it came, so it must be exact.
+    if !version.starts_with(b"SIP/") || version.iter().any(u8::is_ascii_whitespace) {
         return Err(ParseError::BadStartLine);
     }
     if version != b"SIP/2.0" {

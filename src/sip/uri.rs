@@ -10,6 +10,8 @@ pub struct Uri<'a> {
     pub port: Option<u16>,
     /// URI parameters, starting after the first `;` (e.g. `transport=tls;lr`).
     pub params: &'a str,
+    /// The `?headers` part, without the `?`, when present.
+    pub headers: Option<&'a str>,
 }
 
 impl<'a> Uri<'a> {
@@ -37,13 +39,19 @@ impl<'a> Uri<'a> {
                     host: "",
                     port: None,
                     params: "",
+                    headers: None,
                 })
             };
         }
-        let rest = rest.split('?').next().unwrap_or(rest);
-        let (user, hostport) = match rest.rfind('@') {
+        // userinfo may hold `?`, `;` and `:` (RFC 4475 intmeth, semiuri) but never an
+        // unescaped `@`, so the first `@` ends it; `?headers` can only follow the host part.
+        let (user, hostport) = match rest.find('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
+        };
+        let (hostport, headers) = match hostport.split_once('?') {
+            Some((h, hdrs)) => (h, Some(hdrs)),
+            None => (hostport, None),
         };
         let (host, after) = if let Some(v6) = hostport.strip_prefix('[') {
             let close = v6.find(']')?;
@@ -74,7 +82,13 @@ impl<'a> Uri<'a> {
             host,
             port,
             params,
+            headers,
         })
+    }
+
+    /// `sip:` or `sips:`: the only schemes the edge routes.
+    pub fn is_sip(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("sip") || self.is_sips()
     }
 
     /// `sips:` URIs require TLS.
@@ -119,7 +133,13 @@ impl<'a> NameAddr<'a> {
             Some(lt) => {
                 let gt = s[lt..].find('>')? + lt;
                 let display = s[..lt].trim();
-                let uri = Uri::parse(&s[lt + 1..gt])?;
+                let inner = &s[lt + 1..gt];
+                // `< sip:x >` (RFC 4475 badaspec) and an unquoted display name with
+                // non-token characters (baddn) are malformed, not guessed at.
+                if inner.trim() != inner || !valid_display_name(display) {
+                    return None;
+                }
+                let uri = Uri::parse(inner)?;
                 let params = s[gt + 1..].trim_start();
                 let params = params.strip_prefix(';').unwrap_or(params);
                 Some(NameAddr {
@@ -144,6 +164,15 @@ impl<'a> NameAddr<'a> {
     pub fn tag(&self) -> Option<&'a str> {
         param_in(self.params, "tag").filter(|t| !t.is_empty())
     }
+}
+
+/// A display name is a quoted string or tokens separated by whitespace (RFC 3261 §25.1).
+fn valid_display_name(d: &str) -> bool {
+    if d.starts_with('"') {
+        return d.len() >= 2 && d.ends_with('"');
+    }
+    d.bytes()
+        .all(|c| c.is_ascii_whitespace() || super::message::is_token_char(c))
 }
 
 fn find_unquoted(s: &str, needle: u8) -> Option<usize> {

@@ -53,6 +53,10 @@ impl<'a> Via<'a> {
         if host.is_empty() || host.contains(char::is_whitespace) {
             return None;
         }
+        // Every `;` must introduce a parameter (RFC 4475 badinv01: `;;,;,,`).
+        if !params.is_empty() && params.split(';').any(|p| p.trim().is_empty()) {
+            return None;
+        }
         Some(Via {
             transport,
             host,
