@@ -257,7 +257,7 @@ impl Message {
     /// A header-only request to answer an unparseable one with: its header lines up to the
     /// first empty line, without Content-Length, under a neutral start line, so that the
     /// answer copies Via, From, To, Call-ID and CSeq. `None` for responses (never answered)
-    /// and for bytes without a usable Via (nowhere to send an answer).
+    /// and for bytes without a Via (no answer can be matched to them).
     pub fn reply_head(buf: &[u8]) -> Option<Message> {
         if buf.starts_with(b"SIP/") {
             return None;
@@ -277,7 +277,9 @@ impl Message {
         }
         head.extend_from_slice(b"\r\n");
         let m = Message::parse(Bytes::from(head), true).ok()?;
-        m.top_via().is_some().then_some(m)
+        // The answer goes back where the request came from; the Via is only copied, so one
+        // of another SIP version (RFC 4475 badvers) is enough.
+        m.header(HeaderName::Via).is_some().then_some(m)
     }
 
     /// The original bytes (including anything after the body in a datagram).

@@ -9,4 +9,5 @@ mod metrics;
 mod peers;
 mod support;
 mod tls;
+mod torture;
 mod transports;
