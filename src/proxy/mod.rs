@@ -765,7 +765,7 @@ impl Core {
         let via = format!(
             "SIP/2.0/{} {}:{};branch={};rport",
             target.transport.via_token(),
-            exit_settings.fqdn,
+            crate::sip::uri::uri_host(&exit_settings.fqdn),
             via_port,
             branch
         );
@@ -803,7 +803,8 @@ impl Core {
         forward::rewrite_request(m, &edits).freeze()
     }
 
-    /// A Record-Route value naming one interface by its FQDN (never an IP: Lync ignores those).
+    /// A Record-Route value naming one interface by its FQDN (never an IP: Lync ignores those;
+    /// only an interface configured with an address for its name, as in IPv6 tests, gives one).
     fn rr_value(&self, snap: &Snapshot, iface: Interface, transport: Transport) -> String {
         let s = snap.interface(iface);
         let ports = self.ports.get(&iface).copied().unwrap_or_default();
@@ -815,7 +816,7 @@ impl Core {
             .unwrap_or(5061);
         format!(
             "<sip:{}:{};transport={};lr>",
-            s.fqdn,
+            crate::sip::uri::uri_host(&s.fqdn),
             port,
             transport.as_str()
         )

@@ -107,6 +107,16 @@ impl<'a> Uri<'a> {
     }
 }
 
+/// A host as written in a URI or a Via sent-by: IPv6 literals in brackets (RFC 3261 §19.1.1,
+/// RFC 5118 §4.1), names and IPv4 as they are.
+pub fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        std::borrow::Cow::Owned(format!("[{host}]"))
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
 /// Looks up `name` in a `;`-separated parameter list, case-insensitively.
 pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     params.split(';').find_map(|p| {
@@ -214,6 +224,15 @@ mod tests {
         assert!(Uri::parse("sip:").is_none());
         assert!(Uri::parse("sip:a@b:notaport").is_none());
         assert_eq!(Uri::parse("tel:+14255550100").expect("tel").host, "");
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(uri_host("::1"), "[::1]");
+        assert_eq!(uri_host("[::1]"), "[::1]");
+        assert_eq!(uri_host("2001:db8::9"), "[2001:db8::9]");
+        assert_eq!(uri_host("edge.contoso.test"), "edge.contoso.test");
+        assert_eq!(uri_host("192.0.2.1"), "192.0.2.1");
     }
 
     #[test]
