@@ -1,6 +1,6 @@
-//! RFC 4475 torture messages against the real edge over UDP and TCP: the outcome each
-//! message must have is in `tests/fixtures/rfc4475/expected.toml`, and what went over the
-//! wire is checked against it (status, or the relayed bytes at the pool).
+//! RFC 4475 and RFC 5118 (IPv6) torture messages against the real edge over UDP and TCP:
+//! the outcome each message must have is in `tests/fixtures/<rfc>/expected.toml`, and what
+//! went over the wire is checked against it (status, or the relayed bytes at the pool).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,9 +73,11 @@ pub fn route_to(msg: &[u8], domain: &str) -> Vec<u8> {
     };
     let rest = &line[start..];
     let host_start = rest.find('@').map_or(0, |a| a + 1);
-    let host_len = rest[host_start..]
-        .find([';', '?', ':', '>', ' '])
-        .unwrap_or(rest.len() - host_start);
+    let host = &rest[host_start..];
+    let host_len = match host.strip_prefix('[') {
+        Some(v6) => v6.find(']').map_or(host.len(), |e| e + 2),
+        None => host.find([';', '?', ':', '>', ' ']).unwrap_or(host.len()),
+    };
     let at = start + host_start;
     let mut out = Vec::with_capacity(msg.len() + domain.len());
     out.extend_from_slice(line[..at].as_bytes());
@@ -249,14 +251,35 @@ fn check_forwarded(case: &Case, sent: &[u8], got: &[u8]) {
 
 #[tokio::test]
 async fn rfc4475_messages_over_udp() {
+    over_udp("rfc4475", 48).await;
+}
+
+#[tokio::test]
+async fn rfc4475_messages_over_tcp() {
+    over_tcp("rfc4475").await;
+}
+
+#[tokio::test]
+async fn rfc5118_messages_over_udp() {
+    over_udp("rfc5118", 12).await;
+}
+
+#[tokio::test]
+async fn rfc5118_messages_over_tcp() {
+    over_tcp("rfc5118").await;
+}
+
+/// Every message of `dir` over UDP, each to a fresh edge, checked against the manifest.
+async fn over_udp(dir: &str, count: usize) {
     let mut pool = Pool::start().await;
-    let client = UdpPeer::bind("127.0.0.9").await;
     let mut seen: HashMap<String, String> = HashMap::new();
-    for (case, raw) in manifest("rfc4475") {
+    for (case, raw) in manifest(dir) {
         // A fresh edge per message: the RFC reuses branches (z9hG4bKkdjuw), and the same
         // branch and sent-by is one transaction to a proxy that has seen the first.
         let edge = TestEdge::start(&config(pool.addr)).await;
         let to = edge.addr(Interface::External, Transport::Udp);
+        // And a fresh client: RFC 5118 messages share one Call-ID.
+        let client = UdpPeer::bind("127.0.0.9").await;
         let msg = route_to(&raw, "contoso.test");
         client.sock.send_to(&msg, to).await.expect("send");
         let cid = call_id(&msg);
@@ -303,8 +326,9 @@ async fn rfc4475_messages_over_udp() {
         edge.edge.shutdown(DRAIN).await;
     }
     if std::env::var_os("TORTURE_ONLY").is_none() {
-        assert!(seen.len() >= 48, "every fixture ran");
+        assert_eq!(seen.len(), count, "every fixture ran");
     }
+    let client = UdpPeer::bind("127.0.0.9").await;
     let edge = TestEdge::start(&config(pool.addr)).await;
     still_serving(
         &client,
@@ -314,10 +338,10 @@ async fn rfc4475_messages_over_udp() {
     .await;
 }
 
-#[tokio::test]
-async fn rfc4475_messages_over_tcp() {
+/// Every message of `dir` over TCP, one connection and one edge each.
+async fn over_tcp(dir: &str) {
     let mut pool = Pool::start().await;
-    for (case, raw) in manifest("rfc4475") {
+    for (case, raw) in manifest(dir) {
         let edge = TestEdge::start(&config(pool.addr)).await;
         let to = edge.addr(Interface::External, Transport::Tcp);
         let msg = route_to(&raw, "contoso.test");
@@ -444,6 +468,11 @@ fn route_to_rewrites_only_the_request_uri_host() {
     assert_eq!(
         route_to(r, "contoso.test"),
         b"REGISTER sip:contoso.test SIP/2.0\r\n\r\n"
+    );
+    let v6 = b"REGISTER sip:[2001:db8::10]:5070 SIP/2.0\r\n\r\n";
+    assert_eq!(
+        route_to(v6, "contoso.test"),
+        b"REGISTER sip:contoso.test:5070 SIP/2.0\r\n\r\n"
     );
     let odd = b"OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\r\n\r\n";
     assert_eq!(route_to(odd, "contoso.test"), odd);
