@@ -4,6 +4,7 @@ mod admin;
 mod binary;
 mod configs;
 mod federation;
+mod fuzz_corpus;
 mod ipv6;
 mod lab;
 mod metrics;
