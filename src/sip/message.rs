@@ -783,4 +783,123 @@ v=0\n";
             .collect();
         assert_eq!(parts, ["<sip:a@b;x=1,2>", "\"c, d\" <sip:c@d>", "sip:e@f"]);
     }
+
+    // === the forms RFC 3261 §7.3 allows, one test each ===
+
+    #[test]
+    fn compact_forms_are_the_long_headers() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@fabrikam.test>;tag=1\r\nt: <sip:bob@contoso.test>\r\ni: c1\r\nCSeq: 1 MESSAGE\r\nm: <sip:a@h>\r\nk: path\r\nc: text/plain\r\nl: 2\r\n\r\nhi");
+        assert!(m.validate_request().is_ok());
+        assert_eq!(m.call_id(), Some("c1"));
+        assert!(m.header(HeaderName::Contact).is_some());
+        assert!(m.header(HeaderName::Supported).is_some());
+        assert_eq!(
+            m.header_value(HeaderName::ContentType).as_deref(),
+            Some("text/plain")
+        );
+        assert_eq!(m.body(), b"hi");
+    }
+
+    #[test]
+    fn folded_header_values_unfold_and_keep_their_line() {
+        // RFC 3261 §7.3.1: a line starting with SP or HTAB continues the previous value.
+        let text = "MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/TCP a.test;\r\n branch=z9hG4bK1 ,\r\n\tSIP/2.0/UDP b.test;branch=z9hG4bK2\r\nFrom:\r\n <sip:a@fabrikam.test>\r\n  ;tag=1\r\nTo: <sip:bob@contoso.test>\r\nCall-ID: c\r\nCSeq: 1\r\n MESSAGE\r\nX-Note: one\r\n two\r\nContent-Length: 0\r\n\r\n";
+        let m = msg(text);
+        assert!(m.validate_request().is_ok(), "{:?}", m.validate_request());
+        assert_eq!(m.via_count(), 2);
+        assert_eq!(m.top_via().and_then(|v| v.branch()), Some("z9hG4bK1"));
+        assert_eq!(m.from().and_then(|f| f.tag()), Some("1"));
+        assert_eq!(m.cseq().map(|c| c.method), Some(Method::Message));
+        let note = m
+            .headers()
+            .iter()
+            .find(|h| m.text(h.name_range.clone()) == "X-Note");
+        let note = note.map(|h| (m.value_of(h).into_owned(), m.text(h.line.clone())));
+        assert_eq!(note.as_ref().map(|n| n.0.as_str()), Some("one two"));
+        // Relayed as it came: the whole folded line, continuation included.
+        assert_eq!(
+            note.map(|n| n.1.to_string()).as_deref(),
+            Some("X-Note: one\r\n two\r\n")
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nvIA: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFROM: <sip:a@fabrikam.test>;tag=1\r\nto: <sip:bob@contoso.test>\r\ncall-id: c\r\ncseq: 1 MESSAGE\r\nMAX-forwards: 5\r\ncontent-LENGTH: 0\r\n\r\n");
+        assert!(m.validate_request().is_ok());
+        assert_eq!(m.max_forwards(), Ok(Some(5)));
+    }
+
+    #[test]
+    fn several_values_on_one_line_and_across_lines() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK2\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK3\r\nRoute: <sip:r1.test;lr>, <sip:r2.test;lr>\r\nRoute: <sip:r3.test;lr>\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(m.via_count(), 3);
+        let routes: Vec<String> = m
+            .values(HeaderName::Route)
+            .into_iter()
+            .map(|(_, r)| m.text(r).to_string())
+            .collect();
+        assert_eq!(
+            routes,
+            ["<sip:r1.test;lr>", "<sip:r2.test;lr>", "<sip:r3.test;lr>"]
+        );
+        let second = m.values(HeaderName::Via)[1].1.clone();
+        assert_eq!(
+            Via::parse(m.text(second)).map(|v| v.host),
+            Some("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn unknown_headers_are_kept_as_they_came() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nUnknownHeaderWithUnusualValue: ;;,,;;,;\r\nC%6Fntact: <sip:x@y>\r\nContent-Length: 0\r\n\r\n");
+        let unknown: Vec<&str> = m
+            .headers()
+            .iter()
+            .filter(|h| h.name == HeaderName::Other)
+            .map(|h| m.text(h.line.clone()))
+            .collect();
+        assert_eq!(
+            unknown,
+            [
+                "UnknownHeaderWithUnusualValue: ;;,,;;,;\r\n",
+                "C%6Fntact: <sip:x@y>\r\n"
+            ]
+        );
+        assert!(
+            m.header(HeaderName::Contact).is_none(),
+            "C%6Fntact is not Contact"
+        );
+    }
+
+    #[test]
+    fn refusals_name_their_status() {
+        assert_eq!(ParseError::BadVersion.status(), 505);
+        assert_eq!(ParseError::UnsupportedScheme("tel".into()).status(), 416);
+        assert_eq!(ParseError::Missing("Via").status(), 400);
+        let m = msg("OPTIONS tel:+14255550100 SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            m.validate_request(),
+            Err(ParseError::UnsupportedScheme("tel".into()))
+        );
+        let m = msg("INVITE sip:a@b?Route=%3Csip:x%3E SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(m.validate_request(), Err(ParseError::RequestUriHeaders));
+        for line in ["OPTIONS sip:a@b SIP/2.0  ", "OPTIONS  sip:a@b  SIP/2.0"] {
+            let text = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(
+                Message::parse(Bytes::from(text), false).err(),
+                Some(ParseError::BadStartLine)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparseable_request_still_has_a_head_to_answer() {
+        let raw = b"OPTIONS sip:a@b SIP/7.0\r\nVia: SIP/7.0/UDP c.example.com;branch=z9hG4bK1\r\nCall-ID: v7\r\nCSeq: 1 OPTIONS\r\nContent-Length: 99\r\n\r\n";
+        let head = Message::reply_head(raw).expect("a head");
+        assert_eq!(head.call_id(), Some("v7"));
+        assert!(head.header(HeaderName::ContentLength).is_none());
+        assert!(Message::reply_head(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
+        assert!(Message::reply_head(b"garbage without via\r\nX: y\r\n\r\n").is_none());
+    }
 }

@@ -246,4 +246,43 @@ mod tests {
         let n = NameAddr::parse("<sip:edge.contoso.test;transport=tls;lr>").expect("route");
         assert!(n.uri.is_loose_router());
     }
+
+    #[test]
+    fn escaped_and_unusual_userinfo() {
+        // RFC 4475 esc01, semiuri, intmeth: the first @ ends the userinfo.
+        let u = Uri::parse("sip:sips%3Auser%40example.com@example.net").expect("esc01");
+        assert_eq!(
+            (u.user, u.host),
+            (Some("sips%3Auser%40example.com"), "example.net")
+        );
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").expect("semiuri");
+        assert_eq!(
+            (u.user, u.host, u.params),
+            (Some("user;par=u%40example.net"), "example.com", "")
+        );
+        let u = Uri::parse("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com").expect("intmeth");
+        assert_eq!((u.host, u.headers), ("example.com", None));
+        let u = Uri::parse("sip:user@example.com?Route=%3Csip:example.com%3E").expect("escruri");
+        assert_eq!(u.headers, Some("Route=%3Csip:example.com%3E"));
+        let u = Uri::parse("sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31")
+            .expect("params");
+        assert_eq!(u.param("n%61me"), Some("v%61lue%25%34%31"));
+    }
+
+    #[test]
+    fn parameter_names_are_case_insensitive() {
+        let u = Uri::parse("sip:edge.contoso.test;TRANSPORT=tls;LR").expect("uri");
+        assert_eq!(u.param("transport"), Some("tls"));
+        assert!(u.is_loose_router());
+        let n = NameAddr::parse("<sip:a@b>;TAG=x").expect("na");
+        assert_eq!(n.tag(), Some("x"));
+    }
+
+    #[test]
+    fn malformed_name_addrs_are_refused() {
+        assert!(NameAddr::parse("\"Watson, Thomas\" < sip:t.watson@example.org >").is_none());
+        assert!(NameAddr::parse("Watson, Thomas <sip:t.watson@example.org>").is_none());
+        assert!(NameAddr::parse("caller<sip:caller@example.com>;tag=323").is_some());
+        assert!(NameAddr::parse("token1~` token2'+_ <sip:mundane@example.com>").is_some());
+    }
 }

@@ -45,7 +45,9 @@ fn the_committed_corpus_and_crash_inputs_replay_cleanly() {
         );
         let crashes = files(&root().join("fuzz/artifacts").join(name))
             .into_iter()
-            .chain(files(&root().join("tests/fixtures/fuzz-regressions").join(name)));
+            .chain(files(
+                &root().join("tests/fixtures/fuzz-regressions").join(name),
+            ));
         for path in corpus.into_iter().chain(crashes) {
             let data = std::fs::read(&path).expect("read corpus file");
             run(&data);
@@ -85,8 +87,20 @@ fn header_line() -> impl Strategy<Value = String> {
         "[A-Za-z][A-Za-z0-9-]{0,12}".prop_filter("not a header the test sets", |n| {
             !matches!(
                 n.to_ascii_lowercase().as_str(),
-                "via" | "v" | "from" | "f" | "to" | "t" | "call-id" | "i" | "cseq"
-                    | "content-length" | "l" | "max-forwards" | "route" | "record-route"
+                "via"
+                    | "v"
+                    | "from"
+                    | "f"
+                    | "to"
+                    | "t"
+                    | "call-id"
+                    | "i"
+                    | "cseq"
+                    | "content-length"
+                    | "l"
+                    | "max-forwards"
+                    | "route"
+                    | "record-route"
                     | "ms-edge-proxy-message-trust"
             )
         }),
