@@ -80,9 +80,9 @@ pub fn route_to(msg: &[u8], domain: &str) -> Vec<u8> {
     };
     let at = start + host_start;
     let mut out = Vec::with_capacity(msg.len() + domain.len());
-    out.extend_from_slice(line[..at].as_bytes());
+    out.extend_from_slice(&line.as_bytes()[..at]);
     out.extend_from_slice(domain.as_bytes());
-    out.extend_from_slice(line[at + host_len..].as_bytes());
+    out.extend_from_slice(&line.as_bytes()[at + host_len..]);
     out.extend_from_slice(&msg[nl..]);
     out
 }
