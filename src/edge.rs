@@ -138,7 +138,7 @@ async fn bind_interface(snap: &Snapshot, iface: Interface) -> Result<InterfaceSo
 }
 
 /// A UDP socket with large buffers: bursts at benchmark rates overflow the defaults.
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::config::Snapshot;
 use crate::dns::{order_srv, HickoryResolver, LabDnsServer, Resolve};
-use crate::policy::{self, Decision, DnsFacts, Outcome, Route, SrvAnswer};
+use crate::policy::{self, Check, Decision, DnsFacts, Outcome, Route, SrvAnswer};
 use crate::sip::Message;
 use crate::transport::{Interface, Peer, PeerIdentity, Transport};
 
@@ -91,16 +91,7 @@ pub async fn explain(snap: &Snapshot, req: &ExplainRequest) -> Result<String, Ex
     };
     let e = policy::explain(&facts, &peer, snap, &dns);
     let _ = writeln!(out, "Trail:");
-    for c in &e.trail {
-        match &c.outcome {
-            Outcome::Passed(note) => {
-                let _ = writeln!(out, "  pass     {:<22} {note}", c.name);
-            }
-            Outcome::Decided(note) => {
-                let _ = writeln!(out, "  DECIDED  {:<22} {note}", c.name);
-            }
-        }
-    }
+    render_trail(&mut out, &e.trail);
     match &e.decision {
         Decision::AnswerOptions => {
             let _ = writeln!(
@@ -180,6 +171,18 @@ pub async fn explain(snap: &Snapshot, req: &ExplainRequest) -> Result<String, Ex
         }
     }
     Ok(out)
+}
+
+/// One line per check, indented two spaces: `pass` or `DECIDED`, the check, its note.
+/// `explain` and the admin endpoint's `/decisions` print trails this way.
+pub fn render_trail(out: &mut String, trail: &[Check]) {
+    for c in trail {
+        let (word, note) = match &c.outcome {
+            Outcome::Passed(note) => ("pass", note),
+            Outcome::Decided(note) => ("DECIDED", note),
+        };
+        let _ = writeln!(out, "  {word:<8} {:<22} {note}", c.name);
+    }
 }
 
 fn describe_answer(a: &SrvAnswer) -> String {

@@ -12,7 +12,9 @@
 //!   failure becomes a SIP response.
 //! - `dns`: the `Resolve` trait over hickory, SRV ordering, a TTL cache, the lab zone server.
 //! - `tls`: rustls configurations and peer identity.
-//! - `lab`: lab certificates, the topology table, simulated peers, PIC provisioning.
+//! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
+//!   PIC provisioning, run-time faults.
+//! - `send`: `sipedge send`, one request into a running edge and what came back.
 //! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
@@ -38,6 +40,7 @@ pub mod explain;
 )]
 pub mod fuzzing;
 pub mod lab;
+pub mod load;
 pub mod metrics;
 #[deny(
     clippy::unwrap_used,
@@ -51,6 +54,7 @@ pub mod policy;
     reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
 )]
 pub mod proxy;
+pub mod send;
 #[deny(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sipedge::config::{Live, Snapshot};
 use sipedge::edge::{Edge, Sockets};
 
+mod load_cli;
+
 #[derive(Parser)]
 #[command(
     name = "sipedge",
@@ -34,18 +36,30 @@ enum LogFormat {
 enum Command {
     /// Run the edge until SIGINT/SIGTERM; SIGHUP reloads the config and certificates.
     Run {
-        /// The configuration file.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The configuration file [default: the embedded lab config, see `lab`].
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run the whole lab in one process: the edge, every simulated peer of the DESIGN
     /// topology, the lab zone and the admin endpoint (with PIC provisioning), until
-    /// SIGINT/SIGTERM. Run it from the repository: the default config is config/lab.toml
-    /// (certificates from certs/).
+    /// SIGINT/SIGTERM.
+    ///
+    /// Without --config it runs the lab config built into the binary (equal to
+    /// config/lab.toml), written with the lab zone to a private per-user directory
+    /// ($XDG_DATA_HOME/sipedge/lab, else ~/.local/share/sipedge/lab), where the lab
+    /// certificates are generated on first use; so it runs from any directory.
     Lab {
-        /// The lab configuration (config/lab-pre-pic.toml for the lab before the seed procedure).
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The lab configuration (config/lab-pre-pic.toml for the lab before the seed
+        /// procedure) [default: the embedded one].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bind every listener (edge, peers, zone, admin) on an ephemeral port, e.g. to run
+        /// beside another lab or in a test.
+        #[arg(long)]
+        ephemeral: bool,
+        /// Print the configuration the lab would run and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Validate a configuration file without starting anything.
     CheckConfig {
@@ -54,15 +68,8 @@ enum Command {
     },
     /// Show what the edge would do with a request, and why, without sending anything.
     Explain {
-        /// The configuration file.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
-        /// From URI, e.g. sip:alice@contoso.test.
-        #[arg(long)]
-        from: String,
-        /// Request-URI and To, e.g. sip:x@live.com.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        ends: Ends,
         /// The interface the request arrives on.
         #[arg(long, default_value = "internal")]
         interface: sipedge::transport::Interface,
@@ -81,9 +88,10 @@ enum Command {
         /// skype, partner, pool or hosting.
         #[arg(long)]
         role: sipedge::lab::topology::Role,
-        /// The lab configuration; certificates are read from the `certs/` beside it.
-        #[arg(long, default_value = "config/lab.toml")]
-        config: PathBuf,
+        /// The lab configuration; certificates are read from the `certs/` beside it
+        /// [default: the embedded lab config, see `lab`].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Answer each IM with a MESSAGE back through the edge.
         #[arg(long)]
         echo: bool,
@@ -93,15 +101,20 @@ enum Command {
     },
     /// Run a Management Shell cmdlet on a running edge's admin endpoint.
     ///
-    /// In a running `sipedge lab` three more commands are recognised before cmdlets:
+    /// In a running `sipedge lab` more commands are recognised before cmdlets:
     /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
-    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status` and
-    /// `advance-clock 30d`.
+    /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status`,
+    /// `advance-clock 30d`, and `fault <role> <fault> [args]` (roles: skype, partner,
+    /// pool, hosting; faults: delay MS, drop, status CODE [--diagnostics TEXT],
+    /// refuse-tls, wrong-cert, dns-missing, dns-timeout, clear; `fault` alone lists them).
     ///
     /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
     /// ($XDG_RUNTIME_DIR/sipedge/admin.json or /tmp/sipedge-<uid>/admin.json). The flags may
     /// also follow the line.
+    ///
+    /// Two more read what the edge saw: `decisions [N]` (the last N decisions with their
+    /// trail of checks, default 20) and `metrics` (the counters, Prometheus text).
     Admin {
         /// The admin endpoint, e.g. http://127.0.0.1:5080.
         #[arg(long)]
@@ -116,6 +129,45 @@ enum Command {
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         line: Vec<String>,
     },
+    /// Send one request to the edge of a config and print the response status, its
+    /// ms-diagnostics and the trust header that arrived at the far side (when that is a
+    /// simulated peer). Exit 0 on 2xx, 1 otherwise.
+    ///
+    /// An INVITE is acknowledged, and ended with a BYE after a 2xx; a SUBSCRIBE is a
+    /// one-time fetch (Expires: 0). TLS presents a lab certificate from the certs/ beside
+    /// the config.
+    Send {
+        #[command(flatten)]
+        ends: Ends,
+        /// MESSAGE, OPTIONS, INVITE or SUBSCRIBE.
+        #[arg(long, default_value = "MESSAGE")]
+        method: sipedge::send::SendMethod,
+        /// The edge interface the request enters [default: internal when From is one of
+        /// the edge's domains, external otherwise].
+        #[arg(long)]
+        via: Option<sipedge::transport::Interface>,
+        /// udp, tcp or tls [default: tls when the interface listens for it, else tcp, else udp].
+        #[arg(long)]
+        transport: Option<sipedge::transport::Transport>,
+        /// The lab certificate to present over TLS (certs/NAME.crt) [default: the pool's
+        /// for internal, the partner's for external].
+        #[arg(long)]
+        cert: Option<String>,
+        /// The body (MESSAGE text; for INVITE it replaces the SDP offer).
+        #[arg(long)]
+        body: Option<String>,
+        /// Seconds to wait for the final response.
+        #[arg(long, default_value_t = sipedge::send::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+        /// The edge's address for that interface and transport when it differs from the
+        /// config's (`sipedge lab --ephemeral` prints it).
+        #[arg(long)]
+        edge: Option<std::net::SocketAddr>,
+    },
+    /// Generate SIP load against a proxy (or a sink) and report rate, latency and errors.
+    Load(load_cli::LoadArgs),
+    /// Answer every SIP request at once, statelessly (a stand-in UAS for load tests).
+    Sink(load_cli::SinkArgs),
     /// Regenerate the lab CA and one certificate per lab FQDN.
     Certs {
         /// Output directory.
@@ -124,20 +176,66 @@ enum Command {
     },
 }
 
+/// The edge's config and the two ends of a request (`explain`, `send`).
+#[derive(clap::Args)]
+struct Ends {
+    /// The configuration file of the edge [default: the embedded lab config, see `lab`].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// From URI, e.g. sip:alice@contoso.test.
+    #[arg(long)]
+    from: String,
+    /// Request-URI and To, e.g. sip:x@live.com.
+    #[arg(long)]
+    to: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run { config } => run(config),
-        Command::Lab { config } => lab(config),
+        Command::Run { config } => config_or_embedded(config).and_then(|(c, _)| run(c)),
+        Command::Lab {
+            config,
+            ephemeral,
+            print_config,
+        } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
+        Command::Send {
+            ends: Ends { config, from, to },
+            method,
+            via,
+            transport,
+            cert,
+            body,
+            timeout,
+            edge,
+        } => config_or_embedded(config).and_then(|(config, _)| {
+            send(
+                &config,
+                sipedge::send::SendRequest {
+                    from,
+                    to,
+                    method,
+                    via,
+                    transport,
+                    cert,
+                    body,
+                    timeout: std::time::Duration::from_secs(timeout.max(1)),
+                    edge,
+                },
+            )
+        }),
+        Command::Load(args) => load_cli::load(args),
+        Command::Sink(args) => load_cli::sink(args),
         Command::Peer {
             role,
             config,
             echo,
             unprovisioned,
-        } => peer(role, &config, echo, unprovisioned),
+        } => config_or_embedded(config)
+            .and_then(|(config, _)| peer(role, &config, echo, unprovisioned)),
         Command::Admin {
             endpoint,
             token,
@@ -145,24 +243,24 @@ fn main() -> ExitCode {
             line,
         } => admin(endpoint, token, persist, line),
         Command::Explain {
-            config,
-            from,
-            to,
+            ends: Ends { config, from, to },
             interface,
             peer_cert_names,
             method,
             sdp,
-        } => explain(
-            &config,
-            sipedge::explain::ExplainRequest {
-                from,
-                to,
-                method: method.to_ascii_uppercase(),
-                interface,
-                peer_cert_names,
-                sdp,
-            },
-        ),
+        } => config_or_embedded(config).and_then(|(config, _)| {
+            explain(
+                &config,
+                sipedge::explain::ExplainRequest {
+                    from,
+                    to,
+                    method: method.to_ascii_uppercase(),
+                    interface,
+                    peer_cert_names,
+                    sdp,
+                },
+            )
+        }),
     };
     match result {
         Ok(code) => code,
@@ -243,15 +341,20 @@ fn admin(
             },
         }
     }
-    let (method, path, line) = match admin_request(&words, persist)? {
-        Some(r) => r,
-        None => (
+    let (method, path, line) = match (
+        admin_read(&words, persist)?,
+        admin_request(&words, persist)?,
+    ) {
+        (Some(path), _) => ("GET", path, String::new()),
+        (None, Some((method, path, body))) => (method, path.to_string(), body),
+        (None, None) => (
             "POST",
             if persist {
                 "/cmdlet?persist=1"
             } else {
                 "/cmdlet"
-            },
+            }
+            .to_string(),
             sipedge::admin::cmdlet_line(&words),
         ),
     };
@@ -268,7 +371,7 @@ fn admin(
             (e.unwrap_or(se), t.unwrap_or(st))
         }
     };
-    let (status, body) = sipedge::admin::http::send(&endpoint, method, path, Some(&token), &line)
+    let (status, body) = sipedge::admin::http::send(&endpoint, method, &path, Some(&token), &line)
         .with_context(|| format!("cannot reach the admin endpoint {endpoint}"))?;
     if status == 200 {
         print!("{body}");
@@ -277,6 +380,24 @@ fn admin(
         eprint!("{body}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `sipedge admin decisions [N]` and `sipedge admin metrics`: the route to read, `None`
+/// for anything else.
+fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>> {
+    let Some((first, rest)) = words.split_first() else {
+        return Ok(None);
+    };
+    let path = match (first.to_ascii_lowercase().as_str(), rest) {
+        ("decisions", []) => "/decisions".to_string(),
+        ("decisions", [n]) => format!("/decisions?n={n}"),
+        ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N]"),
+        ("metrics", []) => "/metrics".to_string(),
+        ("metrics", _) => anyhow::bail!("usage: sipedge admin metrics"),
+        _ => return Ok(None),
+    };
+    anyhow::ensure!(!persist, "--persist applies to cmdlets only");
+    Ok(Some(path))
 }
 
 /// The lab keywords of `sipedge admin` (recognised before cmdlet lines): the method,
@@ -291,7 +412,7 @@ fn admin_request(
     let keyword = first.to_ascii_lowercase();
     if !matches!(
         keyword.as_str(),
-        "provision" | "provisioning-status" | "advance-clock"
+        "provision" | "provisioning-status" | "advance-clock" | "fault"
     ) {
         return Ok(None);
     }
@@ -301,6 +422,10 @@ fn admin_request(
             anyhow::ensure!(rest.is_empty(), "provisioning-status takes no arguments");
             Ok(Some(("GET", "/provisioning-status", String::new())))
         }
+        // One argument per line, so a --diagnostics text with spaces needs no quoting;
+        // the endpoint validates it and names the valid roles and faults.
+        "fault" if rest.is_empty() => Ok(Some(("GET", "/lab/fault", String::new()))),
+        "fault" => Ok(Some(("POST", "/lab/fault", rest.join("\n")))),
         "advance-clock" => match rest {
             [d] => Ok(Some(("POST", "/clock/advance", d.clone()))),
             _ => anyhow::bail!("usage: sipedge admin advance-clock <duration, e.g. 30d>"),
@@ -335,6 +460,25 @@ fn admin_request(
             Ok(Some(("POST", "/provision", body)))
         }
     }
+}
+
+/// `sipedge send`: one request, the report on stdout, exit 0 on 2xx and 1 otherwise.
+fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let certs_dir = sipedge::lab::topology::certs_dir_for(config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime
+        .block_on(sipedge::send::send(&snapshot, &certs_dir, &req))
+        .with_context(|| format!("{} {} → {}", req.method, req.from, req.to))?;
+    print!("{}", outcome.render());
+    Ok(if outcome.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -448,9 +592,37 @@ fn write_admin_state(addr: Option<std::net::SocketAddr>, token: Option<&str>) ->
     }
 }
 
+/// The config a subcommand reads: the one given, or the embedded lab config written to
+/// this user's lab directory (with the lab certificates, generated there when missing).
+fn config_or_embedded(
+    config: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, Option<sipedge::lab::embedded::Prepared>)> {
+    use sipedge::lab::embedded;
+    if let Some(c) = config {
+        return Ok((c, None));
+    }
+    let dir = embedded::default_dir();
+    let prepared = embedded::prepare(&dir)
+        .with_context(|| format!("writing the embedded lab config to {}", dir.display()))?;
+    tracing::debug!(config = %prepared.config.display(), "using the embedded lab config");
+    Ok((prepared.config.clone(), Some(prepared)))
+}
+
 /// `sipedge lab`: everything in one process until SIGINT/SIGTERM.
-fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
+fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::Result<ExitCode> {
     use sipedge::lab::run::{Lab, LabOptions};
+    if print_config {
+        match &config {
+            Some(c) => print!(
+                "{}",
+                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?
+            ),
+            None => print!("{}", sipedge::lab::embedded::LAB_TOML),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let given = config.is_some();
+    let (config, prepared) = config_or_embedded(config)?;
     let snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let drain = snapshot.edge.drain_timeout;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -458,17 +630,42 @@ fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let lab = Lab::start(snapshot, LabOptions::for_config(&config)).await?;
+        let mut opts = LabOptions::for_config(&config);
+        opts.ephemeral = ephemeral;
+        let lab = Lab::start(snapshot, opts).await?;
         let state = write_admin_state(lab.admin_addr(), lab.admin_token());
-        println!("sipedge lab ({})\n", config.display());
+        match &prepared {
+            None => println!("sipedge lab ({})\n", config.display()),
+            Some(p) => {
+                println!(
+                    "sipedge lab (the embedded config/lab.toml, written to {})",
+                    config.display()
+                );
+                println!(
+                    "certificates: {} ({})\n",
+                    p.certs_dir.display(),
+                    if p.generated_certs {
+                        "generated now: the lab CA and one leaf per lab FQDN"
+                    } else {
+                        "generated at an earlier start"
+                    }
+                );
+            }
+        }
         print!("{}", lab.table());
         println!("\nTry next:");
-        println!("  sipedge admin Get-CsPublicProvider");
-        println!("  sipedge admin provisioning-status");
-        println!(
-            "  sipedge explain --config {} --from sip:alice@contoso.test --to sip:sam@live.com",
-            config.display()
-        );
+        // With ephemeral ports the config no longer says where the edge listens.
+        let edge = ephemeral
+            .then(|| {
+                lab.edge().local_addr(
+                    sipedge::transport::Interface::Internal,
+                    sipedge::transport::Transport::Tls,
+                )
+            })
+            .flatten();
+        for line in try_next(given.then_some(config.as_path()), edge) {
+            println!("  {line}");
+        }
         println!("\nCtrl-C stops the lab.");
         let waited = wait_for_stop().await;
         if let Some(p) = state {
@@ -480,6 +677,29 @@ fn lab(config: PathBuf) -> anyhow::Result<ExitCode> {
         tracing::info!(abandoned = report.abandoned, "lab stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Three commands that work against the running lab: send an IM through it, ask why a
+/// request would be refused, and read a federation object.
+fn try_next(config: Option<&std::path::Path>, edge: Option<std::net::SocketAddr>) -> [String; 3] {
+    let config = config
+        .map(|c| {
+            let c = c.display().to_string();
+            if c.contains(|ch: char| ch.is_whitespace() || ch == '\'') {
+                format!(" --config '{}'", c.replace('\'', r"'\''"))
+            } else {
+                format!(" --config {c}")
+            }
+        })
+        .unwrap_or_default();
+    [
+        format!(
+            "sipedge send{config}{} --from sip:alice@contoso.test --to sip:x@live.com",
+            edge.map(|a| format!(" --edge {a}")).unwrap_or_default()
+        ),
+        format!("sipedge explain{config} --from sip:bob@contoso.test --to sip:x@live.com"),
+        "sipedge admin Get-CsPublicProvider".to_string(),
+    ]
 }
 
 /// Waits for SIGINT or SIGTERM.

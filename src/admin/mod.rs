@@ -11,11 +11,13 @@
 //! | `GET /health` | no | `ok` |
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
-//! | `GET /decisions` | yes | the last decisions, oldest first, one line each |
+//! | `GET /decisions[?n=N]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each, then its trail of checks |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
 //! | `POST /provision` (body: `key=value` lines, see `lab::pic::Request::from_form`) | yes | lab only: 200 + `PIC-0001 Submitted`; 400 + the rejection |
 //! | `GET /provisioning-status` | yes | lab only: one line per provisioning request |
 //! | `POST /clock/advance` (body: a duration, `30d`) | yes | lab only: 200 + the new lab time |
+//! | `POST /lab/fault` (body: `<role>`, `<fault>` and its arguments, one per line) | yes | lab only: 200 + what changed; 400 + the valid choices (`lab::faults`) |
+//! | `GET /lab/fault` | yes | lab only: each simulated peer's current fault |
 //!
 //! The token is a bearer token (`Authorization: Bearer <token>`): `[admin] token`, or one
 //! generated at start. Every route but `/health` (a liveness probe) takes the token,
@@ -82,6 +84,8 @@ pub struct LabControl {
     pub store: Arc<crate::lab::pic::Provisioning>,
     pub clock: Arc<crate::lab::pic::LabClock>,
     pub resolves: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// The simulated peers' faults and the lab zone.
+    pub faults: Arc<crate::lab::faults::FaultControl>,
 }
 
 /// What the endpoint works on.
@@ -174,7 +178,7 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance";
+            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, "ok\n".into()),
@@ -186,7 +190,12 @@ impl Admin {
             "/provision" | "/clock/advance" if method != "POST" => {
                 return (405, format!("{} takes POST; {ROUTES}\n", req.path))
             }
-            "/provision" | "/provisioning-status" | "/clock/advance" if self.lab.is_none() => {
+            "/lab/fault" if method != "GET" && method != "POST" => {
+                return (405, format!("/lab/fault takes GET or POST; {ROUTES}\n"))
+            }
+            "/provision" | "/provisioning-status" | "/clock/advance" | "/lab/fault"
+                if self.lab.is_none() =>
+            {
                 return (
                     404,
                     format!(
@@ -195,7 +204,7 @@ impl Admin {
                     ),
                 )
             }
-            "/provision" | "/provisioning-status" | "/clock/advance" => {}
+            "/provision" | "/provisioning-status" | "/clock/advance" | "/lab/fault" => {}
             "/cmdlet" if method != "POST" => {
                 return (
                     405,
@@ -213,9 +222,13 @@ impl Admin {
         }
         match req.path.as_str() {
             "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
-            "/decisions" => (200, self.decisions()),
+            "/decisions" => match decisions_wanted(&req.query) {
+                Ok(n) => (200, self.decisions(n)),
+                Err(e) => (400, e),
+            },
             "/metrics" => (200, self.metrics()),
             "/provision" | "/provisioning-status" | "/clock/advance" => self.pic(req),
+            "/lab/fault" => self.fault(req).await,
             _ => self.cmdlet(req).await,
         }
     }
@@ -274,6 +287,32 @@ impl Admin {
         }
     }
 
+    /// `GET /lab/fault` lists the faults; `POST` sets one. A change also flushes the edge's
+    /// DNS cache and reconnect backoff, so the next request meets the new behaviour
+    /// instead of a cached answer or a remembered failure.
+    async fn fault(&self, req: &http::Request) -> (u16, String) {
+        let Some(lab) = &self.lab else {
+            return (404, "no lab on this endpoint\n".into());
+        };
+        if req.method == "GET" {
+            return (200, lab.faults.render());
+        }
+        let body = String::from_utf8_lossy(&req.body);
+        let words: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+        let _guard = self.writes.lock().await;
+        let applied = crate::lab::faults::parse(&words).and_then(|r| lab.faults.apply(&r));
+        match applied {
+            Ok(out) => {
+                if let Some(dns) = &self.dns {
+                    dns.clear();
+                }
+                self.core.reset_backoff();
+                (200, out)
+            }
+            Err(e) => (400, format!("{e}\n")),
+        }
+    }
+
     async fn cmdlet(&self, req: &http::Request) -> (u16, String) {
         let Ok(line) = std::str::from_utf8(&req.body) else {
             return (400, "the cmdlet line is not UTF-8\n".into());
@@ -312,9 +351,10 @@ impl Admin {
         self.core.metrics().render(&gauges)
     }
 
-    fn decisions(&self) -> String {
+    /// The last `n` decisions, each a line and then its trail, indented.
+    fn decisions(&self, n: usize) -> String {
         let mut out = String::new();
-        for d in self.core.recent_decisions() {
+        for d in self.core.last_decisions(n) {
             let at = d.at.duration_since(UNIX_EPOCH).unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -332,8 +372,26 @@ impl Admin {
                 d.identity.join(","),
                 d.call_id
             );
+            crate::explain::render_trail(&mut out, &d.trail);
         }
         out
+    }
+}
+
+/// How many decisions `/decisions` shows when the query does not say.
+pub const DECISIONS_DEFAULT: usize = 20;
+
+/// `n` from `/decisions?n=N`: [`DECISIONS_DEFAULT`] when absent, at most the number kept.
+fn decisions_wanted(query: &str) -> Result<usize, String> {
+    let keep = crate::proxy::record::KEEP;
+    match query.split('&').find_map(|kv| kv.strip_prefix("n=")) {
+        None => Ok(DECISIONS_DEFAULT),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n.min(keep)),
+            _ => Err(format!(
+                "/decisions?n= takes a number from 1 to {keep} (got `{v}`); without it the last {DECISIONS_DEFAULT} are shown\n"
+            )),
+        },
     }
 }
 
@@ -368,6 +426,19 @@ mod tests {
         .unwrap_err();
         let keys: Vec<_> = e.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["admin.listen", "admin.token"]);
+    }
+
+    #[test]
+    fn decisions_count_has_a_default_and_a_cap() {
+        assert_eq!(decisions_wanted(""), Ok(DECISIONS_DEFAULT));
+        assert_eq!(decisions_wanted("x=1&n=3"), Ok(3));
+        assert_eq!(decisions_wanted("n=100000"), Ok(crate::proxy::record::KEEP));
+        for bad in ["n=0", "n=-1", "n=ten", "n="] {
+            assert!(
+                decisions_wanted(bad).unwrap_err().contains("1 to 256"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

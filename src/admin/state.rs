@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub fn default_path() -> PathBuf {
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d).join("sipedge"),
-        None => PathBuf::from(format!("/tmp/sipedge-{}", uid())),
+        None => tmp_dir(),
     };
     dir.join("admin.json")
 }
@@ -24,23 +24,35 @@ fn uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
+/// Creates `dir` (and its missing parents) with mode 0700, and refuses a directory that
+/// another user owns or others can read, since secrets (a token, lab keys) go there.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.uid() != uid() || meta.permissions().mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a private directory of this user (owner only, mode 0700); refusing to put secrets there",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// This user's fallback private directory when no XDG directory is set.
+pub fn tmp_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/sipedge-{}", uid()))
+}
+
 /// Writes the endpoint and token, readable only by the user.
 pub fn write(path: &Path, endpoint: &str, token: &str) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let meta = std::fs::metadata(dir)?;
-        if meta.uid() != uid() || meta.permissions().mode() & 0o077 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} is not a private directory of this user; refusing to put the admin token there",
-                    dir.display()
-                ),
-            ));
-        }
+        ensure_private_dir(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()

@@ -276,11 +276,13 @@ struct RawLimits {
     max_message_size: usize,
     max_headers: usize,
     idle_timeout_s: u64,
+    header_timeout_ms: u64,
     tls_handshake_timeout_ms: u64,
     udp_mtu: usize,
     max_connections: usize,
     max_connections_per_ip: usize,
     max_transactions: usize,
+    max_pending_per_source: usize,
     connections_per_target: usize,
     connect_timeout_ms: u64,
     keepalive_interval_ms: u64,
@@ -292,11 +294,13 @@ impl Default for RawLimits {
             max_message_size: 65_536,
             max_headers: 256,
             idle_timeout_s: 300,
+            header_timeout_ms: 10_000,
             tls_handshake_timeout_ms: 5_000,
             udp_mtu: 1_300,
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
             max_transactions: 100_000,
+            max_pending_per_source: 10_000,
             connections_per_target: 4,
             connect_timeout_ms: 5_000,
             keepalive_interval_ms: 30_000,
@@ -689,6 +693,7 @@ impl Builder<'_> {
         positive(self, "max_message_size", r.max_message_size as u64);
         positive(self, "max_headers", r.max_headers as u64);
         positive(self, "idle_timeout_s", r.idle_timeout_s);
+        positive(self, "header_timeout_ms", r.header_timeout_ms);
         positive(self, "tls_handshake_timeout_ms", r.tls_handshake_timeout_ms);
         positive(self, "max_connections", r.max_connections as u64);
         positive(
@@ -697,6 +702,11 @@ impl Builder<'_> {
             r.max_connections_per_ip as u64,
         );
         positive(self, "max_transactions", r.max_transactions as u64);
+        positive(
+            self,
+            "max_pending_per_source",
+            r.max_pending_per_source as u64,
+        );
         positive(self, "connect_timeout_ms", r.connect_timeout_ms);
         positive(self, "keepalive_interval_ms", r.keepalive_interval_ms);
         if r.max_message_size > 16 * 1024 * 1024 {
@@ -727,11 +737,13 @@ impl Builder<'_> {
             max_message_size: r.max_message_size,
             max_headers: r.max_headers,
             idle_timeout: Duration::from_secs(r.idle_timeout_s),
+            header_timeout: Duration::from_millis(r.header_timeout_ms),
             tls_handshake_timeout: Duration::from_millis(r.tls_handshake_timeout_ms),
             udp_mtu: r.udp_mtu,
             max_connections: r.max_connections,
             max_connections_per_ip: r.max_connections_per_ip,
             max_transactions: r.max_transactions,
+            max_pending_per_source: r.max_pending_per_source,
             connections_per_target: r.connections_per_target,
             connect_timeout: Duration::from_millis(r.connect_timeout_ms),
             keepalive_interval: Duration::from_millis(r.keepalive_interval_ms),

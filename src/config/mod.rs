@@ -174,6 +174,10 @@ pub struct Limits {
     pub max_headers: usize,
     /// A stream connection with no traffic for this long is closed (default 300 s).
     pub idle_timeout: Duration,
+    /// A message begun on a stream (headers and body) must be complete within this, or the
+    /// connection is closed: a slowloris peer cannot hold a connection by trickling bytes
+    /// (default 10 s).
+    pub header_timeout: Duration,
     /// A TLS handshake must finish within this (default 5 s).
     pub tls_handshake_timeout: Duration,
     /// A request larger than this is not sent over UDP when a stream transport exists
@@ -185,6 +189,10 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Transactions in flight; over it new requests get 503 + Retry-After (default 100 000).
     pub max_transactions: usize,
+    /// Requests from one external source IP still waiting for their final response; over
+    /// it that source's new requests get 503 + Retry-After, so one flooding peer cannot
+    /// take the whole transaction table from everyone else (default 10 000).
+    pub max_pending_per_source: usize,
     /// Outbound connections kept per (target, transport) (1–4, default 4).
     pub connections_per_target: usize,
     /// How long to wait for an outbound TCP connect (default 5 s).

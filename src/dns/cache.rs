@@ -99,6 +99,14 @@ impl<R: RecordSource> CachingResolver<R> {
         self.len() == 0
     }
 
+    /// Forgets every answer, so the next lookup of each name asks the source (the lab
+    /// flushes it when it breaks or restores a peer's DNS records).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.entries.clear();
+        state.by_age.clear();
+    }
+
     /// The shared path of `srv` and `ip`: serve from the cache or ask the source and
     /// remember its answer.
     async fn cached<'a, T: Cacheable>(

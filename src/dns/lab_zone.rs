@@ -4,17 +4,25 @@
 //! server, so SRV discovery, NXDOMAIN and timeouts behave as they would on the
 //! Internet while nothing leaves 127.0.0.0/8. One file may hold several zones: every
 //! SOA record starts one, and each record belongs to the deepest zone above it.
+//!
+//! Names can be broken while the server runs ([`ZoneFaults`]): a name marked
+//! [`DnsFault::Missing`] gets NXDOMAIN whatever the zone holds, and a query for a name
+//! marked [`DnsFault::Timeout`] is never answered, so the asker times out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hickory_proto::rr::{LowerName, Name, RecordSet, RecordType, RrKey};
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use hickory_proto::rr::{LowerName, Name, RData, RecordSet, RecordType, RrKey};
 use hickory_proto::serialize::txt::Parser;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -29,10 +37,35 @@ const TCP_RESPONSE_BUFFER: usize = 4096;
 ///
 /// Dropping it aborts the server tasks; [`shutdown`](Self::shutdown) stops them gracefully.
 pub struct LabDnsServer {
-    server: Server<Catalog>,
+    server: Server<FaultyCatalog>,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     zones: Vec<String>,
+    faults: ZoneFaults,
+    /// SRV owner names by target host (lowercase, no trailing dot).
+    srv_by_target: HashMap<String, BTreeSet<String>>,
+}
+
+/// How a name is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFault {
+    /// Answered NXDOMAIN, as if its records were deleted.
+    Missing,
+    /// Never answered.
+    Timeout,
+}
+
+/// The names broken on purpose, shared between the server and whoever breaks them.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneFaults {
+    /// Lowercase names without the trailing dot; a std lock, never held across an await.
+    names: Arc<RwLock<HashMap<String, DnsFault>>>,
+}
+
+/// The catalog, behind the fault check every query passes first.
+struct FaultyCatalog {
+    catalog: Catalog,
+    faults: ZoneFaults,
 }
 
 /// Why a zone file could not be served.
@@ -85,6 +118,7 @@ impl LabDnsServer {
             .map_err(|e| ZoneError::Parse {
                 detail: e.to_string(),
             })?;
+        let srv_by_target = srv_owners_by_target(&records);
 
         let mut catalog = Catalog::new();
         let mut zones = Vec::new();
@@ -107,7 +141,11 @@ impl LabDnsServer {
 
         let udp_addr = udp.local_addr()?;
         let tcp_addr = tcp.as_ref().map(TcpListener::local_addr).transpose()?;
-        let mut server = Server::new(catalog);
+        let faults = ZoneFaults::default();
+        let mut server = Server::new(FaultyCatalog {
+            catalog,
+            faults: faults.clone(),
+        });
         server.register_socket(udp);
         if let Some(tcp) = tcp {
             server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
@@ -117,7 +155,25 @@ impl LabDnsServer {
             udp_addr,
             tcp_addr,
             zones,
+            faults,
+            srv_by_target,
         })
+    }
+
+    /// The handle that breaks and restores names while the server runs.
+    pub fn faults(&self) -> ZoneFaults {
+        self.faults.clone()
+    }
+
+    /// The names a host is found by: its own (A/AAAA) and every SRV name that points at
+    /// it, e.g. `federation.messenger.msn.com` and `_sipfederationtls._tcp.live.com`.
+    pub fn names_of_host(&self, host: &str) -> Vec<String> {
+        let host = crate::dns::normalize_name(host);
+        let mut names = vec![host.clone()];
+        if let Some(owners) = self.srv_by_target.get(&host) {
+            names.extend(owners.iter().cloned());
+        }
+        names
     }
 
     /// The UDP address the server answers on.
@@ -141,6 +197,108 @@ impl LabDnsServer {
             tracing::warn!(error = %e, "lab dns server stopped with an error");
         }
     }
+}
+
+// === impl ZoneFaults ===
+
+impl ZoneFaults {
+    /// Breaks `names` the way `fault` says, or restores them with `None`.
+    pub fn set<S: AsRef<str>>(&self, names: &[S], fault: Option<DnsFault>) {
+        let mut map = self.names.write().unwrap_or_else(|p| p.into_inner());
+        for n in names {
+            let n = crate::dns::normalize_name(n.as_ref());
+            match fault {
+                Some(f) => map.insert(n, f),
+                None => map.remove(&n),
+            };
+        }
+    }
+
+    /// How `name` is broken, if it is.
+    pub fn get(&self, name: &str) -> Option<DnsFault> {
+        let map = self.names.read().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&crate::dns::normalize_name(name)).copied()
+    }
+}
+
+// === impl FaultyCatalog ===
+
+#[async_trait::async_trait]
+impl RequestHandler for FaultyCatalog {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let fault = request
+            .queries
+            .queries()
+            .iter()
+            .find_map(|q| self.faults.get(&q.name().to_string()));
+        match fault {
+            None => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+            Some(DnsFault::Timeout) => {
+                // Nothing is sent: the asker waits out its own timeout.
+                tracing::debug!(
+                    id = request.metadata.id,
+                    "lab dns fault: query left unanswered"
+                );
+                ResponseInfo::from(Header {
+                    metadata: Metadata::new(
+                        request.metadata.id,
+                        MessageType::Response,
+                        request.metadata.op_code,
+                    ),
+                    counts: HeaderCounts::default(),
+                })
+            }
+            Some(DnsFault::Missing) => {
+                let response = MessageResponseBuilder::new(&request.queries, None)
+                    .error_msg(&request.metadata, ResponseCode::NXDomain);
+                match response_handle.send_response(response).await {
+                    Ok(info) => info,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lab dns: cannot send NXDOMAIN");
+                        let mut metadata = Metadata::new(
+                            request.metadata.id,
+                            MessageType::Response,
+                            request.metadata.op_code,
+                        );
+                        metadata.response_code = ResponseCode::ServFail;
+                        ResponseInfo::from(Header {
+                            metadata,
+                            counts: HeaderCounts::default(),
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SRV owner names by the target they point at.
+fn srv_owners_by_target(records: &BTreeMap<RrKey, RecordSet>) -> HashMap<String, BTreeSet<String>> {
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (key, set) in records {
+        if key.record_type != RecordType::SRV {
+            continue;
+        }
+        for r in set.records_without_rrsigs() {
+            if let RData::SRV(srv) = &r.data {
+                out.entry(crate::dns::normalize_name(&srv.target.to_ascii()))
+                    .or_default()
+                    .insert(crate::dns::normalize_name(&key.name.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Groups parsed record sets into zones: one per SOA owner, each record set going to

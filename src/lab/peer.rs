@@ -40,6 +40,14 @@ pub const DEFAULT_HISTORY: usize = 64;
 /// connect and DNS timeouts, so the edge's answer arrives first.
 pub const ORIGINATE_TIMEOUT: Duration = Duration::from_secs(40);
 
+/// The header a simulated peer adds to every response: the `ms-edge-proxy-message-trust`
+/// value its request arrived with (or [`NO_TRUST`]), so the sender, on the other side of
+/// the edge, sees what the edge put on (`sipedge send` prints it).
+pub const RECEIVED_TRUST_HEADER: &str = "X-Lab-Received-Trust";
+
+/// [`RECEIVED_TRUST_HEADER`]'s value when the request carried no trust header.
+pub const NO_TRUST: &str = "none";
+
 /// The methods a simulated peer answers, for `Allow`.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, INFO";
 
@@ -63,6 +71,42 @@ pub enum Fault {
     RefuseHandshake,
     /// Presents a certificate for another name; the edge reports 504 + 1010.
     WrongCert,
+    /// Its DNS records disappear (the lab zone answers NXDOMAIN for them); the peer
+    /// itself behaves. Applied by `lab::faults`, which owns the zone.
+    DnsMissing,
+    /// Queries for its DNS records are never answered; the peer itself behaves.
+    DnsTimeout,
+}
+
+impl Fault {
+    /// Whether the fault is in the TLS handshake, so open connections must close for the
+    /// edge to meet it on its next connection.
+    pub fn is_handshake(&self) -> bool {
+        matches!(self, Fault::RefuseHandshake | Fault::WrongCert)
+    }
+}
+
+impl std::fmt::Display for Fault {
+    /// The `sipedge admin fault` spelling, e.g. `status 486 --diagnostics "…"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::None => f.write_str("none"),
+            Fault::Delay(d) => write!(f, "delay {}", d.as_millis()),
+            Fault::Drop => f.write_str("drop"),
+            Fault::Status {
+                code,
+                diagnostics: None,
+            } => write!(f, "status {code}"),
+            Fault::Status {
+                code,
+                diagnostics: Some(d),
+            } => write!(f, "status {code} --diagnostics {d:?}"),
+            Fault::RefuseHandshake => f.write_str("refuse-tls"),
+            Fault::WrongCert => f.write_str("wrong-cert"),
+            Fault::DnsMissing => f.write_str("dns-missing"),
+            Fault::DnsTimeout => f.write_str("dns-timeout"),
+        }
+    }
 }
 
 /// The provisioning state the Skype role consults before letting traffic through.
@@ -154,6 +198,13 @@ pub enum OriginateError {
     Closed,
 }
 
+/// Changes a running peer's fault from elsewhere (the lab's admin endpoint); cloneable,
+/// and it keeps the peer's shared state alive only as long as it is held.
+#[derive(Clone)]
+pub struct FaultSwitch {
+    shared: Arc<Shared>,
+}
+
 /// A running simulated peer; stops when dropped or shut down.
 pub struct SimPeer {
     shared: Arc<Shared>,
@@ -168,6 +219,9 @@ struct Shared {
     transport: Transport,
     tls: Option<PeerTls>,
     fault: Mutex<Fault>,
+    /// Cancels the connections open now (a child of `shutdown`); replaced when a
+    /// handshake fault is set, so the edge must reconnect and meet the fault.
+    conns: Mutex<CancellationToken>,
     received: Mutex<VecDeque<Received>>,
     answers: Mutex<VecDeque<Answer>>,
     /// Our client transactions by Via branch: where their final response goes.
@@ -265,6 +319,7 @@ impl SimPeer {
         let shutdown = CancellationToken::new();
         let shared = Arc::new_cyclic(|me| Shared {
             fault: Mutex::new(spec.fault.clone()),
+            conns: Mutex::new(shutdown.child_token()),
             received: Mutex::new(VecDeque::new()),
             answers: Mutex::new(VecDeque::new()),
             pending: Mutex::new(HashMap::new()),
@@ -297,13 +352,20 @@ impl SimPeer {
         &self.shared.spec
     }
 
-    /// Changes the fault for new requests and connections.
+    /// Changes the fault for new requests and connections (see [`FaultSwitch::set`]).
     pub fn set_fault(&self, fault: Fault) {
-        *lock(&self.shared.fault) = fault;
+        self.fault_switch().set(fault);
     }
 
     pub fn fault(&self) -> Fault {
         lock(&self.shared.fault).clone()
+    }
+
+    /// A handle that changes this peer's fault while it runs.
+    pub fn fault_switch(&self) -> FaultSwitch {
+        FaultSwitch {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The requests received, oldest first (the last `history` of them).
@@ -423,6 +485,32 @@ impl SimPeer {
     }
 }
 
+// === impl FaultSwitch ===
+
+impl FaultSwitch {
+    /// Changes the fault for the next request and connection. Setting a handshake fault
+    /// ([`Fault::is_handshake`]) also closes the open connections: the edge keeps a
+    /// connection per peer, and would otherwise never handshake again.
+    pub fn set(&self, fault: Fault) {
+        let close = fault.is_handshake();
+        *lock(&self.shared.fault) = fault;
+        if close {
+            let mut conns = lock(&self.shared.conns);
+            conns.cancel();
+            *conns = self.shared.shutdown.child_token();
+        }
+    }
+
+    pub fn get(&self) -> Fault {
+        lock(&self.shared.fault).clone()
+    }
+
+    /// The FQDN of the peer it controls.
+    pub fn fqdn(&self) -> &str {
+        &self.shared.spec.fqdn
+    }
+}
+
 impl Drop for SimPeer {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -496,9 +584,11 @@ impl Shared {
         let settings = StreamSettings {
             limits: FrameLimits::default(),
             idle_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
+            read_backpressure: false,
             keepalive: None,
         };
-        let shutdown = self.shutdown.clone();
+        let shutdown = lock(&self.conns).clone();
         let h = handle.clone();
         tokio::spawn(stream::run(io, h, rx, peer, self, settings, shutdown));
         handle
@@ -529,7 +619,11 @@ impl Shared {
                     respond(&m, code, crate::policy::reason_phrase(code), &extra, None),
                 );
             }
-            Fault::None | Fault::RefuseHandshake | Fault::WrongCert => self.answer(&m, reply),
+            Fault::None
+            | Fault::RefuseHandshake
+            | Fault::WrongCert
+            | Fault::DnsMissing
+            | Fault::DnsTimeout => self.answer(&m, reply),
         }
     }
 
@@ -746,16 +840,7 @@ impl Shared {
         for (name, value) in &r.extra {
             let _ = write!(out, "{name}: {value}\r\n");
         }
-        match &r.body {
-            Some((ctype, body)) => {
-                let _ = write!(
-                    out,
-                    "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-            None => out.push_str("Content-Length: 0\r\n\r\n"),
-        }
+        build::write_body(&mut out, r.body.as_ref().map(|(c, b)| (*c, b.as_str())));
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(branch, tx);
         (Bytes::from(out), rx)
@@ -862,7 +947,8 @@ fn respond(
 }
 
 /// `sip::build::response` (which copies Via, From, To, Call-ID and CSeq exactly), with a
-/// body when there is one.
+/// body when there is one, the Record-Route set in a dialog-creating answer, and
+/// [`RECEIVED_TRUST_HEADER`] reporting the trust marking the request arrived with.
 fn respond_tagged(
     m: &Message,
     status: u16,
@@ -871,16 +957,28 @@ fn respond_tagged(
     extra: &[(&str, String)],
     body: Option<(&str, &str)>,
 ) -> BytesMut {
-    let mut out = build::response(m, status, reason, None, Some(tag), extra);
+    let trust = m
+        .header_value(HeaderName::MsTrust)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| NO_TRUST.to_string());
+    let mut all: Vec<(&str, String)> = Vec::with_capacity(extra.len() + 3);
+    if (101..300).contains(&status) && m.method().creates_dialog() {
+        // RFC 3261 §12.1.1: the dialog's route set is the request's Record-Route, so
+        // the caller's ACK and BYE come back through the edge.
+        all.extend(
+            m.values(HeaderName::RecordRoute)
+                .into_iter()
+                .map(|(_, r)| ("Record-Route", m.text(r).trim().to_string())),
+        );
+    }
+    all.extend(extra.iter().map(|(n, v)| (*n, v.clone())));
+    all.push((RECEIVED_TRUST_HEADER, trust));
+    let mut out = build::response(m, status, reason, None, Some(tag), &all);
     if let Some((ctype, body)) = body {
         const EMPTY: &[u8] = b"Content-Length: 0\r\n\r\n";
         debug_assert!(out.ends_with(EMPTY));
         out.truncate(out.len() - EMPTY.len());
-        let _ = write!(
-            out,
-            "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        build::write_body(&mut out, Some((ctype, body)));
     }
     out
 }
@@ -919,7 +1017,7 @@ fn sdp_answer(offer: &[u8], local: SocketAddr) -> String {
 }
 
 /// The URI inside a From/To/Contact value (`"A" <sip:a@b>;tag=1` → `sip:a@b`).
-fn uri_text(value: &str) -> &str {
+pub(crate) fn uri_text(value: &str) -> &str {
     let v = value.trim();
     match (v.find('<'), v.find('>')) {
         (Some(a), Some(b)) if a < b => &v[a + 1..b],

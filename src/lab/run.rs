@@ -22,6 +22,7 @@ use crate::admin::LabControl;
 use crate::config::{Live, Snapshot};
 use crate::dns::LabDnsServer;
 use crate::edge::{DrainReport, Edge, Sockets};
+use crate::lab::faults::FaultControl;
 use crate::lab::peer::{Gate, PeerSpec, PeerTls, SimPeer};
 use crate::lab::pic::{self, LabClock, Provisioning};
 use crate::lab::topology::{Role, ROLES};
@@ -207,7 +208,18 @@ impl Lab {
         let mut admin = None;
         if let Some(listener) = admin_listener {
             admin = Some((listener.local_addr()?, token.clone()));
+            let faults = peers
+                .iter()
+                .map(|(role, peer)| {
+                    (
+                        *role,
+                        peer.fault_switch(),
+                        zone.names_of_host(role.spec().fqdn),
+                    )
+                })
+                .collect();
             let control = LabControl {
+                faults: Arc::new(FaultControl::new(faults, zone.faults())),
                 store: pic.clone(),
                 clock: clock.clone(),
                 resolves: Arc::new(move |fqdn: &str| {

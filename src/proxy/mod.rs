@@ -5,7 +5,9 @@
 //! relay back over the server transaction's connection. Every refusal goes through
 //! `respond`, once, with one log line.
 
+pub mod amplification;
 pub mod forward;
+pub mod quota;
 pub mod record;
 pub mod respond;
 
@@ -83,6 +85,8 @@ pub struct Core {
     limits: std::sync::Mutex<policy::DiscoveredPartnerLimits>,
     conn_shutdown: CancellationToken,
     draining: AtomicBool,
+    /// Pending requests per external source IP (`limits.max_pending_per_source`).
+    quota: Arc<quota::SourceQuota>,
     decisions: record::DecisionLog,
     /// Targets whose last connect failed: until when to answer at once, how many times
     /// in a row, and the answer.
@@ -109,6 +113,8 @@ struct ServerEntry {
     last: Option<Bytes>,
     client: Option<TxnKey>,
     to_tag: String,
+    /// The request's place in its source's quota, until the final response leaves.
+    slot: Option<quota::QuotaSlot>,
 }
 
 struct ClientEntry {
@@ -165,6 +171,7 @@ impl Core {
             limits: std::sync::Mutex::new(policy::DiscoveredPartnerLimits::new()),
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
+            quota: quota::SourceQuota::new(),
             decisions: record::DecisionLog::default(),
             failures: std::sync::Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
@@ -185,6 +192,11 @@ impl Core {
     pub fn pending(&self) -> usize {
         self.txns
             .count(|e| matches!(e, Entry::Server(s) if !s.fsm.is_final()))
+    }
+
+    /// Requests from `ip` still waiting for their final response.
+    pub fn pending_from(&self, ip: IpAddr) -> usize {
+        self.quota.pending(ip)
     }
 
     /// Open stream connections (inbound and outbound).
@@ -266,7 +278,22 @@ impl Core {
             self.reject_stateless(&m, peer, reply, &r, &snap);
             return;
         }
-        let entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
+        let mut entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
+        if peer.interface == Interface::External {
+            // The internal side is the organisation's own pool, one address for everyone.
+            match self
+                .quota
+                .admit(peer.addr.ip(), snap.limits.max_pending_per_source)
+            {
+                Some(slot) => entry.slot = Some(slot),
+                None => {
+                    let r = Rejection::new(503, "Service Unavailable", "source-overload")
+                        .with_retry_after(5);
+                    self.reject_stateless(&m, peer, reply, &r, &snap);
+                    return;
+                }
+            }
+        }
         match self.txns.insert(key.clone(), Entry::Server(entry), None) {
             Ok(()) => {}
             // The same request read by another reader at the same moment: a retransmission.
@@ -279,7 +306,7 @@ impl Core {
         if method == Method::Invite {
             // 100 Trying at once so the previous hop stops retransmitting (§16.2).
             let trying = build::response(&m, 100, "Trying", Some(peer.addr), None, &[]);
-            self.send_on_server(&key, 100, trying.freeze());
+            self.send_local(&key, 100, trying);
         }
         let peer = self.identify(peer, &snap);
         let plan = self.route_plan(&m, &snap);
@@ -327,14 +354,15 @@ impl Core {
         snap: &Arc<Snapshot>,
         dns: &DnsFacts,
     ) {
-        let decision = policy::decide(facts, peer, snap, dns);
-        self.record(m, peer, &decision);
+        // `decide` builds the trail anyway; keeping it costs a move, and `/decisions` shows it.
+        let policy::Explanation { decision, trail } = policy::explain(facts, peer, snap, dns);
+        self.record(m, peer, &decision, trail);
         match decision {
             Decision::Reject(r) => self.reject(&key, &r, snap),
             Decision::AnswerOptions => {
                 let tag = self.server_tag(&key);
                 let ok = respond::options_ok(m, Some(peer.addr), &tag);
-                self.send_on_server(&key, 200, ok.freeze());
+                self.send_local(&key, 200, ok);
             }
             Decision::Forward(f) => {
                 if let Some(limit) = &f.limit {
@@ -357,7 +385,7 @@ impl Core {
         }
     }
 
-    fn record(&self, m: &Message, peer: &Peer, d: &Decision) {
+    fn record(&self, m: &Message, peer: &Peer, d: &Decision, trail: Vec<policy::Check>) {
         let (outcome, rule, status) = match d {
             Decision::Forward(f) => ("forward", f.rule, 0),
             Decision::Reject(r) => ("reject", r.rule, r.status),
@@ -379,12 +407,18 @@ impl Core {
             outcome,
             rule,
             status,
+            trail,
         });
     }
 
-    /// The last decisions, oldest first (the admin endpoint's `/decisions`).
+    /// Every decision kept, oldest first.
     pub fn recent_decisions(&self) -> Vec<record::DecisionRecord> {
-        self.decisions.recent()
+        self.decisions.recent(record::KEEP)
+    }
+
+    /// The last `n` decisions, oldest first (the admin endpoint's `/decisions`).
+    pub fn last_decisions(&self, n: usize) -> Vec<record::DecisionRecord> {
+        self.decisions.recent(n)
     }
 
     /// A new server transaction for a request just received.
@@ -406,6 +440,7 @@ impl Core {
             last: None,
             client: None,
             to_tag: self.next_tag(),
+            slot: None,
         }
     }
 
@@ -505,7 +540,7 @@ impl Core {
         }
         let tag = self.server_tag(&cancel_key);
         let ok = build::response(&m, 200, "OK", Some(peer.addr), Some(&tag), &[]);
-        self.send_on_server(&cancel_key, 200, ok.freeze());
+        self.send_local(&cancel_key, 200, ok);
         // Hop by hop: cancel our branch once it is proceeding, or as soon as it is.
         let Some(client) = client else { return };
         let send = self.txns.with(&client, |e| match e {
@@ -993,6 +1028,15 @@ impl Core {
         }
     }
 
+    /// Forgets every target's reconnect backoff, so the next request connects at once
+    /// (the lab calls it when a peer's fault changes).
+    pub fn reset_backoff(&self) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn connect_succeeded(&self, key: &PoolKey) {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         m.remove(key);
@@ -1032,8 +1076,35 @@ impl Core {
     fn send_stateless(&self, exit: Interface, target: &Target, bytes: Bytes) {
         let snap = self.live.load();
         let Ok(addr) = self.resolve_now(target, &snap) else {
+            // A name (e.g. the Contact of a 2xx an ACK goes to): resolve it off the
+            // read path, then send, rather than drop the ACK.
+            let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let snap = me.live.load();
+                match me.resolve_target(&target, &snap).await {
+                    Ok(addr) => me.send_stateless_to(exit, &target, addr, bytes, &snap),
+                    Err(r) => {
+                        tracing::info!(host = %target.host, rule = r.rule, "stateless request dropped: no address")
+                    }
+                }
+            });
             return;
         };
+        self.send_stateless_to(exit, target, addr, bytes, &snap);
+    }
+
+    /// [`send_stateless`](Self::send_stateless) once the target's address is known.
+    fn send_stateless_to(
+        &self,
+        exit: Interface,
+        target: &Target,
+        addr: SocketAddr,
+        bytes: Bytes,
+        snap: &Snapshot,
+    ) {
         if target.transport == Transport::Udp {
             if let Some(s) = self.udp.get(&exit) {
                 let _ = conn::send_datagram(s, addr, bytes);
@@ -1049,7 +1120,7 @@ impl Core {
             let _ = c.send(bytes);
             return;
         }
-        let Some(ctx) = self.connect_context(exit, &snap) else {
+        let Some(ctx) = self.connect_context(exit, snap) else {
             return;
         };
         let Some(me) = self.me.get().and_then(Weak::upgrade) else {
@@ -1176,8 +1247,10 @@ impl Core {
     }
 
     /// Header hygiene on a relayed response. Toward the external interface `ms-diagnostics`
-    /// is dropped (its public form may go); toward the internal one, a federated peer's
-    /// error without diagnostics gets the Access Edge's 1034 line.
+    /// and `Warning` are dropped, as both name internal servers; the diagnostics' code and
+    /// reason may go as `ms-diagnostics-public`, without the parameters an internal server
+    /// wrote. Toward the internal one, a federated peer's error without diagnostics gets
+    /// the Access Edge's 1034 line.
     fn response_edits(
         &self,
         m: &Message,
@@ -1188,13 +1261,12 @@ impl Core {
         let diagnostics = m.header_value(HeaderName::MsDiagnostics);
         match to {
             Interface::External => {
+                edits.remove = &[HeaderName::MsDiagnostics, HeaderName::Warning];
                 if let Some(d) = diagnostics {
-                    edits.remove = &[HeaderName::MsDiagnostics];
                     if m.header(HeaderName::MsDiagnosticsPublic).is_none() {
-                        if let Ok(v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
-                            edits
-                                .add
-                                .push(format!("ms-diagnostics-public: {}", v.public()));
+                        if let Ok(mut v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {
+                            v.params.clear();
+                            edits.add.push(format!("ms-diagnostics-public: {v}"));
                         }
                     }
                 }
@@ -1279,6 +1351,7 @@ impl Core {
                         .message(s.arrival, Direction::Out, s.request.method());
                     self.metrics.response(status);
                     if status >= 200 {
+                        s.slot = None;
                         if let Some(t) = s.received.take() {
                             self.metrics
                                 .transaction_done(now.saturating_duration_since(t));
@@ -1302,19 +1375,42 @@ impl Core {
     fn reject(&self, key: &TxnKey, r: &Rejection, snap: &Snapshot) {
         let parts = self.txns.with(key, |e| match e {
             Entry::Server(s) => (
-                Some((s.request.clone(), s.source, s.arrival, s.to_tag.clone())),
+                Some((
+                    s.request.clone(),
+                    s.source,
+                    s.arrival,
+                    s.to_tag.clone(),
+                    datagram_budget(&s.reply, &s.request, s.arrival),
+                )),
                 None,
             ),
             Entry::Client(_) => (None, None),
         });
-        let Some(Some((req, source, arrival, tag))) = parts else {
+        let Some(Some((req, source, arrival, tag, budget))) = parts else {
             return;
         };
         log_rejection(&req, r, source, arrival);
         // `source` in diagnostics names the edge by its external FQDN, as the product does.
         let fqdn = &snap.external.fqdn;
         let bytes = respond::rejection(&req, r, arrival, Some(source), &tag, fqdn);
-        self.send_on_server(key, r.status, bytes.freeze());
+        if let Some(bytes) = fit_for(bytes, budget) {
+            self.send_on_server(key, r.status, bytes);
+        }
+    }
+
+    /// Sends a response the edge wrote itself through its server transaction, cut down
+    /// for an external datagram sender (`amplification`).
+    fn send_local(&self, key: &TxnKey, status: u16, bytes: bytes::BytesMut) {
+        let budget = self
+            .txns
+            .with(key, |e| match e {
+                Entry::Server(s) => (datagram_budget(&s.reply, &s.request, s.arrival), None),
+                Entry::Client(_) => (None, None),
+            })
+            .flatten();
+        if let Some(bytes) = fit_for(bytes, budget) {
+            self.send_on_server(key, status, bytes);
+        }
     }
 
     /// Refuses a request without creating state (table full, draining, unmatched CANCEL).
@@ -1330,10 +1426,13 @@ impl Core {
         let fqdn = &snap.interface(peer.interface).fqdn;
         let tag = self.next_tag();
         let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
+        let Some(bytes) = fit_for(bytes, datagram_budget(reply, m, peer.interface)) else {
+            return;
+        };
         self.metrics
             .message(peer.interface, Direction::Out, m.method());
         self.metrics.response(r.status);
-        let _ = reply.send(bytes.freeze());
+        let _ = reply.send(bytes);
     }
 
     fn respond_stateless(
@@ -1344,11 +1443,28 @@ impl Core {
         status: u16,
         build: impl FnOnce(&str) -> bytes::BytesMut,
     ) {
+        let budget = datagram_budget(reply, m, peer.interface);
+        self.send_local_response(m, budget, peer, reply, status, build);
+    }
+
+    /// Sends a locally built response within `budget` (see `datagram_budget`).
+    fn send_local_response(
+        &self,
+        m: &Message,
+        budget: Option<usize>,
+        peer: &Peer,
+        reply: &ReplyTo,
+        status: u16,
+        build: impl FnOnce(&str) -> bytes::BytesMut,
+    ) {
         let tag = self.next_tag();
+        let Some(bytes) = fit_for(build(&tag), budget) else {
+            return;
+        };
         self.metrics
             .message(peer.interface, Direction::Out, m.method());
         self.metrics.response(status);
-        let _ = reply.send(build(&tag).freeze());
+        let _ = reply.send(bytes);
     }
 
     // === timers ===
@@ -1457,6 +1573,29 @@ fn unsupported_proxy_require(m: &Message) -> Option<String> {
     (!tags.is_empty()).then(|| tags.join(", "))
 }
 
+/// How large a response the edge may write to this sender: the size of its datagram, for
+/// a UDP source on the external interface (unverified, perhaps spoofed). Streams have
+/// done a handshake, and the internal side is the organisation's own pool.
+fn datagram_budget(reply: &ReplyTo, m: &Message, arrival: Interface) -> Option<usize> {
+    (arrival == Interface::External && matches!(reply, ReplyTo::Datagram { .. }))
+        .then(|| m.bytes().len())
+}
+
+/// `bytes` within `budget` (see `amplification`); `None` (logged) when it cannot fit.
+fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Option<Bytes> {
+    let Some(budget) = budget else {
+        return Some(bytes.freeze());
+    };
+    let fitted = amplification::fit(bytes, budget);
+    if fitted.is_none() {
+        tracing::info!(
+            budget,
+            "response not sent: larger than the datagram that caused it"
+        );
+    }
+    fitted
+}
+
 /// A refusal for a host name that has no address.
 fn no_address(host: &str) -> Rejection {
     Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
@@ -1502,7 +1641,24 @@ impl Handler for Core {
         let datagram = peer.transport == Transport::Udp;
         // A cheap handle (reference-counted) kept to answer a request that fails to parse.
         let msg_copy = msg.clone();
+        // Streams enforce the limit while framing; a datagram arrives whole.
+        let limit = datagram.then(|| self.live.load().limits.max_message_size);
         match Message::parse(msg, datagram) {
+            Ok(m) if limit.is_some_and(|l| m.bytes().len() > l) => {
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, size = m.bytes().len(), "datagram over max_message_size: 513");
+                if m.is_request() && m.top_via().is_some() {
+                    self.respond_stateless(&m, peer, reply, 513, |tag| {
+                        build::response(
+                            &m,
+                            513,
+                            "Message Too Large",
+                            Some(peer.addr),
+                            Some(tag),
+                            &[],
+                        )
+                    });
+                }
+            }
             Ok(m) => {
                 self.metrics
                     .message(peer.interface, Direction::In, m.method());
@@ -1519,7 +1675,10 @@ impl Handler for Core {
                     Some(head) => {
                         let status = e.status();
                         tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, status, "request refused: unparseable");
-                        self.respond_stateless(&head, peer, reply, status, |tag| {
+                        // The head is shorter than what arrived; the budget is what arrived.
+                        let budget =
+                            datagram_budget(reply, &head, peer.interface).map(|_| msg_copy.len());
+                        self.send_local_response(&head, budget, peer, reply, status, |tag| {
                             respond::bad_request(&head, &e, Some(peer.addr), tag)
                         });
                     }
@@ -1571,6 +1730,8 @@ pub(crate) fn stream_settings(snap: &Snapshot) -> StreamSettings {
             max_headers: snap.limits.max_headers,
         },
         idle_timeout: snap.limits.idle_timeout,
+        header_timeout: snap.limits.header_timeout,
+        read_backpressure: true,
         keepalive: None,
     }
 }

@@ -1,13 +1,16 @@
 //! The last decisions the edge made, for people asking "why was my message refused?".
 //!
 //! Recording never blocks a request: under contention a record is skipped rather than
-//! waited for, so this is no global lock on the hot path.
+//! waited for, so this is no global lock on the hot path. A record keeps the decision's
+//! trail of checks as the policy built it (moved, not copied); it becomes text only when
+//! `/decisions` is read.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::policy::Check;
 use crate::transport::{Interface, Transport};
 
 /// How many decisions are kept.
@@ -31,6 +34,8 @@ pub struct DecisionRecord {
     pub rule: &'static str,
     /// Status for rejections, 0 otherwise.
     pub status: u16,
+    /// The checks that ran, the deciding one last (what `sipedge explain` prints).
+    pub trail: Vec<Check>,
 }
 
 /// A bounded ring of recent decisions.
@@ -50,9 +55,12 @@ impl DecisionLog {
         }
     }
 
-    /// The recorded decisions, oldest first.
-    pub fn recent(&self) -> Vec<DecisionRecord> {
+    /// The last `n` recorded decisions, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<DecisionRecord> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().cloned().collect()
+        ring.iter()
+            .skip(ring.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 }

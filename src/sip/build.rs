@@ -15,6 +15,19 @@ use super::splice::Splice;
 /// Extra header lines for a local response: `(name, value)`.
 pub type ExtraHeaders<'a> = &'a [(&'a str, String)];
 
+/// Ends a message being written: `Content-Type` and `Content-Length` then the body, or
+/// `Content-Length: 0` and the blank line when there is none.
+pub fn write_body<W: std::fmt::Write>(out: &mut W, body: Option<(&str, &str)>) {
+    let _ = match body {
+        Some((ctype, b)) => write!(
+            out,
+            "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => out.write_str("Content-Length: 0\r\n\r\n"),
+    };
+}
+
 /// Builds a response to `req`. `source` adds `received`/`rport` to the top Via
 /// (RFC 3261 §18.2.1, RFC 3581); `to_tag` is added to To when it has none and status > 100.
 pub fn response(

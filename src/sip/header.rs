@@ -26,6 +26,8 @@ pub enum HeaderName {
     MsDiagnostics,
     /// `ms-diagnostics-public`: the topology-safe variant.
     MsDiagnosticsPublic,
+    /// `Warning`: its warn-agent names the host that wrote it, so it stays inside.
+    Warning,
     /// Anything else: relayed untouched.
     Other,
 }
@@ -67,6 +69,7 @@ impl HeaderName {
             (b"ms-edge-proxy-message-trust", HeaderName::MsTrust),
             (b"ms-diagnostics", HeaderName::MsDiagnostics),
             (b"ms-diagnostics-public", HeaderName::MsDiagnosticsPublic),
+            (b"warning", HeaderName::Warning),
         ];
         NAMES
             .iter()

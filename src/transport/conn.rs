@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ pub enum SendError {
     /// The connection is gone.
     #[error("connection closed")]
     Closed,
-    /// The connection's send queue is full (the peer is not reading).
+    /// The connection's send queue (or the UDP deferred-send queue) is full.
     #[error("send queue full")]
     Full,
     /// The datagram could not be sent.
@@ -137,16 +137,40 @@ impl ReplyTo {
     }
 }
 
+/// Datagram sends waiting for socket buffer space at once; past it a datagram is dropped
+/// (UDP may lose it anyway, and the sender's transaction retransmits) rather than queueing
+/// without bound behind a full socket.
+pub const DEFERRED_DATAGRAMS: usize = 1024;
+
+static DEFERRED: AtomicUsize = AtomicUsize::new(0);
+/// Set while datagrams are being dropped, so the overflow is logged once per episode.
+static DROPPING: AtomicBool = AtomicBool::new(false);
+
 /// Sends a datagram without awaiting; when the socket buffer is full the send finishes
-/// in a small task rather than blocking the caller.
+/// in a small task rather than blocking the caller, at most `DEFERRED_DATAGRAMS` at once.
 pub fn send_datagram(socket: &Arc<UdpSocket>, to: SocketAddr, msg: Bytes) -> Result<(), SendError> {
     match socket.try_send_to(&msg, to) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            if DEFERRED.fetch_add(1, Ordering::AcqRel) >= DEFERRED_DATAGRAMS {
+                DEFERRED.fetch_sub(1, Ordering::AcqRel);
+                if !DROPPING.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        limit = DEFERRED_DATAGRAMS,
+                        "UDP send queue full; dropping datagrams until it drains"
+                    );
+                }
+                return Err(SendError::Full);
+            }
             let socket = socket.clone();
             tokio::spawn(async move {
                 if let Err(e) = socket.send_to(&msg, to).await {
                     tracing::debug!(%to, error = %e, "datagram send failed");
+                }
+                if DEFERRED.fetch_sub(1, Ordering::AcqRel) == 1
+                    && DROPPING.swap(false, Ordering::AcqRel)
+                {
+                    tracing::info!("UDP send queue drained");
                 }
             });
             Ok(())

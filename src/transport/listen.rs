@@ -124,8 +124,7 @@ pub async fn accept_loop(
         let ctx = ctx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            serve_accepted(tcp, addr, transport, tls, handshake_timeout, ctx).await;
-            drop(permit);
+            serve_accepted(tcp, addr, transport, tls, handshake_timeout, ctx, permit).await;
         });
     }
 }
@@ -137,6 +136,7 @@ async fn serve_accepted(
     tls: Option<Arc<dyn TlsSource>>,
     handshake_timeout: Duration,
     ctx: AcceptContext,
+    permit: CapPermit,
 ) {
     let local = match tcp.local_addr() {
         Ok(l) => l,
@@ -173,7 +173,12 @@ async fn serve_accepted(
             .map(|certs| tls.identity(certs))
             .unwrap_or_default();
         tracing::debug!(interface = %ctx.interface, peer = %addr, names = ?identity.names(), "TLS peer accepted");
-        serve(stream, addr, local, Transport::Tls, identity, ctx).await;
+        // A task of its own, so that the handshake's state is freed rather than kept in
+        // the connection task's allocation for the connection's whole life.
+        tokio::spawn(async move {
+            serve(stream, addr, local, Transport::Tls, identity, ctx).await;
+            drop(permit);
+        });
     } else {
         serve(
             tcp,
@@ -184,6 +189,7 @@ async fn serve_accepted(
             ctx,
         )
         .await;
+        drop(permit);
     }
 }
 

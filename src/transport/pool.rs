@@ -233,6 +233,7 @@ where
     let handler = ctx.handler.clone();
     let mut settings = ctx.settings;
     settings.keepalive = Some(ctx.keepalive);
+    settings.read_backpressure = false;
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         stream::run(io, h, rx, peer, handler, settings, shutdown).await;

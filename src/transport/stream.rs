@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -16,15 +16,32 @@ use super::conn::{ConnHandle, SEND_QUEUE};
 use super::{Handler, Peer, ReplyTo};
 use crate::sip::framing::{scan, FrameLimits, Scan};
 
+/// Most bytes taken from the socket in one read: at least ~100 bytes a request, so one
+/// read yields a few hundred answers at most.
+const MAX_READ: usize = 32 * 1024;
+
 /// Settings of a stream connection.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
     pub limits: FrameLimits,
     pub idle_timeout: Duration,
+    /// A message begun (its first byte read) must be whole within this; a peer trickling
+    /// bytes (slowloris) is otherwise never caught by the idle timeout.
+    pub header_timeout: Duration,
+    /// Stop reading while half the send queue waits for the peer: for inbound connections,
+    /// whose requests are answered on the same connection. Off for outbound ones, where
+    /// what is read (responses) leaves on other connections and a stall could deadlock.
+    pub read_backpressure: bool,
     /// Send a CRLFCRLF ping after this long without traffic (RFC 5626 §4.4.1); set on
     /// outbound federation connections so that NATs and peers keep them open.
     pub keepalive: Option<Duration>,
 }
+
+/// The read buffer's growth step.
+const GROW_STEP: usize = 4096;
+
+/// After this long without input an empty read buffer is freed (until the next read).
+const QUIET: Duration = Duration::from_secs(1);
 
 /// Creates the handle and queue for a new connection; `run` then serves it.
 pub fn channel(peer: &Peer, local: std::net::SocketAddr) -> (ConnHandle, mpsc::Receiver<Bytes>) {
@@ -54,28 +71,53 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(io);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    // Both buffers are allocated on first use and the read buffer is given back when the
+    // connection goes quiet: ten thousand idle connections must not hold buffers each.
+    let mut buf = BytesMut::new();
+    let mut out = BytesMut::new();
     let reply = ReplyTo::Stream(handle.clone());
-    let idle = tokio::time::sleep(settings.idle_timeout);
+    let quiet = QUIET.min(settings.idle_timeout);
+    let mut last_read = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(quiet);
     tokio::pin!(idle);
     let ping_every = settings
         .keepalive
         .unwrap_or(Duration::from_secs(86_400 * 365));
     let ping = tokio::time::sleep(ping_every);
     tokio::pin!(ping);
+    // Armed while the buffer holds the start of a message; re-armed when a message
+    // completes and another has begun.
+    let message_due = tokio::time::sleep(settings.header_timeout);
+    tokio::pin!(message_due);
+    let mut partial = false;
     let reason: &str = loop {
         tokio::select! {
-            read = reader.read_buf(&mut buf) => {
+            // Backpressure: while half the send queue waits for the peer, its requests are
+            // not read (a pipelining peer that does not read its answers would otherwise
+            // lose them to the bounded queue); at most MAX_READ per read keeps the
+            // answers to one read well inside the other half.
+            read = async { reader.read_buf(&mut (&mut buf).limit(MAX_READ)).await }, if !settings.read_backpressure || handle.queued() < SEND_QUEUE / 2 => {
                 match read {
                     Ok(0) => break "closed by peer",
                     Ok(_) => {
-                        idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
-                        if let Err(why) = drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
-                            break why;
+                        let now = tokio::time::Instant::now();
+                        last_read = now;
+                        idle.as_mut().reset(now + quiet);
+                        let consumed = match drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
+                            Ok(c) => c,
+                            Err(why) => break why,
+                        };
+                        if buf.is_empty() {
+                            partial = false;
+                        } else if consumed || !partial {
+                            partial = true;
+                            message_due.as_mut().reset(now + settings.header_timeout);
                         }
-                        if buf.capacity() - buf.len() < 4096 {
-                            buf.reserve(16 * 1024);
+                        if buf.is_empty() && buf.capacity() > 4 * GROW_STEP {
+                            // A large message passed; an idle connection gives the space back.
+                            buf = BytesMut::with_capacity(GROW_STEP);
+                        } else if buf.capacity() - buf.len() < GROW_STEP / 2 {
+                            buf.reserve(4 * GROW_STEP);
                         }
                     }
                     Err(e) => {
@@ -86,19 +128,38 @@ pub async fn run<S>(
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break "handle dropped" };
-                out.clear();
-                out.extend_from_slice(&msg);
-                // Batch whatever else is queued into the same write.
-                while out.len() < 64 * 1024 {
-                    match rx.try_recv() {
-                        Ok(m) => out.extend_from_slice(&m),
-                        Err(_) => break,
+                let began = tokio::time::Instant::now();
+                let written = match rx.try_recv() {
+                    // One message queued: write it as it is, without a copy.
+                    Err(_) => writer.write_all(&msg).await,
+                    Ok(next) => {
+                        // Batch whatever else is queued into the same write.
+                        out.clear();
+                        out.extend_from_slice(&msg);
+                        out.extend_from_slice(&next);
+                        while out.len() < 64 * 1024 {
+                            match rx.try_recv() {
+                                Ok(m) => out.extend_from_slice(&m),
+                                Err(_) => break,
+                            }
+                        }
+                        writer.write_all(&out).await
                     }
-                }
-                if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+                };
+                if written.is_err() || writer.flush().await.is_err() {
                     break "write error";
                 }
-                ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
+                if out.capacity() > 64 * 1024 + GROW_STEP {
+                    out = BytesMut::new();
+                }
+                let now = tokio::time::Instant::now();
+                if partial {
+                    // Time spent waiting for the peer to take our bytes is not time it
+                    // took to send its message: the header timeout pauses meanwhile.
+                    let due = message_due.deadline() + (now - began);
+                    message_due.as_mut().reset(due);
+                }
+                ping.as_mut().reset(now + ping_every);
             }
             _ = &mut ping => {
                 if writer.write_all(b"\r\n\r\n").await.is_err() || writer.flush().await.is_err() {
@@ -106,7 +167,19 @@ pub async fn run<S>(
                 }
                 ping.as_mut().reset(tokio::time::Instant::now() + ping_every);
             }
-            _ = &mut idle => break "idle timeout",
+            _ = &mut idle => {
+                if last_read.elapsed() >= settings.idle_timeout {
+                    break "idle timeout";
+                }
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+                idle.as_mut().reset(last_read + settings.idle_timeout);
+            }
+            _ = &mut message_due, if partial => {
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, "message not complete within the header timeout; closing");
+                break "header timeout";
+            }
             _ = shutdown.cancelled() => break "shutdown",
         }
     };
@@ -127,18 +200,21 @@ pub async fn run<S>(
     handler.on_closed(&handle, reason);
 }
 
-/// Hands every complete message in `buf` to the handler. `Err` closes the connection.
+/// Hands every complete message in `buf` to the handler; `Ok(true)` when anything was
+/// consumed. `Err` closes the connection.
 fn drain_frames(
     buf: &mut BytesMut,
     peer: &Peer,
     reply: &ReplyTo,
     handler: &Arc<dyn Handler>,
     settings: &StreamSettings,
-) -> Result<(), &'static str> {
+) -> Result<bool, &'static str> {
+    let mut consumed = false;
     loop {
         match scan(buf, &settings.limits) {
-            Ok(Scan::Incomplete) => return Ok(()),
+            Ok(Scan::Incomplete) => return Ok(consumed),
             Ok(Scan::KeepAlive { len, ping }) => {
+                consumed = true;
                 let _ = buf.split_to(len);
                 if ping {
                     // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong.
@@ -146,6 +222,7 @@ fn drain_frames(
                 }
             }
             Ok(Scan::Message { len }) => {
+                consumed = true;
                 let msg = buf.split_to(len).freeze();
                 handler.on_message(msg, peer, reply);
             }

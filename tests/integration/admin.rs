@@ -10,9 +10,9 @@ use sipedge::transport::{Interface, Peer, PeerIdentity, Transport};
 
 use crate::support::TestEdge;
 
-const SEED_REMOVE: &[&str] = &["Remove-CsPublicProvider", "-Identity", "Messenger"];
+pub(crate) const SEED_REMOVE: &[&str] = &["Remove-CsPublicProvider", "-Identity", "Messenger"];
 /// As a shell passes it: the quotes are gone, each word is one argument.
-const SEED_NEW: &[&str] = &[
+pub(crate) const SEED_NEW: &[&str] = &[
     "New-CsPublicProvider",
     "-Identity",
     "Skype",

@@ -1,22 +1,21 @@
 //! The real `sipedge` binary: `run` logs one line per listener, SIGHUP reloads the
 //! configuration, SIGTERM drains and exits 0.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::support::*;
 
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
     /// Every line read so far, so lines can be looked for in any order.
     seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Running {
-    fn start(config: &std::path::Path) -> Running {
+    pub(crate) fn start(config: &std::path::Path) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipedge"))
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
@@ -24,15 +23,7 @@ impl Running {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn sipedge");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stderr.take().expect("stderr"));
         Running {
             child,
             lines,
@@ -41,7 +32,7 @@ impl Running {
     }
 
     /// Waits for a log line containing every needle.
-    fn wait_for(&self, needles: &[&str]) -> String {
+    pub(crate) fn wait_for(&self, needles: &[&str]) -> String {
         let matches = |line: &str| needles.iter().all(|n| line.contains(n));
         if let Some(line) = self.seen.borrow().iter().find(|l| matches(l)) {
             return line.clone();
@@ -58,7 +49,7 @@ impl Running {
         panic!("no log line with {needles:?}");
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
@@ -76,7 +67,7 @@ impl Drop for Running {
     }
 }
 
-fn addr_in(line: &str) -> std::net::SocketAddr {
+pub(crate) fn addr_in(line: &str) -> std::net::SocketAddr {
     let start = line.find("\"addr\":\"").expect("addr field") + 8;
     let end = line[start..].find('"').expect("end quote") + start;
     line[start..end].parse().expect("socket address")

@@ -16,13 +16,20 @@ use sipedge::transport::{Interface, Transport};
 
 use crate::support::*;
 
-fn repo(rel: &str) -> std::path::PathBuf {
+pub(crate) fn repo(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 async fn start(config: &str) -> Lab {
+    start_with(config, |_| {}).await
+}
+
+/// The lab of `config` on ephemeral ports with a manual clock, after `edit` changed its
+/// snapshot (shorter timers, say).
+pub(crate) async fn start_with(config: &str, edit: impl FnOnce(&mut Snapshot)) -> Lab {
     let path = repo(config);
-    let snap = Snapshot::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut snap = Snapshot::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    edit(&mut snap);
     let mut opts = LabOptions::for_config(&path);
     opts.ephemeral = true;
     opts.clock = Arc::new(LabClock::manual(SystemTime::now()));
@@ -30,7 +37,12 @@ async fn start(config: &str) -> Lab {
 }
 
 /// One admin request, as `sipedge admin` sends it.
-async fn admin(lab: &Lab, method: &'static str, path: &'static str, body: &str) -> (u16, String) {
+pub(crate) async fn admin(
+    lab: &Lab,
+    method: &'static str,
+    path: &'static str,
+    body: &str,
+) -> (u16, String) {
     let endpoint = format!("http://{}", lab.admin_addr().expect("admin"));
     let token = lab.admin_token().unwrap().to_string();
     let body = body.to_string();
@@ -41,7 +53,8 @@ async fn admin(lab: &Lab, method: &'static str, path: &'static str, body: &str) 
     .unwrap()
 }
 
-fn im(id: &str) -> String {
+/// alice's MESSAGE to sam@live.com, as the pool relays it over TCP.
+pub(crate) fn im(id: &str) -> String {
     request(
         "MESSAGE",
         "sip:sam@live.com",

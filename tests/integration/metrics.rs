@@ -5,7 +5,7 @@ use sipedge::transport::{Interface, Transport};
 use crate::support::{base_config, first_line, request, response, status_of, TestEdge, UdpPeer};
 
 /// The value of the one sample whose line starts with `series` (0 when absent).
-fn value(text: &str, series: &str) -> u64 {
+pub(crate) fn value(text: &str, series: &str) -> u64 {
     let found: Vec<u64> = text
         .lines()
         .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -15,7 +15,7 @@ fn value(text: &str, series: &str) -> u64 {
 }
 
 /// The sum of the samples of a family whose labels contain `label`.
-fn sum(text: &str, family: &str, label: &str) -> u64 {
+pub(crate) fn sum(text: &str, family: &str, label: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
@@ -81,7 +81,8 @@ async fn counters_move_with_forwarded_and_refused_requests() {
         "sip:eve@elsewhere.test",
         &via,
         "metrics-refused",
-        &[],
+        // Client-sized, so the refusal fits within it over UDP (no amplification).
+        &[crate::support::LYNC_UA],
         "",
     );
     client.send(ext, &req).await;

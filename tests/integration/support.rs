@@ -158,6 +158,10 @@ pub fn first_line(msg: &str) -> &str {
     msg.lines().next().unwrap_or("")
 }
 
+/// A User-Agent line as Lync 2013 sends it: makes a test request client-sized, so that the
+/// edge's optional answer lines fit within it over UDP (no amplification).
+pub const LYNC_UA: &str = "User-Agent: UCCAPI/15.0.4481.1000 OC/15.0.4481.1000 (Microsoft Lync)";
+
 /// A request with the usual headers; `extra` lines are added verbatim.
 #[allow(clippy::too_many_arguments)]
 pub fn request(
@@ -392,4 +396,29 @@ impl TcpPeer {
             .expect("accept");
         StreamConn::new(s)
     }
+}
+
+/// Reads `from` line by line on a thread of its own (a child's stdout or stderr), so a
+/// test can wait for a line with a deadline.
+pub fn read_lines(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// A MESSAGE from `from` to `uri` over a new TCP connection to `to`; the final answer.
+pub async fn message_over_tcp(to: SocketAddr, from: &str, uri: &str, id: &str) -> String {
+    let mut conn = tcp_connect(to).await;
+    let via = format!("SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK{id}");
+    let ctype = ["Content-Type: text/plain"];
+    conn.send(&request("MESSAGE", uri, from, uri, &via, id, &ctype, "hi"))
+        .await;
+    conn.recv_skip_100().await
 }

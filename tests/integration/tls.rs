@@ -141,7 +141,10 @@ async fn start_edge_toml(toml: String) -> TestEdge {
 /// A TLS server (a partner's edge or the pool) that requires a client certificate.
 /// Whether the external listener refuses a client with this configuration: in the
 /// handshake, or (TLS 1.3) on the first exchange after it.
-async fn is_refused(ext: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+pub(crate) async fn is_refused(
+    ext: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> bool {
     let tcp = TcpStream::connect(ext).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").expect("name");
     match tokio_rustls::TlsConnector::from(config)
@@ -155,6 +158,22 @@ async fn is_refused(ext: std::net::SocketAddr, config: Arc<rustls::ClientConfig>
             s.read_raw(Duration::from_secs(2)).await != b"\r\n"
         }
     }
+}
+
+/// A client that trusts `ca` and presents no certificate.
+pub(crate) fn without_client_certificate(
+    ca: rustls_pki_types::CertificateDer<'static>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("CA certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
 }
 
 pub(crate) async fn tls_server(
@@ -311,19 +330,7 @@ async fn listeners_require_a_trusted_client_certificate_and_keep_serving() {
     let ext = edge.addr(Interface::External, Transport::Tls);
 
     // No client certificate at all.
-    let roots = {
-        let mut r = rustls::RootCertStore::empty();
-        r.add(pki.ca.cert_der()).unwrap();
-        Arc::new(r)
-    };
-    let anon = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let refused = is_refused(ext, Arc::new(anon)).await;
+    let refused = is_refused(ext, without_client_certificate(pki.ca.cert_der())).await;
     assert!(refused, "a client without a certificate is refused");
 
     // A certificate from another CA.

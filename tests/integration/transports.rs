@@ -134,7 +134,9 @@ async fn the_edge_is_no_open_relay() {
         "sip:carol@fabrikam.test",
         "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKr1",
         "relay-1",
-        &[],
+        // A client-sized request: over UDP the edge's optional lines (here the public
+        // diagnostics) must fit in what the sender sent (no amplification).
+        &[LYNC_UA, LYNC_UA],
         "",
     );
     client
@@ -181,7 +183,7 @@ async fn max_forwards_zero_gives_483_but_options_to_the_edge_gets_200() {
         "sip:accessedge.contoso.test",
         "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKo0",
         "opt-0",
-        &[],
+        &[LYNC_UA, LYNC_UA],
         "",
     )
     .replace("Max-Forwards: 70", "Max-Forwards: 0");
@@ -240,8 +242,9 @@ async fn malformed_requests_get_400_naming_the_problem() {
     let (edge, pool, _partner) = edge_with_udp_pool().await;
     let client = UdpPeer::bind("127.0.0.9").await;
     let to = edge.addr(Interface::External, Transport::Udp);
-    let no_call_id = "MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKb1\r\nFrom: <sip:a@fabrikam.test>;tag=1\r\nTo: <sip:bob@contoso.test>\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n";
-    client.send(to, no_call_id).await;
+    // Client-sized requests (LYNC_UA): over UDP the detail must fit in what was sent.
+    let no_call_id = format!("MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKb1\r\nFrom: <sip:a@fabrikam.test>;tag=1\r\nTo: <sip:bob@contoso.test>\r\nCSeq: 1 MESSAGE\r\n{LYNC_UA}\r\nContent-Length: 0\r\n\r\n");
+    client.send(to, &no_call_id).await;
     let (answer, _) = client.recv().await;
     assert_eq!(
         first_line(&answer),
@@ -254,7 +257,7 @@ async fn malformed_requests_get_400_naming_the_problem() {
         "sip:bob@contoso.test",
         "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKb2",
         "bad-mf",
-        &[],
+        &[LYNC_UA],
         "",
     )
     .replace("Max-Forwards: 70", "Max-Forwards: many");
@@ -588,7 +591,7 @@ async fn graceful_shutdown_lets_the_transaction_in_flight_finish() {
         "sip:bob@contoso.test",
         "SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKsd2",
         "shutdown-2",
-        &[],
+        &[LYNC_UA],
         "",
     );
     client.send(to, &late).await;

@@ -1,0 +1,219 @@
+//! The `load` and `sink` subcommands: argument parsing and output, the work is in
+//! `sipedge::load`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use sipedge::load::{self, chart, sink, CertChoice, LoadConfig, Scenario};
+use sipedge::transport::Transport;
+
+/// `sipedge load`.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Where to send, e.g. 127.0.0.1:5060.
+    #[arg(long)]
+    target: SocketAddr,
+    /// udp, tcp or tls.
+    #[arg(long, default_value = "udp")]
+    transport: Transport,
+    /// TLS: the lab certificate to present, by name (`<certs>/<NAME>.crt` and `.key`).
+    #[arg(long, default_value = "sip.fabrikam.test")]
+    cert: String,
+    /// Directory of the lab certificates (with ca.crt, the trust anchor).
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// TLS: another trust anchor (PEM), e.g. the SIPp harness's CA for Kamailio.
+    #[arg(long)]
+    ca: Vec<PathBuf>,
+    /// TLS: the name the server's certificate must carry (default: the target's IP).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Open loop: transactions per second, sent on schedule whatever the answers.
+    #[arg(long, conflicts_with = "concurrency", required_unless_present_any = ["concurrency", "sweep"])]
+    rate: Option<f64>,
+    /// Closed loop: transactions kept outstanding.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Seconds of sending (per step with --sweep).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Connections (TCP/TLS) or sockets (UDP) the load is spread over.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// What one transaction is.
+    #[arg(long, value_enum, default_value_t = Scenario::Message)]
+    scenario: Scenario,
+    /// From URI.
+    #[arg(long, default_value = "sip:alice@fabrikam.test")]
+    from: String,
+    /// Request-URI and To.
+    #[arg(long, default_value = "sip:bob@contoso.test")]
+    to: String,
+    /// Seconds without a final answer before a transaction counts as timed out.
+    #[arg(long, default_value_t = 8.0)]
+    timeout: f64,
+    /// Print the summary as JSON on stdout (an array of steps with --sweep).
+    #[arg(long)]
+    json: bool,
+    /// Draw an SVG chart here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Open-loop steps START:END:STEP (rates), one run of --duration each.
+    #[arg(long, conflicts_with_all = ["rate", "concurrency"])]
+    sweep: Option<String>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `sipedge sink`.
+#[derive(Args)]
+pub struct SinkArgs {
+    /// Address to listen on (port 0 picks one; the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:5070")]
+    listen: SocketAddr,
+    /// udp, tcp or tls.
+    #[arg(long, default_value = "udp")]
+    transport: Transport,
+    /// TLS: the lab certificate to present, by name.
+    #[arg(long, default_value = "pool.contoso.test")]
+    cert: String,
+    /// Directory of the lab certificates (with ca.crt).
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// TLS: require a client certificate from the lab CA.
+    #[arg(long)]
+    mtls: bool,
+    /// Answer every request with this status instead of 200.
+    #[arg(long, default_value_t = 200)]
+    status: u16,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{name} {v}: must be a positive number of seconds"))
+}
+
+pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
+    let cfg = LoadConfig {
+        target: a.target,
+        transport: a.transport,
+        cert: Some(CertChoice {
+            dir: a.certs.clone(),
+            name: a.cert.clone(),
+            extra_anchors: a.ca.clone(),
+        }),
+        server_name: a.server_name.clone(),
+        rate: a.rate,
+        concurrency: a.concurrency,
+        duration: seconds("duration", a.duration)?,
+        connections: a.connections,
+        scenario: a.scenario,
+        from: a.from.clone(),
+        to: a.to.clone(),
+        timeout: seconds("timeout", a.timeout)?,
+        progress: !a.quiet,
+    };
+    let rt = runtime()?;
+    let summaries = match &a.sweep {
+        None => vec![rt.block_on(load::run(&cfg)).context("load run")?],
+        Some(spec) => {
+            let rates = load::sweep_rates(spec).map_err(anyhow::Error::msg)?;
+            let mut out = Vec::new();
+            for r in rates {
+                let step = LoadConfig {
+                    rate: Some(r),
+                    concurrency: None,
+                    ..cfg.clone()
+                };
+                if !a.quiet {
+                    eprintln!("sweep step: {r}/s for {}s", a.duration);
+                }
+                let s = rt
+                    .block_on(load::run(&step))
+                    .with_context(|| format!("sweep step at {r}/s"))?;
+                eprintln!("{}", s.line());
+                out.push(s);
+            }
+            out
+        }
+    };
+    if a.sweep.is_none() {
+        eprintln!("{}", summaries[0].line());
+    }
+    if let Some(path) = &a.chart {
+        match &a.sweep {
+            Some(_) => chart::sweep(&summaries, path)?,
+            None => chart::over_time(&summaries[0], path)?,
+        }
+    }
+    if a.json {
+        let text = match &a.sweep {
+            Some(_) => serde_json::to_string_pretty(&summaries),
+            None => serde_json::to_string_pretty(&summaries[0]),
+        }
+        .context("writing JSON")?;
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sink(a: SinkArgs) -> anyhow::Result<ExitCode> {
+    let tls = match a.transport {
+        Transport::Tls => Some(
+            CertChoice {
+                dir: a.certs.clone(),
+                name: a.cert.clone(),
+                extra_anchors: vec![],
+            }
+            .load()
+            .with_context(|| {
+                format!("loading certificate {} from {}", a.cert, a.certs.display())
+            })?,
+        ),
+        _ => None,
+    };
+    let cfg = sink::SinkConfig {
+        transport: a.transport,
+        status: a.status,
+        tls,
+        require_client_cert: a.mtls,
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let s = sink::Sink::bind(a.listen, cfg).await?;
+        // Scripts and tests read the bound address from this line.
+        println!("sink listening {} {}", a.transport, s.local_addr());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            on_signal.cancel();
+            Ok::<_, std::io::Error>(())
+        });
+        s.serve(stop).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

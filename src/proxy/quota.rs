@@ -1,0 +1,93 @@
+//! Requests in flight per external source IP.
+//!
+//! The transaction table is bounded as a whole; this keeps one flooding peer from taking
+//! all of it, so everyone else is still served while that peer gets 503 + Retry-After.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Counts of pending requests (no final response yet) by source IP.
+#[derive(Debug, Default)]
+pub struct SourceQuota {
+    pending: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One pending request's place in its source's quota, given back when dropped (the final
+/// response went out, or the transaction ended).
+#[derive(Debug)]
+pub struct QuotaSlot {
+    ip: IpAddr,
+    quota: Arc<SourceQuota>,
+}
+
+impl SourceQuota {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// A slot for one more pending request from `ip`, or `None` when it already has `max`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<QuotaSlot> {
+        let mut m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(QuotaSlot {
+            ip,
+            quota: self.clone(),
+        })
+    }
+
+    /// Pending requests from `ip`.
+    pub fn pending(&self, ip: IpAddr) -> usize {
+        let m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Sources with at least one pending request (the map never holds idle sources).
+    pub fn sources(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for QuotaSlot {
+    fn drop(&mut self) {
+        let mut m = self.quota.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_at_its_limit_is_refused_until_a_slot_is_given_back() {
+        let q = SourceQuota::new();
+        let a: IpAddr = "127.0.0.9".parse().unwrap();
+        let b: IpAddr = "127.0.0.10".parse().unwrap();
+        let s1 = q.admit(a, 2).expect("first");
+        let _s2 = q.admit(a, 2).expect("second");
+        assert!(q.admit(a, 2).is_none(), "third from the same source");
+        assert!(q.admit(b, 2).is_some(), "another source is not affected");
+        drop(s1);
+        assert_eq!(q.pending(a), 1);
+        assert!(q.admit(a, 2).is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn idle_sources_leave_the_map() {
+        let q = SourceQuota::new();
+        let slot = q.admit("10.0.0.1".parse().unwrap(), 5);
+        assert_eq!(q.sources(), 1);
+        drop(slot);
+        assert_eq!(q.sources(), 0);
+    }
+}

@@ -1,0 +1,351 @@
+//! The real `sipedge lab` process on ephemeral ports, driven with the real binary the way
+//! the README walks through it: the embedded lab from a directory outside the repository,
+//! and the lab before the seed procedure with `--config`. Each lab is stopped with SIGTERM
+//! and must exit 0.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::admin::{SEED_NEW, SEED_REMOVE};
+use crate::support::{header, message_over_tcp, read_lines, status_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sipedge");
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A `sipedge lab` child with its own XDG directories, so its lab directory and admin
+/// state file are this test's alone.
+struct LabProcess {
+    child: Child,
+    /// What it printed before "Ctrl-C stops the lab."
+    banner: String,
+    data: tempfile::TempDir,
+    runtime: tempfile::TempDir,
+    cwd: tempfile::TempDir,
+}
+
+impl LabProcess {
+    fn start(extra: &[&str]) -> LabProcess {
+        let (data, runtime, cwd) = (temp(), temp(), temp());
+        let mut child = Command::new(BIN)
+            .args(["lab", "--ephemeral"])
+            .args(extra)
+            .env("XDG_DATA_HOME", data.path())
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .current_dir(cwd.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sipedge lab");
+        let lines = read_lines(child.stdout.take().expect("stdout"));
+        let mut banner = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) if line == "Ctrl-C stops the lab." => break,
+                Ok(line) => banner.push_str(&format!("{line}\n")),
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("sipedge lab did not start ({e}); printed:\n{banner}");
+                }
+            }
+        }
+        LabProcess {
+            child,
+            banner,
+            data,
+            runtime,
+            cwd,
+        }
+    }
+
+    /// Runs `sipedge <args>` as the lab's user would, beside it.
+    fn sipedge(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("XDG_DATA_HOME", self.data.path())
+            .env("XDG_RUNTIME_DIR", self.runtime.path())
+            .current_dir(self.cwd.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sipedge")
+    }
+
+    /// `sipedge <args>` must exit 0; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.sipedge(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The commands printed under "Try next:".
+    fn try_next(&self) -> Vec<String> {
+        self.banner
+            .lines()
+            .skip_while(|l| *l != "Try next:")
+            .skip(1)
+            .map_while(|l| l.strip_prefix("  "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// SIGTERM, then the exit status within ten seconds.
+    fn stop(mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "sipedge lab exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "sipedge lab still running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The words of a printed command after `sipedge` (the printed lines carry no quotes).
+fn words(line: &str) -> Vec<&str> {
+    let mut w: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(w.remove(0), "sipedge", "{line}");
+    w
+}
+
+/// The edge's internal TCP address, from the table the lab printed.
+fn internal_tcp(banner: &str) -> std::net::SocketAddr {
+    let row = banner.lines().find(|l| l.starts_with("edge internal"));
+    let row = row.unwrap_or_else(|| panic!("no internal row in\n{banner}"));
+    let at = row.find("tcp ").expect("a tcp address") + 4;
+    let addr = row[at..].split(',').next().unwrap();
+    addr.trim().parse().expect("an address")
+}
+
+#[tokio::test]
+async fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_against_it() {
+    let lab = LabProcess::start(&[]);
+    let dir = lab.data.path().join("sipedge/lab");
+    let config = dir.join("config/lab.toml");
+    let banner = &lab.banner;
+    assert!(
+        banner.starts_with(&format!(
+            "sipedge lab (the embedded config/lab.toml, written to {})\ncertificates: {} (generated now",
+            config.display(),
+            dir.join("certs").display()
+        )),
+        "{banner}"
+    );
+    for row in [
+        "edge external  accessedge.contoso.test",
+        "skype          federation.messenger.msn.com  tls 127.0.0.4:",
+        "PIC: contoso.test provisioned",
+        "admin          -                             http://127.0.0.1:",
+    ] {
+        assert!(banner.contains(row), "{row}\n{banner}");
+    }
+    // The embedded files are the repository's, in a private directory.
+    let repo_toml = std::fs::read_to_string(repo("config/lab.toml")).unwrap();
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), repo_toml);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config/lab.zone")).unwrap(),
+        std::fs::read_to_string(repo("config/lab.zone")).unwrap()
+    );
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(lab.ok(&["lab", "--print-config"]), repo_toml);
+
+    // The three commands to try next, as printed.
+    let next = lab.try_next();
+    assert_eq!(next.len(), 3, "{banner}");
+    assert!(next[0].starts_with("sipedge send "), "{next:?}");
+    for line in &next {
+        let args = words(line);
+        let out = lab.ok(&args);
+        let expect = match args[0] {
+            "send" => "200",
+            "explain" => "ms-diagnostics: 1907",
+            _ => "Identity                         : Skype\n",
+        };
+        assert!(out.contains(expect), "{line}: {out}");
+    }
+
+    // The tour's "break a peer": the Skype gateway refuses TLS, `send` shows 504 + 1047 and
+    // exits 1; clearing the fault brings delivery back.
+    let send = words(&next[0]);
+    lab.ok(&["admin", "fault", "skype", "refuse-tls"]);
+    let out = lab.sipedge(&send);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("504") && printed.contains("1047"),
+        "{printed}"
+    );
+    lab.ok(&["admin", "fault", "skype", "clear"]);
+    assert!(lab.ok(&send).contains("200"));
+
+    // The README walk-through.
+    let out = lab.ok(&["check-config", config.to_str().unwrap()]);
+    assert!(out.contains(": OK (local domains: contoso.test;"), "{out}");
+    let out = lab.ok(&words(
+        "sipedge explain --from sip:alice@contoso.test --to sip:x@live.com --method INVITE --sdp audio",
+    ));
+    assert!(out.contains("Decision: REJECT 403"), "{out}");
+    assert!(out.contains("ms-diagnostics: 1908"), "{out}");
+    let out = lab.ok(&words(
+        "sipedge explain --from sip:alice@contoso.test --to sip:x@live.com",
+    ));
+    assert!(
+        out.contains("Route:    federation.messenger.msn.com:5061 over tls"),
+        "{out}"
+    );
+    let out = lab.ok(&["admin", "provisioning-status"]);
+    assert!(
+        out.starts_with("PIC-0001 Provisioned domains=contoso.test"),
+        "{out}"
+    );
+    lab.ok(&["admin", "New-CsBlockedDomain", "-Identity", "tailspin.test"]);
+    let out = lab.ok(&["admin", "Get-CsBlockedDomain"]);
+    assert!(out.contains("tailspin.test"), "{out}");
+    lab.ok(&[
+        "admin",
+        "Remove-CsBlockedDomain",
+        "-Identity",
+        "tailspin.test",
+    ]);
+
+    // Real traffic, its diagnostics, and a cmdlet that fixes the refusal.
+    let internal = internal_tcp(banner);
+    let bob =
+        |id: &'static str| message_over_tcp(internal, "sip:bob@contoso.test", "sip:x@live.com", id);
+    let r = bob("tour1").await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics")
+            .unwrap_or("")
+            .starts_with("1907;"),
+        "{r}"
+    );
+    let out = lab.ok(&["admin", "decisions", "1"]);
+    assert!(
+        out.contains(" reject 403 user-public-cloud-denied MESSAGE sip:x@live.com internal/tcp"),
+        "{out}"
+    );
+    assert!(out.contains("call-id=tour1\n"), "{out}");
+    assert!(out.contains("\n  DECIDED  access-policy "), "{out}");
+    let out = lab.ok(&words(
+        "sipedge admin Get-CsExternalAccessPolicy -Identity NoPublicCloud",
+    ));
+    assert!(
+        out.contains("EnablePublicCloudAccess           : False"),
+        "{out}"
+    );
+    lab.ok(&words(
+        "sipedge admin Set-CsExternalAccessPolicy -Identity NoPublicCloud -EnablePublicCloudAccess 1",
+    ));
+    let r = bob("tour2").await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let out = lab.ok(&["admin", "decisions", "1"]);
+    assert!(
+        out.contains(" forward 0 ") && out.contains("call-id=tour2\n"),
+        "{out}"
+    );
+    let out = lab.ok(&["admin", "metrics"]);
+    // The printed `send` three times (delivered, refused by the broken peer, delivered),
+    // then bob's refused and accepted MESSAGEs.
+    let series =
+        "sipedge_messages_total{interface=\"internal\",direction=\"in\",method=\"MESSAGE\"} 5\n";
+    assert!(out.contains(series), "{out}");
+
+    // Errors name the valid choices and exit 1.
+    let out = lab.sipedge(&["admin", "Get-CsPublicProviders"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Get-CsPublicProvider"),
+        "{}",
+        text(&out)
+    );
+    let out = lab.sipedge(&["admin", "Remove-CsPublicProvider", "-Identity", "Nobody"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    lab.stop();
+}
+
+#[test]
+fn the_pre_pic_lab_takes_the_seed_procedure_through_the_binary() {
+    let pre_pic = repo("config/lab-pre-pic.toml");
+    let lab = LabProcess::start(&["--config", pre_pic.to_str().unwrap()]);
+    assert!(
+        lab.banner
+            .starts_with(&format!("sipedge lab ({})\n", pre_pic.display())),
+        "{}",
+        lab.banner
+    );
+    assert!(
+        lab.banner.contains("PIC: contoso.test not provisioned"),
+        "{}",
+        lab.banner
+    );
+    // The explain it suggests reads the same config.
+    let explain = lab.try_next().into_iter().find(|l| l.contains(" explain "));
+    let explain = explain.expect("an explain command");
+    assert!(
+        explain.contains(&format!("--config {}", pre_pic.display())),
+        "{explain}"
+    );
+    let out = lab.ok(&words(&explain));
+    assert!(out.contains("Decision: "), "{out}");
+
+    // The README's seed procedure, in its order.
+    let out = lab.ok(&words(
+        "sipedge admin provision --agreement AG-0001 --edge-fqdn accessedge.contoso.test --domain contoso.test --contact admin@contoso.test",
+    ));
+    assert!(out.starts_with("PIC-0001 Submitted"), "{out}");
+    lab.ok(&[&["admin"], SEED_REMOVE].concat());
+    lab.ok(&[&["admin"], SEED_NEW].concat());
+    // The lab clock runs at wall speed: the request is Submitted, then Pending.
+    let out = lab.ok(&["admin", "provisioning-status"]);
+    assert!(
+        out.starts_with("PIC-0001 Submitted") || out.starts_with("PIC-0001 Pending"),
+        "{out}"
+    );
+    let out = lab.ok(&["admin", "advance-clock", "30d"]);
+    assert!(out.starts_with("lab clock advanced by 2592000s"), "{out}");
+    let out = lab.ok(&["admin", "provisioning-status"]);
+    assert!(out.starts_with("PIC-0001 Provisioned"), "{out}");
+    let out = lab.ok(&["admin", "Get-CsPublicProvider", "-Identity", "Skype"]);
+    assert!(
+        out.contains("ProxyFqdn                        : federation.messenger.msn.com"),
+        "{out}"
+    );
+    lab.stop();
+}
