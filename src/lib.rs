@@ -15,6 +15,7 @@
 //! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
 //!   PIC provisioning, run-time faults.
 //! - `send`: `sipedge send`, one request into a running edge and what came back.
+//! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
 //! 1. accept (`transport::listen`), 2. frame (`sip::framing`), 3. parse and identify
@@ -24,17 +25,53 @@
 
 pub mod admin;
 pub mod config;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod dns;
 pub mod edge;
 pub mod explain;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
+pub mod fuzzing;
 pub mod lab;
 pub mod load;
 pub mod metrics;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod policy;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod proxy;
 pub mod send;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod sip;
 pub mod tls;
 pub mod tls_store;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod transport;
+#[deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
+)]
 pub mod txn;

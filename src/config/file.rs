@@ -491,7 +491,12 @@ impl Builder<'_> {
     }
 
     fn interface(&mut self, key: &str, raw: RawInterface) -> InterfaceSettings {
-        let fqdn = self.fqdn(&format!("{key}.fqdn"), &raw.fqdn);
+        // An address literal may stand for the name (an IPv6-only lab has no DNS name for
+        // the edge); Via and Record-Route then carry it, bracketed when IPv6.
+        let fqdn = match raw.fqdn.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => self.fqdn(&format!("{key}.fqdn"), &raw.fqdn),
+        };
         let address = match raw.address.parse::<IpAddr>() {
             Ok(a) => a,
             Err(_) => {

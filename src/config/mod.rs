@@ -26,9 +26,9 @@ pub use live::Live;
 use crate::transport::{Interface, Transport};
 
 /// The federation sections of the shipped `config/lab.toml` (everything after its
-/// "---- Federation" marker line), so tests run against exactly what the lab ships.
-#[cfg(test)]
-pub(crate) fn lab_federation_sections() -> &'static str {
+/// "---- Federation" marker line), so tests and fuzz targets run against exactly what the
+/// lab ships.
+pub fn lab_federation_sections() -> &'static str {
     let lab = include_str!("../../config/lab.toml");
     let after = lab
         .split_once("# ---- Federation")

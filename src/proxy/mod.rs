@@ -231,9 +231,17 @@ impl Core {
 
     fn on_request(&self, m: Message, peer: &Peer, reply: &ReplyTo) {
         if let Err(e) = m.validate_request() {
-            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, "request refused: 400");
-            self.respond_stateless(&m, peer, reply, 400, |tag| {
+            let status = e.status();
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, status, "request refused");
+            self.respond_stateless(&m, peer, reply, status, |tag| {
                 respond::bad_request(&m, &e, Some(peer.addr), tag)
+            });
+            return;
+        }
+        if let Some(tags) = unsupported_proxy_require(&m) {
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, %tags, "request refused: 420");
+            self.respond_stateless(&m, peer, reply, 420, |tag| {
+                respond::bad_extension(&m, &tags, Some(peer.addr), tag)
             });
             return;
         }
@@ -792,7 +800,7 @@ impl Core {
         let via = format!(
             "SIP/2.0/{} {}:{};branch={};rport",
             target.transport.via_token(),
-            exit_settings.fqdn,
+            crate::sip::uri::uri_host(&exit_settings.fqdn),
             via_port,
             branch
         );
@@ -830,7 +838,8 @@ impl Core {
         forward::rewrite_request(m, &edits).freeze()
     }
 
-    /// A Record-Route value naming one interface by its FQDN (never an IP: Lync ignores those).
+    /// A Record-Route value naming one interface by its FQDN (never an IP: Lync ignores those;
+    /// only an interface configured with an address for its name, as in IPv6 tests, gives one).
     fn rr_value(&self, snap: &Snapshot, iface: Interface, transport: Transport) -> String {
         let s = snap.interface(iface);
         let ports = self.ports.get(&iface).copied().unwrap_or_default();
@@ -842,7 +851,7 @@ impl Core {
             .unwrap_or(5061);
         format!(
             "<sip:{}:{};transport={};lr>",
-            s.fqdn,
+            crate::sip::uri::uri_host(&s.fqdn),
             port,
             transport.as_str()
         )
@@ -1434,8 +1443,22 @@ impl Core {
         status: u16,
         build: impl FnOnce(&str) -> bytes::BytesMut,
     ) {
+        let budget = datagram_budget(reply, m, peer.interface);
+        self.send_local_response(m, budget, peer, reply, status, build);
+    }
+
+    /// Sends a locally built response within `budget` (see `datagram_budget`).
+    fn send_local_response(
+        &self,
+        m: &Message,
+        budget: Option<usize>,
+        peer: &Peer,
+        reply: &ReplyTo,
+        status: u16,
+        build: impl FnOnce(&str) -> bytes::BytesMut,
+    ) {
         let tag = self.next_tag();
-        let Some(bytes) = fit_for(build(&tag), datagram_budget(reply, m, peer.interface)) else {
+        let Some(bytes) = fit_for(build(&tag), budget) else {
             return;
         };
         self.metrics
@@ -1534,6 +1557,22 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
     }
 }
 
+/// The Proxy-Require option tags of a request, when it has any: the edge implements no
+/// proxy extension, so any tag is refused with 420 (RFC 3261 §16.3 step 5). ACK and CANCEL
+/// are exempt, since they cannot be answered on their own.
+fn unsupported_proxy_require(m: &Message) -> Option<String> {
+    if matches!(m.method(), Method::Ack | Method::Cancel) {
+        return None;
+    }
+    let tags: Vec<&str> = m
+        .values(HeaderName::ProxyRequire)
+        .into_iter()
+        .map(|(_, r)| m.text(r))
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
 /// How large a response the edge may write to this sender: the size of its datagram, for
 /// a UDP source on the external interface (unverified, perhaps spoofed). Streams have
 /// done a handshake, and the internal side is the organisation's own pool.
@@ -1600,6 +1639,8 @@ struct RoutePlan {
 impl Handler for Core {
     fn on_message(&self, msg: Bytes, peer: &Peer, reply: &ReplyTo) {
         let datagram = peer.transport == Transport::Udp;
+        // A cheap handle (reference-counted) kept to answer a request that fails to parse.
+        let msg_copy = msg.clone();
         // Streams enforce the limit while framing; a datagram arrives whole.
         let limit = datagram.then(|| self.live.load().limits.max_message_size);
         match Message::parse(msg, datagram) {
@@ -1628,8 +1669,23 @@ impl Handler for Core {
                 }
             }
             Err(e) => {
-                // Without a parsed header block there is nothing to address a response to.
-                tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+                // A request whose header block still names a Via is answered (400, or 505 for
+                // another SIP version); anything else has nowhere to send an answer.
+                match Message::reply_head(&msg_copy) {
+                    Some(head) => {
+                        let status = e.status();
+                        tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, status, "request refused: unparseable");
+                        // The head is shorter than what arrived; the budget is what arrived.
+                        let budget =
+                            datagram_budget(reply, &head, peer.interface).map(|_| msg_copy.len());
+                        self.send_local_response(&head, budget, peer, reply, status, |tag| {
+                            respond::bad_request(&head, &e, Some(peer.addr), tag)
+                        });
+                    }
+                    None => {
+                        tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+                    }
+                }
             }
         }
     }
@@ -1641,36 +1697,18 @@ impl Handler for Core {
         };
         tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %err, status, "stream framing failed; closing");
         // Answer when the header block is readable: parse it as if it had no body.
-        if let Some(end) = memchr::memmem::find(&head, b"\r\n\r\n") {
-            // Drop Content-Length so the header block parses on its own.
-            let h: Vec<u8> = head[..end + 2]
-                .split_inclusive(|b| *b == b'\n')
-                .filter(|line| {
-                    let name = line.split(|b| *b == b':').next().unwrap_or(&[]);
-                    let name = crate::sip::framing::trim(name);
-                    !(name.eq_ignore_ascii_case(b"content-length")
-                        || name.eq_ignore_ascii_case(b"l"))
-                })
-                .flatten()
-                .copied()
-                .chain(*b"\r\n")
-                .collect();
-            if let Ok(m) = Message::parse(Bytes::from(h), true) {
-                if m.is_request() && m.top_via().is_some() {
-                    let tag = self.next_tag();
-                    let phrase = if status == 513 {
-                        reason.to_string()
-                    } else {
-                        format!("{reason} - {err}")
-                    };
-                    let bytes =
-                        build::response(&m, status, &phrase, Some(peer.addr), Some(&tag), &[]);
-                    self.metrics
-                        .message(peer.interface, Direction::Out, m.method());
-                    self.metrics.response(status);
-                    let _ = reply.send(bytes.freeze());
-                }
-            }
+        if let Some(m) = Message::reply_head(&head) {
+            let tag = self.next_tag();
+            let phrase = if status == 513 {
+                reason.to_string()
+            } else {
+                format!("{reason} - {err}")
+            };
+            let bytes = build::response(&m, status, &phrase, Some(peer.addr), Some(&tag), &[]);
+            self.metrics
+                .message(peer.interface, Direction::Out, m.method());
+            self.metrics.response(status);
+            let _ = reply.send(bytes.freeze());
         }
     }
 

@@ -66,15 +66,39 @@ pub fn options_ok(req: &Message, source: Option<SocketAddr>, to_tag: &str) -> By
     )
 }
 
-/// A 400 naming what was wrong with the request.
+/// A 400 naming what was wrong with the request (416 for a scheme it cannot route, 505 for
+/// another SIP version).
 pub fn bad_request(
     req: &Message,
     err: &ParseError,
     source: Option<SocketAddr>,
     to_tag: &str,
 ) -> BytesMut {
-    let reason = format!("Bad Request - {err}");
-    build::response(req, 400, &reason, source, Some(to_tag), &[])
+    build::response(
+        req,
+        err.status(),
+        &err.reason_phrase(),
+        source,
+        Some(to_tag),
+        &[],
+    )
+}
+
+/// A 420 listing the Proxy-Require option tags the edge does not support.
+pub fn bad_extension(
+    req: &Message,
+    tags: &str,
+    source: Option<SocketAddr>,
+    to_tag: &str,
+) -> BytesMut {
+    build::response(
+        req,
+        420,
+        "Bad Extension",
+        source,
+        Some(to_tag),
+        &[("Unsupported", tags.to_string())],
+    )
 }
 
 /// The rejection for an outbound connection that could not be made. TLS failures carry

@@ -49,6 +49,33 @@ pub enum ParseError {
     /// The CSeq method does not match the request method.
     #[error("CSeq method does not match the request method")]
     CSeqMismatch,
+    /// The Request-URI is not a SIP or SIPS URI: a proxy cannot route it (RFC 3261 §16.3
+    /// step 1, answered 416).
+    #[error("unsupported URI scheme `{0}`")]
+    UnsupportedScheme(String),
+    /// The Request-URI carries `?headers`, which a proxy must not forward (RFC 4475 §3.1.2.14).
+    #[error("Request-URI with headers")]
+    RequestUriHeaders,
+}
+
+impl ParseError {
+    /// The status a request failing this way is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ParseError::BadVersion => 505,
+            ParseError::UnsupportedScheme(_) => 416,
+            _ => 400,
+        }
+    }
+
+    /// The reason phrase of that answer, naming the problem where the status is generic.
+    pub fn reason_phrase(&self) -> String {
+        match self {
+            ParseError::BadVersion => "Version Not Supported".to_string(),
+            ParseError::UnsupportedScheme(_) => "Unsupported URI Scheme".to_string(),
+            other => format!("Bad Request - {other}"),
+        }
+    }
 }
 
 /// A SIP method. `Other` keeps unknown extension methods, which a proxy must relay.
@@ -225,6 +252,34 @@ impl Message {
             body: body_start..body_start + body_len,
             buf,
         })
+    }
+
+    /// A header-only request to answer an unparseable one with: its header lines up to the
+    /// first empty line, without Content-Length, under a neutral start line, so that the
+    /// answer copies Via, From, To, Call-ID and CSeq. `None` for responses (never answered)
+    /// and for bytes without a Via (no answer can be matched to them).
+    pub fn reply_head(buf: &[u8]) -> Option<Message> {
+        if buf.starts_with(b"SIP/") {
+            return None;
+        }
+        let rest = &buf[memchr(b'\n', buf)? + 1..];
+        let end = memchr::memmem::find(rest, b"\r\n\r\n").map_or(rest.len(), |e| e + 2);
+        let mut head = Vec::with_capacity(end + 48);
+        head.extend_from_slice(b"UNPARSEABLE sip:invalid SIP/2.0\r\n");
+        for line in rest[..end].split_inclusive(|b| *b == b'\n') {
+            let name = trim(line.split(|b| *b == b':').next().unwrap_or_default());
+            if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+                head.extend_from_slice(line);
+            }
+        }
+        if !head.ends_with(b"\n") {
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let m = Message::parse(Bytes::from(head), true).ok()?;
+        // The answer goes back where the request came from; the Via is only copied, so one
+        // of another SIP version (RFC 4475 badvers) is enough.
+        m.header(HeaderName::Via).is_some().then_some(m)
     }
 
     /// The original bytes (including anything after the body in a datagram).
@@ -409,8 +464,12 @@ impl Message {
     /// Checks what a proxy needs of a request (RFC 3261 §16.3 step 1 and §8.1.1):
     /// Via, From, To, Call-ID, CSeq (matching the method), a numeric Max-Forwards.
     pub fn validate_request(&self) -> Result<(), ParseError> {
-        if self.uri().is_none() {
-            return Err(ParseError::BadRequestUri);
+        let uri = self.uri().ok_or(ParseError::BadRequestUri)?;
+        if !uri.is_sip() {
+            return Err(ParseError::UnsupportedScheme(uri.scheme.to_string()));
+        }
+        if uri.headers.is_some() {
+            return Err(ParseError::RequestUriHeaders);
         }
         self.validate_common()?;
         let cseq = self.cseq().ok_or(ParseError::Malformed("CSeq"))?;
@@ -520,7 +579,9 @@ fn parse_start_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> 
     let rest = &line[sp1 + 1..];
     let sp2 = memchr(b' ', rest).ok_or(ParseError::BadStartLine)?;
     let version = &rest[sp2 + 1..];
-    if !version.starts_with(b"SIP/") {
+    // Extra spaces anywhere in the start line (RFC 4475 lwsstart, trws) are malformed, not
+    // another version: the splice relays the start line as it came, so it must be exact.
+    if !version.starts_with(b"SIP/") || version.iter().any(u8::is_ascii_whitespace) {
         return Err(ParseError::BadStartLine);
     }
     if version != b"SIP/2.0" {
@@ -721,5 +782,124 @@ v=0\n";
             .map(|r| std::str::from_utf8(&b[r]).unwrap_or(""))
             .collect();
         assert_eq!(parts, ["<sip:a@b;x=1,2>", "\"c, d\" <sip:c@d>", "sip:e@f"]);
+    }
+
+    // === the forms RFC 3261 §7.3 allows, one test each ===
+
+    #[test]
+    fn compact_forms_are_the_long_headers() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@fabrikam.test>;tag=1\r\nt: <sip:bob@contoso.test>\r\ni: c1\r\nCSeq: 1 MESSAGE\r\nm: <sip:a@h>\r\nk: path\r\nc: text/plain\r\nl: 2\r\n\r\nhi");
+        assert!(m.validate_request().is_ok());
+        assert_eq!(m.call_id(), Some("c1"));
+        assert!(m.header(HeaderName::Contact).is_some());
+        assert!(m.header(HeaderName::Supported).is_some());
+        assert_eq!(
+            m.header_value(HeaderName::ContentType).as_deref(),
+            Some("text/plain")
+        );
+        assert_eq!(m.body(), b"hi");
+    }
+
+    #[test]
+    fn folded_header_values_unfold_and_keep_their_line() {
+        // RFC 3261 §7.3.1: a line starting with SP or HTAB continues the previous value.
+        let text = "MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/TCP a.test;\r\n branch=z9hG4bK1 ,\r\n\tSIP/2.0/UDP b.test;branch=z9hG4bK2\r\nFrom:\r\n <sip:a@fabrikam.test>\r\n  ;tag=1\r\nTo: <sip:bob@contoso.test>\r\nCall-ID: c\r\nCSeq: 1\r\n MESSAGE\r\nX-Note: one\r\n two\r\nContent-Length: 0\r\n\r\n";
+        let m = msg(text);
+        assert!(m.validate_request().is_ok(), "{:?}", m.validate_request());
+        assert_eq!(m.via_count(), 2);
+        assert_eq!(m.top_via().and_then(|v| v.branch()), Some("z9hG4bK1"));
+        assert_eq!(m.from().and_then(|f| f.tag()), Some("1"));
+        assert_eq!(m.cseq().map(|c| c.method), Some(Method::Message));
+        let note = m
+            .headers()
+            .iter()
+            .find(|h| m.text(h.name_range.clone()) == "X-Note");
+        let note = note.map(|h| (m.value_of(h).into_owned(), m.text(h.line.clone())));
+        assert_eq!(note.as_ref().map(|n| n.0.as_str()), Some("one two"));
+        // Relayed as it came: the whole folded line, continuation included.
+        assert_eq!(
+            note.map(|n| n.1.to_string()).as_deref(),
+            Some("X-Note: one\r\n two\r\n")
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nvIA: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFROM: <sip:a@fabrikam.test>;tag=1\r\nto: <sip:bob@contoso.test>\r\ncall-id: c\r\ncseq: 1 MESSAGE\r\nMAX-forwards: 5\r\ncontent-LENGTH: 0\r\n\r\n");
+        assert!(m.validate_request().is_ok());
+        assert_eq!(m.max_forwards(), Ok(Some(5)));
+    }
+
+    #[test]
+    fn several_values_on_one_line_and_across_lines() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK2\r\nVia: SIP/2.0/TLS c;branch=z9hG4bK3\r\nRoute: <sip:r1.test;lr>, <sip:r2.test;lr>\r\nRoute: <sip:r3.test;lr>\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(m.via_count(), 3);
+        let routes: Vec<String> = m
+            .values(HeaderName::Route)
+            .into_iter()
+            .map(|(_, r)| m.text(r).to_string())
+            .collect();
+        assert_eq!(
+            routes,
+            ["<sip:r1.test;lr>", "<sip:r2.test;lr>", "<sip:r3.test;lr>"]
+        );
+        let second = m.values(HeaderName::Via)[1].1.clone();
+        assert_eq!(
+            Via::parse(m.text(second)).map(|v| v.host),
+            Some("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn unknown_headers_are_kept_as_they_came() {
+        let m = msg("MESSAGE sip:bob@contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nUnknownHeaderWithUnusualValue: ;;,,;;,;\r\nC%6Fntact: <sip:x@y>\r\nContent-Length: 0\r\n\r\n");
+        let unknown: Vec<&str> = m
+            .headers()
+            .iter()
+            .filter(|h| h.name == HeaderName::Other)
+            .map(|h| m.text(h.line.clone()))
+            .collect();
+        assert_eq!(
+            unknown,
+            [
+                "UnknownHeaderWithUnusualValue: ;;,,;;,;\r\n",
+                "C%6Fntact: <sip:x@y>\r\n"
+            ]
+        );
+        assert!(
+            m.header(HeaderName::Contact).is_none(),
+            "C%6Fntact is not Contact"
+        );
+    }
+
+    #[test]
+    fn refusals_name_their_status() {
+        assert_eq!(ParseError::BadVersion.status(), 505);
+        assert_eq!(ParseError::UnsupportedScheme("tel".into()).status(), 416);
+        assert_eq!(ParseError::Missing("Via").status(), 400);
+        let m = msg("OPTIONS tel:+14255550100 SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            m.validate_request(),
+            Err(ParseError::UnsupportedScheme("tel".into()))
+        );
+        let m = msg("INVITE sip:a@b?Route=%3Csip:x%3E SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@f>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(m.validate_request(), Err(ParseError::RequestUriHeaders));
+        for line in ["OPTIONS sip:a@b SIP/2.0  ", "OPTIONS  sip:a@b  SIP/2.0"] {
+            let text = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(
+                Message::parse(Bytes::from(text), false).err(),
+                Some(ParseError::BadStartLine)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparseable_request_still_has_a_head_to_answer() {
+        let raw = b"OPTIONS sip:a@b SIP/7.0\r\nVia: SIP/7.0/UDP c.example.com;branch=z9hG4bK1\r\nCall-ID: v7\r\nCSeq: 1 OPTIONS\r\nContent-Length: 99\r\n\r\n";
+        let head = Message::reply_head(raw).expect("a head");
+        assert_eq!(head.call_id(), Some("v7"));
+        assert!(head.header(HeaderName::ContentLength).is_none());
+        assert!(Message::reply_head(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
+        assert!(Message::reply_head(b"garbage without via\r\nX: y\r\n\r\n").is_none());
     }
 }

@@ -10,6 +10,8 @@ pub struct Uri<'a> {
     pub port: Option<u16>,
     /// URI parameters, starting after the first `;` (e.g. `transport=tls;lr`).
     pub params: &'a str,
+    /// The `?headers` part, without the `?`, when present.
+    pub headers: Option<&'a str>,
 }
 
 impl<'a> Uri<'a> {
@@ -37,13 +39,19 @@ impl<'a> Uri<'a> {
                     host: "",
                     port: None,
                     params: "",
+                    headers: None,
                 })
             };
         }
-        let rest = rest.split('?').next().unwrap_or(rest);
-        let (user, hostport) = match rest.rfind('@') {
+        // userinfo may hold `?`, `;` and `:` (RFC 4475 intmeth, semiuri) but never an
+        // unescaped `@`, so the first `@` ends it; `?headers` can only follow the host part.
+        let (user, hostport) = match rest.find('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
+        };
+        let (hostport, headers) = match hostport.split_once('?') {
+            Some((h, hdrs)) => (h, Some(hdrs)),
+            None => (hostport, None),
         };
         let (host, after) = if let Some(v6) = hostport.strip_prefix('[') {
             let close = v6.find(']')?;
@@ -74,7 +82,13 @@ impl<'a> Uri<'a> {
             host,
             port,
             params,
+            headers,
         })
+    }
+
+    /// `sip:` or `sips:`: the only schemes the edge routes.
+    pub fn is_sip(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("sip") || self.is_sips()
     }
 
     /// `sips:` URIs require TLS.
@@ -90,6 +104,16 @@ impl<'a> Uri<'a> {
     /// The `lr` flag of a loose router.
     pub fn is_loose_router(&self) -> bool {
         self.param("lr").is_some()
+    }
+}
+
+/// A host as written in a URI or a Via sent-by: IPv6 literals in brackets (RFC 3261 §19.1.1,
+/// RFC 5118 §4.1), names and IPv4 as they are.
+pub fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        std::borrow::Cow::Owned(format!("[{host}]"))
+    } else {
+        std::borrow::Cow::Borrowed(host)
     }
 }
 
@@ -119,7 +143,13 @@ impl<'a> NameAddr<'a> {
             Some(lt) => {
                 let gt = s[lt..].find('>')? + lt;
                 let display = s[..lt].trim();
-                let uri = Uri::parse(&s[lt + 1..gt])?;
+                let inner = &s[lt + 1..gt];
+                // `< sip:x >` (RFC 4475 badaspec) and an unquoted display name with
+                // non-token characters (baddn) are malformed, not guessed at.
+                if inner.trim() != inner || !valid_display_name(display) {
+                    return None;
+                }
+                let uri = Uri::parse(inner)?;
                 let params = s[gt + 1..].trim_start();
                 let params = params.strip_prefix(';').unwrap_or(params);
                 Some(NameAddr {
@@ -144,6 +174,15 @@ impl<'a> NameAddr<'a> {
     pub fn tag(&self) -> Option<&'a str> {
         param_in(self.params, "tag").filter(|t| !t.is_empty())
     }
+}
+
+/// A display name is a quoted string or tokens separated by whitespace (RFC 3261 §25.1).
+fn valid_display_name(d: &str) -> bool {
+    if d.starts_with('"') {
+        return d.len() >= 2 && d.ends_with('"');
+    }
+    d.bytes()
+        .all(|c| c.is_ascii_whitespace() || super::message::is_token_char(c))
 }
 
 fn find_unquoted(s: &str, needle: u8) -> Option<usize> {
@@ -188,6 +227,15 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(uri_host("::1"), "[::1]");
+        assert_eq!(uri_host("[::1]"), "[::1]");
+        assert_eq!(uri_host("2001:db8::9"), "[2001:db8::9]");
+        assert_eq!(uri_host("edge.contoso.test"), "edge.contoso.test");
+        assert_eq!(uri_host("192.0.2.1"), "192.0.2.1");
+    }
+
+    #[test]
     fn name_addr_forms() {
         let n = NameAddr::parse("\"Bob <x>\" <sip:bob@fabrikam.test>;tag=a1;epid=9").expect("na");
         assert_eq!(n.display, Some("\"Bob <x>\""));
@@ -197,5 +245,44 @@ mod tests {
         assert_eq!((n.uri.host, n.tag()), ("fabrikam.test", Some("zz")));
         let n = NameAddr::parse("<sip:edge.contoso.test;transport=tls;lr>").expect("route");
         assert!(n.uri.is_loose_router());
+    }
+
+    #[test]
+    fn escaped_and_unusual_userinfo() {
+        // RFC 4475 esc01, semiuri, intmeth: the first @ ends the userinfo.
+        let u = Uri::parse("sip:sips%3Auser%40example.com@example.net").expect("esc01");
+        assert_eq!(
+            (u.user, u.host),
+            (Some("sips%3Auser%40example.com"), "example.net")
+        );
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").expect("semiuri");
+        assert_eq!(
+            (u.user, u.host, u.params),
+            (Some("user;par=u%40example.net"), "example.com", "")
+        );
+        let u = Uri::parse("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com").expect("intmeth");
+        assert_eq!((u.host, u.headers), ("example.com", None));
+        let u = Uri::parse("sip:user@example.com?Route=%3Csip:example.com%3E").expect("escruri");
+        assert_eq!(u.headers, Some("Route=%3Csip:example.com%3E"));
+        let u = Uri::parse("sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31")
+            .expect("params");
+        assert_eq!(u.param("n%61me"), Some("v%61lue%25%34%31"));
+    }
+
+    #[test]
+    fn parameter_names_are_case_insensitive() {
+        let u = Uri::parse("sip:edge.contoso.test;TRANSPORT=tls;LR").expect("uri");
+        assert_eq!(u.param("transport"), Some("tls"));
+        assert!(u.is_loose_router());
+        let n = NameAddr::parse("<sip:a@b>;TAG=x").expect("na");
+        assert_eq!(n.tag(), Some("x"));
+    }
+
+    #[test]
+    fn malformed_name_addrs_are_refused() {
+        assert!(NameAddr::parse("\"Watson, Thomas\" < sip:t.watson@example.org >").is_none());
+        assert!(NameAddr::parse("Watson, Thomas <sip:t.watson@example.org>").is_none());
+        assert!(NameAddr::parse("caller<sip:caller@example.com>;tag=323").is_some());
+        assert!(NameAddr::parse("token1~` token2'+_ <sip:mundane@example.com>").is_some());
     }
 }

@@ -53,6 +53,14 @@ impl<'a> Via<'a> {
         if host.is_empty() || host.contains(char::is_whitespace) {
             return None;
         }
+        // Every `;` but a trailing one must introduce a parameter (RFC 4475 badinv01:
+        // `;;,;,,`); a stray `;` at the end is tolerated, since clients do send it.
+        let mut segments = params.split(';').map(str::trim).peekable();
+        while let Some(p) = segments.next() {
+            if p.is_empty() && !params.is_empty() && segments.peek().is_some() {
+                return None;
+            }
+        }
         Some(Via {
             transport,
             host,
@@ -123,5 +131,19 @@ mod tests {
         assert!(Via::parse("SIP/2.0/UDP").is_none());
         assert!(Via::parse("SIP/3.0/UDP h").is_none());
         assert!(Via::parse("SIP/2.0/UDP h:port").is_none());
+    }
+
+    #[test]
+    fn via_parameters_are_case_insensitive_and_never_empty() {
+        let v = Via::parse("SIP/2.0/UDP h;BRANCH=z9hG4bKx;RPort").expect("via");
+        assert_eq!(v.branch(), Some("z9hG4bKx"));
+        assert!(v.has_param("rport"));
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;").is_none());
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;branch=z9hG4bK1").is_none());
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;branch=z9hG4bK1;").is_some());
+        let v =
+            Via::parse("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3")
+                .expect("RFC 5118 4.5");
+        assert_eq!((v.host, v.branch()), ("2001:db8::9:1", Some("z9hG4bKas3")));
     }
 }
