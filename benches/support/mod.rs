@@ -116,6 +116,12 @@ tcp_port = 0
 [pool]
 target = "{pool}"
 transport = "{}"
+
+# Completed UDP server transactions stay Timer J = 32 s; criterion relays far more than
+# the default 100 000 within that.
+[limits]
+max_transactions = 2000000
+max_pending_per_source = 100000
 "#,
         transport.as_str()
     )

@@ -4,13 +4,28 @@
 //! all of it, so everyone else is still served while that peer gets 503 + Retry-After.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Shards of the per-source counts: requests from different sources rarely share a lock,
+/// so there is no global lock on the request path.
+const SHARDS: usize = 64;
 
 /// Counts of pending requests (no final response yet) by source IP.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceQuota {
-    pending: Mutex<HashMap<IpAddr, usize>>,
+    shards: Box<[Mutex<HashMap<IpAddr, usize>>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for SourceQuota {
+    fn default() -> Self {
+        SourceQuota {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+        }
+    }
 }
 
 /// One pending request's place in its source's quota, given back when dropped (the final
@@ -27,8 +42,13 @@ impl SourceQuota {
     }
 
     /// A slot for one more pending request from `ip`, or `None` when it already has `max`.
+    fn shard(&self, ip: IpAddr) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        let i = self.hasher.hash_one(ip) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<QuotaSlot> {
-        let mut m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.shard(ip);
         let n = m.entry(ip).or_insert(0);
         if *n >= max {
             return None;
@@ -42,19 +62,21 @@ impl SourceQuota {
 
     /// Pending requests from `ip`.
     pub fn pending(&self, ip: IpAddr) -> usize {
-        let m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&ip).copied().unwrap_or(0)
+        self.shard(ip).get(&ip).copied().unwrap_or(0)
     }
 
     /// Sources with at least one pending request (the map never holds idle sources).
     pub fn sources(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shards
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }
 
 impl Drop for QuotaSlot {
     fn drop(&mut self) {
-        let mut m = self.quota.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.quota.shard(self.ip);
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
