@@ -118,10 +118,24 @@ for t in "${transports[@]}"; do
   start kamailio kamailio -f "$tmp/kamailio.cfg" -DD -E -m 2048 -M 16 -Y "$tmp/run"
   port=5090; [ "$t" = tls ] && port=5091
   k_line="$(measure kamailio "$kamailio" "$port" "$t")"
+  k="$(field "$k_line" mps)"
+  # Latency at the same offered load for both: 80 % of Kamailio's maximum.
+  at="$(awk -v k="$k" 'BEGIN { printf "%d", k * 0.8 }')"
+  k_at="$(one_step "127.0.0.1:$port" "$t" "$at" "$STEP" "$kamailio" "${load_args[@]}")"
+  echo "AT80 proxy=kamailio $k_at" >&2
   stop "$kamailio"
+
+  start sipedge "$SIPEDGE" run --config "config/bench-$t.toml"
+  port=5060; [ "$t" = tls ] && port=5061
+  wait_port "$port" || die "sipedge did not restart"
+  sleep 0.5
+  one_step "127.0.0.1:$port" "$t" 200 1 "" "${load_args[@]}" >/dev/null
+  s_at="$(one_step "127.0.0.1:$port" "$t" "$at" "$STEP" "$sipedge" "${load_args[@]}")"
+  echo "AT80 proxy=sipedge $s_at" >&2
+  stop "$sipedge"
   stop "$sink"
 
-  s="$(field "$s_line" mps)" k="$(field "$k_line" mps)"
+  s="$(field "$s_line" mps)"
   ratio="$(awk -v s="$s" -v k="$k" 'BEGIN { if (k > 0) printf "%.2f", s / k; else print "-" }')"
-  echo "COMPARE transport=$t sipedge=$s kamailio=$k ratio=$ratio sipedge_p99_ms=$(field "$s_line" p99_ms) kamailio_p99_ms=$(field "$k_line" p99_ms) sipedge_cpu_pct=$(field "$s_line" cpu_proxy_pct) kamailio_cpu_pct=$(field "$k_line" cpu_proxy_pct)"
+  echo "COMPARE transport=$t sipedge=$s kamailio=$k ratio=$ratio sipedge_p99_ms=$(field "$s_line" p99_ms) kamailio_p99_ms=$(field "$k_line" p99_ms) sipedge_cpu_pct=$(field "$s_line" cpu_proxy_pct) kamailio_cpu_pct=$(field "$k_line" cpu_proxy_pct) at80_rate=$at sipedge_at80_p50_ms=$(field "$s_at" p50_ms) sipedge_at80_p99_ms=$(field "$s_at" p99_ms) kamailio_at80_p50_ms=$(field "$k_at" p50_ms) kamailio_at80_p99_ms=$(field "$k_at" p99_ms)"
 done

@@ -26,7 +26,7 @@ bin=target/release/sipedge
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 tmp="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; [ -n "${KEEP_PERF:-}" ] && cp "$tmp/perf.data" "$KEEP_PERF"; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 mtls=() port=5060 name=()
@@ -39,13 +39,13 @@ perf record -q -F 1999 -e cpu-clock -p "$edge" -o "$tmp/perf.data" -- sleep "$((
   --duration "$duration" --connections "$connections" --json --quiet >"$tmp/load.json"
 wait "$perf_pid"
 ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$tmp/load.json")
-cpu_s=$(perf report -i "$tmp/perf.data" --stdio --sort dso 2>/dev/null | awk '/^# Samples:/ {print $3}')
+cpu_s=$(perf script -i "$tmp/perf.data" -F time 2>/dev/null | wc -l)
 perf report -i "$tmp/perf.data" --stdio --no-children --sort sym 2>/dev/null \
   | awk '/^ +[0-9.]+%/ {print}' >"$tmp/syms.txt"
 python3 - "$tmp/syms.txt" "$ok" "$cpu_s" "$transport" "$rate" <<'PY'
 import re, sys
 syms, ok, samples, transport, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-n = float(samples.rstrip("K").replace("K", "")) * (1000 if samples.endswith("K") else 1)
+n = float(samples)
 stages = [
     ("tls record crypto", r"ring::|aes|gcm|chacha|poly1305|rustls::crypto"),
     ("tls (rustls framing/state)", r"rustls::|tokio_rustls"),
