@@ -38,7 +38,11 @@ pub struct PartnerReport {
 pub struct DiscoveredPartnerLimits {
     partners: HashMap<String, PartnerState>,
     last_report: Option<Instant>,
+    last_prune: Option<Instant>,
 }
+
+/// How often `admit` looks for partners to forget.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct PartnerState {
@@ -67,6 +71,11 @@ impl DiscoveredPartnerLimits {
     ) -> Result<(), Rejection> {
         let ae = &fed.access_edge;
         let rate = f64::from(ae.discovered_partner_standard_rate.max(1));
+        let last_prune = *self.last_prune.get_or_insert(now);
+        if now.saturating_duration_since(last_prune) >= PRUNE_EVERY {
+            self.last_prune = Some(now);
+            self.prune(fed, now);
+        }
         let st = self
             .partners
             .entry(key.partner.clone())
@@ -103,6 +112,30 @@ impl DiscoveredPartnerLimits {
         st.tokens -= 1.0;
         st.admitted += 1;
         Ok(())
+    }
+
+    /// Forgets partners not seen for a whole report period and not watch-listed, so that
+    /// the map holds only recent partners (their bucket would be full again anyway).
+    fn prune(&mut self, fed: &Federation, now: Instant) {
+        let idle = Duration::from_secs(
+            u64::from(
+                fed.access_edge
+                    .discovered_partner_report_period_minutes
+                    .max(1),
+            ) * 60,
+        );
+        self.partners
+            .retain(|_, s| s.watch_listed || now.saturating_duration_since(s.refilled) < idle);
+    }
+
+    /// Partners the limits currently remember.
+    pub fn len(&self) -> usize {
+        self.partners.len()
+    }
+
+    /// Whether no partner is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.partners.is_empty()
     }
 
     /// Whether the partner is on the watch list.
@@ -267,6 +300,33 @@ mod tests {
                 .admit(&f, &key(&format!("{u}@contoso.test"), true), t0)
                 .is_ok());
         }
+    }
+
+    #[test]
+    fn partners_idle_for_a_report_period_are_forgotten_unless_watch_listed() {
+        let f = fed(10, 1);
+        let mut l = DiscoveredPartnerLimits::new();
+        let t0 = Instant::now();
+        assert!(l.admit(&f, &key("sip:a@contoso.test", true), t0).is_ok());
+        // Over the contacts limit: on the watch list.
+        assert!(l.admit(&f, &key("sip:b@contoso.test", true), t0).is_err());
+        assert!(l.is_watch_listed("northwind.test"));
+        let mut other = key("sip:a@contoso.test", true);
+        other.partner = "tailspin.test".into();
+        assert!(l.admit(&f, &other, t0).is_ok());
+        assert_eq!(l.len(), 2);
+        let period = Duration::from_secs(
+            u64::from(f.access_edge.discovered_partner_report_period_minutes) * 60,
+        );
+        let mut third = key("sip:a@contoso.test", true);
+        third.partner = "wingtip.test".into();
+        assert!(l.admit(&f, &third, t0 + period + PRUNE_EVERY).is_ok());
+        assert_eq!(
+            l.len(),
+            2,
+            "tailspin.test forgotten, the watch-listed one kept"
+        );
+        assert!(l.is_watch_listed("northwind.test"));
     }
 
     #[test]
