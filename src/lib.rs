@@ -23,55 +23,30 @@
 //!    (`policy`), 6. resolve (`dns`), 7. forward (`proxy::forward`, `transport::pool`),
 //!    8. relay responses back by Via and answer failures (`proxy::respond`).
 
+/// Declares the modules that read data from the network, each with `unwrap`/`expect`
+/// denied: bad input must become a typed error or a SIP response, never a panic.
+macro_rules! network_facing {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[deny(
+                clippy::unwrap_used,
+                clippy::expect_used,
+                reason = "this module reads data from the network: bad input must become a typed error or a SIP response, never a panic"
+            )]
+            pub mod $name;
+        )*
+    };
+}
+
+network_facing!(dns, fuzzing, policy, proxy, sip, transport, txn);
+
 pub mod admin;
 pub mod config;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod dns;
 pub mod edge;
 pub mod explain;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod fuzzing;
 pub mod lab;
 pub mod load;
 pub mod metrics;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod policy;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod proxy;
 pub mod send;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod sip;
 pub mod tls;
 pub mod tls_store;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod transport;
-#[deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "these modules read data from the network: bad input must become a typed error or a SIP response, never a panic"
-)]
-pub mod txn;

@@ -384,21 +384,7 @@ impl SimPeer {
         wait: Duration,
         pred: impl Fn(&Received) -> bool,
     ) -> Option<Received> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notified = self.shared.arrived.notified();
-            if let Some(r) = lock(&self.shared.received).iter().find(|r| pred(r)) {
-                return Some(r.clone());
-            }
-            let tick = tokio::time::Instant::now() + Duration::from_millis(50);
-            if tokio::time::timeout_at(tick.min(deadline), notified)
-                .await
-                .is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                return None;
-            }
-        }
+        self.wait_in(&self.shared.received, wait, pred).await
     }
 
     /// Waits until an answer to one of its own requests matches `pred`.
@@ -407,11 +393,22 @@ impl SimPeer {
         wait: Duration,
         pred: impl Fn(&Answer) -> bool,
     ) -> Option<Answer> {
+        self.wait_in(&self.shared.answers, wait, pred).await
+    }
+
+    /// Waits until an entry of `list` matches `pred`, woken by each arrival (and every
+    /// 50 ms, in case an arrival came between the check and the wait).
+    async fn wait_in<T: Clone>(
+        &self,
+        list: &Mutex<VecDeque<T>>,
+        wait: Duration,
+        pred: impl Fn(&T) -> bool,
+    ) -> Option<T> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.shared.arrived.notified();
-            if let Some(a) = lock(&self.shared.answers).iter().find(|a| pred(a)) {
-                return Some(a.clone());
+            if let Some(t) = lock(list).iter().find(|t| pred(t)) {
+                return Some(t.clone());
             }
             let tick = tokio::time::Instant::now() + Duration::from_millis(50);
             if tokio::time::timeout_at(tick.min(deadline), notified)
