@@ -1393,9 +1393,7 @@ impl Core {
         // `source` in diagnostics names the edge by its external FQDN, as the product does.
         let fqdn = &snap.external.fqdn;
         let bytes = respond::rejection(&req, r, arrival, Some(source), &tag, fqdn);
-        if let Some(bytes) = fit_for(bytes, budget) {
-            self.send_on_server(key, r.status, bytes);
-        }
+        self.send_on_server(key, r.status, fit_for(bytes, budget));
     }
 
     /// Sends a response the edge wrote itself through its server transaction, cut down
@@ -1408,9 +1406,7 @@ impl Core {
                 Entry::Client(_) => (None, None),
             })
             .flatten();
-        if let Some(bytes) = fit_for(bytes, budget) {
-            self.send_on_server(key, status, bytes);
-        }
+        self.send_on_server(key, status, fit_for(bytes, budget));
     }
 
     /// Refuses a request without creating state (table full, draining, unmatched CANCEL).
@@ -1426,9 +1422,7 @@ impl Core {
         let fqdn = &snap.interface(peer.interface).fqdn;
         let tag = self.next_tag();
         let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
-        let Some(bytes) = fit_for(bytes, datagram_budget(reply, m, peer.interface)) else {
-            return;
-        };
+        let bytes = fit_for(bytes, datagram_budget(reply, m, peer.interface));
         self.metrics
             .message(peer.interface, Direction::Out, m.method());
         self.metrics.response(r.status);
@@ -1458,9 +1452,7 @@ impl Core {
         build: impl FnOnce(&str) -> bytes::BytesMut,
     ) {
         let tag = self.next_tag();
-        let Some(bytes) = fit_for(build(&tag), budget) else {
-            return;
-        };
+        let bytes = fit_for(build(&tag), budget);
         self.metrics
             .message(peer.interface, Direction::Out, m.method());
         self.metrics.response(status);
@@ -1573,27 +1565,22 @@ fn unsupported_proxy_require(m: &Message) -> Option<String> {
     (!tags.is_empty()).then(|| tags.join(", "))
 }
 
-/// How large a response the edge may write to this sender: the size of its datagram, for
-/// a UDP source on the external interface (unverified, perhaps spoofed). Streams have
-/// done a handshake, and the internal side is the organisation's own pool.
+/// How large a response the edge may write to this sender: the size of its datagram (or
+/// the minimal response, when that is larger: `amplification`), for a UDP source on the
+/// external interface (unverified, perhaps spoofed). Streams have done a handshake, and
+/// the internal side is the organisation's own pool.
 fn datagram_budget(reply: &ReplyTo, m: &Message, arrival: Interface) -> Option<usize> {
     (arrival == Interface::External && matches!(reply, ReplyTo::Datagram { .. }))
         .then(|| m.bytes().len())
 }
 
-/// `bytes` within `budget` (see `amplification`); `None` (logged) when it cannot fit.
-fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Option<Bytes> {
-    let Some(budget) = budget else {
-        return Some(bytes.freeze());
-    };
-    let fitted = amplification::fit(bytes, budget);
-    if fitted.is_none() {
-        tracing::info!(
-            budget,
-            "response not sent: larger than the datagram that caused it"
-        );
+/// `bytes` within `budget` (see `amplification`): cut down to the minimal response at
+/// worst, so every request still gets its answer.
+fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Bytes {
+    match budget {
+        Some(budget) => amplification::fit(bytes, budget),
+        None => bytes.freeze(),
     }
-    fitted
 }
 
 /// A refusal for a host name that has no address.

@@ -581,6 +581,17 @@ async fn a_spoofed_udp_source_gets_no_amplification() {
     let min = |method: &str, uri: &str, id: &str, extra: &str| {
         format!("{method} {uri} SIP/2.0\r\nv:SIP/2.0/UDP {v};branch=z9hG4bK{id}\r\nf:<sip:a@b.test>;tag=1\r\nt:<{uri}>\r\ni:{id}\r\nCSeq:1 {method}\r\n{extra}l:0\r\n\r\n")
     };
+    // What an ordinary client sends: long header names, a User-Agent, a body.
+    let normal = attack_head(
+        "MESSAGE",
+        "normal1",
+        "User-Agent: UCCAPI/15.0.4481.1000 OC/15.0.4481.1000 (Microsoft Lync)\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nHello",
+    )
+    .replace("sip:bob@contoso.test", "sip:x@evil.test")
+    .replace("127.0.0.9;", &format!("{v};"))
+    .replace("SIP/2.0/TCP", "SIP/2.0/UDP");
+    // Shorter than any answer to it: the answer is the minimal one.
+    let bare = format!("OPTIONS sip:a SIP/2.0\r\nv:SIP/2.0/UDP {v};branch=z9hG4bKb1\r\nf:<sip:a@b>;tag=1\r\nt:<sip:a>\r\ni:b1\r\nCSeq:1 OPTIONS\r\nl:0\r\n\r\n");
     let probes = [
         (
             "options to the edge",
@@ -627,19 +638,32 @@ async fn a_spoofed_udp_source_gets_no_amplification() {
             "no max-forwards",
             min("MESSAGE", "sip:x@nowhere.test", "n1", ""),
         ),
+        ("bare compact request", bare.clone()),
+        ("normal relay attempt", normal.clone()),
     ];
     let (mut bytes_in, mut bytes_out, mut answered) = (0, 0, 0);
+    let (mut bare_answers, mut normal_answers) = (0, 0);
     for (what, probe) in &probes {
         for _ in 0..20 {
             victim.send(at.udp, probe).await;
             bytes_in += probe.len();
             while let Some((r, _)) = victim.try_recv(Duration::from_millis(30)).await {
+                let bound = probe.len().max(minimal_answer_size(probe, &r));
                 assert!(
-                    r.len() <= probe.len(),
-                    "{what}: a {}-byte answer to a {}-byte request:\n{r}",
+                    r.len() <= bound,
+                    "{what}: a {}-byte answer to a {}-byte request (bound {bound}):\n{r}",
                     r.len(),
                     probe.len()
                 );
+                if *probe == bare {
+                    assert!(r.len() > probe.len(), "the bare request is the smaller");
+                    bare_answers += 1;
+                }
+                if *probe == normal {
+                    assert!(r.len() <= probe.len(), "{what}:\n{r}");
+                    assert_eq!(status_of(&r), 403, "{r}");
+                    normal_answers += 1;
+                }
                 bytes_out += r.len();
                 answered += 1;
             }
@@ -654,9 +678,57 @@ async fn a_spoofed_udp_source_gets_no_amplification() {
     println!(
         "ROBUSTNESS spoofed udp: {bytes_in} bytes in, {bytes_out} bytes out, {answered} answers"
     );
-    assert!(answered > 0, "the probes are answered, only not amplified");
+    assert_eq!(
+        bare_answers, 20,
+        "the bare request and each retransmission are answered"
+    );
+    assert_eq!(normal_answers, 20, "the normal request is answered in full");
     assert!(bytes_out <= bytes_in);
     at.load
         .served("hostile::a_spoofed_udp_source_gets_no_amplification")
         .await;
+}
+
+/// The size of the minimal answer to `request` (RFC 3261 §8.2.6), worked out from the
+/// request's own lines: the status line with the standard reason phrase of `answer`'s
+/// status, the request's Via/From/To/Call-ID/CSeq lines, the To tag and the Retry-After
+/// `answer` carries, and `Content-Length: 0`.
+fn minimal_answer_size(request: &str, answer: &str) -> usize {
+    let status = status_of(answer);
+    let reason = match status {
+        100 => "Trying",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        483 => "Too Many Hops",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        _ => panic!("no standard reason listed for {status}:\n{answer}"),
+    };
+    let status_line = format!("SIP/2.0 {status} {reason}\r\n").len();
+    let head = request.split("\r\n\r\n").next().unwrap_or("");
+    let echoed: usize = head
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_once(':').is_some_and(|(n, _)| {
+                ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"]
+                    .iter()
+                    .any(|m| n.trim().eq_ignore_ascii_case(m))
+            })
+        })
+        .map(|l| l.len() + 2)
+        .sum();
+    let had_tag = header(request, "to").is_some_and(|t| t.contains(";tag="));
+    let tag = match header(answer, "to").and_then(|t| t.split_once(";tag=")) {
+        Some((_, tag)) if !had_tag && status > 100 => {
+            assert!(tag.len() <= 24, "a To tag of {} bytes", tag.len());
+            ";tag=".len() + tag.len()
+        }
+        _ => 0,
+    };
+    let retry = header(answer, "retry-after").map_or(0, |r| format!("Retry-After: {r}\r\n").len());
+    status_line + echoed + tag + retry + "Content-Length: 0\r\n\r\n".len()
 }
