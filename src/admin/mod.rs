@@ -45,6 +45,10 @@ use crate::proxy::Core;
 
 /// How long one admin connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a refused peer's request is read (and thrown away) before the close, and
+/// for how long: enough for any request line and headers, little for a peer with no access.
+const REFUSED_DRAIN_BYTES: usize = 64 * 1024;
+const REFUSED_DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// A fresh random token: 32 hex digits (128 bits).
 pub fn generate_token() -> String {
@@ -146,13 +150,7 @@ pub async fn serve_with(
         tokio::spawn(async move {
             if !peer.ip().is_loopback() {
                 tracing::warn!(%peer, "admin connection from a non-loopback peer refused");
-                let mut stream = stream;
-                let _ = http::write_response(
-                    &mut stream,
-                    403,
-                    "the admin endpoint answers loopback peers only\n",
-                )
-                .await;
+                refuse(stream).await;
                 return;
             }
             if tokio::time::timeout(REQUEST_TIMEOUT, admin.connection(stream))
@@ -163,6 +161,31 @@ pub async fn serve_with(
             }
         });
     }
+}
+
+/// Answers a non-loopback peer 403 without reading its request, then closes gently: the
+/// write side first, then what it sent is read and thrown away (bounded), because closing
+/// with its request unread would reset the connection and the peer could lose the answer.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = http::write_response(
+        &mut stream,
+        403,
+        "the admin endpoint answers loopback peers only\n",
+    )
+    .await;
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut read = 0;
+        while read < REFUSED_DRAIN_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_DRAIN_TIME, drain).await;
 }
 
 impl Admin {

@@ -16,7 +16,13 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn start(config: &std::path::Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        Running::spawn(Command::new(env!("CARGO_BIN_EXE_sipedge")), config)
+    }
+
+    /// `sipedge run` on `config` through `command` (the binary itself, or a wrapper such
+    /// as `ip netns exec NS <binary>` that execs it, so the child's PID is the edge's).
+    pub(crate) fn spawn(mut command: Command, config: &std::path::Path) -> Running {
+        let mut child = command
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
             .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! One integration binary, one module per scenario (hickory's layout).
 
 mod admin;
+mod admin_netns;
 mod binary;
 mod configs;
 mod faults;
