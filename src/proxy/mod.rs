@@ -281,10 +281,12 @@ impl Core {
         let mut entry = self.server_entry(&m, peer, reply, method == Method::Invite, &snap);
         if peer.interface == Interface::External {
             // The internal side is the organisation's own pool, one address for everyone.
-            match self
-                .quota
-                .admit(peer.addr.ip(), snap.limits.max_pending_per_source)
-            {
+            let max = quota::limit(
+                snap.limits.max_pending_per_source,
+                self.txns.len(),
+                self.txns.capacity(),
+            );
+            match self.quota.admit(peer.addr.ip(), max) {
                 Some(slot) => entry.slot = Some(slot),
                 None => {
                     let r = Rejection::new(503, "Service Unavailable", "source-overload")

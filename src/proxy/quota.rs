@@ -2,6 +2,8 @@
 //!
 //! The transaction table is bounded as a whole; this keeps one flooding peer from taking
 //! all of it, so everyone else is still served while that peer gets 503 + Retry-After.
+//! Several flooding peers together are kept out of the table's last quarter (`limit`), so
+//! a source with a few requests pending still finds room when the table is crowded.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -11,6 +13,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Shards of the per-source counts: requests from different sources rarely share a lock,
 /// so there is no global lock on the request path.
 const SHARDS: usize = 64;
+
+/// The table's share, out of `CROWDED_OF`, past which it is crowded (see `limit`).
+const CROWDED_AT: usize = 3;
+const CROWDED_OF: usize = 4;
+/// Once crowded, a source may hold at most `capacity / LIGHT_SHARE` pending requests: a
+/// peer at an ordinary rate holds a handful (200/s answered within a second: 200 at most,
+/// against 3 125 of the default table), a flooding one all it can get.
+const LIGHT_SHARE: usize = 32;
+
+/// How many pending requests a source may have now: `max_per_source`, or, once the
+/// transaction table holds `CROWDED_AT / CROWDED_OF` of its `capacity`, only what a light
+/// source holds (`capacity / LIGHT_SHARE`, at least 1). The sources that filled the table
+/// are then refused, while the last quarter stays for the others.
+pub fn limit(max_per_source: usize, table_len: usize, capacity: usize) -> usize {
+    if table_len.saturating_mul(CROWDED_OF) < capacity.saturating_mul(CROWDED_AT) {
+        max_per_source
+    } else {
+        max_per_source.min((capacity / LIGHT_SHARE).max(1))
+    }
+}
 
 /// Counts of pending requests (no final response yet) by source IP.
 #[derive(Debug)]
@@ -102,6 +124,16 @@ mod tests {
         drop(s1);
         assert_eq!(q.pending(a), 1);
         assert!(q.admit(a, 2).is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn a_crowded_table_keeps_its_last_quarter_for_light_sources() {
+        assert_eq!(limit(500, 0, 8000), 500, "an empty table");
+        assert_eq!(limit(500, 5999, 8000), 500, "just under three quarters");
+        assert_eq!(limit(500, 6000, 8000), 250, "crowded: 8000 / 32");
+        assert_eq!(limit(100, 8000, 8000), 100, "never above the source's own limit");
+        assert_eq!(limit(500, 30, 40), 1, "a tiny table still admits one");
+        assert_eq!(limit(500, usize::MAX, usize::MAX), 500, "no overflow");
     }
 
     #[test]

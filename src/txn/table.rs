@@ -64,6 +64,11 @@ impl<V> Table<V> {
         self.len.load(Ordering::Relaxed)
     }
 
+    /// The most transactions the table holds (`limits.max_transactions`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
