@@ -10,6 +10,7 @@ pub mod forward;
 pub mod quota;
 pub mod record;
 pub mod respond;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
