@@ -95,6 +95,8 @@ pub struct Core {
     seq: AtomicU64,
     metrics: Arc<crate::metrics::Metrics>,
     instance: u32,
+    /// Seals the internal route set into what leaves outside (`topology`).
+    topology: topology::Hider,
     me: OnceLock<Weak<Core>>,
 }
 
@@ -178,6 +180,7 @@ impl Core {
             seq: AtomicU64::new(1),
             metrics: Arc::default(),
             instance: rand::random(),
+            topology: topology::Hider::random(),
             me: OnceLock::new(),
         });
         let _ = core.me.set(Arc::downgrade(&core));
@@ -246,6 +249,11 @@ impl Core {
             });
             return;
         }
+        // === topology hiding: a Route of ours from outside gets its hidden entries back ===
+        let m = match self.expand_inbound_route(m, peer, reply) {
+            Some(m) => m,
+            None => return,
+        };
         let Some(via) = m.top_via() else { return };
         // One span per transaction; debug level so that it costs nothing at the default level.
         let span = tracing::debug_span!("txn", call_id = m.call_id().unwrap_or(""), method = m.method_str(), interface = %peer.interface);
@@ -588,6 +596,35 @@ impl Core {
         plan
     }
 
+    /// Whether a route entry names this edge's external interface.
+    fn names_external(&self, snap: &Snapshot, na: &crate::sip::NameAddr<'_>) -> bool {
+        self.interface_named(snap, na.uri.host, na.uri.port) == Some(Interface::External)
+    }
+
+    /// A request from outside with any sealed Route entry of ours expanded (`topology`);
+    /// `None` when it was refused (403 + ms-diagnostics-public, or an ACK dropped).
+    fn expand_inbound_route(&self, m: Message, peer: &Peer, reply: &ReplyTo) -> Option<Message> {
+        if peer.interface != Interface::External {
+            return Some(m);
+        }
+        let snap = self.live.load();
+        let datagram = peer.transport == Transport::Udp;
+        match self
+            .topology
+            .expand_route(&m, datagram, |na| self.names_external(&snap, na))
+        {
+            Ok(expanded) => Some(expanded.unwrap_or(m)),
+            Err(e) if m.method() == Method::Ack => {
+                tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
+                None
+            }
+            Err(e) => {
+                self.reject_stateless(&m, peer, reply, &e.rejection(), &snap);
+                None
+            }
+        }
+    }
+
     /// The interface a URI host names, if it names this edge.
     fn interface_named(&self, snap: &Snapshot, host: &str, port: Option<u16>) -> Option<Interface> {
         for iface in [Interface::External, Interface::Internal] {
@@ -827,6 +864,18 @@ impl Core {
             .iter()
             .map(|t| format!("ms-edge-proxy-message-trust: {}", t.header_value()))
             .collect();
+        // === topology hiding: what the internal side recorded leaves only sealed ===
+        let hidden_remove: Vec<HeaderName>;
+        let (record_route, remove) = match record_route.as_slice() {
+            [ext, int] if exit == Interface::External => {
+                hidden_remove = [remove, &[HeaderName::RecordRoute]].concat();
+                (
+                    vec![self.topology.hide_request(m, ext, int)],
+                    hidden_remove.as_slice(),
+                )
+            }
+            _ => (record_route, remove),
+        };
         let edits = forward::RequestEdits {
             via,
             received: build::received_edit(m, peer.addr),
@@ -1141,6 +1190,18 @@ impl Core {
             tracing::info!(peer = %peer.addr, reason = %e, "response dropped: malformed");
             return;
         }
+        // === topology hiding: a Record-Route of ours from outside gets its hidden entries back ===
+        let m = match peer.interface {
+            Interface::External => {
+                let snap = self.live.load();
+                self.topology
+                    .expand_record_route(&m, peer.transport == Transport::Udp, |na| {
+                        self.names_external(&snap, na)
+                    })
+                    .unwrap_or(m)
+            }
+            Interface::Internal => m,
+        };
         let Some(via) = m.top_via() else { return };
         let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
             tracing::info!(peer = %peer.addr, "response dropped: top Via is not ours");
@@ -1263,6 +1324,19 @@ impl Core {
         match to {
             Interface::External => {
                 edits.remove = &[HeaderName::MsDiagnostics, HeaderName::Warning];
+                // === topology hiding: entries above our external one leave only sealed ===
+                let snap = self.live.load();
+                let hidden = self
+                    .topology
+                    .hide_response(m, |na| self.names_external(&snap, na));
+                if let Some(line) = hidden {
+                    edits.remove = &[
+                        HeaderName::MsDiagnostics,
+                        HeaderName::Warning,
+                        HeaderName::RecordRoute,
+                    ];
+                    edits.add.push(line);
+                }
                 if let Some(d) = diagnostics {
                     if m.header(HeaderName::MsDiagnosticsPublic).is_none() {
                         if let Ok(mut v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {

@@ -134,7 +134,7 @@ impl Hider {
             payload.extend_from_slice(h);
         }
         let list = B64.encode(&payload);
-        let sig = B64.encode(&self.tag(list.as_bytes()));
+        let sig = B64.encode(self.tag(list.as_bytes()));
         let params = format!(";{LIST_PARAM}={list};{SIG_PARAM}={sig}");
         match ours.rfind('>') {
             Some(gt) => {

@@ -115,7 +115,7 @@ fn a_signed_list_that_is_not_ours_in_shape_is_malformed_not_a_panic() {
     let h = Hider::random();
     let signed = |payload: &[u8]| {
         let list = B64.encode(payload);
-        let sig = B64.encode(&h.tag(list.as_bytes()));
+        let sig = B64.encode(h.tag(list.as_bytes()));
         format!("<sip:accessedge.contoso.test;lr;{LIST_PARAM}={list};{SIG_PARAM}={sig}>")
     };
     for payload in [
