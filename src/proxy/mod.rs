@@ -137,6 +137,8 @@ struct ClientEntry {
     span: tracing::Span,
     /// What is needed to try the next SRV target when this one answers 503.
     retry: Option<Box<Retry>>,
+    /// The Via lines hidden from the external side, put back on the response (`topology`).
+    hidden_via: Option<Bytes>,
 }
 
 /// A forwarded request with targets left to try (RFC 3263 §4.3: on 503, the next one).
@@ -782,6 +784,10 @@ impl Core {
                 .unwrap_or_default(),
             target: targets[0].host.clone(),
             span: tracing::Span::current(),
+            // === topology hiding: the Via lines the external side does not see ===
+            hidden_via: topology::hides(peer.interface, exit).then(|| {
+                topology::via_lines(m, build::received_edit(m, peer.addr).as_ref())
+            }),
         };
         if self
             .txns
@@ -864,21 +870,24 @@ impl Core {
             .iter()
             .map(|t| format!("ms-edge-proxy-message-trust: {}", t.header_value()))
             .collect();
-        // === topology hiding: what the internal side recorded leaves only sealed ===
+        // === topology hiding: outside, only our Via and our sealed Record-Route entry ===
         let hidden_remove: Vec<HeaderName>;
-        let (record_route, remove) = match record_route.as_slice() {
-            [ext, int] if exit == Interface::External => {
-                hidden_remove = [remove, &[HeaderName::RecordRoute]].concat();
-                (
+        let (record_route, remove, received) = if topology::hides(peer.interface, exit) {
+            let (extra, record_route): (&[HeaderName], _) = match record_route.as_slice() {
+                [ext, int] => (
+                    &[HeaderName::Via, HeaderName::RecordRoute],
                     vec![self.topology.hide_request(m, ext, int)],
-                    hidden_remove.as_slice(),
-                )
-            }
-            _ => (record_route, remove),
+                ),
+                _ => (&[HeaderName::Via], record_route),
+            };
+            hidden_remove = [remove, extra].concat();
+            (record_route, hidden_remove.as_slice(), None)
+        } else {
+            (record_route, remove, build::received_edit(m, peer.addr))
         };
         let edits = forward::RequestEdits {
             via,
-            received: build::received_edit(m, peer.addr),
+            received,
             record_route,
             pop_routes: &plan.pops,
             remove,
@@ -1244,7 +1253,13 @@ impl Core {
                         ack,
                         cancel,
                         c.server.clone(),
-                        (c.arrival, c.exit, c.domain.clone(), c.target.clone()),
+                        (
+                            c.arrival,
+                            c.exit,
+                            c.domain.clone(),
+                            c.target.clone(),
+                            c.hidden_via.clone(),
+                        ),
                         c.span.clone(),
                         retry,
                     ),
@@ -1262,6 +1277,7 @@ impl Core {
                         Interface::Internal,
                         String::new(),
                         String::new(),
+                        None,
                     ),
                     tracing::Span::none(),
                     None,
@@ -1269,8 +1285,15 @@ impl Core {
                 None,
             ),
         });
-        let Some((action, ack, cancel, server_key, (arrival, exit, domain, target), span, retry)) =
-            outcome
+        let Some((
+            action,
+            ack,
+            cancel,
+            server_key,
+            (arrival, exit, domain, target, hidden_via),
+            span,
+            retry,
+        )) = outcome
         else {
             // §16.7: no transaction: relay statelessly by the next Via.
             return self.relay_stateless(&m, branch);
@@ -1303,7 +1326,8 @@ impl Core {
                 &r.snap,
             );
         }
-        let edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
+        let mut edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
+        edits.restore_via = hidden_via;
         let out = forward::rewrite_response(&m, &edits).freeze();
         self.send_on_server(&server_key, status, out);
     }

@@ -12,11 +12,13 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use bytes::Bytes;
 use ring::hmac;
 
 use crate::policy::{Diagnostics, Rejection};
 use crate::sip::splice::Splice;
 use crate::sip::{HeaderName, Message, NameAddr};
+use crate::transport::Interface;
 
 /// The URI parameter carrying the hidden entries.
 pub const LIST_PARAM: &str = "ms-int-rs";
@@ -295,6 +297,30 @@ impl Hider {
         out.copy_from_slice(&hmac::sign(&self.key, data).as_ref()[..SIG_LEN]);
         out
     }
+}
+
+/// Whether a request relayed from `arrival` to `exit` has its route set and Via hidden:
+/// only what goes from the internal side out through the external interface.
+pub fn hides(arrival: Interface, exit: Interface) -> bool {
+    arrival == Interface::Internal && exit == Interface::External
+}
+
+/// The Via lines of `m` as they would have been relayed (the top one with its
+/// `received`/`rport` edit): what the response gets back when Via is hidden outward.
+pub fn via_lines(m: &Message, received: Option<&(usize, String)>) -> Bytes {
+    let buf: &[u8] = m.bytes();
+    let mut out = Vec::with_capacity(128);
+    for h in m.headers().iter().filter(|h| h.name == HeaderName::Via) {
+        match received {
+            Some((at, text)) if h.line.contains(at) => {
+                out.extend_from_slice(&buf[h.line.start..*at]);
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(&buf[*at..h.line.end]);
+            }
+            _ => out.extend_from_slice(&buf[h.line.clone()]),
+        }
+    }
+    Bytes::from(out)
 }
 
 /// Our entry and the hidden ones, comma-separated in header order.

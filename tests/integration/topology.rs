@@ -96,8 +96,7 @@ impl Lab {
         assert!(!self.seen.is_empty());
         for m in &self.seen {
             let head = m.split("\r\n\r\n").next().unwrap_or("");
-            // Via is not hidden yet: the Record-Route part comes first.
-            for line in head.lines().skip(1).filter(|l| !l.starts_with("Via:")) {
+            for line in head.lines().skip(1) {
                 for word in FORBIDDEN {
                     assert!(
                         !line.contains(word),
@@ -164,6 +163,8 @@ async fn pool_to_partner_dialog_shows_only_the_external_entry_outside() {
         &format!("SIP/2.0/UDP {POOL_FQDN}:{pool_port};branch=z9hG4bKout1;rport"),
         "topo-out",
         &[
+            // The client's own Via under the pool's, in compact form.
+            "v: SIP/2.0/TLS 10.1.2.3:50123;branch=z9hG4bKclient1",
             &format!("Record-Route: {}", lab.pool_rr()),
             &format!("Contact: {alice}"),
         ],
@@ -173,6 +174,12 @@ async fn pool_to_partner_dialog_shows_only_the_external_entry_outside() {
 
     let (got, edge_src) = lab.partner_recv().await;
     assert!(got.starts_with("INVITE "), "{got}");
+    let vias = headers(&got, "via");
+    assert_eq!(vias.len(), 1, "only the edge's Via leaves: {got}");
+    assert!(
+        vias[0].starts_with("SIP/2.0/UDP accessedge.contoso.test:"),
+        "{got}"
+    );
     let rr = header_values(&got, "record-route");
     assert_eq!(rr.len(), 1, "one entry outside: {got}");
     let sealed = sealed_entry(&rr, &lab);
@@ -204,6 +211,16 @@ async fn pool_to_partner_dialog_shows_only_the_external_entry_outside() {
         ],
         "the pool sees the whole route set, in order: {ok}"
     );
+    for answer in [&ringing, &ok] {
+        assert_eq!(
+            headers(answer, "via"),
+            vec![
+                format!("SIP/2.0/UDP {POOL_FQDN}:{pool_port};branch=z9hG4bKout1;rport={pool_port};received={POOL_IP}"),
+                "SIP/2.0/TLS 10.1.2.3:50123;branch=z9hG4bKclient1".to_string(),
+            ],
+            "the hidden Via lines come back on every response: {answer}"
+        );
+    }
 
     // The pool's ACK follows the route set reversed (its own entry popped).
     let ids = (
@@ -222,6 +239,7 @@ async fn pool_to_partner_dialog_shows_only_the_external_entry_outside() {
     lab.pool.send(lab.int(), &ack).await;
     let (got_ack, _) = lab.partner_recv().await;
     assert_eq!(first_line(&got_ack), format!("ACK {carol_uri} SIP/2.0"));
+    assert_eq!(headers(&got_ack, "via").len(), 1, "{got_ack}");
     assert_eq!(header_values(&got_ack, "route"), vec![partner_rr.as_str()]);
 
     // The partner's BYE carries only the sealed entry; the pool gets its own entry back.

@@ -281,3 +281,27 @@ Route: {forged}\r\nContent-Length: 0\r\n\r\n"
     ));
     assert!(h.expand_route(&plain, false, is_ext).unwrap().is_none());
 }
+
+#[test]
+fn via_lines_are_kept_as_written_with_the_received_edit_on_the_top_one() {
+    let m = msg("INVITE sip:carol@fabrikam.test SIP/2.0\r\n\
+Via: SIP/2.0/UDP pool.contoso.test:5070;branch=z9hG4bKp;rport\r\n\
+Max-Forwards: 70\r\n\
+v: SIP/2.0/TLS 10.1.2.3:50123;branch=z9hG4bKc, SIP/2.0/TLS [2001:db8::5]:5061;branch=z9hG4bKd\r\n\
+Content-Length: 0\r\n\r\n");
+    let (_, top) = m.first_value(HeaderName::Via).unwrap();
+    let received = (top.end, ";received=127.0.0.4".to_string());
+    assert_eq!(
+        &via_lines(&m, Some(&received))[..],
+        &b"Via: SIP/2.0/UDP pool.contoso.test:5070;branch=z9hG4bKp;rport;received=127.0.0.4\r\n\
+v: SIP/2.0/TLS 10.1.2.3:50123;branch=z9hG4bKc, SIP/2.0/TLS [2001:db8::5]:5061;branch=z9hG4bKd\r\n"[..]
+    );
+    assert!(hides(Interface::Internal, Interface::External));
+    for (a, e) in [
+        (Interface::External, Interface::Internal),
+        (Interface::Internal, Interface::Internal),
+        (Interface::External, Interface::External),
+    ] {
+        assert!(!hides(a, e));
+    }
+}
