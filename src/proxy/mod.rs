@@ -606,7 +606,7 @@ impl Core {
     /// A request from outside with any sealed Route entry of ours expanded (`topology`);
     /// `None` when it was refused (403 + ms-diagnostics-public, or an ACK dropped).
     fn expand_inbound_route(&self, m: Message, peer: &Peer, reply: &ReplyTo) -> Option<Message> {
-        if peer.interface != Interface::External {
+        if peer.interface != Interface::External || m.header(HeaderName::Route).is_none() {
             return Some(m);
         }
         let snap = self.live.load();
@@ -1200,8 +1200,9 @@ impl Core {
             return;
         }
         // === topology hiding: a Record-Route of ours from outside gets its hidden entries back ===
+        // (Only a response with a Record-Route pays for this: not the hot MESSAGE path.)
         let m = match peer.interface {
-            Interface::External => {
+            Interface::External if m.header(HeaderName::RecordRoute).is_some() => {
                 let snap = self.live.load();
                 self.topology
                     .expand_record_route(&m, peer.transport == Transport::Udp, |na| {
@@ -1209,7 +1210,7 @@ impl Core {
                     })
                     .unwrap_or(m)
             }
-            Interface::Internal => m,
+            _ => m,
         };
         let Some(via) = m.top_via() else { return };
         let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
@@ -1349,10 +1350,11 @@ impl Core {
             Interface::External => {
                 edits.remove = &[HeaderName::MsDiagnostics, HeaderName::Warning];
                 // === topology hiding: entries above our external one leave only sealed ===
-                let snap = self.live.load();
-                let hidden = self
-                    .topology
-                    .hide_response(m, |na| self.names_external(&snap, na));
+                let hidden = m.header(HeaderName::RecordRoute).and_then(|_| {
+                    let snap = self.live.load();
+                    self.topology
+                        .hide_response(m, |na| self.names_external(&snap, na))
+                });
                 if let Some(line) = hidden {
                     edits.remove = &[
                         HeaderName::MsDiagnostics,
