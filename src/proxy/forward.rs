@@ -117,6 +117,8 @@ fn pop_values(m: &Message, s: &mut Splice<'_>, pops: &[(usize, Range<usize>)]) {
 pub struct ResponseEdits<'a> {
     pub remove: &'a [HeaderName],
     pub add: Vec<String>,
+    /// Via lines hidden from the next hop, put back where the top Via was (`topology`).
+    pub restore_via: Option<bytes::Bytes>,
 }
 
 /// Builds the relayed response: the top Via value (ours) removed.
@@ -125,6 +127,9 @@ pub fn rewrite_response(m: &Message, e: &ResponseEdits<'_>) -> BytesMut {
     let mut s = Splice::new(&buf[..m.body_range().end]);
     if let Some((line, top)) = m.first_value(HeaderName::Via) {
         pop_values(m, &mut s, &[(line, top)]);
+        if let Some(via) = &e.restore_via {
+            s.insert(m.headers()[line].line.start, via.to_vec());
+        }
     }
     for h in m.headers().iter().filter(|h| e.remove.contains(&h.name)) {
         s.remove(h.line.clone());

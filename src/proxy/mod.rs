@@ -10,6 +10,7 @@ pub mod forward;
 pub mod quota;
 pub mod record;
 pub mod respond;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -94,6 +95,8 @@ pub struct Core {
     seq: AtomicU64,
     metrics: Arc<crate::metrics::Metrics>,
     instance: u32,
+    /// Seals the internal route set into what leaves outside (`topology`).
+    topology: topology::Hider,
     me: OnceLock<Weak<Core>>,
 }
 
@@ -134,6 +137,8 @@ struct ClientEntry {
     span: tracing::Span,
     /// What is needed to try the next SRV target when this one answers 503.
     retry: Option<Box<Retry>>,
+    /// The Via lines hidden from the external side, put back on the response (`topology`).
+    hidden_via: Option<Bytes>,
 }
 
 /// A forwarded request with targets left to try (RFC 3263 §4.3: on 503, the next one).
@@ -177,6 +182,7 @@ impl Core {
             seq: AtomicU64::new(1),
             metrics: Arc::default(),
             instance: rand::random(),
+            topology: topology::Hider::random(),
             me: OnceLock::new(),
         });
         let _ = core.me.set(Arc::downgrade(&core));
@@ -245,6 +251,11 @@ impl Core {
             });
             return;
         }
+        // === topology hiding: a Route of ours from outside gets its hidden entries back ===
+        let m = match self.expand_inbound_route(m, peer, reply) {
+            Some(m) => m,
+            None => return,
+        };
         let Some(via) = m.top_via() else { return };
         // One span per transaction; debug level so that it costs nothing at the default level.
         let span = tracing::debug_span!("txn", call_id = m.call_id().unwrap_or(""), method = m.method_str(), interface = %peer.interface);
@@ -589,6 +600,35 @@ impl Core {
         plan
     }
 
+    /// Whether a route entry names this edge's external interface.
+    fn names_external(&self, snap: &Snapshot, na: &crate::sip::NameAddr<'_>) -> bool {
+        self.interface_named(snap, na.uri.host, na.uri.port) == Some(Interface::External)
+    }
+
+    /// A request from outside with any sealed Route entry of ours expanded (`topology`);
+    /// `None` when it was refused (403 + ms-diagnostics-public, or an ACK dropped).
+    fn expand_inbound_route(&self, m: Message, peer: &Peer, reply: &ReplyTo) -> Option<Message> {
+        if peer.interface != Interface::External || m.header(HeaderName::Route).is_none() {
+            return Some(m);
+        }
+        let snap = self.live.load();
+        let datagram = peer.transport == Transport::Udp;
+        match self
+            .topology
+            .expand_route(&m, datagram, |na| self.names_external(&snap, na))
+        {
+            Ok(expanded) => Some(expanded.unwrap_or(m)),
+            Err(e) if m.method() == Method::Ack => {
+                tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
+                None
+            }
+            Err(e) => {
+                self.reject_stateless(&m, peer, reply, &e.rejection(), &snap);
+                None
+            }
+        }
+    }
+
     /// The interface a URI host names, if it names this edge.
     fn interface_named(&self, snap: &Snapshot, host: &str, port: Option<u16>) -> Option<Interface> {
         for iface in [Interface::External, Interface::Internal] {
@@ -746,6 +786,10 @@ impl Core {
                 .unwrap_or_default(),
             target: targets[0].host.clone(),
             span: tracing::Span::current(),
+            // === topology hiding: the Via lines the external side does not see ===
+            hidden_via: topology::hides(peer.interface, exit).then(|| {
+                topology::via_lines(m, build::received_edit(m, peer.addr).as_ref())
+            }),
         };
         if self
             .txns
@@ -828,9 +872,24 @@ impl Core {
             .iter()
             .map(|t| format!("ms-edge-proxy-message-trust: {}", t.header_value()))
             .collect();
+        // === topology hiding: outside, only our Via and our sealed Record-Route entry ===
+        let hidden_remove: Vec<HeaderName>;
+        let (record_route, remove, received) = if topology::hides(peer.interface, exit) {
+            let (extra, record_route): (&[HeaderName], _) = match record_route.as_slice() {
+                [ext, int] => (
+                    &[HeaderName::Via, HeaderName::RecordRoute],
+                    vec![self.topology.hide_request(m, ext, int)],
+                ),
+                _ => (&[HeaderName::Via], record_route),
+            };
+            hidden_remove = [remove, extra].concat();
+            (record_route, hidden_remove.as_slice(), None)
+        } else {
+            (record_route, remove, build::received_edit(m, peer.addr))
+        };
         let edits = forward::RequestEdits {
             via,
-            received: build::received_edit(m, peer.addr),
+            received,
             record_route,
             pop_routes: &plan.pops,
             remove,
@@ -1142,6 +1201,19 @@ impl Core {
             tracing::info!(peer = %peer.addr, reason = %e, "response dropped: malformed");
             return;
         }
+        // === topology hiding: a Record-Route of ours from outside gets its hidden entries back ===
+        // (Only a response with a Record-Route pays for this: not the hot MESSAGE path.)
+        let m = match peer.interface {
+            Interface::External if m.header(HeaderName::RecordRoute).is_some() => {
+                let snap = self.live.load();
+                self.topology
+                    .expand_record_route(&m, peer.transport == Transport::Udp, |na| {
+                        self.names_external(&snap, na)
+                    })
+                    .unwrap_or(m)
+            }
+            _ => m,
+        };
         let Some(via) = m.top_via() else { return };
         let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
             tracing::info!(peer = %peer.addr, "response dropped: top Via is not ours");
@@ -1184,7 +1256,13 @@ impl Core {
                         ack,
                         cancel,
                         c.server.clone(),
-                        (c.arrival, c.exit, c.domain.clone(), c.target.clone()),
+                        (
+                            c.arrival,
+                            c.exit,
+                            c.domain.clone(),
+                            c.target.clone(),
+                            c.hidden_via.clone(),
+                        ),
                         c.span.clone(),
                         retry,
                     ),
@@ -1202,6 +1280,7 @@ impl Core {
                         Interface::Internal,
                         String::new(),
                         String::new(),
+                        None,
                     ),
                     tracing::Span::none(),
                     None,
@@ -1209,8 +1288,15 @@ impl Core {
                 None,
             ),
         });
-        let Some((action, ack, cancel, server_key, (arrival, exit, domain, target), span, retry)) =
-            outcome
+        let Some((
+            action,
+            ack,
+            cancel,
+            server_key,
+            (arrival, exit, domain, target, hidden_via),
+            span,
+            retry,
+        )) = outcome
         else {
             // §16.7: no transaction: relay statelessly by the next Via.
             return self.relay_stateless(&m, branch);
@@ -1243,7 +1329,8 @@ impl Core {
                 &r.snap,
             );
         }
-        let edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
+        let mut edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
+        edits.restore_via = hidden_via;
         let out = forward::rewrite_response(&m, &edits).freeze();
         self.send_on_server(&server_key, status, out);
     }
@@ -1264,6 +1351,20 @@ impl Core {
         match to {
             Interface::External => {
                 edits.remove = &[HeaderName::MsDiagnostics, HeaderName::Warning];
+                // === topology hiding: entries above our external one leave only sealed ===
+                let hidden = m.header(HeaderName::RecordRoute).and_then(|_| {
+                    let snap = self.live.load();
+                    self.topology
+                        .hide_response(m, |na| self.names_external(&snap, na))
+                });
+                if let Some(line) = hidden {
+                    edits.remove = &[
+                        HeaderName::MsDiagnostics,
+                        HeaderName::Warning,
+                        HeaderName::RecordRoute,
+                    ];
+                    edits.add.push(line);
+                }
                 if let Some(d) = diagnostics {
                     if m.header(HeaderName::MsDiagnosticsPublic).is_none() {
                         if let Ok(mut v) = crate::sip::ms_headers::DiagnosticsValue::parse(&d) {

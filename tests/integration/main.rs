@@ -21,5 +21,6 @@ mod security;
 mod send;
 mod support;
 mod tls;
+mod topology;
 mod torture;
 mod transports;

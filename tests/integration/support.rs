@@ -135,6 +135,29 @@ pub fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Every comma-separated value of the header lines named `name`, in order (commas inside
+/// `<…>` or quotes do not split).
+pub fn header_values<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for v in headers(msg, name) {
+        let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+        for (i, c) in v.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '<' if !quoted => depth += 1,
+                '>' if !quoted => depth -= 1,
+                ',' if !quoted && depth == 0 => {
+                    out.push(v[start..i].trim());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(v[start..].trim());
+    }
+    out
+}
+
 fn compact_of(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
         "via" => "v",
