@@ -15,7 +15,7 @@
 //! The client presents the lab certificate `certs/<--cert>.crt` and never resumes a
 //! session, so every handshake is a full mutual-TLS handshake.
 //!
-//! Holding (default), one line: `IDLE proxy_pid=.. connections=.. failed={..}
+//! Holding (default), one line: `IDLE proxy_pid=.. connections=.. failed=..
 //! handshakes_per_s=.. processes=.. rss_before_kb=.. rss_after_kb=.. pss_before_kb=..
 //! pss_after_kb=.. bytes_per_connection=.. pss_bytes_per_connection=.. alive_after_hold=..
 //! tls=.. suite=.. kx=..`; memory is summed over the proxy's process tree (RSS counts a
@@ -24,7 +24,7 @@
 //! With `--handshakes N`: N handshakes, `--concurrency` at a time, each connection closed
 //! once the proxy has answered a CRLFCRLF keep-alive over it (so the proxy has verified the
 //! client's certificate and serves the connection: a TLS 1.3 client finishes before the
-//! server does). One line: `HANDSHAKES proxy_pid=.. concurrency=.. done=.. failed={..}
+//! server does). One line: `HANDSHAKES proxy_pid=.. concurrency=.. done=.. failed=..
 //! seconds=.. handshakes_per_s=.. tls=.. suite=.. kx=..`.
 
 use std::collections::BTreeMap;
@@ -165,6 +165,18 @@ fn client_config(certs: &Path, cert: &str, no_verify: bool) -> Result<Arc<Client
             .set_certificate_verifier(Arc::new(AnyServer(provider)));
     }
     Ok(Arc::new(cfg))
+}
+
+/// Failures by kind as one space-free field, e.g. `none` or `connection_refused:3`.
+fn failures_field(failures: &BTreeMap<String, usize>) -> String {
+    if failures.is_empty() {
+        return "none".into();
+    }
+    let kinds: Vec<String> = failures
+        .iter()
+        .map(|(kind, n)| format!("{}:{n}", kind.replace(' ', "_")))
+        .collect();
+    kinds.join(",")
 }
 
 /// What was negotiated, so that runs against two proxies can be checked to be alike.
@@ -344,9 +356,9 @@ async fn measure(
         let done = n - b.failures.values().sum::<usize>();
         proc_tree::memory(pid).ok_or_else(gone)?;
         println!(
-            "HANDSHAKES proxy_pid={pid} concurrency={} done={done} failed={:?} seconds={:.2} handshakes_per_s={:.0} {}",
+            "HANDSHAKES proxy_pid={pid} concurrency={} done={done} failed={} seconds={:.2} handshakes_per_s={:.0} {}",
             a.concurrency,
-            b.failures,
+            failures_field(&b.failures),
             b.seconds,
             done as f64 / b.seconds,
             b.negotiated,
@@ -366,9 +378,9 @@ async fn measure(
     }
     let held = b.held.len().max(1) as u64;
     println!(
-        "IDLE proxy_pid={pid} connections={} failed={:?} handshakes_per_s={:.0} processes={} rss_before_kb={} rss_after_kb={} pss_before_kb={} pss_after_kb={} bytes_per_connection={} pss_bytes_per_connection={} alive_after_hold={alive_count}/{probed} {}",
+        "IDLE proxy_pid={pid} connections={} failed={} handshakes_per_s={:.0} processes={} rss_before_kb={} rss_after_kb={} pss_before_kb={} pss_after_kb={} bytes_per_connection={} pss_bytes_per_connection={} alive_after_hold={alive_count}/{probed} {}",
         b.held.len(),
-        b.failures,
+        failures_field(&b.failures),
         b.held.len() as f64 / b.seconds,
         after.processes,
         before.rss_kb,
