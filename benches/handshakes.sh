@@ -5,6 +5,7 @@
 #
 #   benches/handshakes.sh [--handshakes N] [--concurrency "1 4 16"] [--idle N]
 #                         [--proxies "sipedge kamailio"] [--no-shim] [--kamailio-malloc fm]
+#                         [--kamailio-tcp-children 4]
 #
 # --handshakes: handshakes per measurement (default 2000); --concurrency: one measurement
 # per value, handshakes in flight at once (default "1 4 16": 1 is sequential); --idle:
@@ -12,7 +13,9 @@
 # --no-shim: run Kamailio without benches/kamailio/fork_tls_reset.so, to see the crash it
 # prevents; --kamailio-malloc: Kamailio's memory manager (-x; default fm: its default qm,
 # a debugging allocator, made handshakes 4x slower here, OpenSSL 3 allocating in shared
-# memory through it). sipedge runs `target/release/sipedge run --config config/bench-tls.toml`
+# memory through it); --kamailio-tcp-children: its TLS worker processes (default 4, as in
+# the shared harness; with 1 the shim is not needed, a single worker sharing nothing).
+# sipedge runs `target/release/sipedge run --config config/bench-tls.toml`
 # (external TLS on 127.0.0.1:5061), Kamailio benches/kamailio/kamailio.cfg (TLS on
 # 127.0.0.1:5091), one after the other; each is stopped by PID. A handshake counts once the
 # proxy has answered a CRLFCRLF keep-alive over the new connection.
@@ -20,7 +23,10 @@
 # Output, per proxy and concurrency:
 #   HS proxy=.. concurrency=.. done=.. failed=.. handshakes_per_s=.. cpu_pct=.. \
 #      handshakes_per_cpu_s=.. tls=.. suite=.. kx=..
-# then per concurrency `COMPARE concurrency=.. sipedge=.. kamailio=.. ratio=..`, and with
+# then per concurrency `COMPARE concurrency=.. sipedge=.. kamailio=.. ratio=.. per_cpu_s:
+# sipedge=.. kamailio=.. ratio=.. same_tls_parameters=yes|no` (handshakes per second of
+# wall time, then per second of the proxy's CPU, which the shared machine disturbs less),
+# and with
 # --idle the IDLE line of each (see benches/idle_tls.rs). If Kamailio crashes (a worker
 # killed by a signal, or its allocator reporting a corrupted block), the script prints
 # CRASHED with the tail of its log instead of a number. Exit 0 when every measurement
@@ -30,7 +36,7 @@ set -u
 cd "$(dirname "$0")/.."
 . benches/load-lib.sh
 
-handshakes=2000 concurrency="1 4 16" idle=0 proxies="sipedge kamailio" shim=1 malloc=fm
+handshakes=2000 concurrency="1 4 16" idle=0 proxies="sipedge kamailio" shim=1 malloc=fm tcp_children=4
 while [ $# -gt 0 ]; do
   case "$1" in
     --handshakes) handshakes="$2"; shift 2 ;;
@@ -39,8 +45,12 @@ while [ $# -gt 0 ]; do
     --proxies) proxies="$2"; shift 2 ;;
     --no-shim) shim=0; shift ;;
     --kamailio-malloc) malloc="$2"; shift 2 ;;
+    --kamailio-tcp-children) tcp_children="$2"; shift 2 ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
+done
+for n in "$handshakes" "$idle" "$tcp_children"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || die "numeric argument expected, got '$n'"
 done
 [ -x "$SIPEDGE" ] || die "$SIPEDGE missing: cargo build --release"
 command -v kamailio >/dev/null \
@@ -68,7 +78,7 @@ ulimit -c 0
 cc -shared -fPIC -O2 -o "$tmp/fork_tls_reset.so" benches/kamailio/fork_tls_reset.c \
   || die "could not build benches/kamailio/fork_tls_reset.c"
 sed -e "s|@CERTS@|$PWD/certs|g" benches/kamailio/tls.cfg >"$tmp/tls.cfg"
-sed -e "s|@TLS_CFG@|$tmp/tls.cfg|; s|@PORT@|5091|" benches/kamailio/kamailio.cfg >"$tmp/kamailio.cfg"
+sed -e "s|@TLS_CFG@|$tmp/tls.cfg|; s|@PORT@|5091|; s|@TCP_CHILDREN@|$tcp_children|" benches/kamailio/kamailio.cfg >"$tmp/kamailio.cfg"
 kamailio -c -f "$tmp/kamailio.cfg" >"$tmp/check.log" 2>&1 \
   || { tail -n 20 "$tmp/check.log" >&2; die "benches/kamailio/kamailio.cfg does not check"; }
 mkdir -p "$tmp/run"
@@ -127,7 +137,7 @@ crashed() {
   return 0
 }
 
-declare -A rate neg
+declare -A rate per neg
 status=0
 hz="$(getconf CLK_TCK)"
 for p in $proxies; do
@@ -148,7 +158,7 @@ for p in $proxies; do
     cpu="$(awk -v c="$((c1 - c0))" -v hz="$hz" -v s="$(field "$line" seconds)" 'BEGIN { printf "%.0f", c * 100 / hz / s }')"
     per_cpu="$(awk -v n="$done_n" -v c="$((c1 - c0))" -v hz="$hz" 'BEGIN { if (c > 0) printf "%.0f", n * hz / c; else print "-" }')"
     echo "HS proxy=$p concurrency=$c done=$done_n failed=$(field "$line" failed) handshakes_per_s=$hs cpu_pct=$cpu handshakes_per_cpu_s=$per_cpu ${line#*handshakes_per_s=* }"
-    [ "$done_n" = "$handshakes" ] && rate[$p,$c]="$hs"
+    [ "$done_n" = "$handshakes" ] && { rate[$p,$c]="$hs"; per[$p,$c]="$per_cpu"; }
     neg[$p,$c]="${line#*handshakes_per_s=* }"
   done
   if [ "$idle" -gt 0 ] && kill -0 "$proxy_pid" 2>/dev/null && ! crashed "$p" >/dev/null; then
@@ -166,6 +176,9 @@ for c in $concurrency; do
   s="${rate[sipedge,$c]:-}" k="${rate[kamailio,$c]:-}"
   [ -n "$s" ] && [ -n "$k" ] || continue
   same=yes; [ "${neg[sipedge,$c]}" = "${neg[kamailio,$c]}" ] || { same=no; status=1; }
-  echo "COMPARE concurrency=$c sipedge=$s kamailio=$k ratio=$(awk -v s="$s" -v k="$k" 'BEGIN { printf "%.2f", s / k }') same_tls_parameters=$same"
+  echo "COMPARE concurrency=$c sipedge=$s kamailio=$k ratio=$(awk -v s="$s" -v k="$k" 'BEGIN { printf "%.2f", s / k }')" \
+       "per_cpu_s: sipedge=${per[sipedge,$c]} kamailio=${per[kamailio,$c]}" \
+       "ratio=$(awk -v s="${per[sipedge,$c]}" -v k="${per[kamailio,$c]}" 'BEGIN { if (k > 0) printf "%.2f", s / k; else print "-" }')" \
+       "same_tls_parameters=$same"
 done
 exit "$status"
