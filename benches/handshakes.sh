@@ -62,15 +62,7 @@ bench="$(cargo bench --bench idle_tls --no-run 2>&1 | sed -nE 's/.*Executable .*
 
 tmp="$(mktemp -d)"
 pids=()
-cleanup() {
-  local p c
-  for p in "${pids[@]}"; do
-    for c in $(pid_tree "$p" | tail -n +2); do kill -KILL "$c" 2>/dev/null; done
-    stop_pid "$p"
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'stop_tracked; rm -rf "$tmp"' EXIT
 trap 'exit 2' INT TERM
 # A crashed Kamailio worker would otherwise leave a ~300 MB core file per crash.
 ulimit -c 0
