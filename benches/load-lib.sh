@@ -36,6 +36,16 @@ stop_pid() {
   kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null
 }
 
+# stop_tracked: stops every PID in the array `pids` (KILL to its descendants, then
+# stop_pid), for an EXIT trap.
+stop_tracked() {
+  local p c
+  for p in "${pids[@]}"; do
+    for c in $(pid_tree "$p" | tail -n +2); do kill -KILL "$c" 2>/dev/null; done
+    stop_pid "$p"
+  done
+}
+
 # port_free PORT: nothing listens on 127.0.0.1:PORT (tcp or udp).
 port_free() { ! ss -H -ltun "src 127.0.0.1:$1" 2>/dev/null | grep -q .; }
 
