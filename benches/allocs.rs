@@ -3,12 +3,16 @@
 //! client and the pool do not blur the number. Prints one line per transport.
 //!
 //! `cargo bench --bench allocs` (set `ALLOCS_N` to change the number of messages).
+//! `ALLOCS_SITES=N` also samples every Nth counted allocation's stack and prints the
+//! sipedge functions that allocate most, to show where the count comes from.
 
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use sipedge::transport::Transport;
 use support::Relay;
@@ -20,14 +24,55 @@ struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// Sample every this many counted allocations (0: no sampling).
+static SAMPLE_EVERY: AtomicU64 = AtomicU64::new(0);
+/// Whether samples are being taken now (after the warm-up).
+static SAMPLING: AtomicU64 = AtomicU64::new(0);
+/// Sampled stacks, as the first few sipedge frames, with how often each was seen.
+static SITES: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+
 thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread records a sample, whose own allocations are not counted.
+    static IN_SAMPLE: Cell<bool> = const { Cell::new(false) };
 }
 
 fn count(size: usize) {
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    if !COUNTED.try_with(Cell::get).unwrap_or(false)
+        || IN_SAMPLE.try_with(Cell::get).unwrap_or(true)
+    {
+        return;
+    }
+    let n = ALLOCS.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    let every = SAMPLE_EVERY.load(Ordering::Relaxed);
+    if every > 0 && SAMPLING.load(Ordering::Relaxed) == 1 && n % every == 0 {
+        IN_SAMPLE.with(|s| s.set(true));
+        sample();
+        IN_SAMPLE.with(|s| s.set(false));
+    }
+}
+
+/// Records the sipedge frames of the current stack (innermost first, three at most).
+fn sample() {
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    let frames: Vec<&str> = trace
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.split_once(": ").map(|(_, f)| f))
+        .filter(|f| f.starts_with("sipedge::") || f.starts_with("<sipedge::"))
+        .take(3)
+        .collect();
+    let key = if frames.is_empty() {
+        "(outside sipedge: tokio, std)".to_string()
+    } else {
+        frames.join(" <- ")
+    };
+    if let Ok(mut sites) = SITES.lock() {
+        *sites
+            .get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_default() += 1;
     }
 }
 
@@ -62,6 +107,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
+    let every: u64 = std::env::var("ALLOCS_SITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    SAMPLE_EVERY.store(every, Ordering::Relaxed);
     println!(
         "allocations on the edge's threads per relayed MESSAGE (request + its 200), {n} messages, {} in flight",
         support::WINDOW
@@ -80,7 +130,9 @@ fn main() {
             ALLOCS.load(Ordering::Relaxed),
             BYTES.load(Ordering::Relaxed),
         );
+        SAMPLING.store(1, Ordering::Relaxed);
         relay.round_trips(n);
+        SAMPLING.store(0, Ordering::Relaxed);
         let (a1, b1) = (
             ALLOCS.load(Ordering::Relaxed),
             BYTES.load(Ordering::Relaxed),
@@ -91,5 +143,20 @@ fn main() {
             (b1 - b0) as f64 / n as f64,
             relay.lost
         );
+        print_sites(a1 - a0, n);
+    }
+}
+
+/// The sampled sites, most frequent first, scaled to allocations per message.
+fn print_sites(counted: u64, n: u64) {
+    let Some(sites) = SITES.lock().ok().and_then(|mut s| s.take()) else {
+        return;
+    };
+    let total: u64 = sites.values().sum();
+    let mut sites: Vec<_> = sites.into_iter().collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.1));
+    for (site, seen) in sites.iter().take(40) {
+        let per_msg = counted as f64 * *seen as f64 / total as f64 / n as f64;
+        println!("  {per_msg:5.1}  {site}");
     }
 }

@@ -69,9 +69,9 @@ pub fn roundtrip(data: &[u8]) {
     }
     let received = m
         .first_value(HeaderName::Via)
-        .map(|(_, r)| (r.end, ";received=127.0.0.1;rport=5060".to_string()));
+        .map(|(_, r)| (r.end, &";received=127.0.0.1;rport=5060" as &dyn std::fmt::Display));
     let edits = RequestEdits {
-        via: "SIP/2.0/UDP [::1]:5060;branch=z9hG4bKfuzz".to_string(),
+        via: &"SIP/2.0/UDP [::1]:5060;branch=z9hG4bKfuzz",
         received,
         record_route: vec!["<sip:edge.contoso.test;lr>".to_string()],
         add_content_length: true,

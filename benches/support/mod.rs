@@ -1,5 +1,5 @@
 //! An in-process edge on loopback for the relay benches: the real server (`Edge::start`,
-//! static routing to the pool like the shared harness's configs), a minimal pool that
+//! the full federation pipeline like `config/bench-*.toml`), a minimal pool that
 //! answers every request 200, and a client that keeps a window of MESSAGEs in flight.
 //!
 //! The edge runs on a runtime of its own so a bench can tell its threads from the
@@ -94,7 +94,7 @@ impl Relay {
     }
 }
 
-/// The edge config: static routing, the pool at `pool` over `transport`.
+/// The edge config: fabrikam.test federated through the lab identity mapping, the pool at `pool` over `transport`.
 fn config(pool: SocketAddr, transport: Transport) -> String {
     format!(
         r#"
@@ -122,6 +122,24 @@ transport = "{}"
 [limits]
 max_transactions = 2000000
 max_pending_per_source = 100000
+
+# The full Access Edge pipeline, as in config/bench-*.toml: the client at 127.0.0.9 speaks
+# for fabrikam.test's edge, so each MESSAGE is classified, its From domain verified, the
+# recipient's policy checked and the trust header added.
+[lab]
+source_identities = {{ "127.0.0.9" = "sip.fabrikam.test" }}
+
+[access_edge]
+allow_federated_users = true
+
+[[allowed_domain]]
+domain = "fabrikam.test"
+proxy_fqdn = "sip.fabrikam.test"
+verification_level = "AlwaysVerifiable"
+
+[[external_access_policy]]
+identity = "global"
+enable_federation_access = true
 "#,
         transport.as_str()
     )
@@ -288,10 +306,13 @@ enum Client {
     },
 }
 
+/// Where the client sends from: the lab identity mapping in `config` names it.
+const CLIENT_ADDR: &str = "127.0.0.9:0";
+
 impl Client {
     async fn connect(transport: Transport, to: SocketAddr) -> io::Result<Client> {
         if transport == Transport::Udp {
-            let sock = UdpSocket::bind("127.0.0.9:0").await?;
+            let sock = UdpSocket::bind(CLIENT_ADDR).await?;
             let req = Request::new(transport, sock.local_addr()?);
             Ok(Client::Udp {
                 sock,
@@ -300,7 +321,10 @@ impl Client {
                 buf: vec![0u8; 65_536],
             })
         } else {
-            let conn = TcpStream::connect(to).await?;
+            // From the same address as over UDP: the one the config maps to the partner.
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(CLIENT_ADDR.parse().map_err(io::Error::other)?)?;
+            let conn = sock.connect(to).await?;
             conn.set_nodelay(true)?;
             let req = Request::new(transport, conn.local_addr()?);
             Ok(Client::Tcp {

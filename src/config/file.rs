@@ -825,7 +825,7 @@ impl Builder<'_> {
             match addr.parse::<IpAddr>() {
                 Ok(ip) => {
                     let name = self.fqdn(key, &name);
-                    source_identities.insert(ip, name);
+                    source_identities.insert(ip, crate::transport::PeerIdentity::new([name]));
                 }
                 Err(_) => self.problem(
                     key,

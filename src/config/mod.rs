@@ -246,5 +246,5 @@ impl Default for DnsSettings {
 pub struct LabSettings {
     /// Source IP → FQDN: plain TCP/UDP senders on the external interface from these
     /// addresses are treated as if they had proven that name. For labs and benchmarks only.
-    pub source_identities: HashMap<IpAddr, String>,
+    pub source_identities: HashMap<IpAddr, crate::transport::PeerIdentity>,
 }

@@ -89,7 +89,7 @@ pub(super) fn user_may_leave(cx: &mut Ctx<'_>) -> Step {
     if p.enable_federation_access || p.enable_public_cloud_access {
         cx.pass(
             "user-may-leave",
-            format!("{user}@{host}: {} ({from})", p.scope),
+            format_args!("{user}@{host}: {} ({from})", p.scope),
         );
         return ControlFlow::Continue(());
     }
@@ -143,7 +143,7 @@ pub(super) fn apply_access_policy(cx: &mut Ctx<'_>) -> Step {
     }
     cx.pass(
         "access-policy",
-        format!("{who} may use {} ({scope}, from {from})", network.as_str()),
+        format_args!("{who} may use {} ({scope}, from {from})", network.as_str()),
     );
     ControlFlow::Continue(())
 }

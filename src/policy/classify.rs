@@ -132,7 +132,7 @@ pub(super) fn check_blocked_list(cx: &mut Ctx<'_>) -> Step {
         let r = Rejection::blocked_domain(&fed.codes, &b.domain);
         return cx.reject("blocked-list", r);
     }
-    cx.pass("blocked-list", format!("{domain} is not blocked"));
+    cx.pass("blocked-list", format_args!("{domain} is not blocked"));
     ControlFlow::Continue(())
 }
 
@@ -176,7 +176,7 @@ pub(super) fn classify_source(cx: &mut Ctx<'_>) -> Step {
         let r = Rejection::partner_not_allowed(&fed.codes, from);
         return cx.reject("classify-source", r);
     };
-    cx.pass("classify-source", format!("{class:?}"));
+    cx.pass("classify-source", format_args!("{class:?}"));
     cx.source = class;
     ControlFlow::Continue(())
 }
@@ -302,7 +302,7 @@ pub(super) fn classify_target(cx: &mut Ctx<'_>) -> Step {
 
 impl Ctx<'_> {
     fn set_target(&mut self, class: TargetClass) -> Step {
-        self.pass("classify-target", format!("{class:?}"));
+        self.pass("classify-target", format_args!("{class:?}"));
         self.target = Some(class);
         ControlFlow::Continue(())
     }

@@ -236,7 +236,33 @@ pub struct Explanation {
 /// `dns` holds the answer to `dns_needed`'s question; a needed answer that is missing is
 /// treated as a failed lookup (504 + 1008).
 pub fn decide(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot, dns: &DnsFacts) -> Decision {
-    explain(req, peer, snap, dns).decision
+    let mut cx = Ctx::new(req, peer, snap, dns, false);
+    run(&mut cx)
+}
+
+/// The decision when it needs no DNS answer, or the question it needs answered first.
+///
+/// What the proxy calls for every request: one pass through the checks, without the
+/// trail (`/decisions` rebuilds that from the recorded inputs when someone reads it).
+pub fn decide_or_ask(
+    req: &RequestFacts<'_>,
+    peer: &Peer,
+    snap: &Snapshot,
+) -> Result<Decision, DnsQuestion> {
+    let none = DnsFacts::none();
+    let mut cx = Ctx::new(req, peer, snap, &none, false);
+    let decision = run(&mut cx);
+    match cx.dns_wanted {
+        Some(q) => Err(q),
+        None => Ok(decision),
+    }
+}
+
+fn run(cx: &mut Ctx<'_>) -> Decision {
+    let decision = match pipeline(cx) {
+        ControlFlow::Break(d) | ControlFlow::Continue(d) => d,
+    };
+    cx.finish(decision)
 }
 
 /// `decide`, with the trail of checks that ran and the one that decided.
@@ -246,13 +272,11 @@ pub fn explain(
     snap: &Snapshot,
     dns: &DnsFacts,
 ) -> Explanation {
-    let mut cx = Ctx::new(req, peer, snap, dns);
-    let decision = match pipeline(&mut cx) {
-        ControlFlow::Break(d) | ControlFlow::Continue(d) => d,
-    };
+    let mut cx = Ctx::new(req, peer, snap, dns, true);
+    let decision = run(&mut cx);
     Explanation {
-        decision: cx.finish(decision),
-        trail: cx.trail,
+        decision,
+        trail: cx.trail.unwrap_or_default(),
     }
 }
 
@@ -260,7 +284,7 @@ pub fn explain(
 /// it and passes the answer to `decide` in `DnsFacts`.
 pub fn dns_needed(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Option<DnsQuestion> {
     let none = DnsFacts::none();
-    let mut cx = Ctx::new(req, peer, snap, &none);
+    let mut cx = Ctx::new(req, peer, snap, &none, false);
     let _ = pipeline(&mut cx);
     cx.dns_wanted
 }
@@ -317,7 +341,7 @@ fn follow_record_route(cx: &mut Ctx<'_>) -> Step {
     };
     cx.decided(
         "record-route",
-        format!("in-dialog, leaves through the {exit} interface"),
+        format_args!("in-dialog, leaves through the {exit} interface"),
     );
     ControlFlow::Break(Decision::Forward(Forward {
         exit,
@@ -339,7 +363,8 @@ pub(crate) struct Ctx<'a> {
     pub peer: &'a Peer,
     pub snap: &'a Snapshot,
     pub dns: &'a DnsFacts,
-    pub trail: Vec<Check>,
+    /// The checks so far; `None` when nobody will read them (the proxy's hot path).
+    pub trail: Option<Vec<Check>>,
     /// The DNS question a step needed but `dns` did not answer.
     pub dns_wanted: Option<DnsQuestion>,
     pub source: SourceClass,
@@ -356,13 +381,14 @@ impl<'a> Ctx<'a> {
         peer: &'a Peer,
         snap: &'a Snapshot,
         dns: &'a DnsFacts,
+        keep_trail: bool,
     ) -> Self {
         Ctx {
             req,
             peer,
             snap,
             dns,
-            trail: Vec::new(),
+            trail: keep_trail.then(|| Vec::with_capacity(16)),
             dns_wanted: None,
             source: SourceClass::Unclassified,
             target: None,
@@ -395,23 +421,33 @@ impl<'a> Ctx<'a> {
             .unwrap_or("")
     }
 
-    pub fn pass(&mut self, name: &'static str, note: impl Into<String>) {
-        self.trail.push(Check {
-            name,
-            outcome: Outcome::Passed(note.into()),
-        });
+    /// Notes a check that let the request continue. The note is formatted only when the
+    /// trail is kept: callers pass `format_args!`, which allocates nothing.
+    pub fn pass(&mut self, name: &'static str, note: impl std::fmt::Display) {
+        if let Some(trail) = &mut self.trail {
+            trail.push(Check {
+                name,
+                outcome: Outcome::Passed(note.to_string()),
+            });
+        }
     }
 
-    pub fn decided(&mut self, name: &'static str, note: impl Into<String>) {
-        self.trail.push(Check {
-            name,
-            outcome: Outcome::Decided(note.into()),
-        });
+    /// Notes the check that decided.
+    pub fn decided(&mut self, name: &'static str, note: impl std::fmt::Display) {
+        if let Some(trail) = &mut self.trail {
+            trail.push(Check {
+                name,
+                outcome: Outcome::Decided(note.to_string()),
+            });
+        }
     }
 
     /// Records the refusal in the trail and stops the pipeline.
     pub fn reject(&mut self, name: &'static str, r: Rejection) -> Step {
-        self.decided(name, format!("{} {} ({})", r.status, r.reason, r.rule));
+        self.decided(
+            name,
+            format_args!("{} {} ({})", r.status, r.reason, r.rule),
+        );
         ControlFlow::Break(Decision::Reject(r))
     }
 

@@ -108,7 +108,7 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
     };
     cx.decided(
         "route",
-        format!("to the pool {}:{}", cx.snap.pool.host, cx.snap.pool.port),
+        format_args!("to the pool {}:{}", cx.snap.pool.host, cx.snap.pool.port),
     );
     Decision::Forward(Forward {
         exit: Interface::Internal,
@@ -174,7 +174,7 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
         .unwrap_or_default();
     cx.decided(
         "route",
-        format!("{rule}: {first} ({} target(s))", targets.len()),
+        format_args!("{rule}: {first} ({} target(s))", targets.len()),
     );
     Decision::Forward(Forward {
         exit: Interface::External,

@@ -43,7 +43,7 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
                 cx.remote_fqdn = Some(proxy_fqdn.clone());
                 cx.pass(
                     "verify-source",
-                    format!("{from} is a name-decoration domain of {proxy_fqdn}"),
+                    format_args!("{from} is a name-decoration domain of {proxy_fqdn}"),
                 );
                 return ControlFlow::Continue(());
             }
@@ -55,7 +55,7 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
             cx.remote_fqdn = Some(proxy_fqdn.clone());
             cx.pass(
                 "verify-source",
-                format!("certificate names the ProxyFqdn {proxy_fqdn}"),
+                format_args!("certificate names the ProxyFqdn {proxy_fqdn}"),
             );
             return ControlFlow::Continue(());
         }
@@ -63,7 +63,7 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
             cx.remote_fqdn = Some(fqdn.clone());
             cx.pass(
                 "verify-source",
-                format!("the default route {fqdn} speaks for every domain"),
+                format_args!("the default route {fqdn} speaks for every domain"),
             );
             return ControlFlow::Continue(());
         }
@@ -80,7 +80,7 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
     if let Some(fqdn) = provider_fqdn {
         if records.iter().any(|t| t.target.eq_ignore_ascii_case(&fqdn)) {
             cx.remote_fqdn = Some(fqdn.clone());
-            cx.pass("verify-source", format!("SRV of {from} points at {fqdn}"));
+            cx.pass("verify-source", format_args!("SRV of {from} points at {fqdn}"));
             return ControlFlow::Continue(());
         }
         return cx.reject(
@@ -94,8 +94,10 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
         .collect();
     if let Some(t) = same.iter().find(|t| cx.peer.identity.covers(&t.target)) {
         cx.remote_fqdn = Some(t.target.clone());
-        let note = format!("SRV target {} of {from} is in the certificate", t.target);
-        cx.pass("verify-source", note);
+        cx.pass(
+            "verify-source",
+            format_args!("SRV target {} of {from} is in the certificate", t.target),
+        );
         return ControlFlow::Continue(());
     }
     let provider_target = records.iter().any(|t| {
@@ -127,7 +129,7 @@ pub(super) fn filter_method(cx: &mut Ctx<'_>) -> Step {
         .iter()
         .any(|m| m.eq_ignore_ascii_case(method))
     {
-        cx.pass("method-filter", format!("{method} may cross federation"));
+        cx.pass("method-filter", format_args!("{method} may cross federation"));
         return ControlFlow::Continue(());
     }
     let r = Rejection::method_not_federated(&fed.codes, method);
@@ -194,7 +196,7 @@ pub(super) fn apply_verification_level(cx: &mut Ctx<'_>) -> Step {
     };
     cx.pass(
         "verification-level",
-        format!("{level}: {}", verified.as_str()),
+        format_args!("{level}: {}", verified.as_str()),
     );
     cx.verified = Some(verified);
     ControlFlow::Continue(())

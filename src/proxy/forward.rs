@@ -1,7 +1,7 @@
 //! Rewriting a relayed message by splicing: Via, Max-Forwards, Record-Route, Route,
 //! and the headers the edge alone may set.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::ops::Range;
 
 use bytes::BytesMut;
@@ -14,12 +14,14 @@ use crate::sip::{HeaderName, Message};
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 
 /// Everything that changes when a request is relayed.
-#[derive(Debug, Default)]
+///
+/// Text parts are `Display` values the rewrite formats straight into its output, so a
+/// relayed request costs no String per edit.
 pub struct RequestEdits<'a> {
     /// Our Via value (`SIP/2.0/TLS host:port;branch=…`), placed on top.
-    pub via: String,
+    pub via: &'a dyn fmt::Display,
     /// `received`/`rport` for the previous top Via: offset and text.
-    pub received: Option<(usize, String)>,
+    pub received: Option<(usize, &'a dyn fmt::Display)>,
     /// Record-Route values to put on top, in order.
     pub record_route: Vec<String>,
     /// Route values to pop (ours), as (header line index, value range).
@@ -27,9 +29,58 @@ pub struct RequestEdits<'a> {
     /// Header names to drop entirely (e.g. a trust header that arrived from outside).
     pub remove: &'a [HeaderName],
     /// Whole header lines to add (`Name: value`, no CRLF).
-    pub add: Vec<String>,
+    pub add: &'a [&'a dyn fmt::Display],
     /// Add `Content-Length` when absent (a datagram relayed over a stream).
     pub add_content_length: bool,
+}
+
+impl Default for RequestEdits<'_> {
+    fn default() -> Self {
+        RequestEdits {
+            via: &"",
+            received: None,
+            record_route: Vec::new(),
+            pop_routes: &[],
+            remove: &[],
+            add: &[],
+            add_content_length: false,
+        }
+    }
+}
+
+/// The edge's own Via value, formatted where it is written.
+#[derive(Debug, Clone, Copy)]
+pub struct OurVia<'a> {
+    /// `UDP`, `TCP` or `TLS`.
+    pub transport: &'static str,
+    /// The interface's FQDN (an IPv6 literal gets its brackets here).
+    pub host: &'a str,
+    pub port: u16,
+    pub branch: &'a str,
+}
+
+impl fmt::Display for OurVia<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (open, close) = if self.host.contains(':') && !self.host.starts_with('[') {
+            ("[", "]")
+        } else {
+            ("", "")
+        };
+        write!(
+            f,
+            "SIP/2.0/{} {open}{}{close}:{};branch={};rport",
+            self.transport, self.host, self.port, self.branch
+        )
+    }
+}
+
+/// The trust header line the edge adds, formatted where it is written.
+pub struct TrustLine<'a>(pub &'a crate::sip::ms_headers::MessageTrust);
+
+impl fmt::Display for TrustLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ms-edge-proxy-message-trust: {}", self.0)
+    }
 }
 
 /// Builds the relayed request.
@@ -41,9 +92,9 @@ pub fn rewrite_request(m: &Message, e: &RequestEdits<'_>) -> BytesMut {
         .iter()
         .find(|h| h.name == HeaderName::Via)
         .map_or(m.headers_end(), |h| h.line.start);
-    s.insert(first_via, format!("Via: {}\r\n", e.via));
-    if let Some((at, text)) = &e.received {
-        s.insert(*at, text.clone());
+    s.insert_fmt(first_via, format_args!("Via: {}\r\n", e.via));
+    if let Some((at, text)) = e.received {
+        s.insert_fmt(at, format_args!("{text}"));
     }
     match headers.iter().find(|h| h.name == HeaderName::MaxForwards) {
         Some(h) => {
@@ -52,11 +103,11 @@ pub fn rewrite_request(m: &Message, e: &RequestEdits<'_>) -> BytesMut {
                 .ok()
                 .flatten()
                 .unwrap_or(DEFAULT_MAX_FORWARDS + 1);
-            s.replace(h.value.clone(), mf.saturating_sub(1).to_string());
+            s.replace_fmt(h.value.clone(), format_args!("{}", mf.saturating_sub(1)));
         }
-        None => s.insert(
+        None => s.insert_fmt(
             m.headers_end(),
-            format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n"),
+            format_args!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n"),
         ),
     }
     if !e.record_route.is_empty() {
@@ -64,49 +115,51 @@ pub fn rewrite_request(m: &Message, e: &RequestEdits<'_>) -> BytesMut {
             .iter()
             .find(|h| h.name == HeaderName::RecordRoute)
             .map_or(m.headers_end(), |h| h.line.start);
-        let mut rr = String::new();
         for v in &e.record_route {
-            let _ = write!(rr, "Record-Route: {v}\r\n");
+            s.insert_fmt(at, format_args!("Record-Route: {v}\r\n"));
         }
-        s.insert(at, rr);
     }
     pop_values(m, &mut s, e.pop_routes);
     for h in headers.iter().filter(|h| e.remove.contains(&h.name)) {
         s.remove(h.line.clone());
     }
-    let mut tail = String::new();
-    for line in &e.add {
-        let _ = write!(tail, "{line}\r\n");
+    for line in e.add {
+        s.insert_fmt(m.headers_end(), format_args!("{line}\r\n"));
     }
     if e.add_content_length && m.header(HeaderName::ContentLength).is_none() {
-        let _ = write!(tail, "Content-Length: {}\r\n", m.body().len());
-    }
-    if !tail.is_empty() {
-        s.insert(m.headers_end(), tail);
+        s.insert_fmt(
+            m.headers_end(),
+            format_args!("Content-Length: {}\r\n", m.body().len()),
+        );
     }
     s.finish()
 }
 
 /// Removes some values of multi-valued headers: a whole line when all its values go.
+/// `pops` come grouped by line, ours first within a line (they are the top values).
 fn pop_values(m: &Message, s: &mut Splice<'_>, pops: &[(usize, Range<usize>)]) {
     let buf: &[u8] = m.bytes();
-    let mut by_line: Vec<usize> = pops.iter().map(|(i, _)| *i).collect();
-    by_line.dedup();
-    for line in by_line {
-        let h = &m.headers()[line];
-        let all: Vec<Range<usize>> = split_commas(buf, h.value.clone()).collect();
-        let popped: Vec<&Range<usize>> = pops
-            .iter()
-            .filter(|(i, _)| *i == line)
-            .map(|(_, r)| r)
-            .collect();
-        if popped.len() >= all.len() {
-            s.remove(h.line.clone());
+    let mut rest = pops;
+    while let Some((line, _)) = rest.first() {
+        let line = *line;
+        let n = rest.iter().take_while(|(i, _)| *i == line).count();
+        let (group, next) = rest.split_at(n);
+        rest = next;
+        let Some(h) = m.headers().get(line) else {
             continue;
-        }
+        };
+        let popped = |r: &Range<usize>| group.iter().any(|(_, p)| p == r);
+        let mut values = split_commas(buf, h.value.clone());
+        let Some(first) = values.next() else {
+            continue;
+        };
         // Values popped are always a prefix (ours come first): cut up to the first kept one.
-        if let Some(kept) = all.iter().find(|r| !popped.contains(r)) {
-            s.remove(all[0].start..kept.start);
+        match std::iter::once(first.clone())
+            .chain(values)
+            .find(|r| !popped(r))
+        {
+            Some(kept) => s.remove(first.start..kept.start),
+            None => s.remove(h.line.clone()),
         }
     }
 }
@@ -128,18 +181,14 @@ pub fn rewrite_response(m: &Message, e: &ResponseEdits<'_>) -> BytesMut {
     if let Some((line, top)) = m.first_value(HeaderName::Via) {
         pop_values(m, &mut s, &[(line, top)]);
         if let Some(via) = &e.restore_via {
-            s.insert(m.headers()[line].line.start, via.to_vec());
+            s.insert(m.headers()[line].line.start, via);
         }
     }
     for h in m.headers().iter().filter(|h| e.remove.contains(&h.name)) {
         s.remove(h.line.clone());
     }
-    if !e.add.is_empty() {
-        let mut tail = String::new();
-        for line in &e.add {
-            let _ = write!(tail, "{line}\r\n");
-        }
-        s.insert(m.headers_end(), tail);
+    for line in &e.add {
+        s.insert_fmt(m.headers_end(), format_args!("{line}\r\n"));
     }
     s.finish()
 }
@@ -165,10 +214,10 @@ Content-Length: 0\r\n\r\n");
         let routes = m.values(HeaderName::Route);
         let pops = [routes[0].clone()];
         let e = RequestEdits {
-            via: "SIP/2.0/TLS accessedge.contoso.test:5061;branch=z9hG4bKx".into(),
+            via: &"SIP/2.0/TLS accessedge.contoso.test:5061;branch=z9hG4bKx",
             received: Some((
                 m.first_value(HeaderName::Via).unwrap().1.end,
-                ";received=10.0.0.8".into(),
+                &";received=10.0.0.8",
             )),
             record_route: vec![
                 "<sip:accessedge.contoso.test:5061;transport=tls;lr>".into(),
@@ -176,7 +225,7 @@ Content-Length: 0\r\n\r\n");
             ],
             pop_routes: &pops,
             remove: &[HeaderName::MsTrust],
-            add: vec!["ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated".into()],
+            add: &[&"ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated"],
             add_content_length: true,
         };
         let out = String::from_utf8(rewrite_request(&m, &e).to_vec()).unwrap();
@@ -205,7 +254,7 @@ ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated\r\n\r\n"
         )
         .unwrap();
         let e = RequestEdits {
-            via: "SIP/2.0/TCP e:5060;branch=z9hG4bK2".into(),
+            via: &"SIP/2.0/TCP e:5060;branch=z9hG4bK2",
             add_content_length: true,
             ..Default::default()
         };

@@ -32,7 +32,7 @@ use crate::sip::{build, HeaderName, Message, Method, Uri};
 use crate::transport::pool::{ConnectContext, ConnectError, Pool, PoolKey};
 use crate::transport::stream::StreamSettings;
 use crate::transport::{
-    conn, ConnHandle, Handler, Interface, Peer, PeerIdentity, Registry, ReplyTo, TlsSource,
+    conn, ConnHandle, Handler, Interface, Peer, Registry, ReplyTo, TlsSource,
     Transport,
 };
 use crate::txn::{
@@ -324,18 +324,19 @@ impl Core {
         let peer = self.identify(peer, &snap);
         let plan = self.route_plan(&m, &snap);
         let facts = self.facts(&m, &plan, &snap);
-        let question = match policy::dns_needed(&facts, &peer, &snap) {
-            None => {
-                return self.decide_and_act(key, &m, &facts, &peer, &plan, &snap, &DnsFacts::none())
+        let question = match policy::decide_or_ask(&facts, &peer, &snap) {
+            Ok(decision) => {
+                return self.act(key, &m, decision, &peer, &plan, &snap, DnsFacts::none());
             }
-            Some(q) => q,
+            Err(q) => q,
         };
         let Some(resolver) = self.resolver.clone() else {
             let dns = DnsFacts::answer(
                 &question,
                 SrvAnswer::Failed("no DNS resolver configured".into()),
             );
-            return self.decide_and_act(key, &m, &facts, &peer, &plan, &snap, &dns);
+            let decision = policy::decide(&facts, &peer, &snap, &dns);
+            return self.act(key, &m, decision, &peer, &plan, &snap, dns);
         };
         let Some(me) = self.me.get().and_then(Weak::upgrade) else {
             return;
@@ -351,25 +352,24 @@ impl Core {
             let dns = DnsFacts::answer(&question, answer);
             // The facts borrow the message, which moved into this task: take them again.
             let facts = me.facts(&m, &plan, &snap);
-            me.decide_and_act(key, &m, &facts, &peer, &plan, &snap, &dns);
+            let decision = policy::decide(&facts, &peer, &snap, &dns);
+            me.act(key, &m, decision, &peer, &plan, &snap, dns);
         });
     }
 
-    /// Runs the decision with its DNS facts and acts on it.
+    /// Records the decision and carries it out.
     #[allow(clippy::too_many_arguments)]
-    fn decide_and_act(
+    fn act(
         &self,
         key: TxnKey,
         m: &Message,
-        facts: &RequestFacts<'_>,
+        decision: Decision,
         peer: &Peer,
         plan: &RoutePlan,
         snap: &Arc<Snapshot>,
-        dns: &DnsFacts,
+        dns: DnsFacts,
     ) {
-        // `decide` builds the trail anyway; keeping it costs a move, and `/decisions` shows it.
-        let policy::Explanation { decision, trail } = policy::explain(facts, peer, snap, dns);
-        self.record(m, peer, &decision, trail);
+        self.record(m, peer, snap, dns, &decision);
         match decision {
             Decision::Reject(r) => self.reject(&key, &r, snap),
             Decision::AnswerOptions => {
@@ -398,40 +398,66 @@ impl Core {
         }
     }
 
-    fn record(&self, m: &Message, peer: &Peer, d: &Decision, trail: Vec<policy::Check>) {
+    fn record(&self, m: &Message, peer: &Peer, snap: &Arc<Snapshot>, dns: DnsFacts, d: &Decision) {
         let (outcome, rule, status) = match d {
             Decision::Forward(f) => ("forward", f.rule, 0),
             Decision::Reject(r) => ("reject", r.rule, r.status),
             Decision::AnswerOptions => ("answer", "options-to-edge", 200),
         };
         self.metrics.decision(outcome, rule);
-        self.decisions.record(record::DecisionRecord {
+        self.decisions.record(record::Recorded {
             at: std::time::SystemTime::now(),
-            call_id: m.call_id().unwrap_or("").to_string(),
-            method: m.method_str().to_string(),
-            request_uri: m
-                .uri_range()
-                .map(|r| m.text(r).to_string())
-                .unwrap_or_default(),
-            interface: peer.interface,
-            transport: peer.transport,
-            peer: peer.addr,
-            identity: peer.identity.names().to_vec(),
+            request: Bytes::copy_from_slice(m.bytes()),
+            datagram: peer.transport == Transport::Udp,
+            peer: peer.clone(),
+            snap: Arc::clone(snap),
+            dns,
             outcome,
             rule,
             status,
-            trail,
         });
+    }
+
+    /// A kept decision as people read it, with its trail rebuilt from the recorded inputs.
+    fn describe(&self, r: record::Recorded) -> record::DecisionRecord {
+        let m = Message::parse(r.request, r.datagram);
+        let text = |f: fn(&Message) -> Option<&str>| {
+            m.as_ref().ok().and_then(f).unwrap_or("").to_string()
+        };
+        let trail = match &m {
+            Ok(m) => {
+                let plan = self.route_plan(m, &r.snap);
+                let facts = self.facts(m, &plan, &r.snap);
+                policy::explain(&facts, &r.peer, &r.snap, &r.dns).trail
+            }
+            // It parsed when it was decided; the same bytes cannot fail now.
+            Err(_) => Vec::new(),
+        };
+        record::DecisionRecord {
+            at: r.at,
+            call_id: text(Message::call_id),
+            method: text(|m| Some(m.method_str())),
+            request_uri: text(|m| m.uri_range().map(|range| m.text(range))),
+            interface: r.peer.interface,
+            transport: r.peer.transport,
+            peer: r.peer.addr,
+            identity: r.peer.identity.names().to_vec(),
+            outcome: r.outcome,
+            rule: r.rule,
+            status: r.status,
+            trail,
+        }
     }
 
     /// Every decision kept, oldest first.
     pub fn recent_decisions(&self) -> Vec<record::DecisionRecord> {
-        self.decisions.recent(record::KEEP)
+        self.last_decisions(record::KEEP)
     }
 
     /// The last `n` decisions, oldest first (the admin endpoint's `/decisions`).
     pub fn last_decisions(&self, n: usize) -> Vec<record::DecisionRecord> {
-        self.decisions.recent(n)
+        let kept = self.decisions.recent(n);
+        kept.into_iter().map(|r| self.describe(r)).collect()
     }
 
     /// A new server transaction for a request just received.
@@ -464,8 +490,8 @@ impl Core {
             && peer.transport != Transport::Tls
             && peer.interface == Interface::External
         {
-            if let Some(name) = snap.lab.source_identities.get(&peer.addr.ip()) {
-                peer.identity = PeerIdentity::new([name]);
+            if let Some(identity) = snap.lab.source_identities.get(&peer.addr.ip()) {
+                peer.identity = identity.clone();
             }
         }
         peer
@@ -843,13 +869,12 @@ impl Core {
             .or(ports.tcp)
             .or(ports.udp)
             .unwrap_or(5060);
-        let via = format!(
-            "SIP/2.0/{} {}:{};branch={};rport",
-            target.transport.via_token(),
-            crate::sip::uri::uri_host(&exit_settings.fqdn),
-            via_port,
-            branch
-        );
+        let via = forward::OurVia {
+            transport: target.transport.via_token(),
+            host: &exit_settings.fqdn,
+            port: via_port,
+            branch,
+        };
         let mut record_route = Vec::new();
         if m.method().creates_dialog() {
             record_route.push(self.rr_value(snap, exit, target.transport));
@@ -867,11 +892,15 @@ impl Core {
             (false, true) => &[HeaderName::MsDiagnostics],
             (false, false) => &[],
         };
-        let add = f
-            .insert_trust
-            .iter()
-            .map(|t| format!("ms-edge-proxy-message-trust: {}", t.header_value()))
-            .collect();
+        let trust = f.insert_trust.as_ref().map(forward::TrustLine);
+        let trust_lines: [&dyn std::fmt::Display; 1];
+        let add: &[&dyn std::fmt::Display] = match &trust {
+            Some(t) => {
+                trust_lines = [t];
+                &trust_lines
+            }
+            None => &[],
+        };
         // === topology hiding: outside, only our Via and our sealed Record-Route entry ===
         let hidden_remove: Vec<HeaderName>;
         let (record_route, remove, received) = if topology::hides(peer.interface, exit) {
@@ -888,8 +917,10 @@ impl Core {
             (record_route, remove, build::received_edit(m, peer.addr))
         };
         let edits = forward::RequestEdits {
-            via,
-            received,
+            via: &via,
+            received: received
+                .as_ref()
+                .map(|(at, t)| (*at, t as &dyn std::fmt::Display)),
             record_route,
             pop_routes: &plan.pops,
             remove,

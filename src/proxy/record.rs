@@ -2,16 +2,20 @@
 //!
 //! Recording never blocks a request: under contention a record is skipped rather than
 //! waited for, so this is no global lock on the hot path. A record keeps the decision's
-//! trail of checks as the policy built it (moved, not copied); it becomes text only when
-//! `/decisions` is read.
+//! inputs (the request's bytes, the peer as identified, the config snapshot and the DNS
+//! answers), not its trail: the decision is a pure function of them, so the trail of
+//! checks is rebuilt when `/decisions` is read, and the hot path formats none of it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::policy::Check;
-use crate::transport::{Interface, Transport};
+use bytes::Bytes;
+
+use crate::config::Snapshot;
+use crate::policy::{Check, DnsFacts};
+use crate::transport::{Interface, Peer, Transport};
 
 /// How many decisions are kept.
 pub const KEEP: usize = 256;
@@ -38,15 +42,32 @@ pub struct DecisionRecord {
     pub trail: Vec<Check>,
 }
 
+/// What the log keeps of one decision: its inputs and its verdict.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: SystemTime,
+    /// The request as the decision saw it, copied so no receive buffer stays pinned.
+    pub request: Bytes,
+    /// It arrived as a datagram (parsed with the datagram rules again).
+    pub datagram: bool,
+    /// The peer as identified (lab mapping applied).
+    pub peer: Peer,
+    pub snap: Arc<Snapshot>,
+    pub dns: DnsFacts,
+    pub outcome: &'static str,
+    pub rule: &'static str,
+    pub status: u16,
+}
+
 /// A bounded ring of recent decisions.
 #[derive(Debug, Default)]
 pub struct DecisionLog {
-    ring: Mutex<VecDeque<DecisionRecord>>,
+    ring: Mutex<VecDeque<Recorded>>,
 }
 
 impl DecisionLog {
     /// Keeps a record unless another thread is recording right now.
-    pub fn record(&self, r: DecisionRecord) {
+    pub fn record(&self, r: Recorded) {
         if let Ok(mut ring) = self.ring.try_lock() {
             if ring.len() == KEEP {
                 ring.pop_front();
@@ -56,7 +77,7 @@ impl DecisionLog {
     }
 
     /// The last `n` recorded decisions, oldest first.
-    pub fn recent(&self, n: usize) -> Vec<DecisionRecord> {
+    pub fn recent(&self, n: usize) -> Vec<Recorded> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.iter()
             .skip(ring.len().saturating_sub(n))

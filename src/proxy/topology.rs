@@ -16,6 +16,7 @@ use bytes::Bytes;
 use ring::hmac;
 
 use crate::policy::{Diagnostics, Rejection};
+use crate::sip::build;
 use crate::sip::splice::Splice;
 use crate::sip::{HeaderName, Message, NameAddr};
 use crate::transport::Interface;
@@ -307,14 +308,14 @@ pub fn hides(arrival: Interface, exit: Interface) -> bool {
 
 /// The Via lines of `m` as they would have been relayed (the top one with its
 /// `received`/`rport` edit): what the response gets back when Via is hidden outward.
-pub fn via_lines(m: &Message, received: Option<&(usize, String)>) -> Bytes {
+pub fn via_lines(m: &Message, received: Option<&(usize, build::ViaReceived)>) -> Bytes {
     let buf: &[u8] = m.bytes();
     let mut out = Vec::with_capacity(128);
     for h in m.headers().iter().filter(|h| h.name == HeaderName::Via) {
         match received {
             Some((at, text)) if h.line.contains(at) => {
                 out.extend_from_slice(&buf[h.line.start..*at]);
-                out.extend_from_slice(text.as_bytes());
+                let _ = std::io::Write::write_fmt(&mut out, format_args!("{text}"));
                 out.extend_from_slice(&buf[*at..h.line.end]);
             }
             _ => out.extend_from_slice(&buf[h.line.clone()]),

@@ -4,7 +4,7 @@
 //! byte for byte, so IPv6 hosts, compact forms and unknown parameters survive.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{BufMut, BytesMut};
 
@@ -50,7 +50,7 @@ pub fn response(
                     match source.and_then(|s| received_edit(req, s)) {
                         Some((at, text)) => {
                             let mut sp = Splice::new(&buf[h.line.clone()]);
-                            sp.insert(at - h.line.start, text);
+                            sp.insert_fmt(at - h.line.start, format_args!("{text}"));
                             out.put_slice(&sp.finish());
                         }
                         None => out.put_slice(&buf[h.line.clone()]),
@@ -85,16 +85,20 @@ pub fn response(
 /// Where and what to insert into the top Via so the response can find its way back:
 /// `received` when the sent-by host differs from the source IP, and the `rport` value
 /// when the client asked for it (RFC 3581). `None` when nothing is needed.
-pub fn received_edit(req: &Message, source: SocketAddr) -> Option<(usize, String)> {
+pub fn received_edit(req: &Message, source: SocketAddr) -> Option<(usize, ViaReceived)> {
     let (_, range) = req.first_value(HeaderName::Via)?;
     let via = req.top_via()?;
-    let mut text = String::new();
-    let ip = source.ip().to_string();
+    let ip = source.ip();
     let wants_rport = via.param("rport").is_some_and(str::is_empty);
-    if (!via.host.eq_ignore_ascii_case(&ip) || wants_rport) && via.param("received").is_none() {
-        let _ = write!(text, ";received={ip}");
-    }
-    if text.is_empty() && !wants_rport {
+    let sent_by_ip = via
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    let received = ((sent_by_ip != Some(ip) || wants_rport) && via.param("received").is_none())
+        .then_some(ip);
+    if received.is_none() && !wants_rport {
         return None;
     }
     if wants_rport {
@@ -102,13 +106,38 @@ pub fn received_edit(req: &Message, source: SocketAddr) -> Option<(usize, String
         let value = req.text(range.clone());
         if let Some(off) = find_param_flag(value, "rport") {
             let at = range.start + off + "rport".len();
-            let mut t = format!("={}", source.port());
             // received goes after rport; keep one edit by appending it here.
-            t.push_str(&text);
-            return Some((at, t));
+            let rport = Some(source.port());
+            return Some((at, ViaReceived { rport, received }));
         }
     }
-    Some((range.end, text))
+    Some((
+        range.end,
+        ViaReceived {
+            rport: None,
+            received,
+        },
+    ))
+}
+
+/// The text `received_edit` inserts: `=<port>` completing a bare `rport`, then
+/// `;received=<ip>` when wanted. Formatted where it is written, never as a String.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViaReceived {
+    pub rport: Option<u16>,
+    pub received: Option<IpAddr>,
+}
+
+impl std::fmt::Display for ViaReceived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(port) = self.rport {
+            write!(f, "={port}")?;
+        }
+        if let Some(ip) = self.received {
+            write!(f, ";received={ip}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Offset of a flag parameter (`;name` not followed by `=`) in a header value.
@@ -242,7 +271,7 @@ Content-Length: 0\r\n\r\n"
         let m = Message::parse(Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"), false).unwrap();
         assert_eq!(received_edit(&m, "192.0.2.4:5060".parse().unwrap()), None);
         let (_, t) = received_edit(&m, "192.0.2.9:5060".parse().unwrap()).unwrap();
-        assert_eq!(t, ";received=192.0.2.9");
+        assert_eq!(t.to_string(), ";received=192.0.2.9");
     }
 
     #[test]

@@ -1,22 +1,28 @@
 //! Editing a message by splicing byte ranges: untouched bytes are copied as they are.
 
+use std::fmt;
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
 /// A set of non-overlapping edits over a source buffer.
+///
+/// Inserted text is written into one arena, formatted in place when it comes as
+/// `format_args!`, so a message with a handful of edits costs three allocations (the edit
+/// list, the arena, the output) whatever the edits are.
 #[derive(Debug)]
 pub struct Splice<'a> {
     src: &'a [u8],
     edits: Vec<Edit>,
-    extra: usize,
+    arena: Vec<u8>,
 }
 
 #[derive(Debug)]
 struct Edit {
     at: usize,
     remove: usize,
-    insert: Vec<u8>,
+    /// The inserted bytes: a range of the arena.
+    insert: Range<usize>,
     /// Tie-breaker keeping inserts at the same offset in call order.
     seq: usize,
 }
@@ -26,42 +32,59 @@ impl<'a> Splice<'a> {
         Splice {
             src,
             edits: Vec::with_capacity(8),
-            extra: 0,
+            arena: Vec::with_capacity(256),
         }
     }
 
     /// Inserts `bytes` before offset `at`.
-    pub fn insert(&mut self, at: usize, bytes: impl Into<Vec<u8>>) {
+    pub fn insert(&mut self, at: usize, bytes: impl AsRef<[u8]>) {
         self.replace(at..at, bytes);
+    }
+
+    /// Inserts formatted text before offset `at`, formatting straight into the arena.
+    pub fn insert_fmt(&mut self, at: usize, text: fmt::Arguments<'_>) {
+        self.replace_fmt(at..at, text);
     }
 
     /// Removes a range.
     pub fn remove(&mut self, r: Range<usize>) {
-        self.replace(r, Vec::new());
+        self.replace(r, []);
     }
 
     /// Replaces a range with `bytes`.
-    pub fn replace(&mut self, r: Range<usize>, bytes: impl Into<Vec<u8>>) {
-        let insert = bytes.into();
-        self.extra += insert.len();
+    pub fn replace(&mut self, r: Range<usize>, bytes: impl AsRef<[u8]>) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes.as_ref());
+        self.push(r, start);
+    }
+
+    /// Replaces a range with formatted text.
+    pub fn replace_fmt(&mut self, r: Range<usize>, text: fmt::Arguments<'_>) {
+        let start = self.arena.len();
+        // Writing into a Vec cannot fail; a Display impl that errs leaves what it wrote.
+        let _ = std::io::Write::write_fmt(&mut self.arena, text);
+        self.push(r, start);
+    }
+
+    fn push(&mut self, r: Range<usize>, start: usize) {
         let seq = self.edits.len();
         self.edits.push(Edit {
             at: r.start,
             remove: r.end.saturating_sub(r.start),
-            insert,
+            insert: start..self.arena.len(),
             seq,
         });
     }
 
     /// Applies the edits. Overlapping removals are clipped rather than panicking.
     pub fn finish(mut self) -> BytesMut {
-        self.edits.sort_by_key(|e| (e.at, e.seq));
-        let mut out = BytesMut::with_capacity(self.src.len() + self.extra);
+        self.edits.sort_unstable_by_key(|e| (e.at, e.seq));
+        let mut out = BytesMut::with_capacity(self.src.len() + self.arena.len());
         let mut pos = 0;
         for e in &self.edits {
             let at = e.at.clamp(pos, self.src.len());
             out.put_slice(&self.src[pos..at]);
-            out.put_slice(&e.insert);
+            out.put_slice(&self.arena[e.insert.clone()]);
             pos = (e.at + e.remove).clamp(at, self.src.len());
         }
         out.put_slice(&self.src[pos..]);
@@ -81,7 +104,8 @@ mod tests {
         s.insert(0, "<");
         s.remove(2..4);
         s.insert(0, "<<");
-        assert_eq!(&s.finish()[..], b"<<<014567X9");
+        s.insert_fmt(10, format_args!("[{}]", 42));
+        assert_eq!(&s.finish()[..], b"<<<014567X9[42]");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::str::FromStr;
 
 /// The side of the edge a message arrived on or leaves through.
@@ -110,9 +111,12 @@ impl FromStr for Transport {
 /// The names a peer has proven it owns: the DNS SAN names of its verified TLS client
 /// certificate (the CN only when there is no SAN), or the lab-only source-address mapping.
 /// Empty when the peer proved nothing (plain TCP/UDP without a mapping).
+///
+/// Shared (`Arc`): every request from a connection carries its peer's identity, and a
+/// clone must not copy the names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerIdentity {
-    names: Vec<String>,
+    names: Arc<[String]>,
 }
 
 impl PeerIdentity {
@@ -128,7 +132,9 @@ impl PeerIdentity {
             .filter(|n| !n.is_empty())
             .collect();
         names.dedup();
-        PeerIdentity { names }
+        PeerIdentity {
+            names: names.into(),
+        }
     }
 
     /// A peer that proved nothing.

@@ -290,7 +290,13 @@ Max-Forwards: 70\r\n\
 v: SIP/2.0/TLS 10.1.2.3:50123;branch=z9hG4bKc, SIP/2.0/TLS [2001:db8::5]:5061;branch=z9hG4bKd\r\n\
 Content-Length: 0\r\n\r\n");
     let (_, top) = m.first_value(HeaderName::Via).unwrap();
-    let received = (top.end, ";received=127.0.0.4".to_string());
+    let received = (
+        top.end,
+        crate::sip::build::ViaReceived {
+            rport: None,
+            received: Some("127.0.0.4".parse().unwrap()),
+        },
+    );
     assert_eq!(
         &via_lines(&m, Some(&received))[..],
         &b"Via: SIP/2.0/UDP pool.contoso.test:5070;branch=z9hG4bKp;rport;received=127.0.0.4\r\n\
