@@ -119,31 +119,34 @@ pub(super) fn apply_access_policy(cx: &mut Ctx<'_>) -> Step {
     };
     let (user, host) = cx.local_user();
     let (p, from) = effective_policy(fed, user, host);
-    let who = format!("{user}@{host}");
-    let scope = p.scope.to_string();
-    let codes = &fed.codes;
-    let refusal = match network {
+    type Refusal = fn(&crate::config::Codes, &str, &str) -> Rejection;
+    let refusal: Option<Refusal> = match network {
         SourceNetwork::Federation if !p.enable_federation_access => {
-            Some(Rejection::user_federation_denied(codes, &who, &scope))
+            Some(Rejection::user_federation_denied)
         }
         SourceNetwork::PublicCloud if !p.enable_public_cloud_access => {
-            Some(Rejection::user_public_cloud_denied(codes, &who, &scope))
+            Some(Rejection::user_public_cloud_denied)
         }
         SourceNetwork::PublicCloud
             if cx.req.is("INVITE")
                 && cx.req.media.any()
                 && !p.enable_public_cloud_audio_video_access =>
         {
-            Some(Rejection::user_public_cloud_av_denied(codes, &who, &scope))
+            Some(Rejection::user_public_cloud_av_denied)
         }
         _ => None,
     };
-    if let Some(r) = refusal {
+    if let Some(refuse) = refusal {
+        let r = refuse(&fed.codes, &format!("{user}@{host}"), &p.scope.to_string());
         return cx.reject("access-policy", r);
     }
     cx.pass(
         "access-policy",
-        format_args!("{who} may use {} ({scope}, from {from})", network.as_str()),
+        format_args!(
+            "{user}@{host} may use {} ({}, from {from})",
+            network.as_str(),
+            p.scope
+        ),
     );
     ControlFlow::Continue(())
 }

@@ -88,7 +88,7 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         ep_fqdn: cx.snap.external.fqdn.clone(),
         verified: cx.verified,
         network: cx.source.network(fed),
-        remote_fqdn: cx.remote_fqdn.clone(),
+        remote_fqdn: cx.remote_fqdn.take(),
     });
     let limit = match &cx.source {
         SourceClass::DiscoveredPartner { domain } => Some(LimitKey {
@@ -114,8 +114,9 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         exit: Interface::Internal,
         route: Route::NextHop(cx.snap.pool.clone()),
         rule,
-        source: cx.source.clone(),
-        target: cx.target.clone(),
+        // The route is the last step: what the checks found moves into the decision.
+        source: std::mem::replace(&mut cx.source, SourceClass::Unclassified),
+        target: cx.target.take(),
         insert_trust: trust,
         strip: Strip::crossing(Interface::External, Interface::Internal),
         limit,
@@ -126,7 +127,7 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
 /// MarkSourceVerifiableOnOutgoingMessages.
 fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
     let fed = &cx.snap.federation;
-    let Some(target) = cx.target.clone() else {
+    let Some(target) = cx.target.take() else {
         // classify_target always sets it outbound; refuse rather than guess.
         return Decision::Reject(Rejection::no_route(cx.req.uri_host));
     };
@@ -180,7 +181,7 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
         exit: Interface::External,
         route: Route::Targets(targets),
         rule,
-        source: cx.source.clone(),
+        source: std::mem::replace(&mut cx.source, SourceClass::Unclassified),
         target: Some(target),
         insert_trust: Some(marking),
         strip: Strip::crossing(Interface::Internal, Interface::External),

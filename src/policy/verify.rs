@@ -30,11 +30,17 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
     if !cx.inbound() {
         return ControlFlow::Continue(());
     }
+    // Lent out for the check (the check records into `cx`), not copied.
+    let source = std::mem::replace(&mut cx.source, SourceClass::Unclassified);
+    let step = verify_source_as(cx, &source);
+    cx.source = source;
+    step
+}
+
+fn verify_source_as(cx: &mut Ctx<'_>, source: &SourceClass) -> Step {
     let fed = &cx.snap.federation;
     let from = cx.req.from_host.to_ascii_lowercase();
-    let peer = cx.peer_name().to_string();
-    let source = cx.source.clone();
-    let provider_fqdn = match &source {
+    let provider_fqdn = match source {
         SourceClass::PublicProvider { proxy_fqdn, .. } => {
             let speaks = fed
                 .public_provider_by_fqdn(proxy_fqdn)
@@ -72,6 +78,7 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
             return ControlFlow::Continue(());
         }
     };
+    let peer = cx.peer_name().to_string();
     let records = match cx.srv(&from) {
         Ok(r) => r,
         Err(r) => return cx.reject("verify-source", r),

@@ -13,6 +13,7 @@ pub mod respond;
 pub mod topology;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -226,11 +227,15 @@ impl Core {
     }
 
     fn next_tag(&self) -> String {
-        format!(
+        // Sized up front: formatting into an empty String would grow it twice.
+        let mut tag = String::with_capacity(32);
+        let _ = write!(
+            tag,
             "{:08x}{:x}",
             self.instance,
             self.seq.fetch_add(1, Ordering::Relaxed)
-        )
+        );
+        tag
     }
 
     // === requests ===
@@ -983,12 +988,15 @@ impl Core {
             Interface::Internal => 'i',
             Interface::External => 'e',
         };
-        format!(
+        let mut branch = String::with_capacity(64);
+        let _ = write!(
+            branch,
             "{BRANCH_PREFIX}{:08x}{iface}{:x}.{:x}",
             loop_hash(m),
             self.instance,
             self.seq.fetch_add(1, Ordering::Relaxed)
-        )
+        );
+        branch
     }
 
     fn pool_key(exit: Interface, target: &Target, addr: SocketAddr) -> PoolKey {
@@ -1870,7 +1878,9 @@ fn method_key(m: Method) -> MethodKey {
 fn server_txn_id(m: &Message, branch: Option<&str>, host: &str, port: Option<u16>) -> String {
     match branch {
         Some(b) if b.starts_with(crate::sip::via::MAGIC_COOKIE) => {
-            format!("{b}|{host}:{}", port.unwrap_or(0))
+            let mut id = String::with_capacity(b.len() + host.len() + 8);
+            let _ = write!(id, "{b}|{host}:{}", port.unwrap_or(0));
+            id
         }
         _ => {
             let mut h = std::collections::hash_map::DefaultHasher::new();

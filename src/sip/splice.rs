@@ -4,16 +4,20 @@ use std::fmt;
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
+use smallvec::SmallVec;
+
+/// Edits kept inline; a relayed request makes about six.
+const INLINE_EDITS: usize = 12;
 
 /// A set of non-overlapping edits over a source buffer.
 ///
 /// Inserted text is written into one arena, formatted in place when it comes as
-/// `format_args!`, so a message with a handful of edits costs three allocations (the edit
-/// list, the arena, the output) whatever the edits are.
+/// `format_args!`, and the edit list lives on the stack, so a relayed message costs at
+/// most two allocations (the arena, only if something is inserted, and the output).
 #[derive(Debug)]
 pub struct Splice<'a> {
     src: &'a [u8],
-    edits: Vec<Edit>,
+    edits: SmallVec<[Edit; INLINE_EDITS]>,
     arena: Vec<u8>,
 }
 
@@ -31,8 +35,8 @@ impl<'a> Splice<'a> {
     pub fn new(src: &'a [u8]) -> Self {
         Splice {
             src,
-            edits: Vec::with_capacity(8),
-            arena: Vec::with_capacity(256),
+            edits: SmallVec::new(),
+            arena: Vec::new(),
         }
     }
 
@@ -54,16 +58,29 @@ impl<'a> Splice<'a> {
     /// Replaces a range with `bytes`.
     pub fn replace(&mut self, r: Range<usize>, bytes: impl AsRef<[u8]>) {
         let start = self.arena.len();
-        self.arena.extend_from_slice(bytes.as_ref());
+        let bytes = bytes.as_ref();
+        if !bytes.is_empty() {
+            self.reserve();
+        }
+        self.arena.extend_from_slice(bytes);
         self.push(r, start);
     }
 
     /// Replaces a range with formatted text.
     pub fn replace_fmt(&mut self, r: Range<usize>, text: fmt::Arguments<'_>) {
         let start = self.arena.len();
+        self.reserve();
         // Writing into a Vec cannot fail; a Display impl that errs leaves what it wrote.
         let _ = std::io::Write::write_fmt(&mut self.arena, text);
         self.push(r, start);
+    }
+
+    /// The arena's first allocation, sized for a relayed request's inserts at once so
+    /// formatting into it does not grow it step by step.
+    fn reserve(&mut self) {
+        if self.arena.capacity() == 0 {
+            self.arena.reserve(512);
+        }
     }
 
     fn push(&mut self, r: Range<usize>, start: usize) {

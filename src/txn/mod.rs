@@ -11,6 +11,7 @@ pub use client::{ClientTxn, ResponseAction};
 pub use server::ServerTxn;
 pub use table::{Table, TableFull};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which side of the proxy a transaction is on.
@@ -34,13 +35,14 @@ pub enum MethodKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxnKey {
     pub side: Side,
-    /// Branch (and for server transactions the sent-by) as one string.
-    pub id: Box<str>,
+    /// Branch (and for server transactions the sent-by) as one string. Shared: a key is
+    /// cloned into the table, its timers and its sibling entries several times a message.
+    pub id: Arc<str>,
     pub method: MethodKey,
 }
 
 impl TxnKey {
-    pub fn new(side: Side, id: impl Into<Box<str>>, method: MethodKey) -> Self {
+    pub fn new(side: Side, id: impl Into<Arc<str>>, method: MethodKey) -> Self {
         TxnKey {
             side,
             id: id.into(),
