@@ -106,36 +106,9 @@ accessedge.contoso.test. IN A 127.0.0.1
         );
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let dns = LabDnsServer::start(&zone(&records), None, udp, None).expect("zone");
-        let (ec, ek) = pki.leaf("accessedge", LeafSpec::new(["accessedge.contoso.test"]));
-        let (ic, ik) = pki.leaf("edge-int", LeafSpec::new(["edge-int.contoso.test"]));
-        let ca = pki.ca_path();
-        let toml = format!(
-            r#"
-[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tls_port = 0
-[interfaces.external.tls]
-cert = "{ec}"
-key = "{ek}"
-trust_anchors = ["{ca}"]
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tls_port = 0
-[interfaces.internal.tls]
-cert = "{ic}"
-key = "{ik}"
-trust_anchors = ["{ca}"]
-
-[pool]
-target = "pool.contoso.test:{pool_port}"
-transport = "tls"
-
+        let toml = crate::tls::mtls_edge(&pki, pool_port, "")
+            + &format!(
+                r#"
 [hosts]
 "pool.contoso.test" = ["127.0.0.1"]
 
@@ -149,14 +122,9 @@ t2_ms = 4000
 
 {fed}
 "#,
-            ec = ec.display(),
-            ek = ek.display(),
-            ic = ic.display(),
-            ik = ik.display(),
-            ca = ca.display(),
-            dns = dns.udp_addr(),
-            fed = lab_federation(),
-        );
+                dns = dns.udp_addr(),
+                fed = lab_federation(),
+            );
         let snap = sipedge::config::Snapshot::from_toml(&toml, Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"));
         let store = TlsStore::from_snapshot(&snap).expect("tls").expect("some");

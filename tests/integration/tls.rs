@@ -57,14 +57,11 @@ fn tls_config(pki: &Pki, pool: std::net::SocketAddr, partner_port: u16) -> Strin
     tls_config_with(pki, pool, partner_port, "", "")
 }
 
-/// `crls` goes into the external interface's tls table; `extra` is appended.
-fn tls_config_with(
-    pki: &Pki,
-    pool: std::net::SocketAddr,
-    partner_port: u16,
-    crls: &str,
-    extra: &str,
-) -> String {
+/// The `[edge]` section, both interfaces over mutual TLS on ephemeral ports with
+/// certificates from `pki` for the edge's two names, and the pool at
+/// `pool.contoso.test:<pool_port>` over TLS. `external_tls` is added to the external
+/// interface's tls table (e.g. `crls = [...]`).
+pub(crate) fn mtls_edge(pki: &Pki, pool_port: u16, external_tls: &str) -> String {
     let (ec, ek) = pki.leaf("accessedge", LeafSpec::new(["accessedge.contoso.test"]));
     let (ic, ik) = pki.leaf("edge-int", LeafSpec::new(["edge-int.contoso.test"]));
     let ca = pki.ca_path();
@@ -81,7 +78,7 @@ tls_port = 0
 cert = "{ec}"
 key = "{ek}"
 trust_anchors = ["{ca}"]
-crls = [{crls}]
+{external_tls}
 
 [interfaces.internal]
 fqdn = "edge-int.contoso.test"
@@ -95,7 +92,26 @@ trust_anchors = ["{ca}"]
 [pool]
 target = "pool.contoso.test:{pool_port}"
 transport = "tls"
+"#,
+        ec = ec.display(),
+        ek = ek.display(),
+        ic = ic.display(),
+        ik = ik.display(),
+        ca = ca.display(),
+    )
+}
 
+/// `crls` goes into the external interface's tls table; `extra` is appended.
+fn tls_config_with(
+    pki: &Pki,
+    pool: std::net::SocketAddr,
+    partner_port: u16,
+    crls: &str,
+    extra: &str,
+) -> String {
+    mtls_edge(pki, pool.port(), &format!("crls = [{crls}]"))
+        + &format!(
+            r#"
 [[routes]]
 domain = "fabrikam.test"
 target = "sip.fabrikam.test:{partner_port}"
@@ -119,13 +135,7 @@ transport = "tls"
 "sip.wrongname.test" = ["127.0.0.3"]
 "sip.refused.test" = ["127.0.0.3"]
 "#,
-        ec = ec.display(),
-        ek = ek.display(),
-        ic = ic.display(),
-        ik = ik.display(),
-        ca = ca.display(),
-        pool_port = pool.port(),
-    )
+        )
 }
 
 async fn start_edge(pki: &Pki, pool: std::net::SocketAddr, partner_port: u16) -> TestEdge {
