@@ -197,10 +197,10 @@ fn policy_reason(status: u16) -> &'static str {
     sipedge::policy::reason_phrase(status)
 }
 
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.6:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+/// Where nothing listens: port 1 on an address no test binds. A port taken by binding
+/// and dropping a listener could be handed to another test's listener in the meantime.
+const CLOSED_ADDR: &str = "127.0.0.66";
+const CLOSED_PORT: u16 = 1;
 
 const BASE_RECORDS: &str = "
 _sipfederationtls._tcp.adatum.test. IN SRV 10 100 5061 sip.adatum.test.
@@ -212,13 +212,12 @@ sip.elsewhere.test. IN A 127.0.0.8
 #[tokio::test]
 async fn outbound_discovery_fails_over_to_the_next_srv_target_and_marks_the_request() {
     let pki = Pki::new();
-    let closed = closed_port();
     let (port, mut far) = remote_edge(&pki, "127.0.0.6", "sip2.northwind.test").await;
     let records = format!(
         "{BASE_RECORDS}
-_sipfederationtls._tcp.northwind.test. IN SRV 10 100 {closed} sip1.northwind.test.
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 {CLOSED_PORT} sip1.northwind.test.
 _sipfederationtls._tcp.northwind.test. IN SRV 20 100 {port} sip2.northwind.test.
-sip1.northwind.test. IN A 127.0.0.6
+sip1.northwind.test. IN A {CLOSED_ADDR}
 sip2.northwind.test. IN A 127.0.0.6
 "
     );
