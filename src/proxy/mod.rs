@@ -1464,7 +1464,7 @@ impl Core {
             }
             Ok(t) => {
                 if let Some(c) = self.registry.find(t, addr) {
-                    let _ = c.send(out);
+                    let _ = c.send_reply(out);
                 }
             }
             Err(_) => {}

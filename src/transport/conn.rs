@@ -11,9 +11,17 @@ use tokio::sync::mpsc;
 
 use super::{Interface, PeerIdentity, Transport};
 
-/// Messages queued per connection before senders see `SendError::Full`: bounded so a
-/// peer that stops reading cannot make the edge buffer without limit.
+/// Messages queued per connection before a new message the edge starts toward the peer
+/// (a relayed request) sees `SendError::Full`: bounded so a peer that stops reading cannot
+/// make the edge buffer without limit.
 pub const SEND_QUEUE: usize = 4096;
+
+/// The channel's real capacity. Replies to requests the peer itself sent may go past
+/// `SEND_QUEUE` up to this: each answers a request the edge already accepted and relayed,
+/// so dropping it would lose a transaction the peer cannot see fail (over a stream nobody
+/// retransmits). Their number is bounded by what the peer sent while its reads were
+/// still open (they pause at `SEND_QUEUE / 2`) and by its pending-request quota.
+pub const CHANNEL_CAPACITY: usize = SEND_QUEUE * 16;
 
 /// Why a message could not be handed to a connection or socket.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,8 +101,27 @@ impl ConnHandle {
         self.inner.tx.is_closed()
     }
 
-    /// Queues a message for the connection's writer.
+    /// Queues a message the edge starts toward the peer (a relayed request): refused
+    /// once `SEND_QUEUE` messages wait, so the caller can answer 503 or try another
+    /// connection.
     pub fn send(&self, msg: Bytes) -> Result<(), SendError> {
+        if self.queued() >= SEND_QUEUE {
+            return if self.is_closed() {
+                Err(SendError::Closed)
+            } else {
+                Err(SendError::Full)
+            };
+        }
+        self.enqueue(msg)
+    }
+
+    /// Queues a reply to a request this peer sent: may use the room past `SEND_QUEUE`
+    /// (see `CHANNEL_CAPACITY`).
+    pub fn send_reply(&self, msg: Bytes) -> Result<(), SendError> {
+        self.enqueue(msg)
+    }
+
+    fn enqueue(&self, msg: Bytes) -> Result<(), SendError> {
         self.inner.tx.try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::Full,
             mpsc::error::TrySendError::Closed(_) => SendError::Closed,
@@ -103,7 +130,7 @@ impl ConnHandle {
 
     /// How many messages wait in the queue (to spread load over pooled connections).
     pub fn queued(&self) -> usize {
-        SEND_QUEUE - self.inner.tx.capacity()
+        CHANNEL_CAPACITY.saturating_sub(self.inner.tx.capacity())
     }
 }
 
@@ -120,7 +147,7 @@ pub enum ReplyTo {
 impl ReplyTo {
     pub fn send(&self, msg: Bytes) -> Result<(), SendError> {
         match self {
-            ReplyTo::Stream(c) => c.send(msg),
+            ReplyTo::Stream(c) => c.send_reply(msg),
             ReplyTo::Datagram { socket, to } => send_datagram(socket, *to, msg),
         }
     }
@@ -220,5 +247,49 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> (ConnHandle, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let addr: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        let h = ConnHandle::new(
+            tx,
+            addr,
+            addr,
+            Transport::Tls,
+            Interface::External,
+            PeerIdentity::anonymous(),
+        );
+        (h, rx)
+    }
+
+    #[test]
+    fn new_messages_stop_at_the_send_queue_but_replies_to_the_peer_still_go() {
+        let (h, mut rx) = handle();
+        for _ in 0..SEND_QUEUE {
+            h.send(Bytes::from_static(b"request")).unwrap();
+        }
+        assert_eq!(h.queued(), SEND_QUEUE);
+        assert_eq!(h.send(Bytes::from_static(b"one more")), Err(SendError::Full));
+        // A reply answers a request the edge already accepted from this peer: not dropped.
+        h.send_reply(Bytes::from_static(b"200 OK")).unwrap();
+        assert_eq!(h.queued(), SEND_QUEUE + 1);
+        for _ in SEND_QUEUE + 1..CHANNEL_CAPACITY {
+            h.send_reply(Bytes::from_static(b"200 OK")).unwrap();
+        }
+        assert_eq!(
+            h.send_reply(Bytes::from_static(b"200 OK")),
+            Err(SendError::Full),
+            "the channel itself stays bounded"
+        );
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"request"));
+        drop(rx);
+        assert_eq!(h.send(Bytes::from_static(b"x")), Err(SendError::Closed));
+        assert_eq!(h.send_reply(Bytes::from_static(b"x")), Err(SendError::Closed));
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{ConnHandle, SEND_QUEUE};
+use super::conn::{ConnHandle, CHANNEL_CAPACITY, SEND_QUEUE};
 use super::{Handler, Peer, ReplyTo};
 use crate::sip::framing::{scan, FrameLimits, Scan};
 
@@ -45,7 +45,7 @@ const QUIET: Duration = Duration::from_secs(1);
 
 /// Creates the handle and queue for a new connection; `run` then serves it.
 pub fn channel(peer: &Peer, local: std::net::SocketAddr) -> (ConnHandle, mpsc::Receiver<Bytes>) {
-    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let handle = ConnHandle::new(
         tx,
         peer.addr,
