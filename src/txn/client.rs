@@ -10,6 +10,9 @@ pub enum State {
     Trying,
     Proceeding,
     Completed,
+    /// INVITE only: a 2xx arrived (RFC 6026 §7.2). Further 2xx (retransmissions, other
+    /// forks) are still relayed until Timer M (64*T1); nothing else is.
+    Accepted,
     Terminated,
 }
 
@@ -107,9 +110,10 @@ impl ClientTxn {
                 self.timeout_at = None;
                 self.timer_c_at = None;
                 if self.invite && status < 300 {
-                    // 2xx ends the INVITE client transaction; the ACK is end to end.
-                    self.state = State::Terminated;
-                    self.end_at = Some(now);
+                    // The ACK for a 2xx is end to end; the transaction stays Accepted for
+                    // Timer M so retransmitted 2xx still reach the UAC.
+                    self.state = State::Accepted;
+                    self.end_at = Some(now + self.timers.t1 * 64);
                     return ResponseAction::Forward;
                 }
                 self.state = State::Completed;
@@ -132,7 +136,8 @@ impl ClientTxn {
                     ResponseAction::Absorb
                 }
             }
-            State::Terminated => ResponseAction::Absorb,
+            State::Accepted if (200..300).contains(&status) => ResponseAction::Forward,
+            State::Accepted | State::Terminated => ResponseAction::Absorb,
         }
     }
 
@@ -247,6 +252,30 @@ mod tests {
         assert_eq!(c.on_response(486, t0), ResponseAction::AckAndForward);
         assert_eq!(c.on_response(486, t0 + ms(100)), ResponseAction::AckOnly);
         assert_eq!(c.on_timer(t0 + ms(32_000)), Some(TimerAction::Terminate));
+    }
+
+    #[test]
+    fn invite_2xx_is_accepted_for_timer_m_and_only_2xx_are_relayed() {
+        let t0 = Instant::now();
+        let tv = TimerValues::default();
+        let mut c = ClientTxn::new(true, false, tv, t0);
+        assert_eq!(c.on_response(180, t0), ResponseAction::Forward);
+        assert_eq!(c.on_response(200, t0 + ms(10)), ResponseAction::Forward);
+        assert_eq!(c.state(), State::Accepted);
+        assert!(!c.is_proceeding(), "no CANCEL after a 2xx");
+        assert_eq!(
+            c.on_response(200, t0 + ms(510)),
+            ResponseAction::Forward,
+            "the UAS's retransmitted 2xx still reaches the UAC"
+        );
+        assert_eq!(c.on_response(180, t0 + ms(600)), ResponseAction::Absorb);
+        assert_eq!(c.on_response(486, t0 + ms(600)), ResponseAction::Absorb);
+        assert_eq!(c.deadline(), Some(t0 + ms(10) + tv.t1 * 64), "Timer M");
+        assert_eq!(
+            c.on_timer(t0 + ms(10) + tv.t1 * 64),
+            Some(TimerAction::Terminate)
+        );
+        assert_eq!(c.on_response(200, t0 + ms(40_000)), ResponseAction::Absorb);
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub enum State {
     Completed,
     /// INVITE only: the ACK for a non-2xx final arrived.
     Confirmed,
+    /// INVITE only: a 2xx was sent (RFC 6026 §8.5). Later 2xx (retransmissions from the
+    /// UAS, other forks) still pass for Timer L; retransmitted INVITEs are absorbed.
+    Accepted,
     Terminated,
 }
 
@@ -81,9 +84,10 @@ impl ServerTxn {
             return true;
         }
         if self.invite && status < 300 {
-            // 2xx: the transaction ends; the ACK is end to end.
-            self.state = State::Terminated;
-            self.end_at = Some(now);
+            // 2xx: the ACK is end to end; the transaction stays Accepted for Timer L
+            // (64*T1) so the 2xx retransmissions the UAS sends still find their way.
+            self.state = State::Accepted;
+            self.end_at = Some(now + self.timers.t1 * 64);
             return true;
         }
         self.state = State::Completed;
@@ -106,7 +110,8 @@ impl ServerTxn {
 
     /// A retransmission of the request arrived.
     pub fn on_retransmission(&self) -> RetransmitAction {
-        if self.has_response && self.state != State::Confirmed {
+        // Accepted: the UAS retransmits its 2xx itself (RFC 6026 §8.5).
+        if self.has_response && !matches!(self.state, State::Confirmed | State::Accepted) {
             RetransmitAction::Resend
         } else {
             RetransmitAction::Absorb
@@ -194,12 +199,19 @@ mod tests {
     }
 
     #[test]
-    fn invite_2xx_terminates_and_later_2xx_pass() {
+    fn invite_2xx_is_accepted_for_timer_l_and_only_later_2xx_pass() {
         let t0 = Instant::now();
-        let mut s = ServerTxn::new(true, true, TimerValues::default());
+        let tv = TimerValues::default();
+        let mut s = ServerTxn::new(true, true, tv);
         assert!(s.on_send(200, t0));
-        assert_eq!(s.state(), State::Terminated);
-        assert!(s.on_send(200, t0));
-        assert!(!s.on_send(486, t0));
+        assert_eq!(s.state(), State::Accepted);
+        assert!(s.is_final());
+        assert!(s.on_send(200, t0 + Duration::from_secs(1)), "a 2xx retransmission");
+        assert!(!s.on_send(486, t0), "nothing but 2xx after a 2xx");
+        // The UAS retransmits its 2xx itself: a retransmitted INVITE is absorbed.
+        assert_eq!(s.on_retransmission(), RetransmitAction::Absorb);
+        assert!(!s.on_ack(t0), "the ACK for a 2xx is end to end");
+        assert_eq!(s.deadline(), Some(t0 + tv.t1 * 64));
+        assert_eq!(s.on_timer(t0 + tv.t1 * 64), Some(TimerAction::Terminate));
     }
 }

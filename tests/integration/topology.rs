@@ -221,6 +221,13 @@ async fn pool_to_partner_dialog_shows_only_the_external_entry_outside() {
             "the hidden Via lines come back on every response: {answer}"
         );
     }
+    // The partner retransmits its 200 (no ACK yet): the transactions stay Accepted (RFC
+    // 6026), so it still reaches the pool, with the hidden Via lines put back.
+    let again = answer_with_rr(&got, 200, "OK", &partner_rr, &format!("Contact: {carol}"));
+    lab.partner.send(edge_src, &again).await;
+    let (ok_again, _) = lab.pool.recv_final_or_request().await;
+    assert_eq!(status_of(&ok_again), 200, "{ok_again}");
+    assert_eq!(headers(&ok_again, "via"), headers(&ok, "via"), "{ok_again}");
 
     // The pool's ACK follows the route set reversed (its own entry popped).
     let ids = (
