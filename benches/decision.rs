@@ -17,24 +17,8 @@ const USERS: usize = 100_000;
 /// Per-user tags, assigned round-robin; user `u{n}` with `n % 3 == 0` may reach everything.
 const TAGS: [&str; 3] = ["Everything", "NoPublicCloud", "NoFederation"];
 
-const BASE: &str = r#"
-[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "127.0.0.1:5070"
-transport = "tcp"
-
+/// Added to `config::TCP_EDGE`: the policy tagged users get.
+const POLICY: &str = r#"
 [[external_access_policy]]
 identity = "Everything"
 enable_federation_access = true
@@ -47,13 +31,13 @@ enable_outside_access = true
 /// lists; the lists are appended to the typed snapshot rather than parsed from TOML so
 /// the bench measures the decision, not the config parser.
 fn big_snapshot() -> Snapshot {
-    let lab = include_str!("../config/lab.toml");
-    let federation = lab
-        .split_once("# ---- Federation")
-        .and_then(|(_, rest)| rest.split_once('\n'))
-        .map_or("", |(_, rest)| rest);
-    let mut snap = Snapshot::from_toml(&format!("{BASE}\n{federation}"), Path::new("."))
-        .unwrap_or_else(|e| panic!("bench config: {e}"));
+    let text = format!(
+        "{}\n{POLICY}\n{}",
+        sipedge::config::TCP_EDGE,
+        sipedge::config::lab_federation_sections()
+    );
+    let mut snap =
+        Snapshot::from_toml(&text, Path::new(".")).unwrap_or_else(|e| panic!("bench config: {e}"));
     let fed = &mut snap.federation;
     for i in 0..DOMAINS {
         fed.allowed_domains.push(AllowedDomain {

@@ -158,30 +158,16 @@ pub fn decide(data: &[u8]) {
 fn lab_snapshot() -> Option<&'static Snapshot> {
     static SNAP: OnceLock<Option<Snapshot>> = OnceLock::new();
     SNAP.get_or_init(|| {
-        let text = format!("{LAB_EDGE}\n{}", crate::config::lab_federation_sections());
+        let text = format!(
+            "{}\n{}",
+            crate::config::TCP_EDGE,
+            crate::config::lab_federation_sections()
+        );
         Snapshot::from_toml(&text, Path::new(".")).ok()
     })
     .as_ref()
 }
 
-const LAB_EDGE: &str = r#"
-[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "127.0.0.1:5070"
-transport = "tcp"
-"#;
 
 /// DESIGN's `_sipfederationtls._tcp` records.
 fn lab_dns() -> DnsFacts {

@@ -1275,23 +1275,7 @@ mod tests {
     use super::*;
     use crate::config::{ConfigError, Snapshot};
 
-    const BASE: &str = r#"[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "127.0.0.1:5070"
-transport = "tcp"
-"#;
+    const BASE: &str = crate::config::TCP_EDGE;
 
     fn parse(extra: &str) -> Result<Snapshot, ConfigError> {
         Snapshot::from_toml(&format!("{BASE}{extra}"), Path::new("."))

@@ -36,6 +36,26 @@ pub fn lab_federation_sections() -> &'static str {
     after.split_once('\n').map_or("", |(_, rest)| rest)
 }
 
+/// The smallest edge: both interfaces over TCP on ephemeral ports, contoso.test local,
+/// the pool at 127.0.0.1:5070. Tests, benches and fuzz targets add their sections to it.
+pub const TCP_EDGE: &str = r#"[edge]
+local_domains = ["contoso.test"]
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+tcp_port = 0
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+tcp_port = 0
+
+[pool]
+target = "127.0.0.1:5070"
+transport = "tcp"
+"#;
+
 /// The whole configuration of one edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {

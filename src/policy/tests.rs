@@ -7,24 +7,7 @@ use super::*;
 use crate::config::Snapshot;
 use crate::transport::PeerIdentity;
 
-const BASE: &str = r#"
-[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "127.0.0.1:5070"
-transport = "tcp"
-"#;
+const BASE: &str = crate::config::TCP_EDGE;
 
 /// The lab: BASE plus the shipped federation sections.
 fn lab_with(extra: &str) -> Snapshot {

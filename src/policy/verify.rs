@@ -39,7 +39,13 @@ pub(super) fn verify_source(cx: &mut Ctx<'_>) -> Step {
 
 fn verify_source_as(cx: &mut Ctx<'_>, source: &SourceClass) -> Step {
     let fed = &cx.snap.federation;
-    let from = cx.req.from_host.to_ascii_lowercase();
+    // Lowercased only when it is not already (it almost always is).
+    let from_host = cx.req.from_host;
+    let from: std::borrow::Cow<'_, str> = if from_host.bytes().any(|b| b.is_ascii_uppercase()) {
+        from_host.to_ascii_lowercase().into()
+    } else {
+        from_host.into()
+    };
     let provider_fqdn = match source {
         SourceClass::PublicProvider { proxy_fqdn, .. } => {
             let speaks = fed

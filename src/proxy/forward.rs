@@ -61,15 +61,13 @@ pub struct OurVia<'a> {
 
 impl fmt::Display for OurVia<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (open, close) = if self.host.contains(':') && !self.host.starts_with('[') {
-            ("[", "]")
-        } else {
-            ("", "")
-        };
         write!(
             f,
-            "SIP/2.0/{} {open}{}{close}:{};branch={};rport",
-            self.transport, self.host, self.port, self.branch
+            "SIP/2.0/{} {}:{};branch={};rport",
+            self.transport,
+            crate::sip::uri::UriHost(self.host),
+            self.port,
+            self.branch
         )
     }
 }

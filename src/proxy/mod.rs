@@ -948,7 +948,7 @@ impl Core {
             .unwrap_or(5061);
         format!(
             "<sip:{}:{};transport={};lr>",
-            crate::sip::uri::uri_host(&s.fqdn),
+            crate::sip::uri::UriHost(&s.fqdn),
             port,
             transport.as_str()
         )

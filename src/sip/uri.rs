@@ -109,11 +109,17 @@ impl<'a> Uri<'a> {
 
 /// A host as written in a URI or a Via sent-by: IPv6 literals in brackets (RFC 3261 §19.1.1,
 /// RFC 5118 §4.1), names and IPv4 as they are.
-pub fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
-    if host.contains(':') && !host.starts_with('[') {
-        std::borrow::Cow::Owned(format!("[{host}]"))
-    } else {
-        std::borrow::Cow::Borrowed(host)
+/// Formatted where it is written, so the hot path allocates nothing for it.
+#[derive(Debug, Clone, Copy)]
+pub struct UriHost<'a>(pub &'a str);
+
+impl std::fmt::Display for UriHost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.contains(':') && !self.0.starts_with('[') {
+            write!(f, "[{}]", self.0)
+        } else {
+            f.write_str(self.0)
+        }
     }
 }
 
@@ -228,11 +234,11 @@ mod tests {
 
     #[test]
     fn ipv6_hosts_are_bracketed() {
-        assert_eq!(uri_host("::1"), "[::1]");
-        assert_eq!(uri_host("[::1]"), "[::1]");
-        assert_eq!(uri_host("2001:db8::9"), "[2001:db8::9]");
-        assert_eq!(uri_host("edge.contoso.test"), "edge.contoso.test");
-        assert_eq!(uri_host("192.0.2.1"), "192.0.2.1");
+        assert_eq!(UriHost("::1").to_string(), "[::1]");
+        assert_eq!(UriHost("[::1]").to_string(), "[::1]");
+        assert_eq!(UriHost("2001:db8::9").to_string(), "[2001:db8::9]");
+        assert_eq!(UriHost("edge.contoso.test").to_string(), "edge.contoso.test");
+        assert_eq!(UriHost("192.0.2.1").to_string(), "192.0.2.1");
     }
 
     #[test]

@@ -221,6 +221,17 @@ impl Drop for Pool {
     }
 }
 
+/// What the pool received for a case that must be relayed, checked against what was sent.
+async fn expect_forwarded(pool: &mut Pool, case: &Case, sent: &[u8], cid: Option<&str>) -> Vec<u8> {
+    let cid = cid.expect("a forwarded case has a Call-ID");
+    let got = pool
+        .relayed(cid, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("{} ({}) was not relayed", case.name, case.section));
+    check_forwarded(case, sent, &got);
+    got
+}
+
 fn check_forwarded(case: &Case, sent: &[u8], got: &[u8]) {
     let text = String::from_utf8_lossy(got);
     for line in untouched_lines(sent) {
@@ -293,12 +304,7 @@ async fn over_udp(dir: &str, count: usize) {
         let cid = call_id(&msg);
         match case.udp.as_str() {
             "forward" => {
-                let cid = cid.expect("a forwarded case has a Call-ID");
-                let got = pool
-                    .relayed(&cid, WAIT)
-                    .await
-                    .unwrap_or_else(|| panic!("{} ({}) was not relayed", case.name, case.section));
-                check_forwarded(&case, &msg, &got);
+                let got = expect_forwarded(&mut pool, &case, &msg, cid.as_deref()).await;
                 if case.name == "dblreq" {
                     assert!(
                         find(&got, b"INVITE sip:joe").is_none(),
@@ -358,12 +364,7 @@ async fn over_tcp(dir: &str) {
         let cid = call_id(&msg);
         match case.tcp.as_str() {
             "forward" => {
-                let cid = cid.expect("a forwarded case has a Call-ID");
-                let got = pool
-                    .relayed(&cid, WAIT)
-                    .await
-                    .unwrap_or_else(|| panic!("{} ({}) was not relayed", case.name, case.section));
-                check_forwarded(&case, &msg, &got);
+                expect_forwarded(&mut pool, &case, &msg, cid.as_deref()).await;
             }
             "drop" | "wait" => {
                 assert!(

@@ -2,23 +2,7 @@ use std::path::Path;
 
 use super::*;
 
-const BASE: &str = r#"[edge]
-local_domains = ["contoso.test"]
-
-[interfaces.external]
-fqdn = "accessedge.contoso.test"
-address = "127.0.0.1"
-tcp_port = 0
-
-[interfaces.internal]
-fqdn = "edge-int.contoso.test"
-address = "127.0.0.2"
-tcp_port = 0
-
-[pool]
-target = "127.0.0.1:5070"
-transport = "tcp"
-"#;
+const BASE: &str = crate::config::TCP_EDGE;
 
 /// The lab before the seed procedure: Messenger pre-created and disabled.
 const PRE_PIC: &str = r#"
