@@ -155,7 +155,7 @@ impl<'a> Ctx<'a> {
     /// The local user the policy applies to: the recipient inbound, the sender outbound.
     fn local_user(&self) -> (&'a str, &'a str) {
         if self.inbound() {
-            (self.req.uri_user.unwrap_or(""), self.req.uri_host)
+            (self.target_user().unwrap_or(""), self.target_host())
         } else {
             (self.req.from_user.unwrap_or(""), self.req.from_host)
         }

@@ -91,6 +91,17 @@ pub enum TargetClass {
 }
 
 impl TargetClass {
+    /// The domain the target was classified for (empty for the pool and the default route).
+    pub fn domain(&self) -> &str {
+        match self {
+            TargetClass::Local | TargetClass::DefaultRoute { .. } => "",
+            TargetClass::DirectPartner { domain, .. }
+            | TargetClass::AllowedDomain { domain, .. }
+            | TargetClass::Provider { domain, .. }
+            | TargetClass::Discovered { domain, .. } => domain,
+        }
+    }
+
     /// The network the target belongs to, for the user's external access policy.
     pub fn network(&self, fed: &Federation) -> Option<SourceNetwork> {
         match self {
@@ -233,7 +244,7 @@ pub(super) fn classify_target(cx: &mut Ctx<'_>) -> Step {
         return ControlFlow::Continue(());
     }
     let fed = &cx.snap.federation;
-    let domain = cx.req.uri_host.to_ascii_lowercase();
+    let domain = cx.target_host().to_ascii_lowercase();
     if let FederationRouting::DefaultRoute { fqdn, port, .. } = &fed.access_edge.routing {
         return cx.set_target(TargetClass::DefaultRoute {
             fqdn: fqdn.clone(),

@@ -40,6 +40,7 @@ pub use classify::{same_domain, SourceClass, TargetClass};
 pub use dns::{DnsFacts, DnsQuestion, SrvAnswer, SrvTarget};
 pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerReport};
 pub use reject::{reason_phrase, Diagnostics, Rejection};
+pub use route::response_trust;
 
 use crate::config::{NextHop, Snapshot};
 use crate::sip::ms_headers::{MessageTrust, Verified};
@@ -66,8 +67,9 @@ pub struct RequestFacts<'a> {
     pub max_forwards: Option<u32>,
     /// A Via of ours with this request's loop key was found (RFC 3261 §16.3 step 4).
     pub looped: bool,
-    /// When Route entries naming this edge were popped: the interface the last of them
-    /// names, which is where the in-dialog request leaves.
+    /// An in-dialog request whose route set the edge recognised as its own (from outside:
+    /// its sealed entry, bound to this dialog): the interface the last of its entries names,
+    /// which is where the request leaves. `None` for every request without a To tag.
     pub routed_exit: Option<Interface>,
     /// Whether a Route header is left after popping ours (the next hop is its first entry).
     pub has_remaining_route: bool,
@@ -111,6 +113,10 @@ impl Media {
 
 /// What the edge does with a request.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a Decision is moved once per request; boxing the forward would allocate on the hot path"
+)]
 pub enum Decision {
     /// Relay it.
     Forward(Forward),
@@ -152,6 +158,35 @@ pub struct Forward {
     /// Set for traffic from a discovered partner: the proxy must pass it through
     /// `DiscoveredPartnerLimits::admit` before relaying.
     pub limit: Option<LimitKey>,
+    /// The marking the responses that come back from outside carry inward, in place of
+    /// whatever marking they arrived with (`None`: they only lose theirs).
+    pub response_trust: Option<std::sync::Arc<ResponseTrust>>,
+}
+
+/// The edge's marking for responses from the external side to a request it relayed out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseTrust {
+    pub trust: MessageTrust,
+    /// UseSourceVerification: `ms-source-verified-user` is copied from the marking the
+    /// response arrived with (unverified when it had none).
+    pub copy_verified: bool,
+}
+
+impl ResponseTrust {
+    /// The marking to insert on a response that arrived with `arrived` (its own trust
+    /// header value, if any).
+    pub fn for_response(&self, arrived: Option<&str>) -> MessageTrust {
+        let mut trust = self.trust.clone();
+        if self.copy_verified {
+            trust.verified = Some(
+                arrived
+                    .and_then(|v| MessageTrust::parse(v).ok())
+                    .and_then(|t| t.verified)
+                    .unwrap_or(Verified::Unverified),
+            );
+        }
+        trust
+    }
 }
 
 /// Headers removed before relaying.
@@ -293,7 +328,7 @@ pub fn dns_needed(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Optio
 fn pipeline(cx: &mut Ctx<'_>) -> ControlFlow<Decision, Decision> {
     check_hops(cx)?;
     answer_options(cx)?;
-    follow_record_route(cx)?;
+    follow_dialog_route(cx)?;
     route::static_routing_without_federation(cx)?;
     route::local_domain_to_pool(cx)?;
     verify::no_relay(cx)?;
@@ -334,24 +369,52 @@ fn answer_options(cx: &mut Ctx<'_>) -> Step {
     ControlFlow::Continue(())
 }
 
-/// In-dialog requests that carried our Record-Route leave where the route says.
-fn follow_record_route(cx: &mut Ctx<'_>) -> Step {
+/// In-dialog requests follow the route set the edge recognised. From inside back inside or
+/// toward one of our remote users, and without federation sections, the route is the whole
+/// decision; a request from or to a federated peer goes on through the source checks,
+/// limits and media policy, and the route only replaces the choice of next hop.
+fn follow_dialog_route(cx: &mut Ctx<'_>) -> Step {
     let Some(exit) = cx.req.routed_exit else {
         return ControlFlow::Continue(());
     };
+    if cx.inbound() && exit == Interface::External {
+        // A sealed route set always leads inside: anything else is a relay attempt.
+        return cx.reject("dialog-route", Rejection::relay_denied(cx.req.to_host));
+    }
+    let toward_remote_user = !cx.inbound() && cx.snap.is_local_domain(cx.req.to_host);
+    let whole_decision =
+        !cx.snap.federation.enabled() || (!cx.inbound() && (exit == Interface::Internal || toward_remote_user));
+    if !whole_decision {
+        cx.pass(
+            "dialog-route",
+            format_args!("in-dialog, leaves through the {exit} interface; checks go on"),
+        );
+        return ControlFlow::Continue(());
+    }
     cx.decided(
-        "record-route",
+        "dialog-route",
         format_args!("in-dialog, leaves through the {exit} interface"),
     );
+    let response_trust = (toward_remote_user && exit == Interface::External).then(|| std::sync::Arc::new(ResponseTrust {
+        trust: MessageTrust {
+            source_type: crate::sip::ms_headers::SourceType::InternetUser,
+            ep_fqdn: cx.snap.external.fqdn.clone(),
+            verified: None,
+            network: None,
+            remote_fqdn: None,
+        },
+        copy_verified: false,
+    }));
     ControlFlow::Break(Decision::Forward(Forward {
         exit,
         route: Route::RequestTarget,
-        rule: "record-route",
+        rule: "dialog-route",
         source: SourceClass::Unclassified,
         target: None,
         insert_trust: None,
         strip: Strip::crossing(cx.peer.interface, exit),
         limit: None,
+        response_trust,
     }))
 }
 
@@ -402,10 +465,34 @@ impl<'a> Ctx<'a> {
         self.peer.interface == Interface::External
     }
 
-    /// The domain on the other side of the edge: From (inbound) or Request-URI (outbound).
+    /// The domain on the other side of the edge: From (inbound) or the target (outbound).
     pub fn partner_domain(&self) -> &'a str {
         if self.inbound() {
             self.req.from_host
+        } else {
+            self.target_host()
+        }
+    }
+
+    /// Whether the request follows a route set the edge recognised (it is in a dialog).
+    pub fn in_dialog_route(&self) -> bool {
+        self.req.routed_exit.is_some()
+    }
+
+    /// The user the request is for: To inside a dialog (the Request-URI is then the remote
+    /// party's Contact), the Request-URI otherwise.
+    pub fn target_user(&self) -> Option<&'a str> {
+        if self.in_dialog_route() {
+            self.req.to_user
+        } else {
+            self.req.uri_user
+        }
+    }
+
+    /// The host of [`target_user`](Self::target_user)'s address.
+    pub fn target_host(&self) -> &'a str {
+        if self.in_dialog_route() {
+            self.req.to_host
         } else {
             self.req.uri_host
         }

@@ -4,9 +4,10 @@
 use std::ops::ControlFlow;
 
 use super::{
-    Ctx, Decision, Forward, LimitKey, Rejection, Route, SourceClass, SrvTarget, Step, Strip,
-    Target, TargetClass,
+    Ctx, Decision, Forward, LimitKey, Rejection, ResponseTrust, Route, SourceClass, SrvTarget,
+    Step, Strip, Target, TargetClass,
 };
+use crate::config::{FederationRouting, Snapshot, VerificationLevel};
 use crate::sip::ms_headers::{MessageTrust, SourceType, Verified};
 use crate::transport::Interface;
 
@@ -32,6 +33,7 @@ pub(super) fn static_routing_without_federation(cx: &mut Ctx<'_>) -> Step {
             insert_trust: None,
             strip: Strip::crossing(arrival, exit),
             limit: None,
+            response_trust: None,
         })
     };
     let decision = if snap.is_local_domain(req.uri_host) {
@@ -55,7 +57,7 @@ pub(super) fn static_routing_without_federation(cx: &mut Ctx<'_>) -> Step {
 
 /// Internal → one of our domains: back to the pool (no federation involved).
 pub(super) fn local_domain_to_pool(cx: &mut Ctx<'_>) -> Step {
-    if cx.inbound() || !cx.snap.is_local_domain(cx.req.uri_host) {
+    if cx.inbound() || cx.in_dialog_route() || !cx.snap.is_local_domain(cx.req.uri_host) {
         return ControlFlow::Continue(());
     }
     cx.decided("local-domain", "internal request for a local domain");
@@ -68,6 +70,7 @@ pub(super) fn local_domain_to_pool(cx: &mut Ctx<'_>) -> Step {
         insert_trust: None,
         strip: Strip::crossing(Interface::Internal, Interface::Internal),
         limit: None,
+        response_trust: None,
     }))
 }
 
@@ -95,8 +98,8 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
             partner: domain.clone(),
             local_uri: format!(
                 "{}@{}",
-                cx.req.uri_user.unwrap_or("").to_ascii_lowercase(),
-                cx.req.uri_host.to_ascii_lowercase()
+                cx.target_user().unwrap_or("").to_ascii_lowercase(),
+                cx.target_host().to_ascii_lowercase()
             ),
             new_request: !cx.req.in_dialog,
         }),
@@ -106,13 +109,20 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         SourceClass::InternetUser => "remote-user",
         _ => "federation-inbound",
     };
-    cx.decided(
-        "route",
-        format_args!("to the pool {}:{}", cx.snap.pool.host, cx.snap.pool.port),
-    );
+    // Inside a dialog the route set, already restored from our seal, leads to the pool.
+    let route = if cx.in_dialog_route() {
+        cx.decided("route", "in-dialog: the restored route set");
+        Route::RequestTarget
+    } else {
+        cx.decided(
+            "route",
+            format_args!("to the pool {}:{}", cx.snap.pool.host, cx.snap.pool.port),
+        );
+        Route::NextHop(cx.snap.pool.clone())
+    };
     Decision::Forward(Forward {
         exit: Interface::Internal,
-        route: Route::NextHop(cx.snap.pool.clone()),
+        route,
         rule,
         // The route is the last step: what the checks found moves into the decision.
         source: std::mem::replace(&mut cx.source, SourceClass::Unclassified),
@@ -120,6 +130,7 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         insert_trust: trust,
         strip: Strip::crossing(Interface::External, Interface::Internal),
         limit,
+        response_trust: None,
     })
 }
 
@@ -169,22 +180,95 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
         network: None,
         remote_fqdn: None,
     };
-    let first = targets
-        .first()
-        .map(|t| format!("{}:{}", t.host, t.port))
-        .unwrap_or_default();
-    cx.decided(
-        "route",
-        format_args!("{rule}: {first} ({} target(s))", targets.len()),
-    );
+    let response_trust = response_trust(&target, cx.snap);
+    let route = if cx.in_dialog_route() {
+        // The classification above still ran (blocked list, user policy, media); the next
+        // hop is the dialog's route set, not the domain's servers.
+        cx.decided("route", format_args!("in-dialog to {}: the route set", target.domain()));
+        Route::RequestTarget
+    } else {
+        let first = targets
+            .first()
+            .map(|t| format!("{}:{}", t.host, t.port))
+            .unwrap_or_default();
+        cx.decided(
+            "route",
+            format_args!("{rule}: {first} ({} target(s))", targets.len()),
+        );
+        Route::Targets(targets)
+    };
     Decision::Forward(Forward {
         exit: Interface::External,
-        route: Route::Targets(targets),
-        rule,
+        route,
+        rule: if cx.in_dialog_route() { "dialog-route" } else { rule },
         source: std::mem::replace(&mut cx.source, SourceClass::Unclassified),
         target: Some(target),
         insert_trust: Some(marking),
         strip: Strip::crossing(Interface::Internal, Interface::External),
         limit: None,
+        response_trust,
     })
+}
+
+/// The marking responses from `target` carry inward: the class the edge gave the far side
+/// when it chose it, like the marking on a request from that side (access-edge.md, the
+/// trust header row: requests **and** responses from outside).
+pub fn response_trust(target: &TargetClass, snap: &Snapshot) -> Option<std::sync::Arc<ResponseTrust>> {
+    let fed = &snap.federation;
+    let (source_type, level) = match target {
+        TargetClass::Local => return None,
+        TargetClass::DefaultRoute { .. } => (
+            SourceType::AuthorizedServer,
+            match &fed.access_edge.routing {
+                FederationRouting::DefaultRoute {
+                    verification_level, ..
+                } => *verification_level,
+                FederationRouting::DnsSrv => VerificationLevel::UseSourceVerification,
+            },
+        ),
+        TargetClass::Provider { identity, public, .. } => (
+            SourceType::AuthorizedServer,
+            if *public {
+                fed.public_providers
+                    .iter()
+                    .find(|p| &p.identity == identity)
+                    .map(|p| p.verification_level)
+            } else {
+                fed.hosting_providers
+                    .iter()
+                    .find(|h| &h.identity == identity)
+                    .map(|h| h.verification_level)
+            }
+            .unwrap_or(VerificationLevel::UseSourceVerification),
+        ),
+        TargetClass::DirectPartner { domain, .. } => (
+            SourceType::DirectPartner,
+            fed.allowed(domain)
+                .map_or(VerificationLevel::UseSourceVerification, |a| a.verification_level),
+        ),
+        TargetClass::AllowedDomain { domain, .. } => (
+            SourceType::AutoFederation,
+            fed.allowed(domain)
+                .map_or(VerificationLevel::UseSourceVerification, |a| a.verification_level),
+        ),
+        TargetClass::Discovered { .. } => (
+            SourceType::AutoFederation,
+            fed.access_edge.discovered_partner_verification_level,
+        ),
+    };
+    let (verified, copy_verified) = match level {
+        VerificationLevel::AlwaysVerifiable => (Some(Verified::Verified), false),
+        VerificationLevel::AlwaysUnverifiable => (Some(Verified::Unverified), false),
+        VerificationLevel::UseSourceVerification => (Some(Verified::Unverified), true),
+    };
+    Some(std::sync::Arc::new(ResponseTrust {
+        trust: MessageTrust {
+            source_type,
+            ep_fqdn: snap.external.fqdn.clone(),
+            verified,
+            network: target.network(fed),
+            remote_fqdn: None,
+        },
+        copy_verified,
+    }))
 }

@@ -247,6 +247,100 @@ fn facts_for<'a>(row: &'a Row, uri_user: &'a str) -> RequestFacts<'a> {
     }
 }
 
+/// The row's request inside a dialog: the Request-URI is the remote party's Contact (an
+/// address), To names the user, and the route set is one the edge recognised.
+fn in_dialog<'a>(row: &'a Row, facts: RequestFacts<'a>) -> RequestFacts<'a> {
+    RequestFacts {
+        uri_user: Some("contact"),
+        uri_host: "192.0.2.7",
+        in_dialog: true,
+        routed_exit: Some(match row.dir {
+            Out => Interface::External,
+            In => Interface::Internal,
+        }),
+        ..facts
+    }
+}
+
+#[test]
+fn requests_inside_a_dialog_get_the_same_verdict_as_outside_one() {
+    let snap = lab();
+    let dns = lab_dns();
+    let mut failures = Vec::new();
+    for (i, row) in MATRIX.iter().enumerate() {
+        let req = in_dialog(row, facts_for(row, "someone"));
+        let p = match row.dir {
+            Out => pool(),
+            In => peer(
+                Interface::External,
+                &[row.peer.unwrap_or_else(|| edge_of(row.domain))],
+            ),
+        };
+        let decision = decide(&req, &p, &snap, &dns);
+        let got = match &decision {
+            Decision::Forward(f) if f.route == Route::RequestTarget => Fwd(f.rule),
+            Decision::Forward(f) => Fwd(if f.exit == Interface::Internal {
+                "to the pool, not the route set"
+            } else {
+                "to the domain's servers, not the route set"
+            }),
+            Decision::Reject(r) => Rej(r.status, r.code().unwrap_or(0)),
+            Decision::AnswerOptions => Fwd("answer-options"),
+        };
+        let expect = match (row.expect, row.dir) {
+            (Fwd(_), Out) => Fwd("dialog-route"),
+            (e, _) => e,
+        };
+        if got != expect {
+            failures.push(format!(
+                "row {i}: {:?} {} {} {}: expected {expect:?}, got {decision:?}",
+                row.dir, row.user, row.domain, row.method
+            ));
+        }
+        if let Decision::Forward(f) = &decision {
+            // Marked like any request from outside; responses from outside marked too.
+            assert!(f.insert_trust.is_some(), "row {i}");
+            if row.dir == Out {
+                assert!(f.response_trust.is_some(), "row {i}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_sealed_route_set_from_outside_never_leads_back_outside() {
+    let row = r(In, "alice", FB, "BYE", Fwd("federation-inbound"));
+    let mut req = in_dialog(&row, facts_for(&row, "someone"));
+    req.routed_exit = Some(Interface::External);
+    let r = rejection(decide(
+        &req,
+        &peer(Interface::External, &["sip.fabrikam.test"]),
+        &lab(),
+        &lab_dns(),
+    ));
+    assert_eq!((r.status, r.rule), (403, "no-external-relay"));
+}
+
+#[test]
+fn responses_from_a_partner_are_marked_with_its_class() {
+    let f = forward(decide(
+        &out_req("alice", "fabrikam.test", "INVITE"),
+        &pool(),
+        &lab(),
+        &lab_dns(),
+    ));
+    let t = f.response_trust.expect("marked");
+    assert_eq!(
+        t.for_response(Some("ms-source-type=AuthorizedServer;ms-ep-fqdn=evil.test;ms-source-verified-user=verified")).to_string(),
+        "ms-source-type=DirectPartner;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation"
+    );
+    assert_eq!(
+        t.for_response(None).to_string(),
+        "ms-source-type=DirectPartner;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=unverified;ms-source-network=federation"
+    );
+}
+
 #[test]
 fn lab_matrix() {
     assert!(MATRIX.len() >= 60, "{} rows", MATRIX.len());
@@ -748,10 +842,11 @@ fn hops_options_and_record_route_come_first() {
         rejection(decide(&req, &pool(), &snap, &DnsFacts::none())).status,
         483
     );
-    let mut req = out_req("carol", "adatum.test", "MESSAGE");
-    req.routed_exit = Some(Interface::External);
+    // Back inside, the route set is the whole decision.
+    let mut req = out_req("carol", "contoso.test", "BYE");
+    req.routed_exit = Some(Interface::Internal);
     let f = forward(decide(&req, &pool(), &snap, &DnsFacts::none()));
-    assert_eq!((f.route, f.rule), (Route::RequestTarget, "record-route"));
+    assert_eq!((f.route, f.rule), (Route::RequestTarget, "dialog-route"));
     let mut req = in_req("adatum.test", None);
     req.method = "OPTIONS";
     req.addressed_to_edge = true;

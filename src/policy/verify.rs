@@ -11,8 +11,9 @@ use crate::sip::ms_headers::{MessageTrust, Verified};
 /// needs a From in one of our domains.
 pub(super) fn no_relay(cx: &mut Ctx<'_>) -> Step {
     let req = cx.req;
-    if cx.inbound() && !cx.snap.is_local_domain(req.uri_host) {
-        return cx.reject("no-relay", Rejection::relay_denied(req.uri_host));
+    let target = cx.target_host();
+    if cx.inbound() && !cx.snap.is_local_domain(target) {
+        return cx.reject("no-relay", Rejection::relay_denied(target));
     }
     if !cx.inbound() && !cx.snap.is_local_domain(req.from_host) {
         let mut r = Rejection::relay_denied(req.from_host);

@@ -119,6 +119,19 @@ struct ServerEntry {
     to_tag: String,
     /// The request's place in its source's quota, until the final response leaves.
     slot: Option<quota::QuotaSlot>,
+    /// The decision made for it, recorded with the final outcome when the final response
+    /// leaves (so a forward that a limit or a failed connection refused is logged as such).
+    decision: Option<Box<PendingDecision>>,
+}
+
+/// A decision waiting for its request's final response to be recorded.
+struct PendingDecision {
+    peer: Peer,
+    snap: Arc<Snapshot>,
+    dns: DnsFacts,
+    outcome: &'static str,
+    rule: &'static str,
+    sealed_route: bool,
 }
 
 struct ClientEntry {
@@ -140,6 +153,8 @@ struct ClientEntry {
     retry: Option<Box<Retry>>,
     /// The Via lines hidden from the external side, put back on the response (`topology`).
     hidden_via: Option<Bytes>,
+    /// The marking responses from outside carry inward (`policy::Forward::response_trust`).
+    response_trust: Option<Arc<policy::ResponseTrust>>,
 }
 
 /// A forwarded request with targets left to try (RFC 3263 §4.3: on 503, the next one).
@@ -160,6 +175,9 @@ struct Target {
     transport: Transport,
     /// The name the server's certificate must carry (SNI), for TLS.
     tls_name: Option<String>,
+    /// The address of the connection (or datagram source) the dialog's external peer used:
+    /// reached over that flow while it lasts (RFC 5923 / RFC 5626), whatever the URI says.
+    flow: Option<SocketAddr>,
 }
 
 impl Core {
@@ -257,8 +275,8 @@ impl Core {
             return;
         }
         // === topology hiding: a Route of ours from outside gets its hidden entries back ===
-        let m = match self.expand_inbound_route(m, peer, reply) {
-            Some(m) => m,
+        let (m, sealed_route) = match self.expand_inbound_route(m, peer, reply) {
+            Some(opened) => opened,
             None => return,
         };
         let Some(via) = m.top_via() else { return };
@@ -268,7 +286,7 @@ impl Core {
         let method = m.method();
         let server_id = server_txn_id(&m, via.branch(), via.host, via.port);
         match method {
-            Method::Ack => return self.on_ack(m, peer, reply, server_id),
+            Method::Ack => return self.on_ack(m, peer, reply, server_id, sealed_route),
             Method::Cancel => return self.on_cancel(m, peer, reply, server_id),
             _ => {}
         }
@@ -327,7 +345,7 @@ impl Core {
             self.send_local(&key, 100, trying);
         }
         let peer = self.identify(peer, &snap);
-        let plan = self.route_plan(&m, &snap);
+        let plan = self.route_plan(&m, &snap, peer.interface, sealed_route);
         let facts = self.facts(&m, &plan, &snap);
         let question = match policy::decide_or_ask(&facts, &peer, &snap) {
             Ok(decision) => {
@@ -349,12 +367,7 @@ impl Core {
         let span = tracing::Span::current();
         tokio::spawn(async move {
             let _entered = span.enter();
-            let answer = match resolver.srv(&question.name()).await {
-                Ok(records) => SrvAnswer::Records(crate::dns::order_srv(records, &mut rand::rng())),
-                Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
-                Err(e) => SrvAnswer::Failed(e.to_string()),
-            };
-            let dns = DnsFacts::answer(&question, answer);
+            let dns = srv_answer(resolver.as_ref(), &question).await;
             // The facts borrow the message, which moved into this task: take them again.
             let facts = me.facts(&m, &plan, &snap);
             let decision = policy::decide(&facts, &peer, &snap, &dns);
@@ -374,7 +387,7 @@ impl Core {
         snap: &Arc<Snapshot>,
         dns: DnsFacts,
     ) {
-        self.record(m, peer, snap, dns, &decision);
+        self.note_decision(&key, peer, snap, dns, &decision, plan.sealed);
         match decision {
             Decision::Reject(r) => self.reject(&key, &r, snap),
             Decision::AnswerOptions => {
@@ -403,23 +416,51 @@ impl Core {
         }
     }
 
-    fn record(&self, m: &Message, peer: &Peer, snap: &Arc<Snapshot>, dns: DnsFacts, d: &Decision) {
-        let (outcome, rule, status) = match d {
-            Decision::Forward(f) => ("forward", f.rule, 0),
-            Decision::Reject(r) => ("reject", r.rule, r.status),
-            Decision::AnswerOptions => ("answer", "options-to-edge", 200),
+    /// Keeps the decision with its server transaction until the final response leaves.
+    fn note_decision(
+        &self,
+        key: &TxnKey,
+        peer: &Peer,
+        snap: &Arc<Snapshot>,
+        dns: DnsFacts,
+        d: &Decision,
+        sealed_route: bool,
+    ) {
+        let (outcome, rule) = match d {
+            Decision::Forward(f) => ("forward", f.rule),
+            Decision::Reject(r) => ("reject", r.rule),
+            Decision::AnswerOptions => ("answer", "options-to-edge"),
         };
-        self.metrics.decision(outcome, rule);
-        self.decisions.record(record::Recorded {
-            at: std::time::SystemTime::now(),
-            request: Bytes::copy_from_slice(m.bytes()),
-            datagram: peer.transport == Transport::Udp,
+        let pending = Box::new(PendingDecision {
             peer: peer.clone(),
             snap: Arc::clone(snap),
             dns,
             outcome,
             rule,
+            sealed_route,
+        });
+        self.txns.with(key, |e| {
+            if let Entry::Server(s) = e {
+                s.decision = Some(pending);
+            }
+            ((), None)
+        });
+    }
+
+    /// Records a decision with the final status its request got.
+    fn record(&self, request: &Message, p: PendingDecision, status: u16) {
+        self.metrics.decision(p.outcome, p.rule);
+        self.decisions.record(record::Recorded {
+            at: std::time::SystemTime::now(),
+            request: Bytes::copy_from_slice(request.bytes()),
+            datagram: p.peer.transport == Transport::Udp,
+            peer: p.peer,
+            snap: p.snap,
+            dns: p.dns,
+            outcome: p.outcome,
+            rule: p.rule,
             status,
+            sealed_route: p.sealed_route,
         });
     }
 
@@ -431,7 +472,7 @@ impl Core {
         };
         let trail = match &m {
             Ok(m) => {
-                let plan = self.route_plan(m, &r.snap);
+                let plan = self.route_plan(m, &r.snap, r.peer.interface, r.sealed_route);
                 let facts = self.facts(m, &plan, &r.snap);
                 policy::explain(&facts, &r.peer, &r.snap, &r.dns).trail
             }
@@ -485,6 +526,7 @@ impl Core {
             client: None,
             to_tag: self.next_tag(),
             slot: None,
+            decision: None,
         }
     }
 
@@ -502,7 +544,14 @@ impl Core {
         peer
     }
 
-    fn on_ack(&self, m: Message, peer: &Peer, reply: &ReplyTo, server_id: String) {
+    fn on_ack(
+        &self,
+        m: Message,
+        peer: &Peer,
+        reply: &ReplyTo,
+        server_id: String,
+        sealed_route: bool,
+    ) {
         let key = TxnKey::new(Side::Server, server_id, MethodKey::Invite);
         let now = Instant::now();
         let absorbed = self.txns.with(&key, |e| match e {
@@ -515,16 +564,46 @@ impl Core {
         if absorbed == Some(true) {
             return;
         }
-        // An ACK for a 2xx is end to end: relay it statelessly along the route set.
+        // An ACK for a 2xx is end to end: relay it statelessly along the route set, after
+        // the same decision as any request in the dialog (which may need the partner's SRV).
         let snap = self.live.load();
         let peer = self.identify(peer, &snap);
-        let plan = self.route_plan(&m, &snap);
+        let plan = self.route_plan(&m, &snap, peer.interface, sealed_route);
         let facts = self.facts(&m, &plan, &snap);
-        match policy::decide(&facts, &peer, &snap, &DnsFacts::none()) {
+        let question = match policy::decide_or_ask(&facts, &peer, &snap) {
+            Ok(decision) => return self.relay_ack(&m, &peer, &plan, &snap, decision),
+            Err(q) => q,
+        };
+        let (Some(resolver), Some(me)) = (
+            self.resolver.clone(),
+            self.me.get().and_then(Weak::upgrade),
+        ) else {
+            tracing::info!(peer = %peer.addr, "ACK dropped: its decision needs DNS and no resolver is configured");
+            return;
+        };
+        let _ = reply;
+        tokio::spawn(async move {
+            let dns = srv_answer(resolver.as_ref(), &question).await;
+            let facts = me.facts(&m, &plan, &snap);
+            let decision = policy::decide(&facts, &peer, &snap, &dns);
+            me.relay_ack(&m, &peer, &plan, &snap, decision);
+        });
+    }
+
+    /// Relays an end-to-end ACK as decided, or drops it with one log line.
+    fn relay_ack(
+        &self,
+        m: &Message,
+        peer: &Peer,
+        plan: &RoutePlan,
+        snap: &Snapshot,
+        decision: Decision,
+    ) {
+        match decision {
             Decision::Forward(f) => {
-                if let Ok(targets) = self.targets_for(&m, &f.route, &plan) {
-                    let branch = stateless_branch(&m);
-                    let bytes = self.rewrite_for(&m, &peer, &f, &targets[0], &branch, &plan, &snap);
+                if let Ok(targets) = self.targets_for(m, &f.route, plan) {
+                    let branch = stateless_branch(m);
+                    let bytes = self.rewrite_for(m, peer, &f, &targets[0], &branch, plan, snap);
                     self.metrics.message(f.exit, Direction::Out, Method::Ack);
                     self.send_stateless(f.exit, &targets[0], bytes);
                 }
@@ -534,7 +613,6 @@ impl Core {
             }
             Decision::AnswerOptions => {}
         }
-        let _ = reply;
     }
 
     fn on_cancel(&self, m: Message, peer: &Peer, reply: &ReplyTo, server_id: String) {
@@ -610,17 +688,39 @@ impl Core {
         }
     }
 
-    /// Which Route entries are ours (to pop) and where the in-dialog request leaves.
-    fn route_plan(&self, m: &Message, snap: &Snapshot) -> RoutePlan {
-        let mut plan = RoutePlan::default();
+    /// Which Route entries name this edge (removed before relaying) and, for a request in a
+    /// dialog whose route set is ours to follow, where it leaves. From outside only a route
+    /// set restored from our own seal is followed (`sealed_route`); a request without a To
+    /// tag is never in a dialog, whatever its Route says, and is decided from scratch.
+    fn route_plan(
+        &self,
+        m: &Message,
+        snap: &Snapshot,
+        arrival: Interface,
+        sealed_route: bool,
+    ) -> RoutePlan {
+        let mut plan = RoutePlan {
+            sealed: sealed_route,
+            ..RoutePlan::default()
+        };
+        let in_dialog = m.to().is_some_and(|t| t.tag().is_some());
+        let follow = in_dialog && (arrival == Interface::Internal || sealed_route);
         for (line, range) in m.values(HeaderName::Route) {
             let value = m.text(range.clone());
-            let ours = crate::sip::NameAddr::parse(value)
-                .and_then(|na| self.interface_named(snap, na.uri.host, na.uri.port));
-            match ours {
+            let Some(na) = crate::sip::NameAddr::parse(value) else {
+                plan.next = Some(range);
+                break;
+            };
+            match self.interface_named(snap, na.uri.host, na.uri.port) {
                 Some(iface) => {
+                    if follow {
+                        plan.exit = Some(iface);
+                        // Only the internal side's route sets carry flows: the pool is trusted.
+                        if arrival == Interface::Internal && plan.flow.is_none() {
+                            plan.flow = na.uri.param(FLOW_PARAM).and_then(Flow::decode);
+                        }
+                    }
                     plan.pops.push((line, range));
-                    plan.exit = Some(iface);
                 }
                 None => {
                     plan.next = Some(range);
@@ -636,11 +736,17 @@ impl Core {
         self.interface_named(snap, na.uri.host, na.uri.port) == Some(Interface::External)
     }
 
-    /// A request from outside with any sealed Route entry of ours expanded (`topology`);
-    /// `None` when it was refused (403 + ms-diagnostics-public, or an ACK dropped).
-    fn expand_inbound_route(&self, m: Message, peer: &Peer, reply: &ReplyTo) -> Option<Message> {
+    /// A request from outside with any sealed Route entry of ours expanded (`topology`), and
+    /// whether one was (only then may its Route lead through the edge); `None` when it was
+    /// refused (403 + ms-diagnostics-public, or an ACK dropped).
+    fn expand_inbound_route(
+        &self,
+        m: Message,
+        peer: &Peer,
+        reply: &ReplyTo,
+    ) -> Option<(Message, bool)> {
         if peer.interface != Interface::External || m.header(HeaderName::Route).is_none() {
-            return Some(m);
+            return Some((m, false));
         }
         let snap = self.live.load();
         let datagram = peer.transport == Transport::Udp;
@@ -648,7 +754,8 @@ impl Core {
             .topology
             .expand_route(&m, datagram, |na| self.names_external(&snap, na))
         {
-            Ok(expanded) => Some(expanded.unwrap_or(m)),
+            Ok(Some(expanded)) => Some((expanded, true)),
+            Ok(None) => Some((m, false)),
             Err(e) if m.method() == Method::Ack => {
                 tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
                 None
@@ -716,6 +823,7 @@ impl Core {
                 port: hop.port,
                 transport: hop.transport,
                 tls_name: (hop.transport == Transport::Tls).then(|| hop.host.clone()),
+                flow: None,
             }]),
             Route::Targets(list) if !list.is_empty() => Ok(list
                 .iter()
@@ -724,6 +832,7 @@ impl Core {
                     port: t.port,
                     transport: t.transport,
                     tls_name: Some(t.tls_name.clone()),
+                    flow: None,
                 })
                 .collect()),
             Route::Targets(_) => Err(Rejection::new(504, "Server Time-out", "no-targets")),
@@ -748,11 +857,25 @@ impl Core {
                     5060
                 });
                 let host = uri.host.to_ascii_lowercase();
+                // Inside a dialog with an external peer, its flow and proven name win over
+                // the URI: its Contact or Record-Route may be an address it never listens on,
+                // or one its certificate does not name.
+                if let Some(flow) = &plan.flow {
+                    return Ok(vec![Target {
+                        tls_name: (flow.transport == Transport::Tls)
+                            .then(|| flow.name.clone().unwrap_or_else(|| host.clone())),
+                        host,
+                        port,
+                        transport: flow.transport,
+                        flow: Some(flow.addr),
+                    }]);
+                }
                 Ok(vec![Target {
                     tls_name: (transport == Transport::Tls).then(|| host.clone()),
                     host,
                     port,
                     transport,
+                    flow: None,
                 }])
             }
         }
@@ -821,6 +944,7 @@ impl Core {
             hidden_via: topology::hides(peer.interface, exit).then(|| {
                 topology::via_lines(m, build::received_edit(m, peer.addr).as_ref())
             }),
+            response_trust: f.response_trust.clone(),
         };
         if self
             .txns
@@ -836,6 +960,9 @@ impl Core {
             ((), None)
         });
         self.metrics.message(exit, Direction::Out, m.method());
+        if self.try_send_flow(&client_key, exit, &targets[0], &bytes) {
+            return;
+        }
         if targets.len() == 1 {
             if let Ok(addr) = self.resolve_now(&targets[0], snap) {
                 if self.try_send_now(&client_key, exit, &targets[0], addr, &bytes, snap) {
@@ -882,7 +1009,14 @@ impl Core {
         };
         let mut record_route = Vec::new();
         if m.method().creates_dialog() {
-            record_route.push(self.rr_value(snap, exit, target.transport));
+            let ours = self.rr_value(snap, exit, target.transport);
+            // The pool's requests in this dialog come back through this entry: it remembers
+            // the flow the external peer used, so they reach that peer over it.
+            record_route.push(if peer.interface == Interface::External {
+                Flow::of(peer).mark(&ours)
+            } else {
+                ours
+            });
             if exit != peer.interface {
                 record_route.push(self.rr_value(snap, peer.interface, peer.transport));
             }
@@ -1010,6 +1144,29 @@ impl Core {
                 None
             },
         }
+    }
+
+    /// Sends over the flow the dialog's external peer used, while it lasts. False: there is
+    /// none, and the target is connected to as usual (verified against the peer's name).
+    fn try_send_flow(&self, key: &TxnKey, exit: Interface, target: &Target, bytes: &Bytes) -> bool {
+        let Some(addr) = target.flow else {
+            return false;
+        };
+        let dest = match target.transport {
+            Transport::Udp => match self.udp.get(&exit) {
+                Some(socket) => ReplyTo::Datagram {
+                    socket: socket.clone(),
+                    to: addr,
+                },
+                None => return false,
+            },
+            t => match self.registry.find(t, addr) {
+                Some(c) => ReplyTo::Stream(c),
+                None => return false,
+            },
+        };
+        self.set_dest(key, &dest);
+        dest.send(bytes.clone()).is_ok()
     }
 
     /// Sends without awaiting when it can: UDP, or a pooled connection that is open, or a
@@ -1174,6 +1331,21 @@ impl Core {
     }
 
     fn send_stateless(&self, exit: Interface, target: &Target, bytes: Bytes) {
+        if let Some(addr) = target.flow {
+            let sent = match target.transport {
+                Transport::Udp => self
+                    .udp
+                    .get(&exit)
+                    .is_some_and(|s| conn::send_datagram(s, addr, bytes.clone()).is_ok()),
+                t => self
+                    .registry
+                    .find(t, addr)
+                    .is_some_and(|c| c.send(bytes.clone()).is_ok()),
+            };
+            if sent {
+                return;
+            }
+        }
         let snap = self.live.load();
         let Ok(addr) = self.resolve_now(target, &snap) else {
             // A name (e.g. the Contact of a 2xx an ACK goes to): resolve it off the
@@ -1245,11 +1417,13 @@ impl Core {
         let m = match peer.interface {
             Interface::External if m.header(HeaderName::RecordRoute).is_some() => {
                 let snap = self.live.load();
-                self.topology
+                let m = self
+                    .topology
                     .expand_record_route(&m, peer.transport == Transport::Udp, |na| {
                         self.names_external(&snap, na)
                     })
-                    .unwrap_or(m)
+                    .unwrap_or(m);
+                self.mark_flow(m, &self.identify(peer, &snap), &snap)
             }
             _ => m,
         };
@@ -1301,6 +1475,7 @@ impl Core {
                             c.domain.clone(),
                             c.target.clone(),
                             c.hidden_via.clone(),
+                            c.response_trust.clone(),
                         ),
                         c.span.clone(),
                         retry,
@@ -1320,6 +1495,7 @@ impl Core {
                         String::new(),
                         String::new(),
                         None,
+                        None,
                     ),
                     tracing::Span::none(),
                     None,
@@ -1332,13 +1508,13 @@ impl Core {
             ack,
             cancel,
             server_key,
-            (arrival, exit, domain, target, hidden_via),
+            (arrival, exit, domain, target, hidden_via, response_trust),
             span,
             retry,
         )) = outcome
         else {
             // §16.7: no transaction: relay statelessly by the next Via.
-            return self.relay_stateless(&m, branch);
+            return self.relay_stateless(&m, branch, peer.interface);
         };
         let _entered = span.enter();
         tracing::debug!(status, "response");
@@ -1368,10 +1544,35 @@ impl Core {
                 &r.snap,
             );
         }
-        let mut edits = self.response_edits(&m, arrival, Some((exit, &domain, &target)));
+        let mut edits = self.response_edits(
+            &m,
+            arrival,
+            peer.interface,
+            Some((exit, &domain, &target)),
+            response_trust.as_deref(),
+        );
         edits.restore_via = hidden_via;
         let out = forward::rewrite_response(&m, &edits).freeze();
         self.send_on_server(&server_key, status, out);
+    }
+
+    /// A response from outside whose Record-Route holds our internal entry, with the
+    /// responding peer's flow added to it: the pool's requests in the dialog then reach that
+    /// peer over its connection, or by the name it proved (not by a bare address).
+    fn mark_flow(&self, m: Message, peer: &Peer, snap: &Snapshot) -> Message {
+        let found = m.values(HeaderName::RecordRoute).into_iter().find(|(_, r)| {
+            crate::sip::NameAddr::parse(m.text(r.clone())).is_some_and(|na| {
+                na.uri.param(FLOW_PARAM).is_none()
+                    && self.interface_named(snap, na.uri.host, na.uri.port)
+                        == Some(Interface::Internal)
+            })
+        });
+        let Some((_, range)) = found else { return m };
+        let marked = Flow::of(peer).mark(m.text(range.clone()));
+        let mut splice = crate::sip::splice::Splice::new(&m.bytes()[..m.body_range().end]);
+        splice.replace(range, marked);
+        let bytes = splice.finish().freeze();
+        Message::parse(bytes, peer.transport == Transport::Udp).unwrap_or(m)
     }
 
     /// Header hygiene on a relayed response. Toward the external interface `ms-diagnostics`
@@ -1383,7 +1584,9 @@ impl Core {
         &self,
         m: &Message,
         to: Interface,
+        arrived_on: Interface,
         from: Option<(Interface, &str, &str)>,
+        trust: Option<&policy::ResponseTrust>,
     ) -> forward::ResponseEdits<'static> {
         let mut edits = forward::ResponseEdits::default();
         let diagnostics = m.header_value(HeaderName::MsDiagnostics);
@@ -1414,6 +1617,16 @@ impl Core {
                 }
             }
             Interface::Internal => {
+                // The trust marking is the edge's alone, on responses as on requests: what a
+                // peer wrote is dropped, and the edge's own goes on (access-edge.md).
+                if arrived_on == Interface::External {
+                    edits.remove = &[HeaderName::MsTrust];
+                    if let Some(t) = trust {
+                        let arrived = m.header_value(HeaderName::MsTrust);
+                        let line = forward::TrustLine(&t.for_response(arrived.as_deref()));
+                        edits.add.push(line.to_string());
+                    }
+                }
                 let status = m.status().unwrap_or(0);
                 if let Some((Interface::External, domain, peer_server)) = from {
                     if status >= 300 && diagnostics.is_none() {
@@ -1432,7 +1645,7 @@ impl Core {
     }
 
     /// Relays a response that matches no transaction by its next Via (RFC 3261 §16.11).
-    fn relay_stateless(&self, m: &Message, branch: &str) {
+    fn relay_stateless(&self, m: &Message, branch: &str, arrived_on: Interface) {
         let vias = m.values(HeaderName::Via);
         let Some((_, next)) = vias.get(1) else { return };
         let Some(via) = crate::sip::Via::parse(m.text(next.clone())) else {
@@ -1453,7 +1666,8 @@ impl Core {
             return;
         };
         let addr = SocketAddr::new(ip, port);
-        let out = forward::rewrite_response(m, &self.response_edits(m, iface, None)).freeze();
+        let edits = self.response_edits(m, iface, arrived_on, None, None);
+        let out = forward::rewrite_response(m, &edits).freeze();
         self.metrics.message(iface, Direction::Out, m.method());
         self.metrics.response(m.status().unwrap_or(0));
         match via.transport.parse::<Transport>() {
@@ -1492,31 +1706,43 @@ impl Core {
                     self.metrics
                         .message(s.arrival, Direction::Out, s.request.method());
                     self.metrics.response(status);
+                    let mut decided = None;
                     if status >= 200 {
                         s.slot = None;
                         if let Some(t) = s.received.take() {
                             self.metrics
                                 .transaction_done(now.saturating_duration_since(t));
                         }
+                        decided = s.decision.take().map(|d| (s.request.clone(), d));
                     }
-                    (Some(s.reply.clone()), s.fsm.deadline())
+                    (Some((s.reply.clone(), decided)), s.fsm.deadline())
                 } else {
                     (None, None)
                 }
             }
             Entry::Client(_) => (None, None),
         });
-        if let Some(Some(reply)) = send {
-            if let Err(e) = reply.send(bytes) {
-                tracing::info!(error = %e, "response could not be sent");
-            }
+        let Some(Some((reply, decided))) = send else {
+            return;
+        };
+        if let Err(e) = reply.send(bytes) {
+            tracing::info!(error = %e, "response could not be sent");
+        }
+        if let Some((request, d)) = decided {
+            self.record(&request, *d, status);
         }
     }
 
     /// Refuses a request that has a server transaction; logs the reason once.
     fn reject(&self, key: &TxnKey, r: &Rejection, snap: &Snapshot) {
         let parts = self.txns.with(key, |e| match e {
-            Entry::Server(s) => (
+            Entry::Server(s) => {
+                // Whatever was decided before, this refusal is what the request got.
+                if let Some(d) = &mut s.decision {
+                    d.outcome = "reject";
+                    d.rule = r.rule;
+                }
+                (
                 Some((
                     s.request.clone(),
                     s.source,
@@ -1525,7 +1751,8 @@ impl Core {
                     datagram_budget(&s.reply, &s.request, s.arrival),
                 )),
                 None,
-            ),
+                )
+            }
             Entry::Client(_) => (None, None),
         });
         let Some(Some((req, source, arrival, tag, budget))) = parts else {
@@ -1725,6 +1952,16 @@ fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Bytes {
     }
 }
 
+/// The answer to the SRV question a decision asked, as the decision reads it.
+async fn srv_answer(resolver: &dyn crate::dns::Resolve, question: &policy::DnsQuestion) -> DnsFacts {
+    let answer = match resolver.srv(&question.name()).await {
+        Ok(records) => SrvAnswer::Records(crate::dns::order_srv(records, &mut rand::rng())),
+        Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
+        Err(e) => SrvAnswer::Failed(e.to_string()),
+    };
+    DnsFacts::answer(question, answer)
+}
+
 /// A refusal for a host name that has no address.
 fn no_address(host: &str) -> Rejection {
     Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
@@ -1761,8 +1998,75 @@ enum Tick {
 #[derive(Debug, Clone, Default)]
 struct RoutePlan {
     pops: Vec<(usize, Range<usize>)>,
+    /// Where an in-dialog request leaves; `None` when its route set is not ours to follow.
     exit: Option<Interface>,
     next: Option<Range<usize>>,
+    /// The dialog's external peer, as our own Record-Route entry remembered it.
+    flow: Option<Flow>,
+    /// The request's route set was restored from the edge's own seal.
+    sealed: bool,
+}
+
+/// The URI parameter of the edge's internal Record-Route entry that remembers how the
+/// dialog's external peer was reached, as Lync's `ms-received-cid` does on its Via.
+const FLOW_PARAM: &str = "ms-flow";
+
+/// How a dialog's external peer was reached: its transport, the remote address of its
+/// connection (or its datagrams), and the name it proved, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Flow {
+    transport: Transport,
+    addr: SocketAddr,
+    name: Option<String>,
+}
+
+impl Flow {
+    /// The flow a message from `peer` came over.
+    fn of(peer: &Peer) -> Flow {
+        Flow {
+            transport: peer.transport,
+            addr: peer.addr,
+            name: peer.identity.names().first().cloned(),
+        }
+    }
+
+    /// The parameter value: base64url, so that addresses and names need no URI escaping.
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        let text = format!(
+            "{}|{}|{}",
+            self.transport.as_str(),
+            self.addr,
+            self.name.as_deref().unwrap_or("")
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    fn decode(value: &str) -> Option<Flow> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value)
+            .ok()?;
+        let text = std::str::from_utf8(&raw).ok()?;
+        let mut parts = text.splitn(3, '|');
+        let transport = parts.next()?.parse().ok()?;
+        let addr = parts.next()?.parse().ok()?;
+        let name = parts.next().filter(|n| !n.is_empty()).map(str::to_string);
+        Some(Flow {
+            transport,
+            addr,
+            name,
+        })
+    }
+
+    /// `entry` (a Record-Route value) with this flow added as a URI parameter.
+    fn mark(&self, entry: &str) -> String {
+        let param = format!(";{FLOW_PARAM}={}", self.encode());
+        match entry.rfind('>') {
+            Some(gt) => format!("{}{param}{}", &entry[..gt], &entry[gt..]),
+            None => format!("{entry}{param}"),
+        }
+    }
 }
 
 impl Handler for Core {

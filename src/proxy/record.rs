@@ -36,7 +36,7 @@ pub struct DecisionRecord {
     pub outcome: &'static str,
     /// The rule that decided.
     pub rule: &'static str,
-    /// Status for rejections, 0 otherwise.
+    /// The final status the request got: the edge's refusal or answer, or the one relayed.
     pub status: u16,
     /// The checks that ran, the deciding one last (what `sipedge explain` prints).
     pub trail: Vec<Check>,
@@ -56,7 +56,10 @@ pub struct Recorded {
     pub dns: DnsFacts,
     pub outcome: &'static str,
     pub rule: &'static str,
+    /// The final status the request got (relayed or the edge's own).
     pub status: u16,
+    /// Its route set was restored from the edge's own seal (the decision depends on it).
+    pub sealed_route: bool,
 }
 
 /// A bounded ring of recent decisions.

@@ -277,7 +277,7 @@ async fn the_embedded_lab_runs_from_any_directory_and_the_walk_through_works_aga
     assert_eq!(status_of(&r), 200, "{r}");
     let out = lab.ok(&["admin", "decisions", "1"]);
     assert!(
-        out.contains(" forward 0 ") && out.contains("call-id=tour2\n"),
+        out.contains(" forward 200 ") && out.contains("call-id=tour2\n"),
         "{out}"
     );
     let out = lab.ok(&["admin", "metrics"]);

@@ -102,7 +102,8 @@ async fn decisions_show_the_last_n_with_the_trail_explain_prints() {
     let got = entries(&text);
     assert_eq!(got.len(), 2, "{text}");
     let (alice, bob) = (&got[0], &got[1]);
-    assert!(alice.0.contains(" forward 0 "), "{text}");
+    // The final status the request got, not a placeholder.
+    assert!(alice.0.contains(" forward 200 "), "{text}");
     assert!(alice.0.contains("call-id=dec1"), "{text}");
     assert!(
         bob.0
