@@ -30,11 +30,13 @@ pub(crate) fn lab_federation() -> String {
 
 /// A lab: the edge with mutual TLS on both interfaces, a DNS zone, a pool that answers
 /// 200 to everything and reports what it received, and remote edges set up by the test.
-struct FedLab {
-    pki: Pki,
-    edge: TestEdge,
+pub(crate) struct FedLab {
+    pub(crate) pki: Pki,
+    pub(crate) edge: TestEdge,
     _zone: LabDnsServer,
-    pool_rx: mpsc::UnboundedReceiver<String>,
+    pub(crate) pool_rx: mpsc::UnboundedReceiver<String>,
+    /// Where the pool listens (mutual TLS, as pool.contoso.test on 127.0.0.1).
+    pub(crate) pool_port: u16,
 }
 
 /// A root zone holding the test's records (ports come from the fake edges).
@@ -45,7 +47,7 @@ pub(crate) fn zone(records: &str) -> String {
 }
 
 impl FedLab {
-    async fn start(pki: Pki, records: &str, tweak: impl Fn(String) -> String) -> FedLab {
+    pub(crate) async fn start(pki: Pki, records: &str, tweak: impl Fn(String) -> String) -> FedLab {
         let (pool_l, pool_a) = tls_server(&pki, "127.0.0.1", "pool.contoso.test").await;
         let pool_port = pool_l.local_addr().unwrap().port();
         let (tx, pool_rx) = mpsc::unbounded_channel();
@@ -99,11 +101,12 @@ timeout_ms = 1000
             edge,
             _zone: dns,
             pool_rx,
+            pool_port,
         }
     }
 
     /// A mutual-TLS connection to one of the edge's interfaces with a certificate for `names`.
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         iface: Interface,
         names: &[&str],
@@ -133,7 +136,7 @@ timeout_ms = 1000
     }
 
     /// The pool's view of the next request it received.
-    async fn pool_recv(&mut self) -> String {
+    pub(crate) async fn pool_recv(&mut self) -> String {
         loop {
             let m = tokio::time::timeout(WAIT, self.pool_rx.recv())
                 .await
@@ -146,7 +149,7 @@ timeout_ms = 1000
     }
 }
 
-fn msg(method: &str, from: &str, to: &str, id: &str, extra: &[&str]) -> String {
+pub(crate) fn msg(method: &str, from: &str, to: &str, id: &str, extra: &[&str]) -> String {
     request(
         method,
         to,
@@ -202,7 +205,7 @@ fn policy_reason(status: u16) -> &'static str {
 const CLOSED_ADDR: &str = "127.0.0.66";
 const CLOSED_PORT: u16 = 1;
 
-const BASE_RECORDS: &str = "
+pub(crate) const BASE_RECORDS: &str = "
 _sipfederationtls._tcp.adatum.test. IN SRV 10 100 5061 sip.adatum.test.
 _sipfederationtls._tcp.badsrv.test. IN SRV 10 100 5061 sip.elsewhere.test.
 sip.adatum.test. IN A 127.0.0.7
@@ -583,7 +586,7 @@ sip.northwind.test. IN A 127.0.0.6
     );
 }
 
-const MARKED: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";
+pub(crate) const MARKED: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";
 
 #[tokio::test]
 async fn each_source_type_gets_its_trust_header_on_the_internal_side() {

@@ -16,6 +16,7 @@ mod load;
 mod metrics;
 mod observability;
 mod peers;
+mod policed;
 mod restart;
 mod security;
 mod send;
