@@ -4,8 +4,8 @@
 //! # Layout
 //! - `config`: TOML → typed, validated `Snapshot`; `Live` swaps snapshots atomically.
 //! - `sip`: zero-copy framing and typed views of the headers a proxy touches.
-//! - `transport`: interfaces, transports, peers; listeners, stream and datagram tasks,
-//!   the outbound connection pool.
+//! - `peer`: interfaces, transports, peers and their proven names: data below the I/O.
+//! - `transport`: listeners, stream and datagram tasks, the outbound connection pool.
 //! - `txn`: sans-I/O client and server transaction state machines (RFC 3261 §17).
 //! - `policy`: `decide(request, peer, snapshot)`, the pure routing and policy decision.
 //! - `proxy`: the pipeline that ties them together; `respond` is the only place a
@@ -47,6 +47,7 @@ pub mod explain;
 pub mod lab;
 pub mod load;
 pub mod metrics;
+pub mod peer;
 pub mod send;
 pub mod tls;
 pub mod tls_store;

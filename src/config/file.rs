@@ -20,7 +20,7 @@ use super::{
     AdminSettings, EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot,
     StaticRoute, Timers, TlsSettings,
 };
-use crate::transport::Transport;
+use crate::peer::Transport;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -825,7 +825,7 @@ impl Builder<'_> {
             match addr.parse::<IpAddr>() {
                 Ok(ip) => {
                     let name = self.fqdn(key, &name);
-                    source_identities.insert(ip, crate::transport::PeerIdentity::new([name]));
+                    source_identities.insert(ip, crate::peer::PeerIdentity::new([name]));
                 }
                 Err(_) => self.problem(
                     key,

@@ -23,7 +23,7 @@ pub use file::{ConfigError, Problem};
 pub use index::LookupIndex;
 pub use live::Live;
 
-use crate::transport::{Interface, Transport};
+use crate::peer::{Interface, Transport};
 
 /// The federation sections of the shipped `config/lab.toml` (everything after its
 /// "---- Federation" marker line), so tests and fuzz targets run against exactly what the
@@ -266,5 +266,5 @@ impl Default for DnsSettings {
 pub struct LabSettings {
     /// Source IP → FQDN: plain TCP/UDP senders on the external interface from these
     /// addresses are treated as if they had proven that name. For labs and benchmarks only.
-    pub source_identities: HashMap<IpAddr, crate::transport::PeerIdentity>,
+    pub source_identities: HashMap<IpAddr, crate::peer::PeerIdentity>,
 }

@@ -44,7 +44,7 @@ pub use route::response_trust;
 
 use crate::config::{NextHop, Snapshot};
 use crate::sip::ms_headers::{MessageTrust, Verified};
-use crate::transport::{Interface, Peer, Transport};
+use crate::peer::{Interface, Peer, Transport};
 
 /// The facts about a request that routing and policy look at, borrowed from the message.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::config::{FederationRouting, Snapshot, VerificationLevel};
 use crate::sip::ms_headers::{MessageTrust, SourceType, Verified};
-use crate::transport::Interface;
+use crate::peer::Interface;
 
 /// The federation port for ProxyFqdn and default-route targets.
 pub const FEDERATION_PORT: u16 = 5061;

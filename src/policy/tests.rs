@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Snapshot;
-use crate::transport::PeerIdentity;
+use crate::peer::PeerIdentity;
 
 const BASE: &str = crate::config::TCP_EDGE;
 

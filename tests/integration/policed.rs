@@ -72,16 +72,16 @@ async fn an_outsider_routing_through_both_interfaces_is_no_internal_user() {
         .await;
     let answer = fabrikam.recv_skip_100().await;
     assert_eq!(status_of(&answer), 403, "{answer}");
-    assert!(pool_got_nothing(&mut lab).await, "the pool saw bob's forged request");
+    assert!(
+        pool_got_nothing(&mut lab).await,
+        "the pool saw bob's forged request"
+    );
 }
 
 /// A remote edge for northwind.test that answers every request with `status`, a forged
 /// trust marking and, on INVITE and SUBSCRIBE, a Record-Route naming itself by address
 /// (as Kamailio does by default) above the route set it copies.
-async fn northwind(
-    pki: &crate::tls::Pki,
-    status: u16,
-) -> (u16, mpsc::UnboundedReceiver<String>) {
+async fn northwind(pki: &crate::tls::Pki, status: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
     let (l, a) = tls_server(pki, "127.0.0.6", "sip.northwind.test").await;
     let port = l.local_addr().expect("addr").port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -102,7 +102,11 @@ async fn northwind(
                             &[forged, &contact],
                         );
                         if m.starts_with("INVITE ") || m.starts_with("SUBSCRIBE ") {
-                            answer = answer.replacen("Record-Route:", &format!("{rr}\r\nRecord-Route:"), 1);
+                            answer = answer.replacen(
+                                "Record-Route:",
+                                &format!("{rr}\r\nRecord-Route:"),
+                                1,
+                            );
                         }
                         conn.send(&answer).await;
                     }
@@ -172,9 +176,16 @@ async fn invite_northwind(
 /// The pool's in-dialog request for the 200 `ok` it got as the caller: the route set is the
 /// Record-Route list reversed, the Request-URI the callee's Contact.
 fn caller_request(ok: &str, method: &str, id: &str) -> String {
-    let routes: Vec<&str> = header_values(ok, "record-route").into_iter().rev().collect();
+    let routes: Vec<&str> = header_values(ok, "record-route")
+        .into_iter()
+        .rev()
+        .collect();
     let contact = header(ok, "contact").expect("contact");
-    let uri = contact.trim_start_matches('<').split('>').next().unwrap_or("");
+    let uri = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("");
     let to = header(ok, "to").expect("to");
     format!(
         "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TLS 10.0.0.9:5061;branch=z9hG4bK{id}{method}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@contoso.test>;tag=t{id}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n",
@@ -197,7 +208,11 @@ async fn a_bye_reaches_a_partner_that_record_routes_by_address() {
     );
     alice.send(&caller_request(&ok, "BYE", "rr-by-ip")).await;
     let answer = alice.recv().await;
-    assert_eq!(status_of(&answer), 200, "the BYE was answered by the partner: {answer}");
+    assert_eq!(
+        status_of(&answer),
+        200,
+        "the BYE was answered by the partner: {answer}"
+    );
     let mut methods = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), far.recv()).await {
         methods.push(first_line(&m).split(' ').next().unwrap_or("").to_string());
@@ -215,7 +230,11 @@ async fn the_pools_notify_reaches_an_external_subscriber_over_its_own_connection
         "sip:fay@fabrikam.test",
         "sip:alice@contoso.test",
         "sub1",
-        &[MARKED, "Event: presence", "Contact: <sip:fay@127.0.0.66:1;transport=tls>"],
+        &[
+            MARKED,
+            "Event: presence",
+            "Contact: <sip:fay@127.0.0.66:1;transport=tls>",
+        ],
     ))
     .await;
     let ok = fay.recv_skip_100().await;
@@ -268,7 +287,11 @@ fn bye_from(lab: &FedLab, ok: &str, from: &str, call_id: &str, marked: bool) -> 
     let pool = lab.pool_port;
     let routes = header_values(ok, "record-route").join(", ");
     let to = header(ok, "to").expect("to");
-    let mark = if marked { format!("{MARKED}\r\n") } else { String::new() };
+    let mark = if marked {
+        format!("{MARKED}\r\n")
+    } else {
+        String::new()
+    };
     format!(
         "BYE sip:alice@pool.contoso.test:{pool};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 10.0.0.9:5061;branch=z9hG4bKbye{call_id}\r\nRoute: {routes}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=t{call_id}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\n{mark}Content-Length: 0\r\n\r\n"
     )
@@ -310,5 +333,48 @@ async fn a_sealed_route_replayed_into_another_dialog_or_by_another_peer_is_refus
         .await;
     let answer = other.recv().await;
     assert_eq!(status_of(&answer), 403, "{answer}");
-    assert!(pool_got_nothing(&mut lab).await, "a replayed seal reached the pool");
+    assert!(
+        pool_got_nothing(&mut lab).await,
+        "a replayed seal reached the pool"
+    );
+}
+
+#[tokio::test]
+async fn a_ua_using_the_edge_as_outbound_proxy_gets_the_decision_it_would_get_without_the_route() {
+    let pki = crate::tls::Pki::new();
+    let (port, mut far) = northwind(&pki, 200).await;
+    let lab = FedLab::start(pki, &northwind_records(port), |f| f).await;
+    let int = lab.edge.addr(Interface::Internal, Transport::Tls);
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    for (i, route) in [
+        "Route: <sip:edge-int.contoso.test;lr>".to_string(),
+        format!("Route: <sip:{int};transport=tls;lr>"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = format!("outbound-proxy{i}");
+        alice
+            .send(&msg(
+                "INVITE",
+                "sip:alice@contoso.test",
+                "sip:dan@northwind.test",
+                &id,
+                &[route, "Contact: <sip:alice@10.0.0.9:5061;transport=tls>"],
+            ))
+            .await;
+        let ok = alice.recv_skip_100().await;
+        assert_eq!(status_of(&ok), 200, "{route}: {ok}");
+        let got = tokio::time::timeout(WAIT, far.recv())
+            .await
+            .expect("northwind got the INVITE")
+            .expect("open");
+        assert!(got.starts_with("INVITE sip:dan@northwind.test "), "{got}");
+        assert!(
+            header(&got, "route").is_none(),
+            "our Route entry was removed: {got}"
+        );
+    }
 }
