@@ -170,7 +170,22 @@ async fn closed_loop_keeps_its_concurrency_and_counts_every_answer() {
     assert_eq!(n(&v, "failed"), 0, "{v}");
 }
 
-/// The edge config of the bench files with ephemeral ports and the sink as the pool.
+/// The federation sections of the bench config for `transport`: the full Access Edge
+/// pipeline the benchmarks measure.
+fn bench_federation(transport: &str) -> &'static str {
+    let file = match transport {
+        "udp" => include_str!("../../config/bench-udp.toml"),
+        "tcp" => include_str!("../../config/bench-tcp.toml"),
+        _ => include_str!("../../config/bench-tls.toml"),
+    };
+    file.split_once("# ---- Federation")
+        .map(|(_, rest)| rest)
+        .expect("the bench config has federation sections")
+}
+
+/// The edge config of the bench files with ephemeral ports and the sink as the pool: the
+/// same federation sections, so every scenario takes the full pipeline (in-dialog requests
+/// toward the client included).
 fn edge_config(transport: &str, pool: SocketAddr, certs: &Path) -> String {
     let d = certs.display();
     let tls = |iface: &str, name: &str| {
@@ -209,7 +224,10 @@ transport = "{transport}"
 
 [lab]
 source_identities = {{ "127.0.0.1" = "sip.fabrikam.test" }}
-"#
+
+# ---- Federation{federation}
+"#,
+        federation = bench_federation(transport),
     )
 }
 
