@@ -200,7 +200,35 @@ async fn max_forwards_zero_gives_483_but_options_to_the_edge_gets_200() {
     let (answer, _) = client.recv().await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(header(&answer, "allow").is_some_and(|a| a.contains("MESSAGE") && a.contains("INVITE")));
-    assert!(header(&answer, "supported").is_some());
+}
+
+#[tokio::test]
+async fn the_options_answer_claims_no_extension_the_edge_does_not_implement() {
+    let (edge, _pool, _partner) = edge_with_udp_pool().await;
+    let mut client = tcp_connect(edge.addr(Interface::External, Transport::Tcp)).await;
+    let opt = request(
+        "OPTIONS",
+        "sip:accessedge.contoso.test",
+        "sip:probe@fabrikam.test",
+        "sip:accessedge.contoso.test",
+        "SIP/2.0/TCP 127.0.0.9;branch=z9hG4bKsup1",
+        "sup-1",
+        &[],
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    client.send(&opt).await;
+    let answer = client.recv().await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    // Neither Path (RFC 3327) nor Outbound (RFC 5626) is implemented: no Supported claims them.
+    for supported in headers(&answer, "supported") {
+        for tag in supported.split(',').map(str::trim) {
+            assert!(
+                !tag.eq_ignore_ascii_case("path") && !tag.eq_ignore_ascii_case("outbound"),
+                "{answer}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
