@@ -21,7 +21,7 @@
 //! | `outside-users-disabled`       | 403\*  | 1902\* | [unverified] |
 //! | `blocked-domain`               | 403\*  | 1903\* | [unverified] |
 //! | `partner-not-allowed`          | 403\*  | 1904\* | [unverified] |
-//! | `unmarked-source`              | 403\*  | 1905\* | [unverified] |
+//! | `unmarked-source` (no marking, or one lacking a field: the reason names it) | 403\*  | 1905\* | [unverified] |
 //! | `user-federation-denied`       | 403\*  | 1906\* | [unverified] |
 //! | `user-public-cloud-denied`     | 403\*  | 1907\* | [unverified] |
 //! | `user-public-cloud-av-denied`  | 403\*  | 1908\* | [unverified] |
@@ -36,6 +36,7 @@ use std::fmt::Write as _;
 
 use crate::config::{Code, Codes};
 use crate::policy::dns::SrvTarget;
+use crate::sip::ms_headers::HeaderError;
 
 /// A refusal: status, reason phrase, optional `ms-diagnostics`, optional Retry-After.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,14 +242,18 @@ impl Rejection {
         r
     }
 
-    /// UseSourceVerification, and the peer sent no verification marking.
-    pub fn unmarked_source(c: &Codes, peer: &str) -> Self {
+    /// UseSourceVerification, and the peer sent no verification marking (`flaw` is `None`)
+    /// or one that lacks a field or holds a value out of its enumeration.
+    pub fn unmarked_source(c: &Codes, peer: &str, flaw: Option<&HeaderError>) -> Self {
+        let text = match flaw {
+            None => "The source did not mark the message verified or unverified (UseSourceVerification)".to_string(),
+            Some(HeaderError::Missing(field)) => {
+                format!("The source's marking lacks {field} (UseSourceVerification)")
+            }
+            Some(other) => format!("The source's marking is invalid: {other} (UseSourceVerification)"),
+        };
         with_param(
-            Rejection::configured(
-                c.unmarked_source,
-                "The source did not mark the message verified or unverified (UseSourceVerification)",
-                "unmarked-source",
-            ),
+            Rejection::configured(c.unmarked_source, &text, "unmarked-source"),
             "PeerServer",
             peer,
         )
