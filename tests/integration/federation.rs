@@ -779,3 +779,37 @@ async fn an_incomplete_trust_marking_is_refused_naming_the_missing_field() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_refusal_by_a_users_policy_names_neither_the_user_nor_the_policy_outside() {
+    let (_lab, mut northwind) = northwind_connected().await;
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:dan@northwind.test",
+            "sip:carol@contoso.test",
+            "nf1",
+            &[NORTHWIND_MARK],
+        ))
+        .await;
+    let r = northwind.recv().await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .starts_with("1906;"),
+        "{r}"
+    );
+    // Only the To line the sender wrote may name carol.
+    for line in r.lines().filter(|l| !l.starts_with("To:")) {
+        assert!(!line.contains("carol"), "{line}\n{r}");
+    }
+    for internal in [
+        "NoFederation",
+        "pool.contoso.test",
+        "edge-int.contoso.test",
+        "127.0.0.2",
+    ] {
+        assert!(!r.contains(internal), "{internal} leaves: {r}");
+    }
+}
