@@ -94,10 +94,7 @@ pub async fn explain(snap: &Snapshot, req: &ExplainRequest) -> Result<String, Ex
     render_trail(&mut out, &e.trail);
     match &e.decision {
         Decision::AnswerOptions => {
-            let _ = writeln!(
-                out,
-                "Decision: answered by the edge: 200 OK with Allow and Supported"
-            );
+            let _ = writeln!(out, "Decision: answered by the edge: 200 OK with Allow");
         }
         Decision::Reject(r) => {
             let _ = writeln!(

@@ -122,7 +122,7 @@ pub enum Decision {
     Forward(Forward),
     /// Refuse it with this status and diagnostics.
     Reject(Rejection),
-    /// Answer it ourselves (OPTIONS to the edge): 200 with Allow and Supported.
+    /// Answer it ourselves (OPTIONS to the edge): 200 with Allow.
     AnswerOptions,
 }
 

@@ -2,7 +2,8 @@
 //!
 //! `proxy::respond` is the only code that turns a `Rejection` into a SIP response. It puts
 //! the diagnostics in `ms-diagnostics` toward the internal interface and in
-//! `ms-diagnostics-public` (`Diagnostics::public_value`, no `source`) toward the external one.
+//! `ms-diagnostics-public` (`Diagnostics::public_value`: code, reason and only the
+//! parameters in `PUBLIC_PARAMS`) toward the external one.
 //!
 //! | reason (rule)                  | status | ms-diagnostics | source of the value |
 //! |--------------------------------|--------|----------------|---------------------|
@@ -21,7 +22,7 @@
 //! | `outside-users-disabled`       | 403\*  | 1902\* | [unverified] |
 //! | `blocked-domain`               | 403\*  | 1903\* | [unverified] |
 //! | `partner-not-allowed`          | 403\*  | 1904\* | [unverified] |
-//! | `unmarked-source`              | 403\*  | 1905\* | [unverified] |
+//! | `unmarked-source` (no marking, or one lacking a field: the reason names it) | 403\*  | 1905\* | [unverified] |
 //! | `user-federation-denied`       | 403\*  | 1906\* | [unverified] |
 //! | `user-public-cloud-denied`     | 403\*  | 1907\* | [unverified] |
 //! | `user-public-cloud-av-denied`  | 403\*  | 1908\* | [unverified] |
@@ -36,6 +37,7 @@ use std::fmt::Write as _;
 
 use crate::config::{Code, Codes};
 use crate::policy::dns::SrvTarget;
+use crate::sip::ms_headers::HeaderError;
 
 /// A refusal: status, reason phrase, optional `ms-diagnostics`, optional Retry-After.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +82,13 @@ impl Diagnostics {
         s
     }
 
-    /// The value for `ms-diagnostics-public`: the same without the internal `source`.
+    /// The value for `ms-diagnostics-public`: the code, the reason and only the
+    /// parameters in `PUBLIC_PARAMS`.
     pub fn public_value(&self) -> String {
         let mut public = self.clone();
         public
             .params
-            .retain(|(k, _)| !k.eq_ignore_ascii_case("source"));
+            .retain(|(k, _)| PUBLIC_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(k)));
         public.header_value()
     }
 
@@ -97,6 +100,11 @@ impl Diagnostics {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// The parameters a refusal may show outside: each echoes what the sender itself wrote (the
+/// domain it named or came from, its method) or names a fixed error kind, never a local user,
+/// policy, server name or address.
+pub const PUBLIC_PARAMS: &[&str] = &["domain", "method", "ErrorType", "HRESULT", "WinsockFailureCode"];
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
@@ -241,14 +249,18 @@ impl Rejection {
         r
     }
 
-    /// UseSourceVerification, and the peer sent no verification marking.
-    pub fn unmarked_source(c: &Codes, peer: &str) -> Self {
+    /// UseSourceVerification, and the peer sent no verification marking (`flaw` is `None`)
+    /// or one that lacks a field or holds a value out of its enumeration.
+    pub fn unmarked_source(c: &Codes, peer: &str, flaw: Option<&HeaderError>) -> Self {
+        let text = match flaw {
+            None => "The source did not mark the message verified or unverified (UseSourceVerification)".to_string(),
+            Some(HeaderError::Missing(field)) => {
+                format!("The source's marking lacks {field} (UseSourceVerification)")
+            }
+            Some(other) => format!("The source's marking is invalid: {other} (UseSourceVerification)"),
+        };
         with_param(
-            Rejection::configured(
-                c.unmarked_source,
-                "The source did not mark the message verified or unverified (UseSourceVerification)",
-                "unmarked-source",
-            ),
+            Rejection::configured(c.unmarked_source, &text, "unmarked-source"),
             "PeerServer",
             peer,
         )
@@ -515,6 +527,62 @@ mod tests {
             r.diagnostics.unwrap().header_value(),
             "1009;reason=\"No match for domain in DNS SRV results\";domain=\"badsrv.test\";fqdn1=\"sip.elsewhere.test:5061\""
         );
+    }
+
+    #[test]
+    fn no_refusal_names_an_internal_user_policy_server_or_address_in_its_public_form() {
+        let c = Codes::default();
+        // Internal-looking values everywhere a refusal takes a name; `domain` and `method`
+        // get what a sender writes, since those are the parameters kept outside.
+        let (user, policy, fqdn, addr) = (
+            "carol@contoso.test",
+            "tag:NoFederation",
+            "pool.contoso.test",
+            "10.1.2.3",
+        );
+        let internal = [user, policy, fqdn, addr, "carol", "NoFederation", "pool.contoso"];
+        let target = SrvTarget::new(0, 0, 5061, fqdn);
+        let flaw = HeaderError::Missing("ms-ep-fqdn");
+        let refusals = [
+            Rejection::too_many_hops(),
+            Rejection::loop_detected(),
+            Rejection::relay_denied("northwind.test"),
+            Rejection::no_route("northwind.test"),
+            Rejection::overloaded(),
+            Rejection::configured(c.blocked_domain, "configured", "configured"),
+            Rejection::federation_disabled(&c),
+            Rejection::outside_users_disabled(&c),
+            Rejection::blocked_domain(&c, "adatum.test"),
+            Rejection::partner_not_allowed(&c, "northwind.test"),
+            Rejection::source_not_verified(&c, "fabrikam.test", fqdn),
+            Rejection::local_domain_from_outside(&c, "contoso.test", addr),
+            Rejection::anonymous_peer(&c, "fabrikam.test"),
+            Rejection::unmarked_source(&c, fqdn, None),
+            Rejection::unmarked_source(&c, addr, Some(&flaw)),
+            Rejection::user_federation_denied(&c, user, policy),
+            Rejection::user_public_cloud_denied(&c, user, policy),
+            Rejection::user_public_cloud_av_denied(&c, user, policy),
+            Rejection::provider_disabled(&c, "LyncOnline", "tailspin.test"),
+            Rejection::method_not_federated(&c, "REGISTER"),
+            Rejection::srv_not_found(&c, "nowhere.test", Some(&format!("no answer from {addr}:53"))),
+            Rejection::srv_no_match("badsrv.test", std::slice::from_ref(&target)),
+            Rejection::cert_mismatch(fqdn, fqdn),
+            Rejection::tls_failed("10054(WSAECONNRESET)", &format!("reset by {addr}")),
+            Rejection::rate_limited(&c, "northwind.test"),
+            Rejection::contacts_limit(&c, "northwind.test"),
+        ];
+        for r in refusals {
+            let Some(d) = &r.diagnostics else { continue };
+            let public = d.public_value().to_ascii_lowercase();
+            for name in internal {
+                assert!(
+                    !public.contains(&name.to_ascii_lowercase()),
+                    "{}: {name} in {public}",
+                    r.rule
+                );
+            }
+            assert!(!public.contains("lynconline"), "{}: {public}", r.rule);
+        }
     }
 
     #[test]

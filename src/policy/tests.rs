@@ -957,6 +957,50 @@ fn default_route_sends_everything_to_one_hop() {
 }
 
 #[test]
+fn an_incomplete_marking_is_refused_with_a_reason_naming_what_it_lacks() {
+    let snap = lab();
+    let marks: &[(Option<&str>, &str)] = &[
+        (None, "did not mark the message"),
+        (Some("ms-source-type=AutoFederation;ms-source-verified-user=verified"), "marking lacks ms-ep-fqdn"),
+        (Some("ms-ep-fqdn=remote.test;ms-source-verified-user=verified"), "marking lacks ms-source-type"),
+        (Some("ms-source-type=AutoFederation;ms-ep-fqdn=remote.test"), "marking lacks ms-source-verified-user"),
+        (Some("ms-source-type=Friend;ms-ep-fqdn=remote.test;ms-source-verified-user=verified"), "`Friend` is not a valid value for `ms-source-type`"),
+    ];
+    for domain in [FB, NW, LIVE] {
+        for (mark, reason) in marks {
+            let r = rejection(decide(
+                &in_req(domain, *mark),
+                &peer(Interface::External, &[edge_of(domain)]),
+                &snap,
+                &lab_dns(),
+            ));
+            let text = r.diagnostics.as_ref().map_or("", |d| d.reason.as_str());
+            assert_eq!((r.status, r.code(), r.rule), (403, Some(1905), "unmarked-source"), "{domain} {mark:?}");
+            assert!(text.contains(reason), "{domain} {mark:?}: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_complete_marking_from_a_clearing_house_or_forwarding_proxy_is_accepted() {
+    let snap = lab();
+    for source_type in ["ClearingHouse", "ForwardingProxy"] {
+        let mark = format!("ms-source-type={source_type};ms-ep-fqdn=remote.test;ms-source-verified-user=verified");
+        let f = forward(decide(
+            &in_req(NW, Some(&mark)),
+            &peer(Interface::External, &[edge_of(NW)]),
+            &snap,
+            &lab_dns(),
+        ));
+        assert_eq!(
+            f.insert_trust.and_then(|t| t.verified),
+            Some(crate::sip::ms_headers::Verified::Verified),
+            "{source_type}"
+        );
+    }
+}
+
+#[test]
 fn unmarked_source_may_be_marked_unverified_instead() {
     let mut snap = lab();
     snap.federation.access_edge.unmarked_source = crate::config::UnmarkedSource::MarkUnverified;

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use super::{classify::same_domain, Ctx, Rejection, SourceClass, Step};
 use crate::config::{FederationRouting, UnmarkedSource, VerificationLevel};
-use crate::sip::ms_headers::{MessageTrust, Verified};
+use crate::sip::ms_headers::{HeaderError, MessageTrust, Verified};
 
 /// The edge is no open relay: external → non-local is refused, and internal → external
 /// needs a From in one of our domains.
@@ -191,11 +191,15 @@ pub(super) fn apply_verification_level(cx: &mut Ctx<'_>) -> Step {
     let Some(level) = level else {
         return ControlFlow::Continue(());
     };
-    let marking = cx
-        .req
-        .trust_header
-        .and_then(|v| MessageTrust::parse(v).ok())
-        .and_then(|t| t.verified);
+    // What is wrong with the peer's marking, when it sent one, so a refusal can say so.
+    let (marking, flaw) = match cx.req.trust_header.map(MessageTrust::parse) {
+        None => (None, None),
+        Some(Ok(MessageTrust {
+            verified: Some(v), ..
+        })) => (Some(v), None),
+        Some(Ok(_)) => (None, Some(HeaderError::Missing("ms-source-verified-user"))),
+        Some(Err(e)) => (None, Some(e)),
+    };
     let verified = match (level, marking, unmarked) {
         (VerificationLevel::AlwaysVerifiable, _, _) => Verified::Verified,
         (VerificationLevel::AlwaysUnverifiable, _, _) => Verified::Unverified,
@@ -204,7 +208,7 @@ pub(super) fn apply_verification_level(cx: &mut Ctx<'_>) -> Step {
             Verified::Unverified
         }
         (VerificationLevel::UseSourceVerification, None, UnmarkedSource::Reject) => {
-            let r = Rejection::unmarked_source(&fed.codes, cx.peer_name());
+            let r = Rejection::unmarked_source(&fed.codes, cx.peer_name(), flaw.as_ref());
             return cx.reject("verification-level", r);
         }
     };

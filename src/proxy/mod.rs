@@ -284,9 +284,22 @@ impl Core {
         let span = tracing::debug_span!("txn", call_id = m.call_id().unwrap_or(""), method = m.method_str(), interface = %peer.interface);
         let _entered = span.enter();
         let method = m.method();
-        let server_id = server_txn_id(&m, via.branch(), via.host, via.port);
+        let to_tag = m.to().and_then(|t| t.tag());
+        let server_id = server_txn_id(&m, via.branch(), via.host, via.port, to_tag);
         match method {
-            Method::Ack => return self.on_ack(m, peer, reply, server_id, sealed_route),
+            Method::Ack => {
+                // A pre-3261 ACK carries the To tag of the final response, which an INVITE
+                // outside a dialog lacked: with no INVITE under its own id, it is matched
+                // without the tag.
+                let invite = TxnKey::new(Side::Server, server_id.clone(), MethodKey::Invite);
+                let known = via.is_rfc3261() || self.txns.with(&invite, |_| ((), None)).is_some();
+                let server_id = if known {
+                    server_id
+                } else {
+                    server_txn_id(&m, via.branch(), via.host, via.port, None)
+                };
+                return self.on_ack(m, peer, reply, server_id, sealed_route);
+            }
             Method::Cancel => return self.on_cancel(m, peer, reply, server_id),
             _ => {}
         }
@@ -2177,9 +2190,16 @@ fn method_key(m: Method) -> MethodKey {
     }
 }
 
-/// Server transaction id: branch + sent-by (§17.2.3); for pre-3261 senders a hash of the
-/// fields that identify the request instead.
-fn server_txn_id(m: &Message, branch: Option<&str>, host: &str, port: Option<u16>) -> String {
+/// Server transaction id: branch + sent-by (§17.2.3); for pre-3261 senders a hash of what
+/// §17.2.3 matches them by instead (Request-URI, To tag, From tag, Call-ID, CSeq number,
+/// top Via sent-by), without the method so that a CANCEL or ACK finds its INVITE's id.
+fn server_txn_id(
+    m: &Message,
+    branch: Option<&str>,
+    host: &str,
+    port: Option<u16>,
+    to_tag: Option<&str>,
+) -> String {
     match branch {
         Some(b) if b.starts_with(crate::sip::via::MAGIC_COOKIE) => {
             let mut id = String::with_capacity(b.len() + host.len() + 8);
@@ -2191,6 +2211,7 @@ fn server_txn_id(m: &Message, branch: Option<&str>, host: &str, port: Option<u16
             m.uri_range().map(|r| m.text(r)).hash(&mut h);
             m.call_id().hash(&mut h);
             m.from().and_then(|f| f.tag()).hash(&mut h);
+            to_tag.hash(&mut h);
             m.cseq().map(|c| c.seq).hash(&mut h);
             format!("rfc2543-{:x}|{host}:{}", h.finish(), port.unwrap_or(0))
         }

@@ -11,8 +11,6 @@ use crate::transport::Interface;
 
 /// The methods the edge relays, for `Allow` on its own OPTIONS answer.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO, SUBSCRIBE, NOTIFY, BENOTIFY, UPDATE, PRACK, REFER, SERVICE";
-/// The extensions the edge supports, for `Supported`.
-pub const SUPPORTED: &str = "path, outbound";
 
 /// Builds the response for a rejection. `ms-diagnostics` is only written toward the
 /// internal interface; outside it becomes `ms-diagnostics-public` without `source`.
@@ -50,7 +48,8 @@ fn with_source(d: &Diagnostics, edge_fqdn: &str) -> Diagnostics {
     }
 }
 
-/// A 200 to OPTIONS addressed to the edge itself.
+/// A 200 to OPTIONS addressed to the edge itself. No `Supported`: a proxy needs no option
+/// tag to relay, and the edge implements none of Path, Outbound, GRUU or timers itself.
 pub fn options_ok(req: &Message, source: Option<SocketAddr>, to_tag: &str) -> BytesMut {
     build::response(
         req,
@@ -60,7 +59,6 @@ pub fn options_ok(req: &Message, source: Option<SocketAddr>, to_tag: &str) -> By
         Some(to_tag),
         &[
             ("Allow", ALLOW.to_string()),
-            ("Supported", SUPPORTED.to_string()),
             ("Accept", "application/sdp".to_string()),
         ],
     )

@@ -56,6 +56,10 @@ pub enum ParseError {
     /// The Request-URI carries `?headers`, which a proxy must not forward (RFC 4475 §3.1.2.14).
     #[error("Request-URI with headers")]
     RequestUriHeaders,
+    /// A From, To or Contact URI holding `?headers` is not enclosed in `<>` (RFC 3261 §20,
+    /// RFC 4475 §3.1.2.13).
+    #[error("{0} URI with ?headers outside <>")]
+    UnenclosedUri(&'static str),
 }
 
 impl ParseError {
@@ -479,6 +483,19 @@ impl Message {
             }
         }
         self.max_forwards()?;
+        for (name, label) in [
+            (HeaderName::From, "From"),
+            (HeaderName::To, "To"),
+            (HeaderName::Contact, "Contact"),
+        ] {
+            let bare_with_headers = self
+                .values(name)
+                .into_iter()
+                .any(|(_, r)| addr_spec_with_headers(self.text(r)));
+            if bare_with_headers {
+                return Err(ParseError::UnenclosedUri(label));
+            }
+        }
         Ok(())
     }
 
@@ -522,6 +539,16 @@ impl Message {
         }
         Ok(())
     }
+}
+
+/// Whether a name-addr value is a bare addr-spec whose URI holds `?`: without `<>` the
+/// header parameters and the URI headers cannot be told apart, so RFC 3261 §20 forbids it.
+fn addr_spec_with_headers(value: &str) -> bool {
+    let v = value.trim_start();
+    if v.starts_with('<') || v.starts_with('"') || v.contains('<') {
+        return false;
+    }
+    v.split(';').next().is_some_and(|uri| uri.contains('?'))
 }
 
 /// CSeq: sequence number and method.
@@ -891,6 +918,30 @@ v=0\n";
                 Some(ParseError::BadStartLine)
             );
         }
+    }
+
+    #[test]
+    fn a_uri_with_headers_outside_angle_brackets_is_a_bad_request() {
+        let regbadct = "REGISTER sip:example.com SIP/2.0\r\nTo: sip:user@example.com\r\nFrom: sip:user@example.com;tag=998332\r\nMax-Forwards: 70\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nVia: SIP/2.0/UDP 135.180.130.133:5060;branch=z9hG4bKkdjuw\r\nContact: sip:user@example.com?Route=%3Csip:sip.example.com%3E\r\nl: 0\r\n\r\n";
+        let err = msg(regbadct).validate_request();
+        assert_eq!(err, Err(ParseError::UnenclosedUri("Contact")));
+        assert_eq!(
+            err.map_err(|e| e.reason_phrase()),
+            Err("Bad Request - Contact URI with ?headers outside <>".to_string())
+        );
+        // RFC 4475 §3.3.14 regescrt: the same URI inside <> is valid.
+        let enclosed = regbadct.replace(
+            "Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "Contact: <sip:user@example.com?Route=%3Csip:sip.example.com%3E>",
+        );
+        assert_eq!(msg(&enclosed).validate_request(), Ok(()));
+        let from = regbadct
+            .replace("Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E", "Contact: *")
+            .replace("From: sip:user@example.com;tag", "From: sip:user@example.com?x=y;tag");
+        assert_eq!(
+            msg(&from).validate_request(),
+            Err(ParseError::UnenclosedUri("From"))
+        );
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum SourceType {
     EdgeProxyGenerated,
     /// A remote user.
     InternetUser,
+    /// A clearing house relaying for several federated domains.
+    ClearingHouse,
+    /// A proxy that forwards on behalf of another server.
+    ForwardingProxy,
 }
 
 impl SourceType {
@@ -50,6 +54,8 @@ impl SourceType {
             SourceType::DirectPartner => "DirectPartner",
             SourceType::EdgeProxyGenerated => "EdgeProxyGenerated",
             SourceType::InternetUser => "InternetUser",
+            SourceType::ClearingHouse => "ClearingHouse",
+            SourceType::ForwardingProxy => "ForwardingProxy",
         }
     }
 }
@@ -63,6 +69,8 @@ impl FromStr for SourceType {
             SourceType::DirectPartner,
             SourceType::EdgeProxyGenerated,
             SourceType::InternetUser,
+            SourceType::ClearingHouse,
+            SourceType::ForwardingProxy,
         ]
         .into_iter()
         .find(|t| t.as_str().eq_ignore_ascii_case(s))
@@ -431,6 +439,14 @@ mod tests {
             MessageTrust::parse("ms-ep-fqdn=e.test"),
             Err(HeaderError::Missing("ms-source-type"))
         );
+        assert_eq!(
+            MessageTrust::parse("ms-source-type=AutoFederation"),
+            Err(HeaderError::Missing("ms-ep-fqdn"))
+        );
+        for known in ["ClearingHouse", "ForwardingProxy"] {
+            let t = MessageTrust::parse(&format!("ms-source-type={known};ms-ep-fqdn=e.test"));
+            assert_eq!(t.map(|t| t.source_type.as_str()), Ok(known));
+        }
         assert!(matches!(
             MessageTrust::parse("ms-source-type=Friend;ms-ep-fqdn=e.test"),
             Err(HeaderError::BadValue {

@@ -353,8 +353,15 @@ federation.messenger.msn.com. IN A 127.0.0.4
     );
 }
 
-#[tokio::test]
-async fn spoofed_from_external_relay_and_blocked_domains_are_refused() {
+/// northwind.test's complete marking, as its edge sends it.
+const NORTHWIND_MARK: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+
+/// A lab where northwind.test is a discovered partner (SRV to sip.northwind.test), and
+/// northwind's edge connected to the external interface.
+async fn northwind_connected() -> (
+    FedLab,
+    StreamConn<tokio_rustls::client::TlsStream<TcpStream>>,
+) {
     let pki = Pki::new();
     let records = format!(
         "{BASE_RECORDS}
@@ -363,10 +370,16 @@ sip.northwind.test. IN A 127.0.0.6
 "
     );
     let lab = FedLab::start(pki, &records, |f| f).await;
-    let mut northwind = lab
+    let northwind = lab
         .connect(Interface::External, &["sip.northwind.test"])
         .await;
-    let mark = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+    (lab, northwind)
+}
+
+#[tokio::test]
+async fn spoofed_from_external_relay_and_blocked_domains_are_refused() {
+    let (lab, mut northwind) = northwind_connected().await;
+    let mark = NORTHWIND_MARK;
 
     // A northwind edge speaking for fabrikam.test.
     northwind
@@ -524,7 +537,7 @@ sip.northwind.test. IN A 127.0.0.6
     let mut northwind = lab
         .connect(Interface::External, &["sip.northwind.test"])
         .await;
-    let mark = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+    let mark = NORTHWIND_MARK;
     let mut statuses = Vec::new();
     for i in 0..8 {
         northwind
@@ -730,4 +743,76 @@ sip2.northwind.test. IN A 127.0.0.6
         headers(&second, "via")[0],
         "a new branch for the new target"
     );
+}
+
+#[tokio::test]
+async fn an_incomplete_trust_marking_is_refused_naming_the_missing_field() {
+    let (_lab, mut northwind) = northwind_connected().await;
+    let cases = [
+        (
+            "ms-source-type=AutoFederation;ms-source-verified-user=verified",
+            "ms-ep-fqdn",
+        ),
+        (
+            "ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified",
+            "ms-source-type",
+        ),
+        (
+            "ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test",
+            "ms-source-verified-user",
+        ),
+    ];
+    for (i, (mark, missing)) in cases.into_iter().enumerate() {
+        northwind
+            .send(&msg(
+                "MESSAGE",
+                "sip:dan@northwind.test",
+                "sip:alice@contoso.test",
+                &format!("im{i}"),
+                &[&format!("ms-edge-proxy-message-trust: {mark}")],
+            ))
+            .await;
+        let r = northwind.recv().await;
+        assert_eq!(status_of(&r), 403, "{missing}: {r}");
+        let public = header(&r, "ms-diagnostics-public").unwrap_or("");
+        assert!(public.starts_with("1905;"), "{missing}: {r}");
+        assert!(
+            public.contains(&format!("marking lacks {missing}")),
+            "the reason names {missing}: {r}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_by_a_users_policy_names_neither_the_user_nor_the_policy_outside() {
+    let (_lab, mut northwind) = northwind_connected().await;
+    northwind
+        .send(&msg(
+            "MESSAGE",
+            "sip:dan@northwind.test",
+            "sip:carol@contoso.test",
+            "nf1",
+            &[NORTHWIND_MARK],
+        ))
+        .await;
+    let r = northwind.recv().await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(
+        header(&r, "ms-diagnostics-public")
+            .unwrap_or("")
+            .starts_with("1906;"),
+        "{r}"
+    );
+    // Only the To line the sender wrote may name carol.
+    for line in r.lines().filter(|l| !l.starts_with("To:")) {
+        assert!(!line.contains("carol"), "{line}\n{r}");
+    }
+    for internal in [
+        "NoFederation",
+        "pool.contoso.test",
+        "edge-int.contoso.test",
+        "127.0.0.2",
+    ] {
+        assert!(!r.contains(internal), "{internal} leaves: {r}");
+    }
 }

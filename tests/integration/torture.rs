@@ -30,6 +30,8 @@ struct Case {
     section: String,
     udp: String,
     tcp: String,
+    /// The reason phrase a refusal must carry, when the manifest names one.
+    phrase: Option<String>,
 }
 
 pub fn fixtures(dir: &str) -> PathBuf {
@@ -334,6 +336,7 @@ async fn over_udp(dir: &str, count: usize) {
                     case.name,
                     case.section
                 );
+                check_phrase(&case, &answer);
             }
         }
         seen.insert(case.name.clone(), case.udp.clone());
@@ -396,6 +399,7 @@ async fn over_tcp(dir: &str) {
                     case.name,
                     case.section
                 );
+                check_phrase(&case, &answer);
                 if let Some(cid) = &cid {
                     assert_eq!(
                         header(&answer, "call-id"),
@@ -416,6 +420,19 @@ async fn over_tcp(dir: &str) {
         &mut pool,
     )
     .await;
+}
+
+/// The answer's reason phrase is the one the manifest names, if it names one.
+fn check_phrase(case: &Case, answer: &str) {
+    if let Some(phrase) = &case.phrase {
+        assert_eq!(
+            first_line(answer).get(12..),
+            Some(phrase.as_str()),
+            "{} ({})",
+            case.name,
+            case.section
+        );
+    }
 }
 
 /// Whether anything with this Call-ID comes back within `QUIET` (answers to earlier cases,

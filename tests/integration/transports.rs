@@ -200,7 +200,35 @@ async fn max_forwards_zero_gives_483_but_options_to_the_edge_gets_200() {
     let (answer, _) = client.recv().await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(header(&answer, "allow").is_some_and(|a| a.contains("MESSAGE") && a.contains("INVITE")));
-    assert!(header(&answer, "supported").is_some());
+}
+
+#[tokio::test]
+async fn the_options_answer_claims_no_extension_the_edge_does_not_implement() {
+    let (edge, _pool, _partner) = edge_with_udp_pool().await;
+    let mut client = tcp_connect(edge.addr(Interface::External, Transport::Tcp)).await;
+    let opt = request(
+        "OPTIONS",
+        "sip:accessedge.contoso.test",
+        "sip:probe@fabrikam.test",
+        "sip:accessedge.contoso.test",
+        "SIP/2.0/TCP 127.0.0.9;branch=z9hG4bKsup1",
+        "sup-1",
+        &[],
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    client.send(&opt).await;
+    let answer = client.recv().await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    // Neither Path (RFC 3327) nor Outbound (RFC 5626) is implemented: no Supported claims them.
+    for supported in headers(&answer, "supported") {
+        for tag in supported.split(',').map(str::trim) {
+            assert!(
+                !tag.eq_ignore_ascii_case("path") && !tag.eq_ignore_ascii_case("outbound"),
+                "{answer}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -831,4 +859,99 @@ async fn a_response_without_a_transaction_is_relayed_by_its_next_via() {
         edge.addr(Interface::External, Transport::Udp),
         "sent from the external interface"
     );
+}
+
+/// An INVITE shaped like RFC 4475 §3.4.1 (RFC 2543 syntax): no branch, no From tag, no
+/// Max-Forwards; `method` and `cseq` vary for its CANCEL and ACK, `to_tag` for the ACK.
+fn rfc2543_request(client: &UdpPeer, method: &str, to_tag: &str) -> String {
+    format!(
+        "{method} sip:UserB@contoso.test SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.9:{port}\r\n\
+From: <sip:+13035551111@ift.client.example.net;user=phone>\r\n\
+Record-Route: <sip:UserB@example.com;maddr=ss1.example.com>\r\n\
+To: sip:+16505552222@ss1.example.net;user=phone{to_tag}\r\n\
+Call-ID: inv2543.1717@ift.client.example.com\r\n\
+CSeq: 56 {method}\r\n\
+Content-Length: 0\r\n\r\n",
+        port = client.addr().port()
+    )
+}
+
+#[tokio::test]
+async fn an_rfc_2543_invite_is_relayed_and_its_retransmission_cancel_and_ack_match_it() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    let invite = rfc2543_request(&client, "INVITE", "");
+    client.send(to, &invite).await;
+    let (got, edge_src) = pool.recv().await;
+    assert_eq!(first_line(&got), "INVITE sip:UserB@contoso.test SIP/2.0");
+    assert_eq!(header(&got, "max-forwards"), Some("70"));
+    let (trying, _) = client.recv().await;
+    assert_eq!(status_of(&trying), 100, "{trying}");
+
+    // RFC 3261 §17.2.3: same Request-URI, tags, Call-ID, CSeq and top Via is the same INVITE.
+    client.send(to, &invite).await;
+    assert!(
+        pool.try_recv(Duration::from_millis(300)).await.is_none(),
+        "the retransmission is absorbed"
+    );
+    pool.send(edge_src, &response(&got, 180, "Ringing", &[]))
+        .await;
+    let (ringing, _) = client.recv_final_or_request().await;
+    assert_eq!(status_of(&ringing), 180, "{ringing}");
+
+    client
+        .send(to, &rfc2543_request(&client, "CANCEL", ""))
+        .await;
+    let (cancel_ok, _) = client.recv_final_or_request().await;
+    assert_eq!(
+        (status_of(&cancel_ok), header(&cancel_ok, "cseq")),
+        (200, Some("56 CANCEL")),
+        "{cancel_ok}"
+    );
+    let (got_cancel, _) = pool.recv().await;
+    assert!(
+        first_line(&got_cancel).starts_with("CANCEL "),
+        "{got_cancel}"
+    );
+    pool.send(edge_src, &response(&got_cancel, 200, "OK", &[]))
+        .await;
+    pool.send(edge_src, &response(&got, 487, "Request Terminated", &[]))
+        .await;
+    let (terminated, _) = client.recv_final_or_request().await;
+    assert_eq!(status_of(&terminated), 487, "{terminated}");
+    let (edge_ack, _) = pool.recv().await;
+    assert!(first_line(&edge_ack).starts_with("ACK "), "{edge_ack}");
+
+    // The client's ACK for the 487 carries its To tag and ends the transaction at the edge.
+    client
+        .send(to, &rfc2543_request(&client, "ACK", ";tag=uas1"))
+        .await;
+    assert!(
+        pool.try_recv(Duration::from_millis(300)).await.is_none(),
+        "the ACK for the 487 matched the INVITE and went no further"
+    );
+}
+
+#[tokio::test]
+async fn rfc_2543_requests_differing_only_in_their_to_tag_are_two_transactions() {
+    let (edge, pool, _partner) = edge_with_udp_pool().await;
+    let client = UdpPeer::bind("127.0.0.9").await;
+    let to = edge.addr(Interface::External, Transport::Udp);
+    // The same request sent into two forked dialogs: RFC 3261 §17.2.3 tells them apart by
+    // the To tag alone.
+    for tag in ["fork-a", "fork-b"] {
+        let req = rfc2543_request(&client, "MESSAGE", &format!(";tag={tag}"));
+        client.send(to, &req).await;
+        let (got, edge_src) = pool.recv().await;
+        assert!(
+            header(&got, "to").is_some_and(|t| t.ends_with(tag)),
+            "{tag}: {got}"
+        );
+        // Answered, so that the edge does not retransmit it toward the pool.
+        pool.send(edge_src, &response(&got, 200, "OK", &[])).await;
+        let (ok, _) = client.recv().await;
+        assert_eq!(status_of(&ok), 200, "{tag}: {ok}");
+    }
 }
