@@ -70,6 +70,8 @@ pub struct CoreParts {
     pub tls: Option<Arc<dyn TlsSource>>,
     pub resolver: Option<Arc<dyn crate::dns::Resolve>>,
     pub conn_shutdown: CancellationToken,
+    /// Seals the internal route set (`topology`), under the keys the edge loaded at start.
+    pub topology: topology::Hider,
 }
 
 /// The proxy core, shared by every transport task.
@@ -183,7 +185,7 @@ impl Core {
             seq: AtomicU64::new(1),
             metrics: Arc::default(),
             instance: rand::random(),
-            topology: topology::Hider::random(),
+            topology: parts.topology,
             me: OnceLock::new(),
         });
         let _ = core.me.set(Arc::downgrade(&core));
@@ -648,7 +650,7 @@ impl Core {
             .topology
             .expand_route(&m, datagram, |na| self.names_external(&snap, na))
         {
-            Ok(expanded) => Some(expanded.unwrap_or(m)),
+            Ok(expanded) => Some(expanded.map_or(m, |(expanded, _)| expanded)),
             Err(e) if m.method() == Method::Ack => {
                 tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
                 None
@@ -912,7 +914,12 @@ impl Core {
             let (extra, record_route): (&[HeaderName], _) = match record_route.as_slice() {
                 [ext, int] => (
                     &[HeaderName::Via, HeaderName::RecordRoute],
-                    vec![self.topology.hide_request(m, ext, int)],
+                    vec![self.topology.hide_request(
+                        m,
+                        ext,
+                        int,
+                        &topology::Binding::of_request_out(m),
+                    )],
                 ),
                 _ => (&[HeaderName::Via], record_route),
             };
@@ -1393,8 +1400,11 @@ impl Core {
                 // === topology hiding: entries above our external one leave only sealed ===
                 let hidden = m.header(HeaderName::RecordRoute).and_then(|_| {
                     let snap = self.live.load();
-                    self.topology
-                        .hide_response(m, |na| self.names_external(&snap, na))
+                    self.topology.hide_response(
+                        m,
+                        |na| self.names_external(&snap, na),
+                        &topology::Binding::of_response_out(m),
+                    )
                 });
                 if let Some(line) = hidden {
                     edits.remove = &[
