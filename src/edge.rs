@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Live, Snapshot};
+use crate::proxy::topology::Hider;
 use crate::proxy::{stream_settings, Core, CoreParts, Ports};
 use crate::transport::listen::{accept_loop, AcceptContext, ConnectionCaps};
 use crate::transport::{udp, Interface, TlsSource, Transport};
@@ -37,6 +38,9 @@ pub enum StartError {
     /// A TLS listener is configured but no TLS material was loaded.
     #[error("the {0} interface has a TLS listener but no TLS configuration")]
     NoTls(Interface),
+    /// The topology key file could not be read, created or understood.
+    #[error("{0}")]
+    TopologyKey(#[from] crate::proxy::topology::KeyFileError),
     /// The lab zone could not be read or served.
     #[error("lab DNS zone {path}: {detail}")]
     Zone {
@@ -152,6 +156,17 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// The hider of `[topology]`: the key file's keys, else a key drawn for this process.
+fn hider(snap: &Snapshot) -> Result<Hider, StartError> {
+    match &snap.topology.key_file {
+        Some(path) => Ok(Hider::from_key_file(path)?),
+        None => {
+            tracing::warn!("no [topology] key_file: hidden route sets are sealed under a key drawn for this process, so in-dialog requests from outside will not survive a restart nor reach another edge");
+            Ok(Hider::random()?)
+        }
+    }
+}
+
 /// Reader tasks per UDP socket: one per core, at most 4.
 fn udp_readers() -> usize {
     std::thread::available_parallelism()
@@ -188,6 +203,7 @@ impl Edge {
         tls: Option<Arc<dyn TlsSource>>,
     ) -> Result<Edge, StartError> {
         let snap = live.load();
+        let topology = hider(&snap)?;
         let accept_shutdown = CancellationToken::new();
         let conn_shutdown = CancellationToken::new();
         let mut addrs = HashMap::new();
@@ -267,6 +283,7 @@ impl Edge {
             tls: tls.clone(),
             resolver: resolver.clone().map(|r| r as Arc<dyn crate::dns::Resolve>),
             conn_shutdown: conn_shutdown.clone(),
+            topology,
         });
         let caps = ConnectionCaps::new(
             snap.limits.max_connections,

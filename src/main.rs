@@ -168,7 +168,18 @@ enum Command {
     Load(load_cli::LoadArgs),
     /// Answer every SIP request at once, statelessly (a stand-in UAS for load tests).
     Sink(load_cli::SinkArgs),
-    /// Regenerate the lab CA and one certificate per lab FQDN.
+    /// Put a fresh key first in a topology key file ([topology] key_file), keeping the
+    /// previous sealing key for opening only; older keys are dropped.
+    ///
+    /// Restart every edge that reads the file afterwards (the keys are read at start):
+    /// dialogs set up before this rotation keep working, those from before the previous
+    /// one get 403 + 1912.
+    RotateKey {
+        /// The key file.
+        file: PathBuf,
+    },
+    /// Regenerate the lab CA and one certificate per lab FQDN, and create the lab's
+    /// topology key (topology.key) when it is missing.
     Certs {
         /// Output directory.
         #[arg(long, default_value = "certs")]
@@ -202,6 +213,7 @@ fn main() -> ExitCode {
         } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
+        Command::RotateKey { file } => rotate_key(&file),
         Command::Send {
             ends: Ends { config, from, to },
             method,
@@ -487,6 +499,22 @@ fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     for p in written {
         println!("{}", p.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sipedge rotate-key`: prints the ids of the keys the file now holds, sealing key first.
+fn rotate_key(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use sipedge::proxy::topology::key_file;
+    let keys = key_file::rotate(file)?;
+    for (i, key) in keys.iter().enumerate() {
+        let id: String = key_file::key_id(key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let role = if i == 0 { "seals" } else { "opens only" };
+        println!("{}: key {id} ({role})", file.display());
+    }
+    println!("restart the edges that read it to use the new key");
     Ok(ExitCode::SUCCESS)
 }
 

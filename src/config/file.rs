@@ -18,7 +18,7 @@ use super::federation::raw::{
 };
 use super::{
     AdminSettings, EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot,
-    StaticRoute, Timers, TlsSettings,
+    StaticRoute, Timers, TlsSettings, TopologySettings,
 };
 use crate::peer::Transport;
 
@@ -199,6 +199,14 @@ struct RawConfig {
     user: Vec<RawUser>,
     diagnostics: Option<RawDiagnostics>,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    topology: RawTopology,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +399,9 @@ impl Builder<'_> {
         let lab = self.lab(raw.lab);
         let dns = self.dns(raw.dns);
         let admin = raw.admin.map(|a| self.admin(a));
+        let topology = TopologySettings {
+            key_file: raw.topology.key_file.map(|p| self.base_dir.join(p)),
+        };
         let federation = self.federation(RawFederation {
             access_edge: raw.access_edge,
             public_provider: raw.public_provider,
@@ -431,6 +442,7 @@ impl Builder<'_> {
             dns,
             federation,
             admin,
+            topology,
             source: None,
         };
         self.tls_needed(&snapshot);
@@ -1023,6 +1035,21 @@ transport = "udp"
         let tls = s.external.tls.expect("tls");
         assert_eq!(tls.cert, Path::new("/etc/sipedge/../certs/a.crt"));
         assert!(tls.require_client_cert);
+    }
+
+    #[test]
+    fn the_topology_key_file_resolves_against_the_config_directory_and_is_optional() {
+        let s = parse_str(&format!(
+            "{MINIMAL}\n[topology]\nkey_file = \"keys/topology.key\"\n"
+        ))
+        .expect("parses");
+        assert_eq!(
+            s.topology.key_file.as_deref(),
+            Some(Path::new("/etc/sipedge/keys/topology.key"))
+        );
+        assert_eq!(parse_str(MINIMAL).expect("parses").topology.key_file, None);
+        let err = parse_str(&format!("{MINIMAL}\n[topology]\nkey = \"x\"\n")).unwrap_err();
+        assert!(err.to_string().contains("unknown field `key`"), "{err}");
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Snapshot {
     pub federation: Federation,
     /// The loopback admin endpoint (`[admin]`); `None` means no endpoint.
     pub admin: Option<AdminSettings>,
+    /// Where the keys sealing hidden route sets come from (`[topology]`).
+    pub topology: TopologySettings,
     /// The file this snapshot was read from, for reloads and error messages.
     pub source: Option<PathBuf>,
 }
@@ -117,6 +119,16 @@ impl Snapshot {
             .iter()
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
+}
+
+/// `[topology]`: the keys that seal the internal route set into what leaves outside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologySettings {
+    /// The key file (one key per line, the first seals, see `proxy::topology::key_file`),
+    /// created with a fresh key when missing; `None` → a key drawn per process, so that
+    /// in-dialog requests do not survive a restart. Read once when the edge starts: a
+    /// reload (SIGHUP) does not change the keys.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[admin]`: the loopback-only admin endpoint (Management Shell cmdlets over HTTP).

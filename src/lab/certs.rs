@@ -29,6 +29,10 @@ pub const LAB_FQDNS: &[&str] = &[
     "sip.elsewhere.test",
 ];
 
+/// The lab's topology key file beside the certificates (`[topology] key_file` of
+/// `config/lab.toml`).
+pub const TOPOLOGY_KEY_FILE: &str = "topology.key";
+
 /// Common name of the CA in the committed lab set.
 pub const LAB_CA_NAME: &str = "sipedge lab CA";
 
@@ -62,6 +66,9 @@ pub enum CertError {
     /// Key generation, signing or encoding failed inside rcgen.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The lab's topology key file could not be created or read.
+    #[error("{0}")]
+    TopologyKey(#[from] crate::proxy::topology::KeyFileError),
     /// An output file or directory could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -250,7 +257,8 @@ impl LabCa {
 
 /// Writes a fresh lab CA and one leaf per [`LAB_FQDNS`] entry into `out_dir` as PEM:
 /// `ca.crt`, `ca.key`, `<fqdn>.crt`, `<fqdn>.key`, all valid for [`LAB_VALIDITY_YEARS`].
-/// Returns the paths written, CA first.
+/// Also makes sure `topology.key` holds a key: created when missing, kept otherwise, since
+/// a new key would end the dialogs of a running lab. Returns the paths written, CA first.
 pub fn write_lab_set(out_dir: &Path) -> Result<Vec<PathBuf>, CertError> {
     fs::create_dir_all(out_dir).map_err(|source| CertError::Write {
         path: out_dir.to_path_buf(),
@@ -269,6 +277,9 @@ pub fn write_lab_set(out_dir: &Path) -> Result<Vec<PathBuf>, CertError> {
         written.push(write_file(out_dir, &format!("{fqdn}.crt"), &leaf.cert_pem)?);
         written.push(write_file(out_dir, &format!("{fqdn}.key"), &leaf.key_pem)?);
     }
+    let topology_key = out_dir.join(TOPOLOGY_KEY_FILE);
+    crate::proxy::topology::key_file::load_or_create(&topology_key)?;
+    written.push(topology_key);
     Ok(written)
 }
 
@@ -415,8 +426,11 @@ mod tests {
     fn lab_set_writes_ca_and_a_pair_per_fqdn() {
         let dir = tempfile::tempdir().unwrap();
         let written = write_lab_set(dir.path()).unwrap();
-        assert_eq!(written.len(), 2 + 2 * LAB_FQDNS.len());
+        assert_eq!(written.len(), 3 + 2 * LAB_FQDNS.len());
         assert_eq!(written[0], dir.path().join("ca.crt"));
+        let topology_key = dir.path().join(TOPOLOGY_KEY_FILE);
+        assert_eq!(written.last(), Some(&topology_key));
+        let key_text = fs::read_to_string(&topology_key).unwrap();
         for fqdn in LAB_FQDNS {
             let crt = fs::read_to_string(dir.path().join(format!("{fqdn}.crt"))).unwrap();
             let key = fs::read_to_string(dir.path().join(format!("{fqdn}.key"))).unwrap();
@@ -434,5 +448,11 @@ mod tests {
         assert!(san
             .general_names
             .contains(&GeneralName::DNSName("sip.contoso.test")));
+        write_lab_set(dir.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(&topology_key).unwrap(),
+            key_text,
+            "regenerating the certificates keeps the topology key"
+        );
     }
 }

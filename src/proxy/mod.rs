@@ -70,6 +70,8 @@ pub struct CoreParts {
     pub tls: Option<Arc<dyn TlsSource>>,
     pub resolver: Option<Arc<dyn crate::dns::Resolve>>,
     pub conn_shutdown: CancellationToken,
+    /// Seals the internal route set (`topology`), under the keys the edge loaded at start.
+    pub topology: topology::Hider,
 }
 
 /// The proxy core, shared by every transport task.
@@ -201,7 +203,7 @@ impl Core {
             seq: AtomicU64::new(1),
             metrics: Arc::default(),
             instance: rand::random(),
-            topology: topology::Hider::random(),
+            topology: parts.topology,
             me: OnceLock::new(),
         });
         let _ = core.me.set(Arc::downgrade(&core));
@@ -767,7 +769,17 @@ impl Core {
             .topology
             .expand_route(&m, datagram, |na| self.names_external(&snap, na))
         {
-            Ok(Some(expanded)) => Some((expanded, true)),
+            Ok(Some((expanded, binding))) => match binding.admits(&expanded, &peer.identity) {
+                Ok(()) => Some((expanded, true)),
+                Err(e) => {
+                    if m.method() == Method::Ack {
+                        tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route belongs to another dialog");
+                    } else {
+                        self.reject_stateless(&m, peer, reply, &e.rejection(), &snap);
+                    }
+                    None
+                }
+            },
             Ok(None) => Some((m, false)),
             Err(e) if m.method() == Method::Ack => {
                 tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
@@ -1059,7 +1071,12 @@ impl Core {
             let (extra, record_route): (&[HeaderName], _) = match record_route.as_slice() {
                 [ext, int] => (
                     &[HeaderName::Via, HeaderName::RecordRoute],
-                    vec![self.topology.hide_request(m, ext, int)],
+                    vec![self.topology.hide_request(
+                        m,
+                        ext,
+                        int,
+                        &topology::Binding::of_request_out(m),
+                    )],
                 ),
                 _ => (&[HeaderName::Via], record_route),
             };
@@ -1609,8 +1626,11 @@ impl Core {
                 // === topology hiding: entries above our external one leave only sealed ===
                 let hidden = m.header(HeaderName::RecordRoute).and_then(|_| {
                     let snap = self.live.load();
-                    self.topology
-                        .hide_response(m, |na| self.names_external(&snap, na))
+                    self.topology.hide_response(
+                        m,
+                        |na| self.names_external(&snap, na),
+                        &topology::Binding::of_response_out(m),
+                    )
                 });
                 if let Some(line) = hidden {
                     edits.remove = &[

@@ -1,5 +1,5 @@
 //! The real `sipedge` binary: `run` logs one line per listener, SIGHUP reloads the
-//! configuration, SIGTERM drains and exits 0.
+//! configuration, SIGTERM drains and exits 0; `rotate-key` rotates a topology key file.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -254,5 +254,50 @@ fn explain_prints_the_decision_and_the_check_that_made_it() {
     assert!(
         nowhere.contains("-> no records") && nowhere.contains("1008;"),
         "{nowhere}"
+    );
+}
+
+#[test]
+fn rotate_key_puts_a_fresh_key_first_and_keeps_only_the_previous_sealing_key() {
+    use sipedge::proxy::topology::key_file;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("topology.key");
+    let (a, b) = ([0xaa; 32], [0xbb; 32]);
+    std::fs::write(&path, key_file::render(&[a, b])).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .arg("rotate-key")
+        .arg(&path)
+        .output()
+        .expect("run rotate-key");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = key_file::read(&path).expect("the rotated file reads");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1], a, "the previous sealing key is kept for opening");
+    assert!(!keys.contains(&b), "the key before it is dropped");
+    let id = |k: &key_file::Key| -> String {
+        key_file::key_id(k)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert!(
+        stdout.contains(&format!("key {} (seals)", id(&keys[0])))
+            && stdout.contains(&format!("key {} (opens only)", id(&a))),
+        "{stdout}"
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .arg("rotate-key")
+        .arg(dir.path().join("nope.key"))
+        .output()
+        .expect("run rotate-key");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read the topology key file"),
+        "a missing file is an error, not a new key"
     );
 }

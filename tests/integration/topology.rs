@@ -1,7 +1,8 @@
 //! Topology hiding (`src/proxy/topology.rs`): INVITE dialogs in both directions between a
 //! fake pool and a fake partner through the real edge, over UDP on loopback. The partner
 //! never sees the internal interface or the pool in any header; the pool sees the whole
-//! route set; the partner's in-dialog requests reach the pool on the right Route; a
+//! route set; the partner's in-dialog requests reach the pool on the right Route, also
+//! after a restart of the edge or through another edge holding the same key file; a
 //! forged route set is refused.
 
 use std::net::SocketAddr;
@@ -23,22 +24,46 @@ struct Lab {
     partner: UdpPeer,
     /// Every message the partner received, for the leak check at the end.
     seen: Vec<String>,
+    /// The edge's config, for another edge beside it or after it.
+    config: String,
 }
 
 impl Lab {
     async fn start() -> Lab {
+        Lab::start_with("").await
+    }
+
+    /// The lab with `extra` sections appended to the edge's config.
+    async fn start_with(extra: &str) -> Lab {
         let pool = UdpPeer::bind(POOL_IP).await;
         let partner = UdpPeer::bind("127.0.0.3").await;
         let config = base_config(pool.addr(), "udp", partner.addr(), "udp").replace(
             "[hosts]\n",
             &format!("[hosts]\n\"{POOL_FQDN}\" = [\"{POOL_IP}\"]\n"),
-        );
+        ) + extra;
         let edge = TestEdge::start(&config).await;
         Lab {
             edge,
             pool,
             partner,
             seen: Vec::new(),
+            config,
+        }
+    }
+
+    /// The same lab after the edge stopped and a new one started on the same UDP ports
+    /// with the same config.
+    async fn restart(self) -> Lab {
+        let (ext, int) = (self.ext().port(), self.int().port());
+        let drained = self.edge.edge.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(drained.abandoned, 0);
+        let same_ports = self
+            .config
+            .replacen("udp_port = 0", &format!("udp_port = {ext}"), 1)
+            .replacen("udp_port = 0", &format!("udp_port = {int}"), 1);
+        Lab {
+            edge: TestEdge::start(&same_ports).await,
+            ..self
         }
     }
 
@@ -158,7 +183,7 @@ fn sealed_entry(rr: &[&str], lab: &Lab) -> String {
         .unwrap_or_else(|| panic!("no sealed entry in {rr:?}"));
     let plain = lab.ext_rr();
     assert!(
-        ours.starts_with(&plain[..plain.len() - 1]) && ours.contains(";ms-rs-sig="),
+        ours.starts_with(&plain[..plain.len() - 1]) && !ours.contains("ms-rs-sig"),
         "our external entry carries the sealed list: {ours}"
     );
     ours.to_string()
@@ -268,31 +293,8 @@ async fn pool_to_partner_dialog_shows_only_the_external_entry_outside() {
     assert_eq!(header_values(&got_ack, "route"), vec![partner_rr.as_str()]);
 
     // The partner's BYE carries only the sealed entry; the pool gets its own entry back.
-    let alice_uri = "sip:alice@contoso.test;opaque=user:epid:a1;gruu";
-    let bye = in_dialog(
-        "BYE",
-        alice_uri,
-        &format!(
-            "SIP/2.0/UDP 127.0.0.3:{};branch=z9hG4bKbye1",
-            lab.partner.addr().port()
-        ),
-        &[&sealed],
-        (ids.1, ids.0, ids.2),
-    );
-    lab.partner.send(lab.ext(), &bye).await;
-    let (got_bye, from) = lab.pool.recv().await;
-    assert_eq!(first_line(&got_bye), format!("BYE {alice_uri} SIP/2.0"));
-    assert_eq!(
-        header_values(&got_bye, "route"),
-        vec![pool_rr.as_str()],
-        "{got_bye}"
-    );
-    lab.pool
-        .send(from, &response(&got_bye, 200, "OK", &[]))
-        .await;
-    let (bye_ok, _) = lab.partner_recv().await;
-    assert_eq!(status_of(&bye_ok), 200);
-    assert_eq!(header(&bye_ok, "cseq"), Some("2 BYE"));
+    let ext = lab.ext();
+    bye_reaches_the_pool(&mut lab, ext, &sealed, (ids.1, ids.0, ids.2)).await;
 
     lab.assert_nothing_leaked();
 }
@@ -369,7 +371,7 @@ async fn partner_to_pool_dialog_hides_the_pool_entries_of_the_answer() {
 }
 
 #[tokio::test]
-async fn a_forged_or_unsigned_route_set_is_refused_with_diagnostics() {
+async fn a_tampered_foreign_or_truncated_route_set_is_refused_with_diagnostics() {
     let mut lab = Lab::start().await;
     let partner_port = lab.partner.addr().port();
     let invite = request(
@@ -395,35 +397,27 @@ async fn a_forged_or_unsigned_route_set_is_refused_with_diagnostics() {
     let (ok_out, _) = lab.partner_recv().await;
     let sealed = sealed_entry(&header_values(&ok_out, "record-route"), &lab);
 
-    let sig_at = sealed.find(";ms-rs-sig=").expect("signature") + ";ms-rs-sig=".len();
-    let flipped = if &sealed[sig_at..sig_at + 1] == "A" {
-        "B"
-    } else {
-        "A"
+    // One base64 character changed at `at` of the sealed value (the key id starts at 1).
+    let value_at = sealed.find(";ms-int-rs=").expect("sealed value") + ";ms-int-rs=".len();
+    let changed = |at: usize| {
+        let at = value_at + at;
+        let flipped = if &sealed[at..at + 1] == "A" { "B" } else { "A" };
+        format!("{}{flipped}{}", &sealed[..at], &sealed[at + 1..])
     };
-    let tampered_sig = format!("{}{flipped}{}", &sealed[..sig_at], &sealed[sig_at + 1..]);
-    // The list of another dialog would route elsewhere: a changed list breaks the signature.
-    let list_at = sealed.find(";ms-int-rs=").expect("list") + ";ms-int-rs=".len();
-    let flipped = if &sealed[list_at + 4..list_at + 5] == "A" {
-        "B"
-    } else {
-        "A"
-    };
-    let tampered_list = format!(
-        "{}{flipped}{}",
-        &sealed[..list_at + 4],
-        &sealed[list_at + 5..]
-    );
-    let unsigned = sealed[..sig_at - ";ms-rs-sig=".len()].to_string() + ">";
+    let value_end = sealed.rfind('>').expect("closing bracket");
+    // The list of another dialog would route elsewhere: a changed byte does not decrypt.
+    let tampered = changed(value_end - value_at - 10);
+    let other_key = changed(3);
+    let truncated = format!("{}>", &sealed[..value_at + 8]);
     let ids = (
         "<sip:dan@fabrikam.test>;tag=ttopo-forged",
         "<sip:bob@contoso.test>;tag=uas1",
         "topo-forged",
     );
     for (n, (route, reason)) in [
-        (&tampered_sig, "does not verify"),
-        (&tampered_list, "does not verify"),
-        (&unsigned, "no signature"),
+        (&tampered, "does not verify"),
+        (&other_key, "a key this edge does not hold"),
+        (&truncated, "malformed"),
     ]
     .into_iter()
     .enumerate()
@@ -451,4 +445,134 @@ async fn a_forged_or_unsigned_route_set_is_refused_with_diagnostics() {
         "nothing forged reached the pool"
     );
     lab.assert_nothing_leaked();
+}
+
+/// A `[topology]` section naming `key_file`.
+fn topology_key(key_file: &std::path::Path) -> String {
+    format!("\n[topology]\nkey_file = \"{}\"\n", key_file.display())
+}
+
+/// An INVITE dialog from the pool to the partner through the lab's edge, answered 200:
+/// the sealed entry the partner got and the dialog's (From, To, Call-ID) as the partner
+/// sees them.
+async fn dial_out(lab: &mut Lab, call_id: &str) -> (String, [String; 3]) {
+    let pool_port = lab.pool.addr().port();
+    let invite = request(
+        "INVITE",
+        "sip:carol@fabrikam.test",
+        "sip:alice@contoso.test",
+        "sip:carol@fabrikam.test",
+        &format!("SIP/2.0/UDP {POOL_FQDN}:{pool_port};branch=z9hG4bK{call_id};rport"),
+        call_id,
+        &[
+            &format!("Record-Route: {}", lab.pool_rr()),
+            "Contact: <sip:alice@contoso.test;opaque=user:epid:a1;gruu>",
+        ],
+        "",
+    );
+    lab.pool.send(lab.int(), &invite).await;
+    let (got, edge_src) = lab.partner_recv().await;
+    let sealed = sealed_entry(&header_values(&got, "record-route"), lab);
+    let carol = format!(
+        "Contact: <sip:carol@127.0.0.3:{}>",
+        lab.partner.addr().port()
+    );
+    let ok = answer_with_rr(&got, 200, "OK", &lab.partner_rr(), &carol);
+    lab.partner.send(edge_src, &ok).await;
+    let (ok_in, _) = lab.pool.recv_final_or_request().await;
+    assert_eq!(status_of(&ok_in), 200, "{ok_in}");
+    let ids = [
+        "<sip:carol@fabrikam.test>;tag=uas1".to_string(),
+        format!("<sip:alice@contoso.test>;tag=t{call_id}"),
+        call_id.to_string(),
+    ];
+    (sealed, ids)
+}
+
+/// The partner's BYE along `sealed` to the edge at `edge`: it reaches the pool on the
+/// pool's own entry, and the pool's 200 reaches the partner.
+async fn bye_reaches_the_pool(
+    lab: &mut Lab,
+    edge: SocketAddr,
+    sealed: &str,
+    ids: (&str, &str, &str),
+) {
+    let alice = "sip:alice@contoso.test;opaque=user:epid:a1;gruu";
+    let via = format!(
+        "SIP/2.0/UDP 127.0.0.3:{};branch=z9hG4bKbye{}",
+        lab.partner.addr().port(),
+        ids.2
+    );
+    let bye = in_dialog("BYE", alice, &via, &[sealed], ids);
+    lab.partner.send(edge, &bye).await;
+    let Some((got_bye, from)) = lab.pool.try_recv(WAIT).await else {
+        let answer = lab.partner.try_recv(Duration::from_millis(100)).await;
+        panic!("the BYE did not reach the pool; the partner got {answer:?}");
+    };
+    assert_eq!(first_line(&got_bye), format!("BYE {alice} SIP/2.0"));
+    assert_eq!(
+        header_values(&got_bye, "route"),
+        vec![lab.pool_rr()],
+        "{got_bye}"
+    );
+    lab.pool
+        .send(from, &response(&got_bye, 200, "OK", &[]))
+        .await;
+    let (bye_ok, _) = lab.partner_recv().await;
+    assert_eq!(status_of(&bye_ok), 200, "{bye_ok}");
+    assert_eq!(header(&bye_ok, "cseq"), Some("2 BYE"));
+}
+
+/// A lab whose edge takes its keys from `topology.key` in a fresh directory (created by
+/// the edge), with a dialog set up through it as [`dial_out`] does.
+async fn dialog_under_a_key_file(call_id: &str) -> (Lab, tempfile::TempDir, String, [String; 3]) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let mut lab = Lab::start_with(&topology_key(&keys.path().join("topology.key"))).await;
+    let (sealed, ids) = dial_out(&mut lab, call_id).await;
+    (lab, keys, sealed, ids)
+}
+
+#[tokio::test]
+async fn a_dialog_set_up_before_a_restart_ends_with_a_bye_after_it_when_the_key_file_is_kept() {
+    let (lab, keys, sealed, ids) = dialog_under_a_key_file("topo-restart").await;
+    assert!(
+        keys.path().join("topology.key").exists(),
+        "the edge created its key file"
+    );
+
+    let mut lab = lab.restart().await;
+    let ext = lab.ext();
+    bye_reaches_the_pool(&mut lab, ext, &sealed, (&ids[0], &ids[1], &ids[2])).await;
+    lab.assert_nothing_leaked();
+}
+
+#[tokio::test]
+async fn a_dialog_set_up_through_one_edge_ends_through_another_holding_the_same_key_file() {
+    let (mut lab, _keys, sealed, ids) = dialog_under_a_key_file("topo-twin").await;
+
+    let twin = TestEdge::start(&lab.config).await;
+    let twin_ext = twin.addr(Interface::External, Transport::Udp);
+    assert_ne!(twin_ext, lab.ext());
+    bye_reaches_the_pool(&mut lab, twin_ext, &sealed, (&ids[0], &ids[1], &ids[2])).await;
+    lab.assert_nothing_leaked();
+}
+
+#[tokio::test]
+async fn an_edge_whose_key_file_is_malformed_does_not_start_and_names_the_file_and_line() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("topology.key");
+    std::fs::write(&key_file, "not a key\n").expect("write");
+    let config = sipedge::config::TCP_EDGE.to_string() + &topology_key(&key_file);
+    let snap = sipedge::config::Snapshot::from_toml(&config, std::path::Path::new("."))
+        .expect("the config itself is valid");
+    let sockets = sipedge::edge::Sockets::bind(&snap).await.expect("bind");
+    let live = std::sync::Arc::new(sipedge::config::Live::new(snap));
+    let Err(e) = sipedge::edge::Edge::start(live, sockets, None) else {
+        panic!("the edge started with a malformed key file");
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!("{}, line 1", key_file.display())),
+        "{message}"
+    );
 }

@@ -1,3 +1,4 @@
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 use super::*;
@@ -22,137 +23,189 @@ fn values(m: &Message, name: HeaderName) -> Vec<String> {
         .collect()
 }
 
-/// Rebuilds a sealed entry with one parameter's value changed.
-fn with_param(sealed: &str, name: &str, value: Option<&str>) -> String {
-    let plain = strip_ours(sealed);
-    let na = NameAddr::parse(sealed).unwrap();
-    let mut extra = String::new();
-    for p in [LIST_PARAM, SIG_PARAM] {
-        let v = if p == name {
-            value
-        } else {
-            na.uri.param(p)
-        };
-        if let Some(v) = v {
-            extra.push_str(&format!(";{p}={v}"));
-        }
+fn hider() -> Hider {
+    Hider::random().unwrap()
+}
+
+fn binding() -> Binding {
+    Binding {
+        call_id: "a84b4c76e66710@pool.contoso.test".into(),
+        tag: "1928301774".into(),
+        partner: "fabrikam.test".into(),
+        peer: "sip.fabrikam.test".into(),
     }
-    let gt = plain.rfind('>').unwrap();
-    format!("{}{extra}{}", &plain[..gt], &plain[gt..])
+}
+
+/// The bytes a sealed entry carries in its parameter.
+fn sealed_bytes(sealed: &str) -> Vec<u8> {
+    let na = NameAddr::parse(sealed).unwrap();
+    B64.decode(na.uri.param(LIST_PARAM).unwrap()).unwrap()
+}
+
+/// A sealed entry carrying `bytes` in its parameter instead.
+fn with_bytes(bytes: &[u8]) -> String {
+    format!(
+        "<sip:accessedge.contoso.test:5061;transport=tls;lr;{LIST_PARAM}={}>",
+        B64.encode(bytes)
+    )
 }
 
 #[test]
-fn seal_then_open_gives_back_the_exact_entries_in_order() {
-    let h = Hider::random();
-    let sealed = h.seal(EXT, Side::Below, &[INT, POOL]);
+fn seal_then_open_gives_back_the_exact_entries_in_order_and_the_binding() {
+    let h = hider();
+    let sealed = h.seal(EXT, Side::Below, &[INT, POOL], &binding());
     assert!(sealed.starts_with("<sip:accessedge.contoso.test:5061;transport=tls;lr;ms-int-rs="));
-    assert!(sealed.contains(";ms-rs-sig="), "{sealed}");
-    for name in ["edge-int", "pool.contoso", "ms-role"] {
-        assert!(!sealed.contains(name), "{name} in {sealed}");
-    }
+    assert!(!sealed.contains("ms-rs-sig"), "one parameter: {sealed}");
     let o = h.open(&sealed, is_ext).unwrap().unwrap();
     assert_eq!(o.plain, EXT);
     assert_eq!(o.side, Side::Below);
     assert_eq!(o.hidden, vec![INT.to_string(), POOL.to_string()]);
-    // The same list seals the same way: retransmissions carry identical bytes.
-    assert_eq!(h.seal(EXT, Side::Below, &[INT, POOL]), sealed);
+    assert_eq!(o.binding, binding());
+    // Every seal draws its own nonce; each one opens to the same.
+    let again = h.seal(EXT, Side::Below, &[INT, POOL], &binding());
+    assert_ne!(again, sealed);
+    assert_eq!(h.open(&again, is_ext).unwrap().unwrap(), o);
 }
 
 #[test]
-fn entries_without_our_parameters_or_not_naming_us_are_left_alone() {
-    let h = Hider::random();
+fn the_sealed_value_does_not_carry_the_hidden_names_or_the_binding_in_clear() {
+    let h = hider();
+    let sealed = h.seal(EXT, Side::Below, &[INT, POOL], &binding());
+    let bytes = sealed_bytes(&sealed);
+    let text = String::from_utf8_lossy(&bytes);
+    for name in [
+        "edge-int.contoso.test",
+        "pool.contoso.test",
+        "ms-role",
+        "a84b4c76e66710",
+        "fabrikam.test",
+    ] {
+        assert!(!sealed.contains(name), "{name} in {sealed}");
+        assert!(!text.contains(name), "{name} in the decoded value {text:?}");
+    }
+    assert_eq!(bytes[0], VERSION);
+}
+
+#[test]
+fn a_value_sealed_under_the_previous_key_opens_after_a_rotation_and_not_after_two() {
+    let (a, b) = ([0xa1; 32], [0xb2; 32]);
+    let sealed = Hider::new(&a, &[]).unwrap().seal(EXT, Side::Below, &[INT], &binding());
+    let rotated = Hider::new(&b, &[a]).unwrap();
+    let o = rotated.open(&sealed, is_ext).unwrap().unwrap();
+    assert_eq!(o.hidden, vec![INT.to_string()]);
+    assert_eq!(o.binding, binding());
+    assert_eq!(
+        Hider::new(&b, &[]).unwrap().open(&sealed, is_ext),
+        Err(RouteSetError::UnknownKey)
+    );
+    // What the rotated hider seals, it seals under the new key.
+    let fresh = rotated.seal(EXT, Side::Below, &[INT], &binding());
+    assert!(Hider::new(&b, &[]).unwrap().open(&fresh, is_ext).is_ok());
+    assert_eq!(
+        Hider::new(&a, &[]).unwrap().open(&fresh, is_ext),
+        Err(RouteSetError::UnknownKey)
+    );
+}
+
+#[test]
+fn entries_without_our_parameter_or_not_naming_us_are_left_alone() {
+    let h = hider();
     assert_eq!(h.open(EXT, is_ext), Ok(None));
     assert_eq!(h.open(PARTNER, is_ext), Ok(None));
     assert_eq!(h.open("garbage <<", is_ext), Ok(None));
     let foreign = h
-        .seal(PARTNER, Side::Below, &[INT])
+        .seal(PARTNER, Side::Below, &[INT], &binding())
         .replace("sip.fabrikam.test", "sip.other.test");
     assert_eq!(h.open(&foreign, is_ext), Ok(None));
 }
 
 #[test]
-fn tampered_missing_or_foreign_signatures_are_refused() {
-    let h = Hider::random();
-    let sealed = h.seal(EXT, Side::Below, &[INT, POOL]);
-    let na = NameAddr::parse(&sealed).unwrap();
-    let list = na.uri.param(LIST_PARAM).unwrap();
-    let sig = na.uri.param(SIG_PARAM).unwrap();
+fn a_tampered_byte_or_another_edges_key_is_refused() {
+    let h = hider();
+    let sealed = h.seal(EXT, Side::Below, &[INT, POOL], &binding());
+    let bytes = sealed_bytes(&sealed);
+    // Every byte after the version and key id: nonce, ciphertext and tag.
+    for at in 1 + KEY_ID_LEN..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x01;
+        assert_eq!(
+            h.open(&with_bytes(&bad), is_ext),
+            Err(RouteSetError::BadSeal),
+            "byte {at}"
+        );
+    }
+    let mut other_id = bytes.clone();
+    other_id[1] ^= 0x01;
+    assert_eq!(
+        h.open(&with_bytes(&other_id), is_ext),
+        Err(RouteSetError::UnknownKey)
+    );
 
-    // One character of the list changed.
-    let mut bad = list.as_bytes().to_vec();
-    bad[5] = if bad[5] == b'A' { b'B' } else { b'A' };
-    let bad = String::from_utf8(bad).unwrap();
-    let tampered = with_param(&sealed, LIST_PARAM, Some(&bad));
-    assert_eq!(h.open(&tampered, is_ext), Err(RouteSetError::BadSignature));
+    // Sealed by another process (another key).
+    let forged = hider().seal(EXT, Side::Below, &["<sip:evil.test;lr>"], &binding());
+    assert_eq!(h.open(&forged, is_ext), Err(RouteSetError::UnknownKey));
 
-    // A list of the forger's choosing under the old signature.
-    let forged = Hider::random().seal(EXT, Side::Below, &["<sip:evil.test;lr>"]);
-    let forged_list = NameAddr::parse(&forged).unwrap().uri.param(LIST_PARAM).unwrap();
-    let swapped = with_param(&sealed, LIST_PARAM, Some(forged_list));
-    assert_eq!(h.open(&swapped, is_ext), Err(RouteSetError::BadSignature));
+    let truncated = with_bytes(&bytes[..bytes.len() - 1]);
+    assert_eq!(h.open(&truncated, is_ext), Err(RouteSetError::BadSeal));
+    for (name, value) in [
+        ("empty", String::new()),
+        ("not base64", "!!!!".to_string()),
+        ("header only", B64.encode(&bytes[..HEADER_LEN + 4])),
+        ("version 1, signed not sealed", B64.encode(b"\x01b\x00\x07<sip:a>")),
+    ] {
+        let entry = format!("<sip:accessedge.contoso.test;lr;{LIST_PARAM}={value}>");
+        assert_eq!(h.open(&entry, is_ext), Err(RouteSetError::Malformed), "{name}");
+    }
 
-    // Signed by another process (another key).
-    assert_eq!(h.open(&forged, is_ext), Err(RouteSetError::BadSignature));
-
-    let truncated = with_param(&sealed, SIG_PARAM, Some(&sig[..sig.len() - 2]));
-    assert_eq!(h.open(&truncated, is_ext), Err(RouteSetError::BadSignature));
-    let not_base64 = with_param(&sealed, SIG_PARAM, Some("!!!!"));
-    assert_eq!(h.open(&not_base64, is_ext), Err(RouteSetError::BadSignature));
-    let unsigned = with_param(&sealed, SIG_PARAM, None);
-    assert_eq!(h.open(&unsigned, is_ext), Err(RouteSetError::MissingSignature));
-    let empty_sig = with_param(&sealed, SIG_PARAM, Some(""));
-    assert_eq!(h.open(&empty_sig, is_ext), Err(RouteSetError::MissingSignature));
-    let sig_only = with_param(&sealed, LIST_PARAM, None);
-    assert_eq!(h.open(&sig_only, is_ext), Err(RouteSetError::Malformed));
-
-    let r = RouteSetError::BadSignature.rejection();
+    let r = RouteSetError::BadSeal.rejection();
     assert_eq!(r.status, 403);
     assert_eq!(r.diagnostics.unwrap().code, DIAGNOSTICS_CODE);
 }
 
 #[test]
-fn a_signed_list_that_is_not_ours_in_shape_is_malformed_not_a_panic() {
-    let h = Hider::random();
-    let signed = |payload: &[u8]| {
-        let list = B64.encode(payload);
-        let sig = B64.encode(h.tag(list.as_bytes()));
-        format!("<sip:accessedge.contoso.test;lr;{LIST_PARAM}={list};{SIG_PARAM}={sig}>")
+fn a_sealed_payload_that_is_not_ours_in_shape_is_malformed_not_a_panic() {
+    let h = hider();
+    let sealed = |payload: &[u8]| {
+        format!(
+            "<sip:accessedge.contoso.test;lr;{LIST_PARAM}={}>",
+            h.encrypt(payload.to_vec())
+        )
     };
+    const EMPTY_BINDING: &[u8] = b"\x00\x00\x00\x00\x00\x00\x00\x00";
+    let with_binding = |side: &[u8], rest: &[u8]| [side, EMPTY_BINDING, rest].concat();
     for payload in [
-        &b""[..],
-        b"\x01",
-        b"\x02b",                            // unknown version
-        b"\x01x",                            // unknown side
-        b"\x01b\x00",                        // length cut short
-        b"\x01b\x00\x09<sip:a>",             // entry shorter than its length
-        b"\x01b\x00\x00",                    // empty entry
-        b"\x01b\x00\x0c<sip:a>\r\nX: y", // a header smuggled in
-        b"\x01b\x00\x02\xff\xfe",            // not UTF-8
+        b"".to_vec(),
+        b"x".to_vec(),                                // unknown side
+        b"b\x00\x00".to_vec(),                        // binding cut short
+        with_binding(b"x", b""),                      // unknown side, whole binding
+        with_binding(b"b", b"\x00"),                  // length cut short
+        with_binding(b"b", b"\x00\x09<sip:a>"),        // entry shorter than its length
+        with_binding(b"b", b"\x00\x00"),              // empty entry
+        with_binding(b"b", b"\x00\x0c<sip:a>\r\nX: y"), // a header smuggled in
+        with_binding(b"b", b"\x00\x02\xff\xfe"),       // not UTF-8
+        [&b"b\x00\x04a\r\nb"[..], &EMPTY_BINDING[2..]].concat(), // a line break in the binding
     ] {
         assert_eq!(
-            h.open(&signed(payload), is_ext),
+            h.open(&sealed(&payload), is_ext),
             Err(RouteSetError::Malformed),
             "{payload:?}"
         );
     }
-    let mut many = vec![VERSION, b'b'];
+    let mut many = with_binding(b"b", b"");
     for _ in 0..=MAX_ENTRIES {
         many.extend_from_slice(b"\x00\x07<sip:a>");
     }
-    assert_eq!(h.open(&signed(&many), is_ext), Err(RouteSetError::Malformed));
-    assert_eq!(
-        h.open(&signed(b"\x01b"), is_ext).unwrap().unwrap().hidden,
-        Vec::<String>::new()
-    );
+    assert_eq!(h.open(&sealed(&many), is_ext), Err(RouteSetError::Malformed));
+    let o = h.open(&sealed(&with_binding(b"b", b"")), is_ext).unwrap().unwrap();
+    assert_eq!((o.hidden, o.binding), (Vec::new(), Binding::default()));
 }
 
 #[test]
 fn parameter_names_are_matched_case_insensitively() {
-    let h = Hider::random();
+    let h = hider();
     let sealed = h
-        .seal(EXT, Side::Below, &[INT])
-        .replace(LIST_PARAM, "MS-Int-RS")
-        .replace(SIG_PARAM, "Ms-Rs-Sig");
+        .seal(EXT, Side::Below, &[INT], &binding())
+        .replace(LIST_PARAM, "MS-Int-RS");
     let o = h.open(&sealed, is_ext).unwrap().unwrap();
     assert_eq!(o.plain, EXT);
     assert_eq!(o.hidden, vec![INT.to_string()]);
@@ -160,11 +213,11 @@ fn parameter_names_are_matched_case_insensitively() {
 
 #[test]
 fn ipv6_entries_keep_their_brackets() {
-    let h = Hider::random();
+    let h = hider();
     let ext = "<sip:[2001:db8::1]:5061;transport=tls;lr>";
     let int = "<sip:[2001:db8::2]:5061;transport=tls;lr>";
     let pool = "<sip:[::1]:5070;lr>";
-    let sealed = h.seal(ext, Side::Below, &[int, pool]);
+    let sealed = h.seal(ext, Side::Below, &[int, pool], &binding());
     assert!(sealed.starts_with("<sip:[2001:db8::1]:5061;"), "{sealed}");
     let o = h
         .open(&sealed, |na: &NameAddr<'_>| na.uri.host == "2001:db8::1")
@@ -176,14 +229,14 @@ fn ipv6_entries_keep_their_brackets() {
 
 #[test]
 fn a_request_going_out_hides_everything_below_our_entry_and_its_route_comes_back_whole() {
-    let h = Hider::random();
+    let h = hider();
     let invite = msg(&format!(
         "INVITE sip:carol@fabrikam.test SIP/2.0\r\n\
 Via: SIP/2.0/TCP 10.0.0.9:5070;branch=z9hG4bKa\r\n\
 Record-Route: {POOL}, <sip:fe2.contoso.test;lr>\r\n\
 Content-Length: 0\r\n\r\n"
     ));
-    let rr = h.hide_request(&invite, EXT, INT);
+    let rr = h.hide_request(&invite, EXT, INT, &binding());
     assert!(!rr.contains("contoso.test;lr") && !rr.contains("edge-int"), "{rr}");
     let o = h.open(&rr, is_ext).unwrap().unwrap();
     assert_eq!(
@@ -206,11 +259,12 @@ Record-Route: {PARTNER}, {rr}\r\nContent-Length: 0\r\n\r\n"
         "BYE sip:alice@contoso.test SIP/2.0\r\nVia: SIP/2.0/TLS p;branch=z9hG4bKy\r\n\
 Route: {rr}\r\nContent-Length: 4\r\n\r\nbody"
     ));
-    let inward = h.expand_route(&bye, false, is_ext).unwrap().unwrap();
+    let (inward, bound) = h.expand_route(&bye, false, is_ext).unwrap().unwrap();
     assert_eq!(
         values(&inward, HeaderName::Route),
         vec![EXT, INT, POOL, "<sip:fe2.contoso.test;lr>"]
     );
+    assert_eq!(bound, binding());
     assert_eq!(inward.body(), b"body");
     assert_eq!(
         inward.text(inward.headers()[0].line.clone()),
@@ -221,13 +275,13 @@ Route: {rr}\r\nContent-Length: 4\r\n\r\nbody"
 
 #[test]
 fn a_response_going_out_hides_everything_above_our_entry() {
-    let h = Hider::random();
+    let h = hider();
     let ok = msg(&format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS e;branch=z9hG4bKx\r\n\
 Record-Route: {POOL}\r\nRecord-Route: {INT}, {EXT}\r\nRecord-Route: {PARTNER}\r\n\
 Content-Length: 0\r\n\r\n"
     ));
-    let line = h.hide_response(&ok, is_ext).unwrap();
+    let line = h.hide_response(&ok, is_ext, &binding()).unwrap();
     let value = line.strip_prefix("Record-Route: ").unwrap();
     assert!(!value.contains("edge-int") && !value.contains("pool."), "{line}");
     assert!(value.ends_with(&format!(", {PARTNER}")), "{line}");
@@ -238,8 +292,9 @@ Content-Length: 0\r\n\r\n"
         "BYE sip:alice@contoso.test SIP/2.0\r\nVia: SIP/2.0/TLS p;branch=z9hG4bKy\r\n\
 Route: {sealed}\r\nContent-Length: 0\r\n\r\n"
     ));
-    let inward = h.expand_route(&bye, false, is_ext).unwrap().unwrap();
+    let (inward, bound) = h.expand_route(&bye, false, is_ext).unwrap().unwrap();
     assert_eq!(values(&inward, HeaderName::Route), vec![EXT, INT, POOL]);
+    assert_eq!(bound, binding());
 
     // A Record-Route echoed back the other way round is restored in header order.
     let echoed = msg(&format!(
@@ -255,20 +310,20 @@ Route: {sealed}\r\nContent-Length: 0\r\n\r\n"
     let plain = msg(&format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS e;branch=z9hG4bKx\r\nRecord-Route: {EXT}, {PARTNER}\r\nContent-Length: 0\r\n\r\n"
     ));
-    assert_eq!(h.hide_response(&plain, is_ext), None);
+    assert_eq!(h.hide_response(&plain, is_ext, &binding()), None);
 }
 
 #[test]
 fn a_bad_route_is_refused_and_a_bad_record_route_loses_its_claim() {
-    let h = Hider::random();
-    let forged = Hider::random().seal(EXT, Side::Below, &["<sip:evil.test;lr>"]);
+    let h = hider();
+    let forged = hider().seal(EXT, Side::Below, &["<sip:evil.test;lr>"], &binding());
     let bye = msg(&format!(
         "BYE sip:alice@contoso.test SIP/2.0\r\nVia: SIP/2.0/TLS p;branch=z9hG4bKy\r\n\
 Route: {forged}\r\nContent-Length: 0\r\n\r\n"
     ));
     assert_eq!(
         h.expand_route(&bye, false, is_ext).unwrap_err(),
-        RouteSetError::BadSignature
+        RouteSetError::UnknownKey
     );
     let ok = msg(&format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS e;branch=z9hG4bKx\r\nRecord-Route: {forged}\r\nContent-Length: 0\r\n\r\n"
@@ -310,4 +365,96 @@ v: SIP/2.0/TLS 10.1.2.3:50123;branch=z9hG4bKc, SIP/2.0/TLS [2001:db8::5]:5061;br
     ] {
         assert!(!hides(a, e));
     }
+}
+
+#[test]
+fn the_binding_of_what_goes_out_names_the_internal_tag_and_the_external_domain() {
+    let invite = msg("INVITE sip:carol@fabrikam.test SIP/2.0\r\n\
+Via: SIP/2.0/TCP 10.0.0.9:5070;branch=z9hG4bKa\r\n\
+From: <sip:alice@contoso.test>;tag=alice1\r\nTo: <sip:carol@Fabrikam.TEST>\r\n\
+Call-ID: c1@pool\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+    let out = Binding::of_request_out(&invite);
+    assert_eq!(
+        (out.call_id.as_str(), out.tag.as_str(), out.partner.as_str()),
+        ("c1@pool", "alice1", "fabrikam.test")
+    );
+    let ok = msg("SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS e;branch=z9hG4bKx\r\n\
+From: <sip:dan@fabrikam.test>;tag=dan1\r\nTo: <sip:bob@contoso.test>;tag=bob1\r\n\
+Call-ID: c2@partner\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+    let back = Binding::of_response_out(&ok);
+    assert_eq!(
+        (back.call_id.as_str(), back.tag.as_str(), back.partner.as_str()),
+        ("c2@partner", "bob1", "fabrikam.test")
+    );
+    assert_eq!((out.peer.as_str(), back.peer.as_str()), ("", ""));
+}
+
+#[test]
+fn a_missing_key_file_is_created_0600_and_read_back_the_same() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topology.key");
+    let created = key_file::load_or_create(&path).unwrap();
+    assert_eq!(created.len(), 1);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(key_file::load_or_create(&path).unwrap(), created);
+    let sealed = Hider::from_key_file(&path)
+        .unwrap()
+        .seal(EXT, Side::Below, &[INT], &binding());
+    let o = Hider::from_key_file(&path)
+        .unwrap()
+        .open(&sealed, is_ext)
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.hidden, vec![INT.to_string()], "another hider of the file opens it");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file is left");
+}
+
+#[test]
+fn key_lines_may_be_hex_or_base64_and_a_rotation_keeps_one_previous_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topology.key");
+    let (a, b) = ([0x11u8; 32], [0x22u8; 32]);
+    let text = format!("{}\n\n{}\n", key_file::render(&[a]).trim(), STANDARD.encode(b));
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(key_file::read(&path).unwrap(), vec![a, b]);
+    let rotated = key_file::rotate(&path).unwrap();
+    assert_eq!(rotated.len(), 1 + key_file::KEPT_PREVIOUS);
+    assert_eq!(rotated[1], a, "the sealing key is kept, for opening");
+    assert!(!rotated.contains(&b), "the older key is dropped");
+    assert_eq!(key_file::read(&path).unwrap(), rotated);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_malformed_key_file_is_refused_naming_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topology.key");
+    let good = key_file::render(&[[7u8; 32]]);
+    for (text, line, says) in [
+        (format!("{good}0011\n"), 2, "not 32 bytes long"),
+        ("zz-not-a-key\n".to_string(), 1, "neither 64 hex digits nor base64"),
+        (format!("{}\n", "g".repeat(64)), 1, "not 32 bytes long"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let e = Hider::from_key_file(&path).unwrap_err();
+        assert!(
+            matches!(e, KeyFileError::Malformed { line: l, .. } if l == line),
+            "{e:?}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains(&format!("line {line}"))
+                && message.contains(says),
+            "{message}"
+        );
+    }
+    std::fs::write(&path, "\n\n").unwrap();
+    let e = Hider::from_key_file(&path).unwrap_err();
+    assert!(e.to_string().contains("holds no key"), "{e}");
 }
