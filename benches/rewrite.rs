@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
-use sipedge::proxy::forward::{rewrite_request, rewrite_response, RequestEdits, ResponseEdits};
+use sipedge::proxy::rewrite::{rewrite_request, rewrite_response, RequestEdits, ResponseEdits};
 use sipedge::sip::build::received_edit;
 use sipedge::sip::{fixtures, HeaderName, Message};
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::config::Snapshot;
 use crate::policy::{self, DnsFacts, SrvAnswer, SrvTarget};
-use crate::proxy::forward::{rewrite_request, RequestEdits};
+use crate::proxy::rewrite::{rewrite_request, RequestEdits};
 use crate::proxy::request_facts;
 use crate::sip::framing::{scan, FrameLimits, Scan};
 use crate::sip::{HeaderName, Message};

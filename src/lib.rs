@@ -18,10 +18,25 @@
 //! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
-//! 1. accept (`transport::listen`), 2. frame (`sip::framing`), 3. parse and identify
-//!    (`sip::message`, `transport::Peer`), 4. match a transaction (`txn`), 5. decide
-//!    (`policy`), 6. resolve (`dns`), 7. forward (`proxy::forward`, `transport::pool`),
-//!    8. relay responses back by Via and answer failures (`proxy::respond`).
+//! Transports deliver every message to `proxy::Core` (`transport::Handler`); the proxy
+//! reads like the policy, one file and one function per step (`src/proxy/mod.rs`,
+//! `Core::on_request`):
+//!
+//! | step | file | function |
+//! |---|---|---|
+//! | accept, frame | `transport/listen.rs`, `sip/framing.rs` | `listen::serve`, `framing::scan` |
+//! | 1. sanity | `proxy/sanity.rs` | `Core::is_sane` (and `refuse_unparseable`, `refuse_unframed`) |
+//! | 2. restore the hidden route | `proxy/hidden.rs` | `Core::restore_hidden_route` |
+//! | 3. match a transaction | `proxy/transaction.rs` | `Core::match_transaction` |
+//! | 4. in a dialog or not | `proxy/dialog.rs` | `Core::route_plan` |
+//! | 5. decide | `proxy/decide.rs`, `policy/mod.rs` | `Core::decide`, `policy::decide` |
+//! | 6. limits | `proxy/limits.rs` | `Core::admit_limits` |
+//! | 7. rewrite | `proxy/rewrite.rs` | `Core::rewrite_for` |
+//! | 8. forward | `proxy/forward.rs` | `Core::forward` |
+//! | refusals | `proxy/respond.rs` | `Core::reject`, `respond::rejection` |
+//!
+//! Responses: `proxy/response.rs` (`Core::on_response`: match the client transaction,
+//! restore what topology hiding kept, mark trust, relay); timers: `proxy/timers.rs`.
 
 /// Declares the modules that read data from the network, each with `unwrap`/`expect`
 /// denied: bad input must become a typed error or a SIP response, never a panic.

@@ -1,4 +1,6 @@
-//! The only place a refusal or a failure becomes a SIP response, logged once.
+//! The only place a refusal or a failure becomes a SIP response, logged once: the builders
+//! below, and the `Core` methods that send them through a server transaction or
+//! statelessly.
 
 use std::net::SocketAddr;
 
@@ -157,4 +159,182 @@ fn winsock_of(e: &std::io::Error) -> &'static str {
         std::io::ErrorKind::ConnectionAborted => "10053(WSAECONNABORTED)",
         _ => "10054(WSAECONNRESET)",
     }
+}
+
+// === sending: through the server transaction, or statelessly ===
+
+use super::*;
+
+impl Core {
+    pub(super) fn server_tag(&self, key: &TxnKey) -> String {
+        self.txns
+            .with(key, |e| match e {
+                Entry::Server(s) => (s.to_tag.clone(), None),
+                Entry::Client(_) => (String::new(), None),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends a response through its server transaction (stores it for retransmissions).
+    pub(super) fn send_on_server(&self, key: &TxnKey, status: u16, bytes: Bytes) {
+        let now = Instant::now();
+        let send = self.txns.with(key, |e| match e {
+            Entry::Server(s) => {
+                if s.fsm.on_send(status, now) {
+                    s.last = Some(bytes.clone());
+                    self.metrics
+                        .message(s.arrival, Direction::Out, s.request.method());
+                    self.metrics.response(status);
+                    let mut decided = None;
+                    if status >= 200 {
+                        s.slot = None;
+                        if let Some(t) = s.received.take() {
+                            self.metrics
+                                .transaction_done(now.saturating_duration_since(t));
+                        }
+                        decided = s.decision.take().map(|d| (s.request.clone(), d));
+                    }
+                    (Some((s.reply.clone(), decided)), s.fsm.deadline())
+                } else {
+                    (None, None)
+                }
+            }
+            Entry::Client(_) => (None, None),
+        });
+        let Some(Some((reply, decided))) = send else {
+            return;
+        };
+        if let Err(e) = reply.send(bytes) {
+            tracing::info!(error = %e, "response could not be sent");
+        }
+        if let Some((request, d)) = decided {
+            self.record(&request, *d, status);
+        }
+    }
+
+    /// Refuses a request that has a server transaction; logs the reason once.
+    pub(super) fn reject(&self, key: &TxnKey, r: &Rejection, snap: &Snapshot) {
+        let parts = self.txns.with(key, |e| match e {
+            Entry::Server(s) => {
+                // Whatever was decided before, this refusal is what the request got.
+                if let Some(d) = &mut s.decision {
+                    d.outcome = "reject";
+                    d.rule = r.rule;
+                }
+                (
+                Some((
+                    s.request.clone(),
+                    s.source,
+                    s.arrival,
+                    s.to_tag.clone(),
+                    datagram_budget(&s.reply, &s.request, s.arrival),
+                )),
+                None,
+                )
+            }
+            Entry::Client(_) => (None, None),
+        });
+        let Some(Some((req, source, arrival, tag, budget))) = parts else {
+            return;
+        };
+        log_rejection(&req, r, source, arrival);
+        // `source` in diagnostics names the edge by its external FQDN, as the product does.
+        let fqdn = &snap.external.fqdn;
+        let bytes = respond::rejection(&req, r, arrival, Some(source), &tag, fqdn);
+        self.send_on_server(key, r.status, fit_for(bytes, budget));
+    }
+
+    /// Sends a response the edge wrote itself through its server transaction, cut down
+    /// for an external datagram sender (`amplification`).
+    pub(super) fn send_local(&self, key: &TxnKey, status: u16, bytes: bytes::BytesMut) {
+        let budget = self
+            .txns
+            .with(key, |e| match e {
+                Entry::Server(s) => (datagram_budget(&s.reply, &s.request, s.arrival), None),
+                Entry::Client(_) => (None, None),
+            })
+            .flatten();
+        self.send_on_server(key, status, fit_for(bytes, budget));
+    }
+
+    /// Refuses a request without creating state (table full, draining, unmatched CANCEL).
+    pub(super) fn reject_stateless(
+        &self,
+        m: &Message,
+        peer: &Peer,
+        reply: &ReplyTo,
+        r: &Rejection,
+        snap: &Snapshot,
+    ) {
+        log_rejection(m, r, peer.addr, peer.interface);
+        let fqdn = &snap.interface(peer.interface).fqdn;
+        let tag = self.next_tag();
+        let bytes = respond::rejection(m, r, peer.interface, Some(peer.addr), &tag, fqdn);
+        let bytes = fit_for(bytes, datagram_budget(reply, m, peer.interface));
+        self.metrics
+            .message(peer.interface, Direction::Out, m.method());
+        self.metrics.response(r.status);
+        let _ = reply.send(bytes);
+    }
+
+    pub(super) fn respond_stateless(
+        &self,
+        m: &Message,
+        peer: &Peer,
+        reply: &ReplyTo,
+        status: u16,
+        build: impl FnOnce(&str) -> bytes::BytesMut,
+    ) {
+        let budget = datagram_budget(reply, m, peer.interface);
+        self.send_local_response(m, budget, peer, reply, status, build);
+    }
+
+    /// Sends a locally built response within `budget` (see `datagram_budget`).
+    pub(super) fn send_local_response(
+        &self,
+        m: &Message,
+        budget: Option<usize>,
+        peer: &Peer,
+        reply: &ReplyTo,
+        status: u16,
+        build: impl FnOnce(&str) -> bytes::BytesMut,
+    ) {
+        let tag = self.next_tag();
+        let bytes = fit_for(build(&tag), budget);
+        self.metrics
+            .message(peer.interface, Direction::Out, m.method());
+        self.metrics.response(status);
+        let _ = reply.send(bytes);
+    }
+}
+
+/// How large a response the edge may write to this sender: the size of its datagram (or
+/// the minimal response, when that is larger: `amplification`), for a UDP source on the
+/// external interface (unverified, perhaps spoofed). Streams have done a handshake, and
+/// the internal side is the organisation's own pool.
+pub(super) fn datagram_budget(reply: &ReplyTo, m: &Message, arrival: Interface) -> Option<usize> {
+    (arrival == Interface::External && matches!(reply, ReplyTo::Datagram { .. }))
+        .then(|| m.bytes().len())
+}
+
+/// `bytes` within `budget` (see `amplification`): cut down to the minimal response at
+/// worst, so every request still gets its answer.
+pub(super) fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Bytes {
+    match budget {
+        Some(budget) => amplification::fit(bytes, budget),
+        None => bytes.freeze(),
+    }
+}
+
+pub(super) fn log_rejection(m: &Message, r: &Rejection, source: SocketAddr, arrival: Interface) {
+    tracing::info!(
+        call_id = m.call_id().unwrap_or(""),
+        method = m.method_str(),
+        interface = %arrival,
+        peer = %source,
+        status = r.status,
+        rule = r.rule,
+        diagnostics = r.diagnostics.as_ref().map(|d| d.code),
+        "request refused"
+    );
 }

@@ -1,0 +1,259 @@
+//! Step 5, decide: the policy pipeline (`policy::decide`, pure) on the facts of the request,
+//! with the SRV answer it asks for, and what is done with its verdict. The decision is kept
+//! with the server transaction and recorded with the final status its request got.
+
+use super::*;
+
+impl Core {
+    /// Decides (asking DNS first when the pipeline needs an SRV answer) and acts.
+    pub(super) fn decide(
+        &self,
+        key: TxnKey,
+        m: Message,
+        peer: Peer,
+        plan: RoutePlan,
+        snap: Arc<Snapshot>,
+    ) {
+        let facts = self.facts(&m, &plan, &snap);
+        let question = match policy::decide_or_ask(&facts, &peer, &snap) {
+            Ok(decision) => {
+                return self.act(key, &m, decision, &peer, &plan, &snap, DnsFacts::none());
+            }
+            Err(q) => q,
+        };
+        let Some(resolver) = self.resolver.clone() else {
+            let dns = DnsFacts::answer(
+                &question,
+                SrvAnswer::Failed("no DNS resolver configured".into()),
+            );
+            let decision = policy::decide(&facts, &peer, &snap, &dns);
+            return self.act(key, &m, decision, &peer, &plan, &snap, dns);
+        };
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let span = tracing::Span::current();
+        tokio::spawn(async move {
+            let _entered = span.enter();
+            let dns = srv_answer(resolver.as_ref(), &question).await;
+            // The facts borrow the message, which moved into this task: take them again.
+            let facts = me.facts(&m, &plan, &snap);
+            let decision = policy::decide(&facts, &peer, &snap, &dns);
+            me.act(key, &m, decision, &peer, &plan, &snap, dns);
+        });
+    }
+
+    /// Records the decision and carries it out.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn act(
+        &self,
+        key: TxnKey,
+        m: &Message,
+        decision: Decision,
+        peer: &Peer,
+        plan: &RoutePlan,
+        snap: &Arc<Snapshot>,
+        dns: DnsFacts,
+    ) {
+        self.note_decision(&key, peer, snap, dns, &decision, plan.sealed);
+        match decision {
+            Decision::Reject(r) => self.reject(&key, &r, snap),
+            Decision::AnswerOptions => {
+                let tag = self.server_tag(&key);
+                let ok = respond::options_ok(m, Some(peer.addr), &tag);
+                self.send_local(&key, 200, ok);
+            }
+            Decision::Forward(f) => {
+                if let Err(r) = self.admit_limits(&f, snap) {
+                    return self.reject(&key, &r, snap);
+                }
+                let targets = match self.targets_for(m, &f.route, plan) {
+                    Ok(t) => t,
+                    Err(r) => return self.reject(&key, &r, snap),
+                };
+                tracing::debug!(rule = f.rule, exit = %f.exit, target = %targets[0].host, "forwarding");
+                self.forward(key, m, peer, &f, targets, plan, snap);
+            }
+        }
+    }
+
+    pub(super) fn facts<'m>(&self, m: &'m Message, plan: &RoutePlan, snap: &Snapshot) -> RequestFacts<'m> {
+        let mut facts = request_facts(m);
+        facts.addressed_to_edge = m.uri().is_some_and(|u| {
+            u.user.is_none() && self.interface_named(snap, u.host, u.port).is_some()
+        });
+        facts.looped = self.is_loop(m);
+        facts.routed_exit = plan.exit;
+        facts.has_remaining_route = plan.next.is_some();
+        facts
+    }
+
+    /// RFC 3261 §16.3 step 4: a Via of ours carrying the same loop hash means the request
+    /// came back unchanged (a spiral would change the hash).
+    pub(super) fn is_loop(&self, m: &Message) -> bool {
+        let hash = loop_hash(m);
+        m.values(HeaderName::Via).iter().any(|(_, r)| {
+            crate::sip::Via::parse(m.text(r.clone()))
+                .and_then(|v| v.branch())
+                .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
+                .and_then(|rest| rest.get(..8))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                == Some(hash)
+        })
+    }
+
+    /// Keeps the decision with its server transaction until the final response leaves.
+    pub(super) fn note_decision(
+        &self,
+        key: &TxnKey,
+        peer: &Peer,
+        snap: &Arc<Snapshot>,
+        dns: DnsFacts,
+        d: &Decision,
+        sealed_route: bool,
+    ) {
+        let (outcome, rule) = match d {
+            Decision::Forward(f) => ("forward", f.rule),
+            Decision::Reject(r) => ("reject", r.rule),
+            Decision::AnswerOptions => ("answer", "options-to-edge"),
+        };
+        let pending = Box::new(PendingDecision {
+            peer: peer.clone(),
+            snap: Arc::clone(snap),
+            dns,
+            outcome,
+            rule,
+            sealed_route,
+        });
+        self.txns.with(key, |e| {
+            if let Entry::Server(s) = e {
+                s.decision = Some(pending);
+            }
+            ((), None)
+        });
+    }
+
+    /// Records a decision with the final status its request got.
+    pub(super) fn record(&self, request: &Message, p: PendingDecision, status: u16) {
+        self.metrics.decision(p.outcome, p.rule);
+        self.decisions.record(record::Recorded {
+            at: std::time::SystemTime::now(),
+            request: Bytes::copy_from_slice(request.bytes()),
+            datagram: p.peer.transport == Transport::Udp,
+            peer: p.peer,
+            snap: p.snap,
+            dns: p.dns,
+            outcome: p.outcome,
+            rule: p.rule,
+            status,
+            sealed_route: p.sealed_route,
+        });
+    }
+
+    /// A kept decision as people read it, with its trail rebuilt from the recorded inputs.
+    pub(super) fn describe(&self, r: record::Recorded) -> record::DecisionRecord {
+        let m = Message::parse(r.request, r.datagram);
+        let text = |f: fn(&Message) -> Option<&str>| {
+            m.as_ref().ok().and_then(f).unwrap_or("").to_string()
+        };
+        let trail = match &m {
+            Ok(m) => {
+                let plan = self.route_plan(m, &r.snap, r.peer.interface, r.sealed_route);
+                let facts = self.facts(m, &plan, &r.snap);
+                policy::explain(&facts, &r.peer, &r.snap, &r.dns).trail
+            }
+            // It parsed when it was decided; the same bytes cannot fail now.
+            Err(_) => Vec::new(),
+        };
+        record::DecisionRecord {
+            at: r.at,
+            call_id: text(Message::call_id),
+            method: text(|m| Some(m.method_str())),
+            request_uri: text(|m| m.uri_range().map(|range| m.text(range))),
+            interface: r.peer.interface,
+            transport: r.peer.transport,
+            peer: r.peer.addr,
+            identity: r.peer.identity.names().to_vec(),
+            outcome: r.outcome,
+            rule: r.rule,
+            status: r.status,
+            trail,
+        }
+    }
+
+    /// Every decision kept, oldest first.
+    pub fn recent_decisions(&self) -> Vec<record::DecisionRecord> {
+        self.last_decisions(record::KEEP)
+    }
+
+    /// The last `n` decisions, oldest first (the admin endpoint's `/decisions`).
+    pub fn last_decisions(&self, n: usize) -> Vec<record::DecisionRecord> {
+        let kept = self.decisions.recent(n);
+        kept.into_iter().map(|r| self.describe(r)).collect()
+    }
+}
+
+/// A decision waiting for its request's final response to be recorded.
+pub(super) struct PendingDecision {
+    pub(super) peer: Peer,
+    pub(super) snap: Arc<Snapshot>,
+    pub(super) dns: DnsFacts,
+    pub(super) outcome: &'static str,
+    pub(super) rule: &'static str,
+    pub(super) sealed_route: bool,
+}
+
+/// The facts the decision needs that come from the message alone (no route set, no loop
+/// check): what `sipedge explain` and the proxy share.
+pub fn request_facts(m: &Message) -> RequestFacts<'_> {
+    let uri = m.uri();
+    let from = m.from();
+    let to = m.to();
+    RequestFacts {
+        method: m.method_str(),
+        uri_user: uri.and_then(|u| u.user),
+        uri_host: uri.map_or("", |u| u.host),
+        from_user: from.and_then(|f| f.uri.user),
+        from_host: from.map_or("", |f| f.uri.host),
+        to_user: to.and_then(|t| t.uri.user),
+        to_host: to.map_or("", |t| t.uri.host),
+        max_forwards: m.max_forwards().ok().flatten(),
+        looped: false,
+        routed_exit: None,
+        has_remaining_route: false,
+        addressed_to_edge: false,
+        trust_header: m
+            .header(HeaderName::MsTrust)
+            .map(|h| m.text(h.value.clone())),
+        media: sdp_media(m),
+        in_dialog: to.is_some_and(|t| t.tag().is_some()),
+    }
+}
+
+/// Which media an SDP offer in the body proposes (for the public-cloud A/V policy).
+pub(super) fn sdp_media(m: &Message) -> policy::Media {
+    let is_sdp = m
+        .header_value(HeaderName::ContentType)
+        .is_some_and(|c| c.trim().to_ascii_lowercase().starts_with("application/sdp"));
+    let mut media = policy::Media::default();
+    if is_sdp {
+        for line in m.body().split(|b| *b == b'\n') {
+            if line.starts_with(b"m=audio") {
+                media.audio = true;
+            } else if line.starts_with(b"m=video") {
+                media.video = true;
+            }
+        }
+    }
+    media
+}
+
+/// The answer to the SRV question a decision asked, as the decision reads it.
+pub(super) async fn srv_answer(resolver: &dyn crate::dns::Resolve, question: &policy::DnsQuestion) -> DnsFacts {
+    let answer = match resolver.srv(&question.name()).await {
+        Ok(records) => SrvAnswer::Records(crate::dns::order_srv(records, &mut rand::rng())),
+        Err(e) if e.is_no_records() => SrvAnswer::NoRecords,
+        Err(e) => SrvAnswer::Failed(e.to_string()),
+    };
+    DnsFacts::answer(question, answer)
+}
