@@ -39,7 +39,7 @@ pub use access::{effective_policy, PolicySource};
 pub use classify::{same_domain, SourceClass, TargetClass};
 pub use dns::{DnsFacts, DnsQuestion, SrvAnswer, SrvTarget};
 pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerReport};
-pub use reject::{reason_phrase, Diagnostics, Rejection};
+pub use reject::{reason_phrase, Diagnostics, Rejection, Rule};
 pub use route::response_trust;
 
 use crate::config::{NextHop, Snapshot};

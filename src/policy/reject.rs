@@ -5,33 +5,9 @@
 //! `ms-diagnostics-public` (`Diagnostics::public_value`: code, reason and only the
 //! parameters in `PUBLIC_PARAMS`) toward the external one.
 //!
-//! | reason (rule)                  | status | ms-diagnostics | source of the value |
-//! |--------------------------------|--------|----------------|---------------------|
-//! | `max-forwards`                 | 483    | —              | RFC 3261 |
-//! | `loop`                         | 482    | —              | RFC 3261 |
-//! | `no-external-relay`            | 403    | 1000           | sipedge |
-//! | `no-route` (static routing)    | 404    | 1001           | sipedge |
-//! | `overload`                     | 503    | — (Retry-After 5) | sipedge |
-//! | `srv-not-found`                | 504\*  | 1008 Unable to resolve DNS SRV record | code S16, status [inferred] |
-//! | `srv-no-match`                 | 504    | 1009 No match for domain in DNS SRV results; domain, fqdn1… | S13 |
-//! | `source-not-verified` / `local-domain-from-outside` / `anonymous-peer` | 403\* | 1010\* Certificate trust with another server could not be established | b.3 step 4 code, status per issue 4 |
-//! | `cert-mismatch` (proxy, outbound TLS) | 504 | 1010 … SEC_E_WRONG_PRINCIPAL | S13 |
-//! | `tls-failed` (proxy, outbound TLS) | 504 | 1047 Failed to complete TLS negotiation with a federated peer server | code S15, status [inferred] |
-//! | `method-not-federated`         | 403\*  | 1027\* Cannot route this type of SIP request to or from federated partners | code S14, status [unverified] |
-//! | `federation-disabled`          | 403\*  | 1901\* | [unverified] |
-//! | `outside-users-disabled`       | 403\*  | 1902\* | [unverified] |
-//! | `blocked-domain`               | 403\*  | 1903\* | [unverified] |
-//! | `partner-not-allowed`          | 403\*  | 1904\* | [unverified] |
-//! | `unmarked-source` (no marking, or one lacking a field: the reason names it) | 403\*  | 1905\* | [unverified] |
-//! | `user-federation-denied`       | 403\*  | 1906\* | [unverified] |
-//! | `user-public-cloud-denied`     | 403\*  | 1907\* | [unverified] |
-//! | `user-public-cloud-av-denied`  | 403\*  | 1908\* | [unverified] |
-//! | `provider-disabled`            | 403\*  | 1909\* | [inferred] |
-//! | `rate-limited`                 | 503\*  | 1910\* (Retry-After 1\*) | [inferred] |
-//! | `contacts-limit`               | 503\*  | 1911\* (Retry-After 3600\*) | [inferred] |
-//! | 1034 (responses, proxy)        | remote | 1034 Previous hop federated peer did not report diagnostic information | S14, S18; `sip::ms_headers` |
-//!
-//! \* configurable in `[diagnostics]` (`config::Codes`).
+//! Every refusal is a variant of [`Rule`], with its status and code; README's "Refusals"
+//! table lists them all with what each means, and a test below keeps the two in step.
+//! Codes the product does not document are configurable in `[diagnostics]` (`config::Codes`).
 
 use std::fmt::Write as _;
 
@@ -39,7 +15,220 @@ use crate::config::{Code, Codes};
 use crate::policy::dns::SrvTarget;
 use crate::sip::ms_headers::HeaderError;
 
-/// A refusal: status, reason phrase, optional `ms-diagnostics`, optional Retry-After.
+/// Every refusal the edge can produce, one variant each. Closed on purpose: a new refusal
+/// is a new variant here, a constructor on [`Rejection`] below, and a row in README's
+/// refusal table (a test checks that the table and this type agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    MaxForwards,
+    Loop,
+    NoExternalRelay,
+    ForeignFromOutbound,
+    NoRoute,
+    Overload,
+    SourceOverload,
+    ShuttingDown,
+    CancelNoMatch,
+    Cancelled,
+    ClientTimeout,
+    UriScheme,
+    UnsupportedTransport,
+    NoTargets,
+    NoTarget,
+    NoUdpOnInterface,
+    SendFailed,
+    DnsNoAddress,
+    FederationDisabled,
+    OutsideUsersDisabled,
+    BlockedDomain,
+    PartnerNotAllowed,
+    SourceNotVerified,
+    LocalDomainFromOutside,
+    AnonymousPeer,
+    UnmarkedSource,
+    MethodNotFederated,
+    UserFederationDenied,
+    UserPublicCloudDenied,
+    UserPublicCloudAvDenied,
+    ProviderDisabled,
+    SrvNotFound,
+    SrvNoMatch,
+    TlsCertificateTrust,
+    TlsNegotiation,
+    NoOutboundTls,
+    RateLimited,
+    ContactsLimit,
+    RouteSetUnknownKey,
+    RouteSetBadSeal,
+    RouteSetMalformed,
+    RouteSetOtherDialog,
+}
+
+impl Rule {
+    /// Every rule, in README's order.
+    pub const ALL: &'static [Rule] = &[
+        Rule::MaxForwards,
+        Rule::Loop,
+        Rule::NoExternalRelay,
+        Rule::ForeignFromOutbound,
+        Rule::NoRoute,
+        Rule::Overload,
+        Rule::SourceOverload,
+        Rule::ShuttingDown,
+        Rule::CancelNoMatch,
+        Rule::Cancelled,
+        Rule::ClientTimeout,
+        Rule::UriScheme,
+        Rule::UnsupportedTransport,
+        Rule::NoTargets,
+        Rule::NoTarget,
+        Rule::NoUdpOnInterface,
+        Rule::SendFailed,
+        Rule::DnsNoAddress,
+        Rule::FederationDisabled,
+        Rule::OutsideUsersDisabled,
+        Rule::BlockedDomain,
+        Rule::PartnerNotAllowed,
+        Rule::SourceNotVerified,
+        Rule::LocalDomainFromOutside,
+        Rule::AnonymousPeer,
+        Rule::UnmarkedSource,
+        Rule::MethodNotFederated,
+        Rule::UserFederationDenied,
+        Rule::UserPublicCloudDenied,
+        Rule::UserPublicCloudAvDenied,
+        Rule::ProviderDisabled,
+        Rule::SrvNotFound,
+        Rule::SrvNoMatch,
+        Rule::TlsCertificateTrust,
+        Rule::TlsNegotiation,
+        Rule::NoOutboundTls,
+        Rule::RateLimited,
+        Rule::ContactsLimit,
+        Rule::RouteSetUnknownKey,
+        Rule::RouteSetBadSeal,
+        Rule::RouteSetMalformed,
+        Rule::RouteSetOtherDialog,
+    ];
+
+    /// The name in logs, metrics (`rule="…"`), `/decisions` and README.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::MaxForwards => "max-forwards",
+            Rule::Loop => "loop",
+            Rule::NoExternalRelay => "no-external-relay",
+            Rule::ForeignFromOutbound => "foreign-from-outbound",
+            Rule::NoRoute => "no-route",
+            Rule::Overload => "overload",
+            Rule::SourceOverload => "source-overload",
+            Rule::ShuttingDown => "shutting-down",
+            Rule::CancelNoMatch => "cancel-no-match",
+            Rule::Cancelled => "cancelled",
+            Rule::ClientTimeout => "client-timeout",
+            Rule::UriScheme => "uri-scheme",
+            Rule::UnsupportedTransport => "unsupported-transport",
+            Rule::NoTargets => "no-targets",
+            Rule::NoTarget => "no-target",
+            Rule::NoUdpOnInterface => "no-udp-on-interface",
+            Rule::SendFailed => "send-failed",
+            Rule::DnsNoAddress => "dns-no-address",
+            Rule::FederationDisabled => "federation-disabled",
+            Rule::OutsideUsersDisabled => "outside-users-disabled",
+            Rule::BlockedDomain => "blocked-domain",
+            Rule::PartnerNotAllowed => "partner-not-allowed",
+            Rule::SourceNotVerified => "source-not-verified",
+            Rule::LocalDomainFromOutside => "local-domain-from-outside",
+            Rule::AnonymousPeer => "anonymous-peer",
+            Rule::UnmarkedSource => "unmarked-source",
+            Rule::MethodNotFederated => "method-not-federated",
+            Rule::UserFederationDenied => "user-federation-denied",
+            Rule::UserPublicCloudDenied => "user-public-cloud-denied",
+            Rule::UserPublicCloudAvDenied => "user-public-cloud-av-denied",
+            Rule::ProviderDisabled => "provider-disabled",
+            Rule::SrvNotFound => "srv-not-found",
+            Rule::SrvNoMatch => "srv-no-match",
+            Rule::TlsCertificateTrust => "tls-certificate-trust",
+            Rule::TlsNegotiation => "tls-negotiation",
+            Rule::NoOutboundTls => "no-outbound-tls",
+            Rule::RateLimited => "rate-limited",
+            Rule::ContactsLimit => "contacts-limit",
+            Rule::RouteSetUnknownKey => "route-set-unknown-key",
+            Rule::RouteSetBadSeal => "route-set-bad-seal",
+            Rule::RouteSetMalformed => "route-set-malformed",
+            Rule::RouteSetOtherDialog => "route-set-other-dialog",
+        }
+    }
+
+    /// The status and `ms-diagnostics` code with the default `[diagnostics]` (the ones
+    /// `Codes` holds can be configured; the rest are fixed).
+    pub fn default_status_and_code(self) -> (u16, Option<u32>) {
+        let c = Codes::default();
+        let configured = |code: Code| (code.status, Some(code.code));
+        match self {
+            Rule::MaxForwards => (483, None),
+            Rule::Loop => (482, None),
+            Rule::NoExternalRelay | Rule::ForeignFromOutbound => (403, Some(1000)),
+            Rule::NoRoute => (404, Some(1001)),
+            Rule::Overload
+            | Rule::SourceOverload
+            | Rule::ShuttingDown
+            | Rule::UnsupportedTransport
+            | Rule::NoTarget
+            | Rule::NoUdpOnInterface
+            | Rule::SendFailed => (503, None),
+            Rule::CancelNoMatch => (481, None),
+            Rule::Cancelled => (487, None),
+            Rule::ClientTimeout => (408, None),
+            Rule::UriScheme => (416, None),
+            Rule::NoTargets => (504, None),
+            Rule::DnsNoAddress => (504, Some(1008)),
+            Rule::FederationDisabled => configured(c.federation_disabled),
+            Rule::OutsideUsersDisabled => configured(c.outside_users_disabled),
+            Rule::BlockedDomain => configured(c.blocked_domain),
+            Rule::PartnerNotAllowed => configured(c.partner_not_allowed),
+            Rule::SourceNotVerified | Rule::LocalDomainFromOutside | Rule::AnonymousPeer => {
+                configured(c.source_not_verified)
+            }
+            Rule::UnmarkedSource => configured(c.unmarked_source),
+            Rule::MethodNotFederated => configured(c.method_not_allowed),
+            Rule::UserFederationDenied => configured(c.user_federation_denied),
+            Rule::UserPublicCloudDenied => configured(c.user_public_cloud_denied),
+            Rule::UserPublicCloudAvDenied => configured(c.user_public_cloud_av_denied),
+            Rule::ProviderDisabled => configured(c.provider_disabled),
+            Rule::SrvNotFound => configured(c.srv_not_found),
+            Rule::SrvNoMatch => (504, Some(1009)),
+            Rule::TlsCertificateTrust => (504, Some(1010)),
+            Rule::TlsNegotiation => (504, Some(1047)),
+            Rule::NoOutboundTls => (503, Some(1047)),
+            Rule::RateLimited => configured(c.rate_limited),
+            Rule::ContactsLimit => configured(c.contacts_limit),
+            Rule::RouteSetUnknownKey
+            | Rule::RouteSetBadSeal
+            | Rule::RouteSetMalformed
+            | Rule::RouteSetOtherDialog => (403, Some(ROUTE_SET_CODE)),
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for Rule {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
+/// The `ms-diagnostics` code of a refused hidden route set (a sipedge code: the product's
+/// own route-signature failures are not documented).
+pub const ROUTE_SET_CODE: u32 = 1912;
+
+/// A refusal as it goes on the wire: status, reason phrase, optional `ms-diagnostics`,
+/// optional Retry-After, and the [`Rule`] it comes from. Built only by the constructors
+/// below; `proxy::respond` turns it into the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub status: u16,
@@ -48,7 +237,7 @@ pub struct Rejection {
     /// Seconds for a Retry-After header (503 under load or rate limits).
     pub retry_after: Option<u32>,
     /// The rule that fired, for the one log line and metrics.
-    pub rule: &'static str,
+    pub rule: Rule,
 }
 
 /// An `ms-diagnostics` value: `<code>;reason="<text>"[;name="value"]*`.
@@ -111,39 +300,50 @@ fn escape(v: &str) -> String {
 }
 
 impl Rejection {
-    pub fn new(status: u16, reason: &'static str, rule: &'static str) -> Self {
+    /// The refusal of `rule` with its fixed status and no diagnostics yet.
+    fn new(rule: Rule) -> Self {
+        let (status, _) = rule.default_status_and_code();
         Rejection {
             status,
-            reason,
+            reason: reason_phrase(status),
             diagnostics: None,
             retry_after: None,
             rule,
         }
     }
 
-    pub fn with_diagnostics(mut self, d: Diagnostics) -> Self {
+    fn with_diagnostics(mut self, d: Diagnostics) -> Self {
         self.diagnostics = Some(d);
         self
     }
 
-    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+    fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
     }
 
     /// Max-Forwards reached 0 (RFC 3261 §16.3 step 3).
     pub fn too_many_hops() -> Self {
-        Rejection::new(483, "Too Many Hops", "max-forwards")
+        Rejection::new(Rule::MaxForwards)
     }
 
     /// The request already passed through this edge (RFC 3261 §16.3 step 4).
     pub fn loop_detected() -> Self {
-        Rejection::new(482, "Loop Detected", "loop")
+        Rejection::new(Rule::Loop)
     }
 
     /// A request from outside for a domain that is not ours: the edge is no open relay.
     pub fn relay_denied(domain: &str) -> Self {
-        Rejection::new(403, "Forbidden", "no-external-relay").with_diagnostics(
+        Rejection::relay(Rule::NoExternalRelay, domain)
+    }
+
+    /// A request from inside for outside whose From is not one of our domains.
+    pub fn foreign_from_outbound(domain: &str) -> Self {
+        Rejection::relay(Rule::ForeignFromOutbound, domain)
+    }
+
+    fn relay(rule: Rule, domain: &str) -> Self {
+        Rejection::new(rule).with_diagnostics(
             Diagnostics::new(
                 1000,
                 "Relaying from the external interface to a non-local domain is not allowed",
@@ -154,22 +354,48 @@ impl Rejection {
 
     /// No route for a non-local domain.
     pub fn no_route(domain: &str) -> Self {
-        Rejection::new(404, "Not Found", "no-route").with_diagnostics(
+        Rejection::new(Rule::NoRoute).with_diagnostics(
             Diagnostics::new(1001, "No route for the domain").param("domain", domain),
         )
     }
 
     /// The transaction table is full.
     pub fn overloaded() -> Self {
-        Rejection::new(503, "Service Unavailable", "overload").with_retry_after(5)
+        Rejection::new(Rule::Overload).with_retry_after(5)
+    }
+
+    /// A refusal of one of the proxy's own rules that carry no diagnostics (source
+    /// overload, draining, CANCEL matching, timeouts, next hops the edge cannot use); the
+    /// 503s ask the sender to come back in 5 s.
+    pub fn plain(rule: Rule) -> Self {
+        let r = Rejection::new(rule);
+        match rule {
+            Rule::SourceOverload | Rule::ShuttingDown | Rule::SendFailed => r.with_retry_after(5),
+            _ => r,
+        }
+    }
+
+    /// The next hop's host name has no address.
+    pub fn dns_no_address(host: &str) -> Self {
+        Rejection::new(Rule::DnsNoAddress).with_diagnostics(
+            Diagnostics::new(1008, "Unable to resolve DNS record").param("fqdn", host),
+        )
+    }
+
+    /// A Route entry claiming to be the edge's sealed one that does not open or belongs to
+    /// another dialog; `why` says which (`proxy::topology::RouteSetError`).
+    pub fn route_set(rule: Rule, why: &str) -> Self {
+        Rejection::new(rule).with_diagnostics(Diagnostics::new(ROUTE_SET_CODE, why))
     }
 
     // === federation (access-edge.md §b.3–b.5) ===
 
     /// A refusal whose status and code come from `[diagnostics]`.
-    pub fn configured(code: Code, text: &str, rule: &'static str) -> Self {
-        Rejection::new(code.status, reason_phrase(code.status), rule)
-            .with_diagnostics(Diagnostics::new(code.code, text))
+    fn configured(code: Code, text: &str, rule: Rule) -> Self {
+        let mut r = Rejection::new(rule);
+        r.status = code.status;
+        r.reason = reason_phrase(code.status);
+        r.with_diagnostics(Diagnostics::new(code.code, text))
     }
 
     /// AllowFederatedUsers is off.
@@ -177,7 +403,7 @@ impl Rejection {
         Rejection::configured(
             c.federation_disabled,
             "Federation is disabled on this edge (AllowFederatedUsers)",
-            "federation-disabled",
+            Rule::FederationDisabled,
         )
     }
 
@@ -186,7 +412,7 @@ impl Rejection {
         Rejection::configured(
             c.outside_users_disabled,
             "Remote user access is disabled on this edge (AllowOutsideUsers)",
-            "outside-users-disabled",
+            Rule::OutsideUsersDisabled,
         )
     }
 
@@ -196,7 +422,7 @@ impl Rejection {
             Rejection::configured(
                 c.blocked_domain,
                 "The domain is on the blocked list",
-                "blocked-domain",
+                Rule::BlockedDomain,
             ),
             "domain",
             domain,
@@ -209,7 +435,7 @@ impl Rejection {
             Rejection::configured(
                 c.partner_not_allowed,
                 "The domain is not an allowed partner and partner discovery is off",
-                "partner-not-allowed",
+                Rule::PartnerNotAllowed,
             ),
             "domain",
             domain,
@@ -219,10 +445,14 @@ impl Rejection {
     /// The authenticated peer does not speak for the From domain (certificate names vs
     /// the allowed ProxyFqdn, the From domain's SRV targets, the provider's ProxyFqdn).
     pub fn source_not_verified(c: &Codes, domain: &str, peer: &str) -> Self {
+        Rejection::not_verified(c, domain, peer, Rule::SourceNotVerified)
+    }
+
+    fn not_verified(c: &Codes, domain: &str, peer: &str, rule: Rule) -> Self {
         Rejection::configured(
             c.source_not_verified,
             "Certificate trust with another server could not be established",
-            "source-not-verified",
+            rule,
         )
         .add_params(&[
             (
@@ -237,16 +467,12 @@ impl Rejection {
     /// A federated peer claims one of our own domains in From (internal → internal through
     /// the external interface).
     pub fn local_domain_from_outside(c: &Codes, domain: &str, peer: &str) -> Self {
-        let mut r = Rejection::source_not_verified(c, domain, peer);
-        r.rule = "local-domain-from-outside";
-        r
+        Rejection::not_verified(c, domain, peer, Rule::LocalDomainFromOutside)
     }
 
     /// An external peer that proved no name claims a foreign domain.
     pub fn anonymous_peer(c: &Codes, domain: &str) -> Self {
-        let mut r = Rejection::source_not_verified(c, domain, "");
-        r.rule = "anonymous-peer";
-        r
+        Rejection::not_verified(c, domain, "", Rule::AnonymousPeer)
     }
 
     /// UseSourceVerification, and the peer sent no verification marking (`flaw` is `None`)
@@ -260,7 +486,7 @@ impl Rejection {
             Some(other) => format!("The source's marking is invalid: {other} (UseSourceVerification)"),
         };
         with_param(
-            Rejection::configured(c.unmarked_source, &text, "unmarked-source"),
+            Rejection::configured(c.unmarked_source, &text, Rule::UnmarkedSource),
             "PeerServer",
             peer,
         )
@@ -271,7 +497,7 @@ impl Rejection {
         Rejection::configured(
             c.user_federation_denied,
             "The user's external access policy does not allow federation",
-            "user-federation-denied",
+            Rule::UserFederationDenied,
         )
         .add_params(&[("user", user), ("policy", policy)])
     }
@@ -281,7 +507,7 @@ impl Rejection {
         Rejection::configured(
             c.user_public_cloud_denied,
             "The user's external access policy does not allow public cloud access",
-            "user-public-cloud-denied",
+            Rule::UserPublicCloudDenied,
         )
         .add_params(&[("user", user), ("policy", policy)])
     }
@@ -291,7 +517,7 @@ impl Rejection {
         Rejection::configured(
             c.user_public_cloud_av_denied,
             "The user's external access policy does not allow public cloud audio/video",
-            "user-public-cloud-av-denied",
+            Rule::UserPublicCloudAvDenied,
         )
         .add_params(&[("user", user), ("policy", policy)])
     }
@@ -301,7 +527,7 @@ impl Rejection {
         Rejection::configured(
             c.provider_disabled,
             "The provider is disabled",
-            "provider-disabled",
+            Rule::ProviderDisabled,
         )
         .add_params(&[("provider", identity), ("domain", domain)])
     }
@@ -312,7 +538,7 @@ impl Rejection {
             Rejection::configured(
                 c.method_not_allowed,
                 "Cannot route this type of SIP request to or from federated partners",
-                "method-not-federated",
+                Rule::MethodNotFederated,
             ),
             "method",
             method,
@@ -325,7 +551,7 @@ impl Rejection {
             Rejection::configured(
                 c.srv_not_found,
                 "Unable to resolve DNS SRV record",
-                "srv-not-found",
+                Rule::SrvNotFound,
             ),
             "domain",
             domain,
@@ -346,35 +572,45 @@ impl Rejection {
                 format!("{}:{}", t.target, t.port),
             );
         }
-        Rejection::new(504, "Server Time-out", "srv-no-match").with_diagnostics(d)
+        Rejection::new(Rule::SrvNoMatch).with_diagnostics(d)
     }
 
-    /// The partner's certificate lacks the SRV target / ProxyFqdn (proxy, outbound TLS).
-    pub fn cert_mismatch(tls_target: &str, peer_server: &str) -> Self {
-        Rejection::new(504, "Server Time-out", "cert-mismatch").with_diagnostics(
+    /// The partner's certificate does not verify for the name the edge connected to
+    /// (proxy, outbound TLS): `error_type` and `hresult` as the product words them.
+    pub fn tls_certificate_trust(tls_target: &str, error_type: &str, hresult: &str) -> Self {
+        Rejection::new(Rule::TlsCertificateTrust).with_diagnostics(
             Diagnostics::new(
                 1010,
                 "Certificate trust with another server could not be established",
             )
-            .param(
-                "ErrorType",
-                "The peer certificate does not contain a matching FQDN",
-            )
+            .param("ErrorType", error_type)
             .param("tls-target", tls_target)
-            .param("PeerServer", peer_server)
-            .param("HRESULT", "0x80090322(SEC_E_WRONG_PRINCIPAL)"),
+            .param("PeerServer", tls_target)
+            .param("HRESULT", hresult),
         )
     }
 
-    /// The TLS handshake with the partner failed (proxy, outbound TLS).
-    pub fn tls_failed(winsock_code: &str, description: &str) -> Self {
-        Rejection::new(504, "Server Time-out", "tls-failed").with_diagnostics(
+    /// The TCP connection or TLS handshake with the partner failed (proxy, outbound TLS).
+    pub fn tls_negotiation(peer: &str, winsock_code: &str) -> Self {
+        Rejection::new(Rule::TlsNegotiation).with_diagnostics(
             Diagnostics::new(
                 1047,
                 "Failed to complete TLS negotiation with a federated peer server",
             )
             .param("WinsockFailureCode", winsock_code)
-            .param("WinsockFailureDescription", description),
+            .param("PeerServer", peer),
+        )
+    }
+
+    /// The exit interface has no TLS client configuration, or the name is not one TLS can
+    /// verify.
+    pub fn no_outbound_tls(peer: &str) -> Self {
+        Rejection::new(Rule::NoOutboundTls).with_diagnostics(
+            Diagnostics::new(
+                1047,
+                "Failed to complete TLS negotiation with a federated peer server",
+            )
+            .param("PeerServer", peer),
         )
     }
 
@@ -384,7 +620,7 @@ impl Rejection {
             Rejection::configured(
                 c.rate_limited,
                 "Discovered partner exceeded its message rate (DiscoveredPartnerStandardRate)",
-                "rate-limited",
+                Rule::RateLimited,
             ),
             "domain",
             partner,
@@ -399,7 +635,7 @@ impl Rejection {
             Rejection::configured(
                 c.contacts_limit,
                 "Discovered partner is on the watch list (MaxContactsPerDiscoveredPartner)",
-                "contacts-limit",
+                Rule::ContactsLimit,
             ),
             "domain",
             partner,
@@ -434,8 +670,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        416 => "Unsupported URI Scheme",
         480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
         486 => "Busy Here",
+        487 => "Request Terminated",
         488 => "Not Acceptable Here",
         500 => "Server Internal Error",
         501 => "Not Implemented",
@@ -469,13 +711,13 @@ mod tests {
                 1009,
             ),
             (
-                Rejection::cert_mismatch("a", "b"),
+                Rejection::tls_certificate_trust("a", "b", "c"),
                 504,
                 "Server Time-out",
                 1010,
             ),
             (
-                Rejection::tls_failed("10054(WSAECONNRESET)", "x"),
+                Rejection::tls_negotiation("x", "10054(WSAECONNRESET)"),
                 504,
                 "Server Time-out",
                 1047,
@@ -543,34 +785,14 @@ mod tests {
         let internal = [user, policy, fqdn, addr, "carol", "NoFederation", "pool.contoso"];
         let target = SrvTarget::new(0, 0, 5061, fqdn);
         let flaw = HeaderError::Missing("ms-ep-fqdn");
-        let refusals = [
-            Rejection::too_many_hops(),
-            Rejection::loop_detected(),
-            Rejection::relay_denied("northwind.test"),
-            Rejection::no_route("northwind.test"),
-            Rejection::overloaded(),
-            Rejection::configured(c.blocked_domain, "configured", "configured"),
-            Rejection::federation_disabled(&c),
-            Rejection::outside_users_disabled(&c),
-            Rejection::blocked_domain(&c, "adatum.test"),
-            Rejection::partner_not_allowed(&c, "northwind.test"),
-            Rejection::source_not_verified(&c, "fabrikam.test", fqdn),
-            Rejection::local_domain_from_outside(&c, "contoso.test", addr),
-            Rejection::anonymous_peer(&c, "fabrikam.test"),
-            Rejection::unmarked_source(&c, fqdn, None),
-            Rejection::unmarked_source(&c, addr, Some(&flaw)),
-            Rejection::user_federation_denied(&c, user, policy),
-            Rejection::user_public_cloud_denied(&c, user, policy),
-            Rejection::user_public_cloud_av_denied(&c, user, policy),
-            Rejection::provider_disabled(&c, "LyncOnline", "tailspin.test"),
-            Rejection::method_not_federated(&c, "REGISTER"),
-            Rejection::srv_not_found(&c, "nowhere.test", Some(&format!("no answer from {addr}:53"))),
-            Rejection::srv_no_match("badsrv.test", std::slice::from_ref(&target)),
-            Rejection::cert_mismatch(fqdn, fqdn),
-            Rejection::tls_failed("10054(WSAECONNRESET)", &format!("reset by {addr}")),
-            Rejection::rate_limited(&c, "northwind.test"),
-            Rejection::contacts_limit(&c, "northwind.test"),
-        ];
+        let refusals: Vec<Rejection> = Rule::ALL
+            .iter()
+            .map(|&rule| example(rule, &c, (user, policy, fqdn, addr)))
+            .chain([
+                Rejection::unmarked_source(&c, addr, Some(&flaw)),
+                Rejection::srv_no_match("badsrv.test", std::slice::from_ref(&target)),
+            ])
+            .collect();
         for r in refusals {
             let Some(d) = &r.diagnostics else { continue };
             let public = d.public_value().to_ascii_lowercase();
@@ -594,5 +816,113 @@ mod tests {
             d.public_value(),
             "1008;reason=\"Unable to resolve DNS SRV record\";domain=\"x.test\""
         );
+    }
+
+    /// One refusal of `rule`, with internal-looking values wherever a constructor takes
+    /// one. The match is exhaustive: a new rule does not compile until it has an example.
+    fn example(rule: Rule, c: &Codes, (user, policy, fqdn, addr): (&str, &str, &str, &str)) -> Rejection {
+        match rule {
+            Rule::MaxForwards => Rejection::too_many_hops(),
+            Rule::Loop => Rejection::loop_detected(),
+            Rule::NoExternalRelay => Rejection::relay_denied("northwind.test"),
+            Rule::ForeignFromOutbound => Rejection::foreign_from_outbound("northwind.test"),
+            Rule::NoRoute => Rejection::no_route("northwind.test"),
+            Rule::Overload => Rejection::overloaded(),
+            Rule::SourceOverload => Rejection::plain(Rule::SourceOverload),
+            Rule::ShuttingDown => Rejection::plain(Rule::ShuttingDown),
+            Rule::CancelNoMatch => Rejection::plain(Rule::CancelNoMatch),
+            Rule::Cancelled => Rejection::plain(Rule::Cancelled),
+            Rule::ClientTimeout => Rejection::plain(Rule::ClientTimeout),
+            Rule::UriScheme => Rejection::plain(Rule::UriScheme),
+            Rule::UnsupportedTransport => Rejection::plain(Rule::UnsupportedTransport),
+            Rule::NoTargets => Rejection::plain(Rule::NoTargets),
+            Rule::NoTarget => Rejection::plain(Rule::NoTarget),
+            Rule::NoUdpOnInterface => Rejection::plain(Rule::NoUdpOnInterface),
+            Rule::SendFailed => Rejection::plain(Rule::SendFailed),
+            Rule::DnsNoAddress => Rejection::dns_no_address(fqdn),
+            Rule::FederationDisabled => Rejection::federation_disabled(c),
+            Rule::OutsideUsersDisabled => Rejection::outside_users_disabled(c),
+            Rule::BlockedDomain => Rejection::blocked_domain(c, "adatum.test"),
+            Rule::PartnerNotAllowed => Rejection::partner_not_allowed(c, "northwind.test"),
+            Rule::SourceNotVerified => Rejection::source_not_verified(c, "fabrikam.test", fqdn),
+            Rule::LocalDomainFromOutside => {
+                Rejection::local_domain_from_outside(c, "contoso.test", addr)
+            }
+            Rule::AnonymousPeer => Rejection::anonymous_peer(c, "fabrikam.test"),
+            Rule::UnmarkedSource => Rejection::unmarked_source(c, fqdn, None),
+            Rule::MethodNotFederated => Rejection::method_not_federated(c, "REGISTER"),
+            Rule::UserFederationDenied => Rejection::user_federation_denied(c, user, policy),
+            Rule::UserPublicCloudDenied => Rejection::user_public_cloud_denied(c, user, policy),
+            Rule::UserPublicCloudAvDenied => {
+                Rejection::user_public_cloud_av_denied(c, user, policy)
+            }
+            Rule::ProviderDisabled => Rejection::provider_disabled(c, "LyncOnline", "tailspin.test"),
+            Rule::SrvNotFound => {
+                Rejection::srv_not_found(c, "nowhere.test", Some(&format!("no answer from {addr}:53")))
+            }
+            Rule::SrvNoMatch => Rejection::srv_no_match("badsrv.test", &[]),
+            Rule::TlsCertificateTrust => Rejection::tls_certificate_trust(
+                fqdn,
+                "The peer certificate does not contain a matching FQDN",
+                "0x80090322(SEC_E_WRONG_PRINCIPAL)",
+            ),
+            Rule::TlsNegotiation => Rejection::tls_negotiation(addr, "10054(WSAECONNRESET)"),
+            Rule::NoOutboundTls => Rejection::no_outbound_tls(fqdn),
+            Rule::RateLimited => Rejection::rate_limited(c, "northwind.test"),
+            Rule::ContactsLimit => Rejection::contacts_limit(c, "northwind.test"),
+            Rule::RouteSetUnknownKey
+            | Rule::RouteSetBadSeal
+            | Rule::RouteSetMalformed
+            | Rule::RouteSetOtherDialog => Rejection::route_set(rule, "the hidden route set is malformed"),
+        }
+    }
+
+    #[test]
+    fn every_rule_refuses_with_its_documented_status_and_code() {
+        let c = Codes::default();
+        let internal = ("carol@contoso.test", "tag:NoFederation", "pool.contoso.test", "10.1.2.3");
+        for &rule in Rule::ALL {
+            let r = example(rule, &c, internal);
+            assert_eq!(r.rule, rule);
+            assert_eq!((r.status, r.code()), rule.default_status_and_code(), "{rule}");
+            assert_eq!(r.reason, reason_phrase(r.status), "{rule}");
+        }
+        let names: std::collections::HashSet<_> = Rule::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), Rule::ALL.len(), "rule names are unique");
+    }
+
+    /// README's refusal table, `| rule | status | ms-diagnostics | when |`, as
+    /// (rule, status, code) rows.
+    fn readme_refusals() -> Vec<(String, u16, Option<u32>)> {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split_once("### Refusals")
+            .map(|(_, rest)| rest)
+            .expect("README has a Refusals section");
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("| rule"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let digits = |s: &str| s.chars().take_while(char::is_ascii_digit).collect::<String>();
+                let rule = cells[1].trim_matches('`').to_string();
+                let status = digits(cells[2]).parse().unwrap_or_else(|_| panic!("status in {l}"));
+                let code = digits(cells[3]).parse().ok();
+                (rule, status, code)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_refusal_table_lists_every_rule_with_its_status_and_code() {
+        let rows = readme_refusals();
+        let documented: Vec<&str> = rows.iter().map(|(r, _, _)| r.as_str()).collect();
+        let rules: Vec<&str> = Rule::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(documented, rules, "README's table and Rule::ALL, in order");
+        for ((name, status, code), rule) in rows.iter().zip(Rule::ALL) {
+            assert_eq!((*status, *code), rule.default_status_and_code(), "{name}");
+        }
     }
 }

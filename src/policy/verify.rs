@@ -16,9 +16,7 @@ pub(super) fn no_relay(cx: &mut Ctx<'_>) -> Step {
         return cx.reject("no-relay", Rejection::relay_denied(target));
     }
     if !cx.inbound() && !cx.snap.is_local_domain(req.from_host) {
-        let mut r = Rejection::relay_denied(req.from_host);
-        r.rule = "foreign-from-outbound";
-        return cx.reject("no-relay", r);
+        return cx.reject("no-relay", Rejection::foreign_from_outbound(req.from_host));
     }
     cx.pass("no-relay", "one side of the edge is ours");
     ControlFlow::Continue(())

@@ -114,7 +114,7 @@ impl Core {
     ) {
         let (outcome, rule) = match d {
             Decision::Forward(f) => ("forward", f.rule),
-            Decision::Reject(r) => ("reject", r.rule),
+            Decision::Reject(r) => ("reject", r.rule.name()),
             Decision::AnswerOptions => ("answer", "options-to-edge"),
         };
         let pending = Box::new(PendingDecision {

@@ -30,7 +30,7 @@ impl Core {
                     flow: None,
                 })
                 .collect()),
-            Route::Targets(_) => Err(Rejection::new(504, "Server Time-out", "no-targets")),
+            Route::Targets(_) => Err(Rejection::plain(Rule::NoTargets)),
             Route::RequestTarget => {
                 let text = match &plan.next {
                     Some(r) => crate::sip::NameAddr::parse(m.text(r.clone())).map(|na| na.uri),
@@ -38,10 +38,10 @@ impl Core {
                 };
                 let uri: Uri<'_> = text
                     .filter(|u| !u.host.is_empty())
-                    .ok_or_else(|| Rejection::new(416, "Unsupported URI Scheme", "uri-scheme"))?;
+                    .ok_or_else(|| Rejection::plain(Rule::UriScheme))?;
                 let transport = match uri.param("transport") {
                     Some(t) => t.parse::<Transport>().map_err(|_| {
-                        Rejection::new(503, "Service Unavailable", "unsupported-transport")
+                        Rejection::plain(Rule::UnsupportedTransport)
                     })?,
                     None if uri.is_sips() => Transport::Tls,
                     None => Transport::Udp,
@@ -184,7 +184,7 @@ impl Core {
         }
         match snap.hosts.get(&t.host).and_then(|v| v.first()) {
             Some(ip) => Ok(SocketAddr::new(*ip, t.port)),
-            None => Err(no_address(&t.host)),
+            None => Err(Rejection::dns_no_address(&t.host)),
         }
     }
 
@@ -194,14 +194,14 @@ impl Core {
             return Ok(a);
         }
         let Some(resolver) = &self.resolver else {
-            return Err(no_address(&t.host));
+            return Err(Rejection::dns_no_address(&t.host));
         };
         match resolver.ip(&t.host).await {
             Ok(ips) if !ips.is_empty() => Ok(SocketAddr::new(ips[0], t.port)),
-            Ok(_) => Err(no_address(&t.host)),
+            Ok(_) => Err(Rejection::dns_no_address(&t.host)),
             Err(e) => {
                 tracing::info!(host = %t.host, error = %e, "address lookup failed");
-                Err(no_address(&t.host))
+                Err(Rejection::dns_no_address(&t.host))
             }
         }
     }
@@ -255,7 +255,7 @@ impl Core {
     ) -> bool {
         if target.transport == Transport::Udp {
             let Some(socket) = self.udp.get(&exit).cloned() else {
-                let r = Rejection::new(503, "Service Unavailable", "no-udp-on-interface");
+                let r = Rejection::plain(Rule::NoUdpOnInterface);
                 self.fail_client(key, &r, snap);
                 return true;
             };
@@ -320,8 +320,7 @@ impl Core {
                     self.set_dest(&key, &dest);
                     if let Err(e) = dest.send(bytes) {
                         tracing::info!(target = %t.host, error = %e, "send failed");
-                        let r = Rejection::new(503, "Service Unavailable", "send-failed")
-                            .with_retry_after(5);
+                        let r = Rejection::plain(Rule::SendFailed);
                         self.fail_client(&key, &r, &snap);
                     }
                     return;
@@ -334,7 +333,7 @@ impl Core {
                 }
             }
         }
-        let r = last.unwrap_or_else(|| Rejection::new(503, "Service Unavailable", "no-target"));
+        let r = last.unwrap_or_else(|| Rejection::plain(Rule::NoTarget));
         self.fail_client(&key, &r, &snap);
     }
 
@@ -432,7 +431,7 @@ impl Core {
                 match me.resolve_target(&target, &snap).await {
                     Ok(addr) => me.send_stateless_to(exit, &target, addr, bytes, &snap),
                     Err(r) => {
-                        tracing::info!(host = %target.host, rule = r.rule, "stateless request dropped: no address")
+                        tracing::info!(host = %target.host, rule = r.rule.name(), "stateless request dropped: no address")
                     }
                 }
             });
@@ -502,9 +501,3 @@ pub(super) struct Retry {
     pub(super) remaining: Vec<Target>,
 }
 
-/// A refusal for a host name that has no address.
-pub(super) fn no_address(host: &str) -> Rejection {
-    Rejection::new(504, "Server Time-out", "dns-no-address").with_diagnostics(
-        crate::policy::Diagnostics::new(1008, "Unable to resolve DNS record").param("fqdn", host),
-    )
-}

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Live, Snapshot};
 use crate::metrics::Direction;
-use crate::policy::{self, Decision, DnsFacts, Rejection, RequestFacts, Route, SrvAnswer};
+use crate::policy::{self, Decision, DnsFacts, Rejection, RequestFacts, Route, Rule, SrvAnswer};
 use crate::sip::framing::FrameError;
 use crate::sip::{build, HeaderName, Message, Method, Uri};
 use crate::transport::pool::{ConnectContext, ConnectError, Pool, PoolKey};

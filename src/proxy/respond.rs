@@ -110,46 +110,23 @@ pub fn connect_failure(err: &ConnectError, target: &str) -> Rejection {
                 crate::tls::OutboundTlsFailure::CertTrust {
                     error_type,
                     hresult,
-                } => Rejection::new(504, "Server Time-out", "tls-certificate-trust")
-                    .with_diagnostics(
-                        Diagnostics::new(
-                            1010,
-                            "Certificate trust with another server could not be established",
-                        )
-                        .param("ErrorType", error_type)
-                        .param("tls-target", name.clone())
-                        .param("PeerServer", name.clone())
-                        .param("HRESULT", hresult),
-                    ),
+                } => Rejection::tls_certificate_trust(name, &error_type, hresult),
                 crate::tls::OutboundTlsFailure::Handshake { detail } => {
-                    tls_negotiation(name, &detail)
+                    Rejection::tls_negotiation(name, &detail)
                 }
             }
         }
-        ConnectError::HandshakeTimeout { name } => tls_negotiation(name, "10060(WSAETIMEDOUT)"),
-        ConnectError::Connect { source, .. } => tls_negotiation(target, winsock_of(source)),
-        ConnectError::ConnectTimeout { .. } => tls_negotiation(target, "10060(WSAETIMEDOUT)"),
-        ConnectError::NoTls(_) | ConnectError::BadName(_) => {
-            Rejection::new(503, "Service Unavailable", "no-outbound-tls").with_diagnostics(
-                Diagnostics::new(
-                    1047,
-                    "Failed to complete TLS negotiation with a federated peer server",
-                )
-                .param("PeerServer", target),
-            )
+        ConnectError::HandshakeTimeout { name } => {
+            Rejection::tls_negotiation(name, "10060(WSAETIMEDOUT)")
         }
+        ConnectError::Connect { source, .. } => {
+            Rejection::tls_negotiation(target, winsock_of(source))
+        }
+        ConnectError::ConnectTimeout { .. } => {
+            Rejection::tls_negotiation(target, "10060(WSAETIMEDOUT)")
+        }
+        ConnectError::NoTls(_) | ConnectError::BadName(_) => Rejection::no_outbound_tls(target),
     }
-}
-
-fn tls_negotiation(peer: &str, winsock: &str) -> Rejection {
-    Rejection::new(504, "Server Time-out", "tls-negotiation").with_diagnostics(
-        Diagnostics::new(
-            1047,
-            "Failed to complete TLS negotiation with a federated peer server",
-        )
-        .param("WinsockFailureCode", winsock)
-        .param("PeerServer", peer),
-    )
 }
 
 fn winsock_of(e: &std::io::Error) -> &'static str {
@@ -219,7 +196,7 @@ impl Core {
                 // Whatever was decided before, this refusal is what the request got.
                 if let Some(d) = &mut s.decision {
                     d.outcome = "reject";
-                    d.rule = r.rule;
+                    d.rule = r.rule.name();
                 }
                 (
                 Some((
@@ -333,7 +310,7 @@ pub(super) fn log_rejection(m: &Message, r: &Rejection, source: SocketAddr, arri
         interface = %arrival,
         peer = %source,
         status = r.status,
-        rule = r.rule,
+        rule = r.rule.name(),
         diagnostics = r.diagnostics.as_ref().map(|d| d.code),
         "request refused"
     );

@@ -52,7 +52,7 @@ impl Core {
                     tracing::info!(target = %target, "no final response before the transaction timed out");
                     self.reject(
                         &server,
-                        &Rejection::new(408, "Request Timeout", "client-timeout"),
+                        &Rejection::plain(Rule::ClientTimeout),
                         &snap,
                     );
                 }

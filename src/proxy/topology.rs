@@ -19,7 +19,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use ring::aead;
 
-use crate::policy::{Diagnostics, Rejection};
+use crate::policy::{Rejection, Rule};
 use crate::peer::PeerIdentity;
 use crate::sip::build;
 use crate::sip::splice::Splice;
@@ -145,20 +145,19 @@ pub enum RouteSetError {
 }
 
 impl RouteSetError {
-    /// The rule name for the one log line and the metrics.
-    pub fn rule(self) -> &'static str {
+    /// The rule, for the one log line and the metrics.
+    pub fn rule(self) -> Rule {
         match self {
-            RouteSetError::UnknownKey => "route-set-unknown-key",
-            RouteSetError::BadSeal => "route-set-bad-seal",
-            RouteSetError::Malformed => "route-set-malformed",
-            RouteSetError::OtherDialog => "route-set-other-dialog",
+            RouteSetError::UnknownKey => Rule::RouteSetUnknownKey,
+            RouteSetError::BadSeal => Rule::RouteSetBadSeal,
+            RouteSetError::Malformed => Rule::RouteSetMalformed,
+            RouteSetError::OtherDialog => Rule::RouteSetOtherDialog,
         }
     }
 
-    /// The 403 an in-dialog request with this route gets.
+    /// The 403 + 1912 an in-dialog request with this route gets.
     pub fn rejection(self) -> Rejection {
-        Rejection::new(403, "Forbidden", self.rule())
-            .with_diagnostics(Diagnostics::new(DIAGNOSTICS_CODE, self.to_string()))
+        Rejection::route_set(self.rule(), &self.to_string())
     }
 }
 

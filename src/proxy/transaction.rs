@@ -58,7 +58,7 @@ impl Core {
             return None;
         }
         if self.draining.load(Ordering::Acquire) {
-            let r = Rejection::new(503, "Service Unavailable", "shutting-down").with_retry_after(5);
+            let r = Rejection::plain(Rule::ShuttingDown);
             self.reject_stateless(m, peer, reply, &r, snap);
             return None;
         }
@@ -73,8 +73,7 @@ impl Core {
             match self.quota.admit(peer.addr.ip(), max) {
                 Some(slot) => entry.slot = Some(slot),
                 None => {
-                    let r = Rejection::new(503, "Service Unavailable", "source-overload")
-                        .with_retry_after(5);
+                    let r = Rejection::plain(Rule::SourceOverload);
                     self.reject_stateless(m, peer, reply, &r, snap);
                     return None;
                 }
@@ -186,7 +185,7 @@ impl Core {
                 }
             }
             Decision::Reject(r) => {
-                tracing::info!(peer = %peer.addr, rule = r.rule, "ACK dropped");
+                tracing::info!(peer = %peer.addr, rule = r.rule.name(), "ACK dropped");
             }
             Decision::AnswerOptions => {}
         }
@@ -212,7 +211,7 @@ impl Core {
         });
         let snap = self.live.load();
         let Some(Some(client)) = client else {
-            let r = Rejection::new(481, "Call/Transaction Does Not Exist", "cancel-no-match");
+            let r = Rejection::plain(Rule::CancelNoMatch);
             self.reject_stateless(&m, peer, reply, &r, &snap);
             return;
         };
@@ -220,7 +219,7 @@ impl Core {
             // Nothing forwarded yet: the INVITE ends here with 487 (§16.10).
             self.reject(
                 &invite_key,
-                &Rejection::new(487, "Request Terminated", "cancelled"),
+                &Rejection::plain(Rule::Cancelled),
                 &snap,
             );
         }
