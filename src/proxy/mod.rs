@@ -32,6 +32,9 @@ mod timers;
 pub mod topology;
 mod transaction;
 
+#[cfg(test)]
+mod tests;
+
 pub use decide::request_facts;
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -458,3 +458,30 @@ fn a_malformed_key_file_is_refused_naming_the_file_and_the_line() {
     let e = Hider::from_key_file(&path).unwrap_err();
     assert!(e.to_string().contains("holds no key"), "{e}");
 }
+
+#[test]
+fn a_binding_admits_only_its_own_dialog_partner_and_peer() {
+    // The partner's BYE in the dialog: its own tag in From, ours (the bound one) in To.
+    let bye = |call_id: &str, from_host: &str, to_tag: &str| {
+        msg(&format!(
+            "BYE sip:bob@10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/TLS 10.0.0.9;branch=z9hG4bKb1\r\nMax-Forwards: 70\r\nFrom: <sip:dan@{from_host}>;tag=remote\r\nTo: <sip:bob@contoso.test>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let b = Binding {
+        call_id: "dlg".into(),
+        tag: "ours".into(),
+        partner: "fabrikam.test".into(),
+        peer: "sip.fabrikam.test".into(),
+    };
+    let fabrikam = PeerIdentity::new(["sip.fabrikam.test"]);
+    assert_eq!(b.admits(&bye("dlg", "Fabrikam.test", "ours"), &fabrikam), Ok(()));
+    let refused = Err(RouteSetError::OtherDialog);
+    assert_eq!(b.admits(&bye("other", "fabrikam.test", "ours"), &fabrikam), refused);
+    assert_eq!(b.admits(&bye("dlg", "fabrikam.test", "theirs"), &fabrikam), refused);
+    assert_eq!(b.admits(&bye("dlg", "northwind.test", "ours"), &fabrikam), refused);
+    let northwind = PeerIdentity::new(["sip.northwind.test"]);
+    assert_eq!(b.admits(&bye("dlg", "fabrikam.test", "ours"), &northwind), refused);
+    // Sealed before the peer was known: any peer the policy then verifies.
+    let unknown_peer = Binding { peer: String::new(), ..b };
+    assert_eq!(unknown_peer.admits(&bye("dlg", "fabrikam.test", "ours"), &northwind), Ok(()));
+}
