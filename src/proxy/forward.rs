@@ -140,6 +140,9 @@ impl Core {
                 topology::via_lines(m, build::received_edit(m, peer.addr).as_ref())
             }),
             response_trust: f.response_trust.clone(),
+            requester: (peer.interface == Interface::External)
+                .then(|| peer.identity.names().first().cloned())
+                .flatten(),
         };
         if self
             .txns

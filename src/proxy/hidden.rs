@@ -25,7 +25,7 @@ impl Core {
             .topology
             .expand_route(&m, datagram, |na| self.names_external(&snap, na))
         {
-            Ok(Some((expanded, binding))) => match binding.admits(&expanded, &peer.identity) {
+            Ok(Some((expanded, binding))) => match binding.admits(&expanded, &self.identify(peer, &snap).identity) {
                 Ok(()) => Some((expanded, true)),
                 Err(e) => {
                     if m.method() == Method::Ack {

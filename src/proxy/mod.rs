@@ -178,6 +178,9 @@ struct ClientEntry {
     hidden_via: Option<Bytes>,
     /// The marking responses from outside carry inward (`policy::Forward::response_trust`).
     response_trust: Option<Arc<policy::ResponseTrust>>,
+    /// The name the external sender of the request proved: a route set sealed into the
+    /// response going back to it is bound to that peer.
+    requester: Option<String>,
 }
 
 impl Core {

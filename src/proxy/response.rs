@@ -74,6 +74,7 @@ impl Core {
                             c.target.clone(),
                             c.hidden_via.clone(),
                             c.response_trust.clone(),
+                            c.requester.clone(),
                         ),
                         c.span.clone(),
                         retry,
@@ -94,6 +95,7 @@ impl Core {
                         String::new(),
                         None,
                         None,
+                        None,
                     ),
                     tracing::Span::none(),
                     None,
@@ -106,7 +108,7 @@ impl Core {
             ack,
             cancel,
             server_key,
-            (arrival, exit, domain, target, hidden_via, response_trust),
+            (arrival, exit, domain, target, hidden_via, response_trust, requester),
             span,
             retry,
         )) = outcome
@@ -148,6 +150,7 @@ impl Core {
             peer.interface,
             Some((exit, &domain, &target)),
             response_trust.as_deref(),
+            requester.as_deref(),
         );
         edits.restore_via = hidden_via;
         let out = rewrite::rewrite_response(&m, &edits).freeze();
@@ -166,6 +169,7 @@ impl Core {
         arrived_on: Interface,
         from: Option<(Interface, &str, &str)>,
         trust: Option<&policy::ResponseTrust>,
+        requester: Option<&str>,
     ) -> rewrite::ResponseEdits<'static> {
         let mut edits = rewrite::ResponseEdits::default();
         let diagnostics = m.header_value(HeaderName::MsDiagnostics);
@@ -175,11 +179,12 @@ impl Core {
                 // === topology hiding: entries above our external one leave only sealed ===
                 let hidden = m.header(HeaderName::RecordRoute).and_then(|_| {
                     let snap = self.live.load();
-                    self.topology.hide_response(
-                        m,
-                        |na| self.names_external(&snap, na),
-                        &topology::Binding::of_response_out(m),
-                    )
+                    let binding = topology::Binding {
+                        peer: requester.unwrap_or("").to_string(),
+                        ..topology::Binding::of_response_out(m)
+                    };
+                    self.topology
+                        .hide_response(m, |na| self.names_external(&snap, na), &binding)
                 });
                 if let Some(line) = hidden {
                     edits.remove = &[
@@ -248,7 +253,7 @@ impl Core {
             return;
         };
         let addr = SocketAddr::new(ip, port);
-        let edits = self.response_edits(m, iface, arrived_on, None, None);
+        let edits = self.response_edits(m, iface, arrived_on, None, None, None);
         let out = rewrite::rewrite_response(m, &edits).freeze();
         self.metrics.message(iface, Direction::Out, m.method());
         self.metrics.response(m.status().unwrap_or(0));
