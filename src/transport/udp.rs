@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +11,11 @@ use super::{Handler, Interface, Peer, PeerIdentity, ReplyTo, Transport};
 /// Largest datagram read; bigger ones are truncated by the kernel and then fail to parse.
 const MAX_DATAGRAM: usize = 65_535;
 
+// Each datagram is copied out of one reused receive buffer into bytes of its own size: a
+// request kept for Timer J (32 s) then holds its own few hundred bytes, never a shared
+// block with whatever else arrived beside it (a garbage flood pinned 256 KiB per kept
+// request that way).
+
 /// Reads datagrams until `shutdown` fires and hands each to the handler.
 pub async fn run(
     socket: Arc<UdpSocket>,
@@ -18,22 +23,20 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) {
-    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM * 4);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        if buf.capacity() < MAX_DATAGRAM {
-            buf.reserve(MAX_DATAGRAM * 4);
-        }
         let recv = tokio::select! {
-            r = socket.recv_buf_from(&mut buf) => r,
+            r = socket.recv_from(&mut buf) => r,
             _ = shutdown.cancelled() => return,
         };
         match recv {
             Ok((n, from)) => {
-                let data = buf.split_to(n).freeze();
-                if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                let received = &buf[..n];
+                if received.iter().all(|b| *b == b'\r' || *b == b'\n') {
                     // Keep-alive datagrams carry no message.
                     continue;
                 }
+                let data = Bytes::copy_from_slice(received);
                 let peer = Peer {
                     interface,
                     transport: Transport::Udp,

@@ -79,7 +79,8 @@ pub(crate) fn addr_in(line: &str) -> std::net::SocketAddr {
     line[start..end].parse().expect("socket address")
 }
 
-fn config(pool: std::net::SocketAddr, extra: &str) -> String {
+/// An edge on UDP (ephemeral ports) with the pool at `pool`, and `extra` sections.
+pub(crate) fn config(pool: std::net::SocketAddr, extra: &str) -> String {
     format!(
         r#"[edge]
 local_domains = ["contoso.test"]

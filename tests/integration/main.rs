@@ -13,6 +13,7 @@ mod lab;
 mod lab_binary;
 mod legit;
 mod load;
+mod memory;
 mod metrics;
 mod observability;
 mod peers;

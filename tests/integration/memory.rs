@@ -1,0 +1,95 @@
+//! Bounded by bytes (issue 16): what arrives is not retained beyond the message that needs
+//! it. The real binary, measured from /proc, so other tests' memory does not count.
+
+use tokio::sync::watch;
+
+use crate::binary::{addr_in, Running};
+use crate::legit::rss_kib;
+use crate::support::*;
+
+/// A pool on UDP that answers 200 to every request and publishes how many it answered.
+async fn counting_pool() -> (std::net::SocketAddr, watch::Receiver<usize>) {
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let addr = pool.addr();
+    let (tx, rx) = watch::channel(0);
+    tokio::spawn(async move {
+        while let Some((m, from)) = pool.try_recv(std::time::Duration::from_secs(60)).await {
+            if !m.starts_with("SIP/2.0") {
+                pool.send(from, &response(&m, 200, "OK", &[])).await;
+                tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn garbage_between_requests_pins_no_receive_memory() {
+    let (pool, answered) = counting_pool().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        crate::binary::config(pool, "\n[limits]\nmax_message_size = 65535\n"),
+    )
+    .expect("write");
+    let edge = Running::start(&path);
+    let ext = addr_in(&edge.wait_for(&[
+        "listening",
+        "\"interface\":\"external\"",
+        "\"transport\":\"udp\"",
+    ]));
+    let pid = edge.child.id();
+    let client = UdpPeer::bind("127.0.0.1").await;
+    let request = |i: usize| {
+        request(
+            "MESSAGE",
+            "sip:bob@contoso.test",
+            "sip:dan@fabrikam.test",
+            "sip:bob@contoso.test",
+            &format!(
+                "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKmem{i}",
+                client.addr().port()
+            ),
+            &format!("mem{i}"),
+            &[],
+            "",
+        )
+    };
+    // Every server transaction stays 32 s (Timer J) after its 200: each request below is
+    // still held when the memory is read.
+    let wait_answered = |n: usize| {
+        let mut answered = answered.clone();
+        async move {
+            let reached = tokio::time::timeout(WAIT, answered.wait_for(|got| *got >= n))
+                .await
+                .is_ok();
+            assert!(reached, "the pool got {} of {n}", *answered.borrow());
+        }
+    };
+    for i in 0..50 {
+        client.send(ext, &request(i)).await;
+    }
+    wait_answered(50).await;
+    let before = rss_kib(pid);
+    // 300 requests, each after three datagrams of 60 000 bytes of garbage: 54 MB that must
+    // not stay alive with the requests that arrived beside them.
+    let garbage = vec![b'x'; 60_000];
+    for i in 50..350 {
+        for _ in 0..3 {
+            let _ = client.sock.send_to(&garbage, ext).await;
+        }
+        client.send(ext, &request(i)).await;
+        if i % 10 == 0 {
+            // Pace the sender so the edge's socket buffer drops no legitimate request.
+            wait_answered(i - 5).await;
+        }
+    }
+    wait_answered(340).await;
+    let after = rss_kib(pid);
+    let grown_mib = after.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 20,
+        "RSS grew by {grown_mib} MiB ({before} → {after} KiB) while 300 requests were held"
+    );
+}
