@@ -50,7 +50,17 @@ pub enum FrameError {
     /// Content-Length is not a decimal number.
     #[error("malformed Content-Length")]
     BadContentLength,
+    /// Two Content-Length headers disagree: where the next message starts is unknown.
+    #[error("conflicting Content-Length values")]
+    ConflictingContentLength,
+    /// More keep-alive bytes in a row than any peer needs (RFC 5626 pings are 4 bytes).
+    #[error("more than {limit} bytes of keep-alives in a row")]
+    KeepAliveRun { limit: usize },
 }
+
+/// The most keep-alive bytes (CRLF) a stream may send in one run without a message: a
+/// peer pings with 4 bytes and waits for the pong, so a longer run is a flood.
+pub const MAX_KEEPALIVE_RUN: usize = 1024;
 
 /// Looks at the start of `buf` and says whether a whole message is there.
 pub fn scan(buf: &[u8], limits: &FrameLimits) -> Result<Scan, FrameError> {
@@ -161,7 +171,11 @@ pub fn find_header_end(buf: &[u8], limits: &FrameLimits) -> Result<Option<HeadIn
         }
         let line = &buf[pos..line_end];
         if let Some(v) = content_length_value(line) {
-            content_length = Some(parse_content_length(v)?);
+            let n = parse_content_length(v)?;
+            if content_length.is_some_and(|seen| seen != n) {
+                return Err(FrameError::ConflictingContentLength);
+            }
+            content_length = Some(n);
         }
         pos = end + 1;
     }
@@ -293,5 +307,21 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = scan(&bytes, &FrameLimits::default());
         }
+    }
+
+    #[test]
+    fn conflicting_content_lengths_cannot_be_framed_and_equal_ones_can() {
+        let limits = FrameLimits::default();
+        let two = |a: &str, b: &str| {
+            format!("MESSAGE sip:a@b SIP/2.0\r\nContent-Length: {a}\r\nl: {b}\r\n\r\nhello")
+        };
+        assert_eq!(
+            scan(two("5", "0").as_bytes(), &limits),
+            Err(FrameError::ConflictingContentLength)
+        );
+        assert_eq!(
+            scan(two("5", "5").as_bytes(), &limits),
+            Ok(Scan::Message { len: two("5", "5").len() })
+        );
     }
 }

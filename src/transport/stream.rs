@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{ConnHandle, CHANNEL_CAPACITY, SEND_QUEUE};
 use super::{Handler, Peer, ReplyTo};
-use crate::sip::framing::{scan, FrameLimits, Scan};
+use crate::sip::framing::{scan, FrameError, FrameLimits, Scan, MAX_KEEPALIVE_RUN};
 
 /// Most bytes taken from the socket in one read: at least ~100 bytes a request, so one
 /// read yields a few hundred answers at most.
@@ -90,6 +90,8 @@ pub async fn run<S>(
     let message_due = tokio::time::sleep(settings.header_timeout);
     tokio::pin!(message_due);
     let mut partial = false;
+    // Keep-alive bytes since the last message or pause, across reads (`MAX_KEEPALIVE_RUN`).
+    let mut keepalive_run = 0usize;
     let reason: &str = loop {
         tokio::select! {
             // Backpressure: while half the send queue waits for the peer, its requests are
@@ -101,9 +103,14 @@ pub async fn run<S>(
                     Ok(0) => break "closed by peer",
                     Ok(_) => {
                         let now = tokio::time::Instant::now();
+                        // A peer that pings waits for each pong: keep-alives a second or
+                        // more apart are pacing, not a run.
+                        if now.duration_since(last_read) >= Duration::from_secs(1) {
+                            keepalive_run = 0;
+                        }
                         last_read = now;
                         idle.as_mut().reset(now + quiet);
-                        let consumed = match drain_frames(&mut buf, &peer, &reply, &handler, &settings) {
+                        let consumed = match drain_frames(&mut buf, &mut keepalive_run, &peer, &reply, &handler, &settings) {
                             Ok(c) => c,
                             Err(why) => break why,
                         };
@@ -204,6 +211,7 @@ pub async fn run<S>(
 /// consumed. `Err` closes the connection.
 fn drain_frames(
     buf: &mut BytesMut,
+    keepalive_run: &mut usize,
     peer: &Peer,
     reply: &ReplyTo,
     handler: &Arc<dyn Handler>,
@@ -215,6 +223,15 @@ fn drain_frames(
             Ok(Scan::Incomplete) => return Ok(consumed),
             Ok(Scan::KeepAlive { len, ping }) => {
                 consumed = true;
+                *keepalive_run += len;
+                if *keepalive_run > MAX_KEEPALIVE_RUN {
+                    let head = buf.split().freeze();
+                    let e = FrameError::KeepAliveRun {
+                        limit: MAX_KEEPALIVE_RUN,
+                    };
+                    handler.on_frame_error(head, e, peer, reply);
+                    return Err("keep-alive flood");
+                }
                 let _ = buf.split_to(len);
                 if ping {
                     // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong.
@@ -223,6 +240,7 @@ fn drain_frames(
             }
             Ok(Scan::Message { len }) => {
                 consumed = true;
+                *keepalive_run = 0;
                 let msg = buf.split_to(len).freeze();
                 handler.on_message(msg, peer, reply);
             }

@@ -459,6 +459,51 @@ async fn content_length_larger_or_smaller_than_the_data() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_framing_is_in_doubt_is_answered_and_closed() {
+    let at = start("", Via::Tcp, "doubt").await;
+    // Two Content-Length values: where the next message starts is unknown.
+    let mut c = tcp_connect(at.tcp).await;
+    c.send(&attack_head(
+        "MESSAGE",
+        "two-lengths",
+        "Content-Length: 0\r\nl: 5\r\n\r\nhello",
+    ))
+    .await;
+    let answer = c.recv().await;
+    assert!(first_line(&answer).starts_with("SIP/2.0 400 "), "{answer}");
+    assert!(
+        c.closed_within(Duration::from_secs(2)).await,
+        "a stream with conflicting Content-Length values is closed"
+    );
+    // A megabyte of keep-alives: far past any peer's pinging.
+    let mut c = tcp_connect(at.tcp).await;
+    let crlf = b"\r\n".repeat(512 * 1024);
+    let _ = c.io.write_all(&crlf).await;
+    assert!(
+        c.closed_within(Duration::from_secs(2)).await,
+        "a run of keep-alives past the bound closes the stream"
+    );
+    // A peer that pings and waits for its pong is still served.
+    let mut c = tcp_connect(at.tcp).await;
+    for _ in 0..3 {
+        c.send_bytes(b"\r\n\r\n").await;
+        let mut pong = [0u8; 2];
+        tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_exact(&mut c.io, &mut pong),
+        )
+        .await
+        .expect("a pong in time")
+        .expect("read");
+        assert_eq!(&pong, b"\r\n");
+    }
+    at.load
+        .served("hostile::a_stream_whose_framing_is_in_doubt_is_answered_and_closed")
+        .await;
+    assert!(!at.pool.seen().iter().any(|c| c == "two-lengths"));
+}
+
+#[tokio::test]
 async fn binary_garbage_is_refused_or_dropped() {
     let at = start("", Via::Tcp, "garbage").await;
     for i in 0..40 {
