@@ -362,6 +362,16 @@ async fn northwind_connected() -> (
     FedLab,
     StreamConn<tokio_rustls::client::TlsStream<TcpStream>>,
 ) {
+    northwind_connected_with(|f| f).await
+}
+
+/// [`northwind_connected`] with the federation sections changed by `tweak`.
+async fn northwind_connected_with(
+    tweak: impl Fn(String) -> String,
+) -> (
+    FedLab,
+    StreamConn<tokio_rustls::client::TlsStream<TcpStream>>,
+) {
     let pki = Pki::new();
     let records = format!(
         "{BASE_RECORDS}
@@ -369,11 +379,25 @@ _sipfederationtls._tcp.northwind.test. IN SRV 10 100 5061 sip.northwind.test.
 sip.northwind.test. IN A 127.0.0.6
 "
     );
-    let lab = FedLab::start(pki, &records, |f| f).await;
+    let lab = FedLab::start(pki, &records, tweak).await;
     let northwind = lab
         .connect(Interface::External, &["sip.northwind.test"])
         .await;
     (lab, northwind)
+}
+
+/// Holds discovered partners to `rate` requests a second and `contacts` local contacts.
+fn discovered_limits(rate: u32, contacts: u32) -> impl Fn(String) -> String {
+    move |f| {
+        f.replace(
+            "discovered_partner_standard_rate = 20",
+            &format!("discovered_partner_standard_rate = {rate}"),
+        )
+        .replace(
+            "max_contacts_per_discovered_partner = 1000",
+            &format!("max_contacts_per_discovered_partner = {contacts}"),
+        )
+    }
 }
 
 #[tokio::test]
@@ -516,27 +540,7 @@ sip.northwind.test. IN A 127.0.0.6
 
 #[tokio::test]
 async fn discovered_partners_are_rate_and_contact_limited() {
-    let pki = Pki::new();
-    let records = format!(
-        "{BASE_RECORDS}
-_sipfederationtls._tcp.northwind.test. IN SRV 10 100 5061 sip.northwind.test.
-sip.northwind.test. IN A 127.0.0.6
-"
-    );
-    let lab = FedLab::start(pki, &records, |f| {
-        f.replace(
-            "discovered_partner_standard_rate = 20",
-            "discovered_partner_standard_rate = 3",
-        )
-        .replace(
-            "max_contacts_per_discovered_partner = 1000",
-            "max_contacts_per_discovered_partner = 2",
-        )
-    })
-    .await;
-    let mut northwind = lab
-        .connect(Interface::External, &["sip.northwind.test"])
-        .await;
+    let (_lab, mut northwind) = northwind_connected_with(discovered_limits(3, 2)).await;
     let mark = NORTHWIND_MARK;
     let mut statuses = Vec::new();
     for i in 0..8 {
@@ -597,6 +601,96 @@ sip.northwind.test. IN A 127.0.0.6
             .starts_with("1911;"),
         "{r}"
     );
+}
+
+/// The delta of `sipedge_decisions_total` samples whose labels hold `labels`.
+fn decisions_delta(before: &str, after: &str, labels: &str) -> u64 {
+    let family = "sipedge_decisions_total";
+    crate::metrics::sum(after, family, labels) - crate::metrics::sum(before, family, labels)
+}
+
+#[tokio::test]
+async fn requests_a_discovered_partner_limit_refuses_are_logged_and_counted_as_rejects() {
+    // One token a second, two contacts: the first MESSAGE to alice takes the token, the
+    // second (at once) is over the rate; bob is the second contact (over the rate too,
+    // unless a second has passed); dave the third, which puts northwind on the watch list.
+    let (lab, mut northwind) = northwind_connected_with(discovered_limits(1, 2)).await;
+    let before = lab.edge.metrics_text();
+    let mut answers = Vec::new();
+    for (id, user) in [
+        ("lim1", "alice"),
+        ("lim2", "alice"),
+        ("lim3", "bob"),
+        ("lim4", "dave"),
+    ] {
+        let to = format!("sip:{user}@contoso.test");
+        let mark = [NORTHWIND_MARK];
+        northwind
+            .send(&msg("MESSAGE", "sip:dan@northwind.test", &to, id, &mark))
+            .await;
+        let r = northwind.recv().await;
+        let code = diagnostics_code(&r, "ms-diagnostics-public").to_string();
+        answers.push((id, status_of(&r), code));
+    }
+    let got = |id: &str| answers.iter().find(|a| a.0 == id).unwrap();
+    assert_eq!(got("lim1").1, 200, "{answers:?}");
+    assert_eq!((got("lim2").1, got("lim2").2.as_str()), (503, "1910"));
+    assert_eq!((got("lim4").1, got("lim4").2.as_str()), (503, "1911"));
+
+    // Each is logged with the outcome northwind saw: refusals by the limit's rule.
+    let core = lab.edge.edge.core();
+    for (id, status, code) in &answers {
+        let d = recorded_decision(core, id, "MESSAGE").await;
+        let expected = match code.as_str() {
+            "1910" => ("reject", "rate-limited"),
+            "1911" => ("reject", "contacts-limit"),
+            _ => ("forward", "federation-inbound"),
+        };
+        assert_eq!((d.outcome, d.rule), expected, "{id}: {d:?}");
+        assert_eq!(d.status, *status, "{id}: {d:?}");
+    }
+
+    // The metric counts them the same way.
+    let after = lab.edge.metrics_text();
+    let count = |code: &str| answers.iter().filter(|a| a.2 == code).count() as u64;
+    let delta = |labels: &str| decisions_delta(&before, &after, labels);
+    let rate_limited = "outcome=\"reject\",rule=\"rate-limited\"";
+    assert_eq!(delta(rate_limited), count("1910"), "{after}");
+    let contacts = "outcome=\"reject\",rule=\"contacts-limit\"";
+    assert_eq!(delta(contacts), 1, "{after}");
+    let forwards = answers.iter().filter(|a| a.1 == 200).count() as u64;
+    assert_eq!(delta("outcome=\"forward\""), forwards, "{after}");
+}
+
+#[tokio::test]
+async fn a_request_whose_outbound_connection_fails_is_logged_and_counted_as_a_reject() {
+    let records = format!(
+        "{BASE_RECORDS}
+_sipfederationtls._tcp.northwind.test. IN SRV 10 100 {CLOSED_PORT} sip.northwind.test.
+sip.northwind.test. IN A {CLOSED_ADDR}
+"
+    );
+    let lab = FedLab::start(Pki::new(), &records, |f| f).await;
+    let before = lab.edge.metrics_text();
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    let (from, to) = ("sip:alice@contoso.test", "sip:dan@northwind.test");
+    alice.send(&msg("MESSAGE", from, to, "cf1", &[])).await;
+    let r = alice.recv().await;
+    let got = (status_of(&r), diagnostics_code(&r, "ms-diagnostics"));
+    assert_eq!(got, (504, "1047"), "{r}");
+
+    let d = recorded_decision(lab.edge.edge.core(), "cf1", "MESSAGE").await;
+    assert_eq!(
+        (d.outcome, d.rule, d.status),
+        ("reject", "tls-negotiation", 504)
+    );
+    let after = lab.edge.metrics_text();
+    let delta = |labels: &str| decisions_delta(&before, &after, labels);
+    let failed = "outcome=\"reject\",rule=\"tls-negotiation\"";
+    assert_eq!(delta(failed), 1, "{after}");
+    assert_eq!(delta("outcome=\"forward\""), 0, "{after}");
 }
 
 pub(crate) const MARKED: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";

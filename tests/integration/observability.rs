@@ -10,6 +10,7 @@ use sipedge::explain::ExplainRequest;
 use sipedge::lab::embedded;
 use sipedge::lab::peer::{PeerSpec, PeerTls, SimPeer};
 use sipedge::lab::run::{rewrite_srv_ports, Lab, LabOptions};
+use sipedge::lab::topology::Role;
 use sipedge::transport::{Interface, Transport};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -49,6 +50,27 @@ async fn start() -> Fixture {
         northwind,
         certs: prepared.certs_dir,
         _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Where the edge's external interface takes TLS.
+    fn external_tls(&self) -> std::net::SocketAddr {
+        let edge = self.lab.edge();
+        edge.local_addr(Interface::External, Transport::Tls)
+            .unwrap()
+    }
+
+    /// A TLS client presenting the lab certificate of `name`.
+    fn client_config(&self, name: &str) -> std::sync::Arc<rustls::ClientConfig> {
+        let material = sipedge::tls::TlsMaterial::load(
+            &self.certs.join(format!("{name}.crt")),
+            &self.certs.join(format!("{name}.key")),
+            &[self.certs.join("ca.crt")],
+            &[],
+        )
+        .unwrap();
+        sipedge::tls::client_config(&material).unwrap()
     }
 }
 
@@ -158,11 +180,7 @@ async fn decisions_show_the_last_n_with_the_trail_explain_prints() {
 #[tokio::test]
 async fn tls_handshakes_and_failures_are_counted_by_reason() {
     let f = start().await;
-    let ext = f
-        .lab
-        .edge()
-        .local_addr(Interface::External, Transport::Tls)
-        .unwrap();
+    let ext = f.external_tls();
     let before = metrics(&f.lab).await;
     let series = |result: &str| {
         format!("sipedge_tls_handshakes_total{{side=\"inbound\",result=\"{result}\"}}")
@@ -177,15 +195,7 @@ async fn tls_handshakes_and_failures_are_counted_by_reason() {
     // A connection closed before its ClientHello.
     drop(TcpStream::connect(ext).await.unwrap());
     // The partner with its lab certificate.
-    let partner = sipedge::tls::TlsMaterial::load(
-        &f.certs.join("sip.fabrikam.test.crt"),
-        &f.certs.join("sip.fabrikam.test.key"),
-        &[f.certs.join("ca.crt")],
-        &[],
-    )
-    .unwrap();
-    let good = sipedge::tls::client_config(&partner).unwrap();
-    assert!(!is_refused(ext, good).await);
+    assert!(!is_refused(ext, f.client_config("sip.fabrikam.test")).await);
 
     let delta = |after: &str, s: &str| value(after, s) - value(&before, s);
     let after = metrics_when(&f.lab, |t| delta(t, &series("failed")) >= 2).await;
@@ -253,5 +263,79 @@ async fn open_connections_follow_the_connections_held_to_the_edge() {
     drop(held);
     let closed = metrics_when(&f.lab, |t| value(t, gauge) == base).await;
     assert_eq!(value(&closed, gauge), base, "{closed}");
+    f.lab.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_partner_users_subscribe_gets_its_notify_over_the_partners_connection() {
+    let f = start().await;
+    // fabrikam's edge connects to the external interface with its lab certificate.
+    let tcp = TcpStream::connect(f.external_tls()).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let name = rustls_pki_types::ServerName::try_from("accessedge.contoso.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(f.client_config("sip.fabrikam.test"))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let mut fabrikam = StreamConn::new(tls);
+
+    // dan watches alice; his Contact is the address of this connection, where nothing
+    // listens: the NOTIFY can only come back over the connection itself.
+    let contact = format!("Contact: <sip:dan@{local};transport=tls>");
+    let subscribe = request(
+        "SUBSCRIBE",
+        "sip:alice@contoso.test",
+        "sip:dan@fabrikam.test",
+        "sip:alice@contoso.test",
+        &format!("SIP/2.0/TLS {local};branch=z9hG4bKsub1;rport"),
+        "sub1",
+        &[
+            "ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=sip.fabrikam.test;ms-source-verified-user=verified",
+            &contact,
+            "Event: presence",
+            "Accept: application/pidf+xml",
+            "Expires: 3600",
+        ],
+        "",
+    );
+    fabrikam.send(&subscribe).await;
+    let ok = fabrikam.recv_skip_100().await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    assert_eq!(header(&ok, "cseq"), Some("1 SUBSCRIBE"), "{ok}");
+
+    // The pool's NOTIFY in that dialog reaches dan, and his 200 reaches the pool.
+    let notify = fabrikam.recv().await;
+    assert!(
+        first_line(&notify).starts_with(&format!("NOTIFY sip:dan@{local}")),
+        "{notify}"
+    );
+    assert_eq!(header(&notify, "call-id"), Some("sub1"), "{notify}");
+    assert!(notify.contains("<basic>open</basic>"), "{notify}");
+    fabrikam.send(&response(&notify, 200, "OK", &[])).await;
+    let answer = f
+        .lab
+        .peer(Role::Pool)
+        .wait_for_answer(WAIT, |a| a.call_id == "sub1" && a.method == "NOTIFY")
+        .await
+        .expect("the pool got an answer to its NOTIFY");
+    assert_eq!(answer.status, 200, "{}", answer.text);
+
+    // The edge logged both as forwarded with their 200s; nothing for sub1 got a 504.
+    let core = f.lab.edge().core();
+    for method in ["SUBSCRIBE", "NOTIFY"] {
+        let d = recorded_decision(core, "sub1", method).await;
+        assert_eq!((d.outcome, d.status), ("forward", 200), "{method}: {d:?}");
+    }
+    let (status, text) = admin(&f.lab, "GET", "/decisions", "").await;
+    assert_eq!(status, 200, "{text}");
+    let sub1: Vec<_> = entries(&text)
+        .into_iter()
+        .filter(|(line, _)| line.ends_with("call-id=sub1"))
+        .collect();
+    assert_eq!(sub1.len(), 2, "{text}");
+    assert!(
+        sub1.iter().all(|(line, _)| !line.contains(" 504 ")),
+        "{text}"
+    );
     f.lab.shutdown(Duration::from_millis(200)).await;
 }

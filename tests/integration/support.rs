@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use sipedge::config::{Live, Snapshot};
 use sipedge::edge::{Edge, Sockets};
+use sipedge::proxy::record::DecisionRecord;
+use sipedge::proxy::Core;
 use sipedge::transport::{Interface, TlsSource, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -63,6 +65,37 @@ impl TestEdge {
 
     pub fn addr(&self, i: Interface, t: Transport) -> SocketAddr {
         self.edge.local_addr(i, t).expect("listener")
+    }
+
+    /// The counters as `/metrics` renders them (the gauges left at zero).
+    pub fn metrics_text(&self) -> String {
+        self.edge
+            .core()
+            .metrics()
+            .render(&sipedge::metrics::Gauges {
+                open_connections: 0,
+                dns: None,
+            })
+    }
+}
+
+/// The decision the edge recorded for the request with `call_id` and `method`. It is
+/// recorded just after its final response leaves, so this polls the log (every 20 ms, for
+/// at most [`WAIT`]) instead of reading it once.
+pub async fn recorded_decision(core: &Core, call_id: &str, method: &str) -> DecisionRecord {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = core
+            .recent_decisions()
+            .into_iter()
+            .find(|d| d.call_id == call_id && d.method == method);
+        match found {
+            Some(d) => return d,
+            None if tokio::time::Instant::now() > deadline => {
+                panic!("no {method} decision recorded for {call_id}")
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }
 
@@ -175,6 +208,14 @@ pub fn status_of(msg: &str) -> u16 {
         .and_then(|r| r.get(..3))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// The code of a diagnostics header (`ms-diagnostics` or `ms-diagnostics-public`): what
+/// precedes its first `;`, or "" when the message has none.
+pub fn diagnostics_code<'a>(msg: &'a str, name: &str) -> &'a str {
+    header(msg, name)
+        .and_then(|d| d.split(';').next())
+        .unwrap_or("")
 }
 
 pub fn first_line(msg: &str) -> &str {
