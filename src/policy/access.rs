@@ -81,7 +81,7 @@ pub(super) fn apply_edge_switches(cx: &mut Ctx<'_>) -> Step {
 /// Outbound, before any DNS: a user whose policy allows neither federation nor public
 /// cloud cannot reach any external domain.
 pub(super) fn user_may_leave(cx: &mut Ctx<'_>) -> Step {
-    if cx.inbound() {
+    if cx.inbound() || cx.ends_or_confirms_dialog() {
         return ControlFlow::Continue(());
     }
     let (user, host) = cx.local_user();
@@ -105,7 +105,7 @@ pub(super) fn user_may_leave(cx: &mut Ctx<'_>) -> Step {
 /// EnableFederationAccess; public providers EnablePublicCloudAccess, and an INVITE
 /// offering audio or video EnablePublicCloudAudioVideoAccess too.
 pub(super) fn apply_access_policy(cx: &mut Ctx<'_>) -> Step {
-    if cx.source == SourceClass::InternetUser {
+    if cx.source == SourceClass::InternetUser || cx.ends_or_confirms_dialog() {
         return ControlFlow::Continue(());
     }
     let fed = &cx.snap.federation;

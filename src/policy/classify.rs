@@ -137,6 +137,10 @@ pub fn same_domain(target: &str, domain: &str) -> bool {
 
 /// Blocked list, both directions: the From domain inbound, the Request-URI domain outbound.
 pub(super) fn check_blocked_list(cx: &mut Ctx<'_>) -> Step {
+    if cx.ends_or_confirms_dialog() {
+        cx.pass("blocked-list", "ends or confirms a dialog already allowed");
+        return ControlFlow::Continue(());
+    }
     let fed = &cx.snap.federation;
     let domain = cx.partner_domain();
     if let Some(b) = fed.blocked(domain) {

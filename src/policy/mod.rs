@@ -479,6 +479,12 @@ impl<'a> Ctx<'a> {
         self.req.routed_exit.is_some()
     }
 
+    /// A BYE or ACK inside a dialog: it ends or confirms what was already allowed, so a
+    /// list or policy changed since is not applied to it (the call would hang otherwise).
+    pub fn ends_or_confirms_dialog(&self) -> bool {
+        self.in_dialog_route() && (self.req.is("BYE") || self.req.is("ACK"))
+    }
+
     /// The user the request is for: To inside a dialog (the Request-URI is then the remote
     /// party's Contact), the Request-URI otherwise.
     pub fn target_user(&self) -> Option<&'a str> {

@@ -94,6 +94,8 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         remote_fqdn: cx.remote_fqdn.take(),
     });
     let limit = match &cx.source {
+        // Ending a dialog is not a new message to throttle.
+        SourceClass::DiscoveredPartner { .. } if cx.ends_or_confirms_dialog() => None,
         SourceClass::DiscoveredPartner { domain } => Some(LimitKey {
             partner: domain.clone(),
             local_uri: format!(

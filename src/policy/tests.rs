@@ -289,6 +289,8 @@ fn requests_inside_a_dialog_get_the_same_verdict_as_outside_one() {
         };
         let expect = match (row.expect, row.dir) {
             (Fwd(_), Out) => Fwd("dialog-route"),
+            // An unmarked request inside a dialog is marked unverified, not refused.
+            (Rej(403, 1905), In) if !row.marked => Fwd("federation-inbound"),
             (e, _) => e,
         };
         if got != expect {
@@ -306,6 +308,26 @@ fn requests_inside_a_dialog_get_the_same_verdict_as_outside_one() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_bye_ends_a_dialog_whatever_the_lists_and_policies_now_say() {
+    // carol may not federate and adatum is blocked: a MESSAGE in the dialog is refused,
+    // its BYE is not.
+    for (dir, user, domain) in [(Out, "carol", FB), (Out, "alice", AD), (In, "carol", FB), (In, "alice", AD)] {
+        let message = r(dir, user, domain, "MESSAGE", Fwd(""));
+        let bye = r(dir, user, domain, "BYE", Fwd(""));
+        let p = match dir {
+            Out => pool(),
+            In => peer(Interface::External, &[edge_of(domain)]),
+        };
+        let refused = decide(&in_dialog(&message, facts_for(&message, "someone")), &p, &lab(), &lab_dns());
+        assert!(refused.rejection().is_some(), "{dir:?} {user} {domain}: {refused:?}");
+        let ended = decide(&in_dialog(&bye, facts_for(&bye, "someone")), &p, &lab(), &lab_dns());
+        let f = forward(ended);
+        assert_eq!(f.route, Route::RequestTarget, "{dir:?} {user} {domain}");
+        assert_eq!(f.limit, None);
+    }
 }
 
 #[test]

@@ -198,6 +198,14 @@ pub(super) fn apply_verification_level(cx: &mut Ctx<'_>) -> Step {
         Some(Ok(_)) => (None, Some(HeaderError::Missing("ms-source-verified-user"))),
         Some(Err(e)) => (None, Some(e)),
     };
+    // Inside a dialog the sealed route already proved the dialog and the partner; a peer
+    // that marks only the requests that open dialogs (as non-Lync servers do) must not
+    // lose its ACK or BYE, so an absent marking there means unverified, never a refusal.
+    let unmarked = if cx.in_dialog_route() && flaw.is_none() {
+        UnmarkedSource::MarkUnverified
+    } else {
+        unmarked
+    };
     let verified = match (level, marking, unmarked) {
         (VerificationLevel::AlwaysVerifiable, _, _) => Verified::Verified,
         (VerificationLevel::AlwaysUnverifiable, _, _) => Verified::Unverified,

@@ -378,3 +378,21 @@ async fn a_ua_using_the_edge_as_outbound_proxy_gets_the_decision_it_would_get_wi
         );
     }
 }
+
+#[tokio::test]
+async fn a_partners_unmarked_bye_in_a_dialog_is_relayed_marked_unverified() {
+    let mut lab = FedLab::start(crate::tls::Pki::new(), BASE_RECORDS, |f| f).await;
+    let mut fay = lab.connect(Interface::External, &[FABRIKAM]).await;
+    let ok = fay_calls_alice(&mut lab, &mut fay, "dlg3").await;
+    // Servers other than Lync mark only what opens a dialog, if anything.
+    fay.send(&fay_bye(&lab, &ok, "dlg3", false)).await;
+    assert_eq!(status_of(&fay.recv().await), 200);
+    let bye = lab.pool_recv().await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    let marks = headers(&bye, "ms-edge-proxy-message-trust");
+    assert_eq!(marks.len(), 1, "{bye}");
+    assert!(
+        marks[0].starts_with("ms-source-type=DirectPartner;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=unverified"),
+        "{bye}"
+    );
+}
