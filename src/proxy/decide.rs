@@ -55,24 +55,33 @@ impl Core {
         snap: &Arc<Snapshot>,
         dns: DnsFacts,
     ) {
-        self.note_decision(&key, peer, snap, dns, &decision, plan.sealed);
+        let pending = pending_decision(peer, snap, dns, &decision, plan.sealed);
         match decision {
-            Decision::Reject(r) => self.reject(&key, &r, snap),
+            Decision::Reject(r) => {
+                self.keep_decision(&key, pending);
+                self.reject(&key, &r, snap)
+            }
             Decision::AnswerOptions => {
+                self.keep_decision(&key, pending);
                 let tag = self.server_tag(&key);
                 let ok = respond::options_ok(m, Some(peer.addr), &tag);
                 self.send_local(&key, 200, ok);
             }
             Decision::Forward(f) => {
-                if let Err(r) = self.admit_limits(&f, snap) {
-                    return self.reject(&key, &r, snap);
-                }
-                let targets = match self.targets_for(m, &f.route, plan) {
+                let targets = self
+                    .admit_limits(&f, snap)
+                    .and_then(|()| self.targets_for(m, &f.route, plan));
+                let targets = match targets {
                     Ok(t) => t,
-                    Err(r) => return self.reject(&key, &r, snap),
+                    Err(r) => {
+                        self.keep_decision(&key, pending);
+                        return self.reject(&key, &r, snap);
+                    }
                 };
                 tracing::debug!(rule = f.rule, exit = %f.exit, target = %targets[0].host, "forwarding");
-                self.forward(key, m, peer, &f, targets, plan, snap);
+                // The forward keeps the decision in the same table visit that links the
+                // client transaction: no extra lock on the hot path.
+                self.forward(key, m, peer, &f, targets, plan, snap, Some(pending));
             }
         }
     }
@@ -103,28 +112,7 @@ impl Core {
     }
 
     /// Keeps the decision with its server transaction until the final response leaves.
-    pub(super) fn note_decision(
-        &self,
-        key: &TxnKey,
-        peer: &Peer,
-        snap: &Arc<Snapshot>,
-        dns: DnsFacts,
-        d: &Decision,
-        sealed_route: bool,
-    ) {
-        let (outcome, rule) = match d {
-            Decision::Forward(f) => ("forward", f.rule),
-            Decision::Reject(r) => ("reject", r.rule.name()),
-            Decision::AnswerOptions => ("answer", "options-to-edge"),
-        };
-        let pending = Box::new(PendingDecision {
-            peer: peer.clone(),
-            snap: Arc::clone(snap),
-            dns,
-            outcome,
-            rule,
-            sealed_route,
-        });
+    pub(super) fn keep_decision(&self, key: &TxnKey, pending: PendingDecision) {
         self.txns.with(key, |e| {
             if let Entry::Server(s) = e {
                 s.decision = Some(pending);
@@ -194,6 +182,30 @@ impl Core {
 }
 
 /// A decision waiting for its request's final response to be recorded.
+/// What is kept of a decision until its request's final response: its inputs (the trail is
+/// rebuilt from them when `/decisions` is read) and its verdict.
+pub(super) fn pending_decision(
+    peer: &Peer,
+    snap: &Arc<Snapshot>,
+    dns: DnsFacts,
+    d: &Decision,
+    sealed_route: bool,
+) -> PendingDecision {
+    let (outcome, rule) = match d {
+        Decision::Forward(f) => ("forward", f.rule),
+        Decision::Reject(r) => ("reject", r.rule.name()),
+        Decision::AnswerOptions => ("answer", "options-to-edge"),
+    };
+    PendingDecision {
+        peer: peer.clone(),
+        snap: Arc::clone(snap),
+        dns,
+        outcome,
+        rule,
+        sealed_route,
+    }
+}
+
 pub(super) struct PendingDecision {
     pub(super) peer: Peer,
     pub(super) snap: Arc<Snapshot>,

@@ -35,8 +35,9 @@ impl Core {
             sealed: sealed_route,
             ..RoutePlan::default()
         };
-        let in_dialog = m.to().is_some_and(|t| t.tag().is_some());
-        let follow = in_dialog && (arrival == Interface::Internal || sealed_route);
+        // Whether the route is followed; looked up only once an entry names the edge, so a
+        // request without Route pays nothing here.
+        let mut follow = None;
         for (line, range) in m.values(HeaderName::Route) {
             let value = m.text(range.clone());
             let Some(na) = crate::sip::NameAddr::parse(value) else {
@@ -45,6 +46,10 @@ impl Core {
             };
             match self.interface_named(snap, na.uri.host, na.uri.port) {
                 Some(iface) => {
+                    let follow = *follow.get_or_insert_with(|| {
+                        (arrival == Interface::Internal || sealed_route)
+                            && m.to().is_some_and(|t| t.tag().is_some())
+                    });
                     if follow {
                         plan.exit = Some(iface);
                         // Only the internal side's route sets carry flows: the pool is trusted.

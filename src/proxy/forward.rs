@@ -86,6 +86,7 @@ impl Core {
         mut targets: Vec<Target>,
         plan: &RoutePlan,
         snap: &Arc<Snapshot>,
+        decision: Option<PendingDecision>,
     ) {
         let exit = f.exit;
         let branch = self.new_branch(m, peer.interface);
@@ -140,20 +141,24 @@ impl Core {
                 topology::via_lines(m, build::received_edit(m, peer.addr).as_ref())
             }),
             response_trust: f.response_trust.clone(),
-            requester: (peer.interface == Interface::External)
-                .then(|| peer.identity.names().first().cloned())
-                .flatten(),
+            requester: (peer.interface == Interface::External).then(|| peer.identity.clone()),
         };
         if self
             .txns
             .insert(client_key.clone(), Entry::Client(entry), deadline)
             .is_err()
         {
+            if let Some(d) = decision {
+                self.keep_decision(&server_key, d);
+            }
             return self.reject(&server_key, &Rejection::overloaded(), snap);
         }
         self.txns.with(&server_key, |e| {
             if let Entry::Server(s) = e {
                 s.client = Some(client_key.clone());
+                if decision.is_some() {
+                    s.decision = decision;
+                }
             }
             ((), None)
         });

@@ -154,7 +154,7 @@ struct ServerEntry {
     slot: Option<quota::QuotaSlot>,
     /// The decision made for it, recorded with the final outcome when the final response
     /// leaves (so a forward that a limit or a failed connection refused is logged as such).
-    decision: Option<Box<PendingDecision>>,
+    decision: Option<PendingDecision>,
 }
 
 struct ClientEntry {
@@ -180,7 +180,7 @@ struct ClientEntry {
     response_trust: Option<Arc<policy::ResponseTrust>>,
     /// The name the external sender of the request proved: a route set sealed into the
     /// response going back to it is bound to that peer.
-    requester: Option<String>,
+    requester: Option<crate::peer::PeerIdentity>,
 }
 
 impl Core {

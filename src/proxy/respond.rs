@@ -185,7 +185,7 @@ impl Core {
             tracing::info!(error = %e, "response could not be sent");
         }
         if let Some((request, d)) = decided {
-            self.record(&request, *d, status);
+            self.record(&request, d, status);
         }
     }
 

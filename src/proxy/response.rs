@@ -142,6 +142,7 @@ impl Core {
                 r.remaining,
                 &r.plan,
                 &r.snap,
+                None,
             );
         }
         let mut edits = self.response_edits(
@@ -150,7 +151,10 @@ impl Core {
             peer.interface,
             Some((exit, &domain, &target)),
             response_trust.as_deref(),
-            requester.as_deref(),
+            requester
+                .as_ref()
+                .and_then(|id| id.names().first())
+                .map(String::as_str),
         );
         edits.restore_via = hidden_via;
         let out = rewrite::rewrite_response(&m, &edits).freeze();
