@@ -69,6 +69,10 @@ pub struct LoadArgs {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Failed or timed-out transactions tolerated before `load` exits 1 (a single run; a
+    /// --sweep reports each step and exits 0, as it is meant to find where failures begin).
+    #[arg(long, default_value_t = 0)]
+    max_failures: u64,
 }
 
 /// `sipedge sink`.
@@ -168,6 +172,14 @@ pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         }
         .context("writing JSON")?;
         println!("{text}");
+    }
+    let s = &summaries[0];
+    if a.sweep.is_none() && s.failed > a.max_failures {
+        eprintln!(
+            "load: {} of {} transactions failed ({} timed out), more than --max-failures {}",
+            s.failed, s.sent, s.timeouts, a.max_failures
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,8 +42,15 @@ pub fn over_time(summary: &Summary, path: &Path) -> Result<(), ChartError> {
 pub fn sweep(steps: &[Summary], path: &Path) -> Result<(), ChartError> {
     let achieved: Series = steps.iter().map(|s| (s.rate, s.achieved_rate)).collect();
     let offered: Series = steps.iter().map(|s| (s.rate, s.rate)).collect();
-    let p50: Series = steps.iter().map(|s| (s.rate, s.latency_ms.p50)).collect();
-    let p99: Series = steps.iter().map(|s| (s.rate, s.latency_ms.p99)).collect();
+    // A step where nothing was answered has no latency to draw.
+    let p50: Series = steps
+        .iter()
+        .filter_map(|s| Some((s.rate, s.latency_ms?.p50)))
+        .collect();
+    let p99: Series = steps
+        .iter()
+        .filter_map(|s| Some((s.rate, s.latency_ms?.p99)))
+        .collect();
     let title = match steps.first() {
         Some(s) => format!(
             "sipedge load sweep {} {} → {}",

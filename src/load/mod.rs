@@ -342,7 +342,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
             .collect(),
         retransmissions: overall.retransmissions,
         achieved_rate: overall.ok as f64 / duration_s,
-        latency_ms: overall.latency_ms(),
+        latency_ms: overall.answered().then(|| overall.latency_ms()),
         per_second: per_second.into_iter().map(|(s, _)| s).collect(),
     })
 }

@@ -65,6 +65,11 @@ impl Recorder {
         let _ = self.latency.add(&other.latency);
     }
 
+    /// Whether any transaction got an answer (so its latency means something).
+    pub fn answered(&self) -> bool {
+        !self.latency.is_empty()
+    }
+
     pub fn latency_ms(&self) -> Latency {
         let h = &self.latency;
         let q = |p: f64| {
@@ -134,16 +139,21 @@ pub struct Summary {
     pub retransmissions: u64,
     /// Transactions answered OK per second of sending time.
     pub achieved_rate: f64,
-    pub latency_ms: Latency,
+    /// Latency of the answered transactions; `None` (JSON null) when none was answered.
+    pub latency_ms: Option<Latency>,
     pub per_second: Vec<Second>,
 }
 
 impl Summary {
     /// One `key=value` line, like the harness's RESULT lines.
     pub fn line(&self) -> String {
-        let l = &self.latency_ms;
+        // Nothing answered has no latency: "n/a", not a 0 that reads as instant.
+        let ms = |f: fn(&Latency) -> f64| match &self.latency_ms {
+            Some(l) => format!("{:.3}", f(l)),
+            None => "n/a".to_string(),
+        };
         format!(
-            "RESULT transport={} scenario={} rate_target={} sent={} ok={} failed={} timeouts={} retrans={} achieved_mps={:.0} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} errors={}",
+            "RESULT transport={} scenario={} rate_target={} sent={} ok={} failed={} timeouts={} retrans={} achieved_mps={:.0} p50_ms={} p90_ms={} p99_ms={} p999_ms={} max_ms={} errors={}",
             self.transport,
             self.scenario,
             self.rate,
@@ -153,11 +163,11 @@ impl Summary {
             self.timeouts,
             self.retransmissions,
             self.achieved_rate,
-            l.p50,
-            l.p90,
-            l.p99,
-            l.p99_9,
-            l.max,
+            ms(|l| l.p50),
+            ms(|l| l.p90),
+            ms(|l| l.p99),
+            ms(|l| l.p99_9),
+            ms(|l| l.max),
             self.errors
                 .iter()
                 .map(|(k, v)| format!("{k}:{v}"))
@@ -189,5 +199,33 @@ mod tests {
         assert!((l.max - 2000.0).abs() < 2.0, "{l:?}");
         assert_eq!(a.failed(), 3);
         assert_eq!(a.errors[&486], 2);
+    }
+
+    #[test]
+    fn a_run_with_no_answer_prints_no_latency() {
+        let summary = Summary {
+            target: "127.0.0.1:5060".into(),
+            transport: "udp".into(),
+            scenario: "message".into(),
+            mode: "rate".into(),
+            rate: 10.0,
+            concurrency: 0,
+            connections: 1,
+            duration_s: 1.0,
+            sent: 10,
+            ok: 0,
+            failed: 10,
+            timeouts: 10,
+            errors: BTreeMap::new(),
+            retransmissions: 0,
+            achieved_rate: 0.0,
+            latency_ms: None,
+            per_second: Vec::new(),
+        };
+        let line = summary.line();
+        assert!(
+            line.contains(" p50_ms=n/a p90_ms=n/a p99_ms=n/a p999_ms=n/a max_ms=n/a "),
+            "{line}"
+        );
     }
 }
