@@ -163,6 +163,10 @@ enum Command {
         /// config's (`sipedge lab --ephemeral` prints it).
         #[arg(long)]
         edge: Option<std::net::SocketAddr>,
+        /// The local address to send from, e.g. a loopback alias that `[lab]
+        /// source_identities` maps to a partner [default: the system's choice].
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
     },
     /// Generate SIP load against a proxy (or a sink) and report rate, latency and errors.
     Load(load_cli::LoadArgs),
@@ -223,6 +227,7 @@ fn main() -> ExitCode {
             body,
             timeout,
             edge,
+            source,
         } => config_or_embedded(config).and_then(|(config, _)| {
             send(
                 &config,
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
                     body,
                     timeout: std::time::Duration::from_secs(timeout.max(1)),
                     edge,
+                    source,
                 },
             )
         }),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::Instant;
 
 use crate::config::Snapshot;
@@ -71,6 +71,9 @@ pub struct SendRequest {
     /// The edge's address for that interface and transport, when it is not the one the
     /// config gives (an edge bound to ephemeral ports, e.g. `sipedge lab --ephemeral`).
     pub edge: Option<SocketAddr>,
+    /// The local address to send from (a loopback alias the lab maps to a partner, say);
+    /// `None`: whatever the system picks.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// The final response, and what `send` did after it.
@@ -190,6 +193,7 @@ pub async fn send(
     };
     let mut conn = Conn::open(
         addr,
+        req.source,
         interface,
         transport,
         &side.fqdn,
@@ -514,6 +518,7 @@ struct Conn {
 impl Conn {
     async fn open(
         addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
         interface: Interface,
         transport: Transport,
         server_name: &str,
@@ -526,13 +531,13 @@ impl Conn {
             addr,
             error,
         };
+        let local: SocketAddr = match source {
+            Some(ip) => (ip, 0).into(),
+            None if addr.is_ipv4() => ([0, 0, 0, 0], 0).into(),
+            None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
         if transport == Transport::Udp {
-            let any: SocketAddr = if addr.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let socket = UdpSocket::bind(any).await.map_err(unreachable)?;
+            let socket = UdpSocket::bind(local).await.map_err(unreachable)?;
             socket.connect(addr).await.map_err(unreachable)?;
             let local = socket.local_addr().map_err(unreachable)?;
             return Ok(Conn {
@@ -571,7 +576,18 @@ impl Conn {
             }
             _ => None,
         };
-        let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        let connect = async {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if source.is_some() {
+                socket.bind(local)?;
+            }
+            socket.connect(addr).await
+        };
+        let tcp = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .map_err(|_| {
                 unreachable(std::io::Error::new(

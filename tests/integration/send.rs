@@ -317,3 +317,34 @@ async fn send_options_over_udp_and_a_subscribe_fetch_reach_the_gateway() {
     assert!(out.starts_with("SIP/2.0 200 OK\n"), "{out}");
     lab.shutdown(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn send_can_choose_the_address_it_sends_from() {
+    let lab = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&lab, dir.path());
+    for transport in ["tcp", "udp"] {
+        let (_, got) = deliver(
+            &lab,
+            &config,
+            &[
+                "--from",
+                "sip:alice@contoso.test",
+                "--to",
+                "sip:bob@contoso.test",
+                "--transport",
+                transport,
+                "--source",
+                "127.0.0.9",
+            ],
+            Role::Pool,
+        )
+        .await;
+        let vias = headers(&got.text, "via");
+        assert!(
+            vias.iter().any(|v| v.contains("127.0.0.9")),
+            "{transport}: the sender's Via names the chosen source: {vias:?}"
+        );
+    }
+    lab.shutdown(Duration::from_millis(200)).await;
+}
