@@ -43,6 +43,7 @@ fn big_snapshot() -> Snapshot {
         fed.allowed_domains.push(AllowedDomain {
             domain: format!("partner{i:05}.test"),
             proxy_fqdn: Some(format!("sip.partner{i:05}.test")),
+            proxy_port: sipedge::config::FEDERATION_PORT,
             verification_level: VerificationLevel::AlwaysVerifiable,
             mark_for_monitoring: false,
             comment: None,

@@ -296,6 +296,8 @@ enum Kind {
     Text,
     /// A DNS name, lowercased; `$null` clears.
     Fqdn,
+    /// An allowed domain's ProxyFqdn: a DNS name with an optional `:port`.
+    ProxyFqdn,
     /// Comma-separated DNS names; `$null` empties.
     List,
     Bool,
@@ -358,14 +360,14 @@ const HOSTING_SET: &[Spec] = &[
 const ALLOWED_NEW: &[Spec] = &[
     IDENTITY,
     p("Domain", Kind::Fqdn),
-    p("ProxyFqdn", Kind::Fqdn),
+    p("ProxyFqdn", Kind::ProxyFqdn),
     p("Comment", Kind::Text),
     p("MarkForMonitoring", Kind::Bool),
     p("VerificationLevel", Kind::Level),
 ];
 const ALLOWED_SET: &[Spec] = &[
     IDENTITY,
-    p("ProxyFqdn", Kind::Fqdn),
+    p("ProxyFqdn", Kind::ProxyFqdn),
     p("Comment", Kind::Text),
     p("MarkForMonitoring", Kind::Bool),
     p("VerificationLevel", Kind::Level),
@@ -713,6 +715,20 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
             .filter(|n| (min..=max).contains(n))
             .map(Value::Number)
             .ok_or_else(|| bad(text, &format!("a whole number from {min} to {max}"))),
+        Kind::ProxyFqdn => crate::config::split_proxy_fqdn(text)
+            .map_err(|e| bad(text, &e))
+            .and_then(|(host, port)| {
+                let host = dns_name(host).ok_or_else(|| {
+                    bad(
+                        text,
+                        "a DNS name with an optional port, e.g. sip.fabrikam.test:5071",
+                    )
+                })?;
+                Ok(Value::Text(match port {
+                    crate::config::FEDERATION_PORT => host,
+                    port => format!("{host}:{port}"),
+                }))
+            }),
         Kind::Fqdn => dns_name(text)
             .map(Value::Text)
             .ok_or_else(|| bad(text, "a DNS name, e.g. sip.fabrikam.test")),
@@ -931,7 +947,7 @@ fn allowed_block(d: &AllowedDomain) -> Block {
     vec![
         ("Identity", d.domain.clone()),
         ("Domain", d.domain.clone()),
-        ("ProxyFqdn", opt(&d.proxy_fqdn)),
+        ("ProxyFqdn", opt(&d.proxy_fqdn_text())),
         ("Comment", opt(&d.comment)),
         ("MarkForMonitoring", yes(d.mark_for_monitoring)),
         ("VerificationLevel", d.verification_level.to_string()),
@@ -1216,6 +1232,7 @@ fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletEr
             let mut d = AllowedDomain {
                 domain,
                 proxy_fqdn: None,
+                proxy_port: crate::config::FEDERATION_PORT,
                 verification_level: VerificationLevel::UseSourceVerification,
                 mark_for_monitoring: false,
                 comment: None,
@@ -1355,7 +1372,13 @@ fn set_hosting(p: &mut HostingProvider, args: &Args) {
 
 fn set_allowed(d: &mut AllowedDomain, args: &Args) {
     if let Some(v) = args.opt_text("ProxyFqdn") {
-        d.proxy_fqdn = v;
+        // Checked by `Kind::ProxyFqdn` when the arguments were read.
+        let (host, port) = match v.as_deref().map(crate::config::split_proxy_fqdn) {
+            Some(Ok((host, port))) => (Some(host.to_string()), port),
+            _ => (None, crate::config::FEDERATION_PORT),
+        };
+        d.proxy_fqdn = host;
+        d.proxy_port = port;
     }
     if let Some(v) = args.opt_text("Comment") {
         d.comment = v;

@@ -329,7 +329,7 @@ fn families(f: &Federation) -> Vec<Family> {
                         normalize("allowed_domain", &d.domain),
                         vec![
                             ("domain", s(&d.domain)),
-                            ("proxy_fqdn", os(&d.proxy_fqdn)),
+                            ("proxy_fqdn", os(&d.proxy_fqdn_text())),
                             ("verification_level", s(d.verification_level.as_str())),
                             ("mark_for_monitoring", b(d.mark_for_monitoring)),
                             ("comment", os(&d.comment)),

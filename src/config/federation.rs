@@ -200,10 +200,41 @@ pub struct AllowedDomain {
     pub domain: String,
     /// With it: a direct partner (no SRV); without: enhanced federation through SRV.
     pub proxy_fqdn: Option<String>,
+    /// The port the ProxyFqdn is dialled on (`ProxyFqdn host:port`); default 5061.
+    pub proxy_port: u16,
     /// Default UseSourceVerification.
     pub verification_level: VerificationLevel,
     pub mark_for_monitoring: bool,
     pub comment: Option<String>,
+}
+
+impl AllowedDomain {
+    /// ProxyFqdn as the cmdlets print it and the config file holds it: `host`, or
+    /// `host:port` when the port is not the federation port.
+    pub fn proxy_fqdn_text(&self) -> Option<String> {
+        self.proxy_fqdn.as_ref().map(|host| match self.proxy_port {
+            FEDERATION_PORT => host.clone(),
+            port => format!("{host}:{port}"),
+        })
+    }
+}
+
+/// The port federation uses when none is given (`_sipfederationtls._tcp`, ProxyFqdn).
+pub const FEDERATION_PORT: u16 = 5061;
+
+/// Splits a ProxyFqdn value, `host` or `host:port`, into the host and the port (5061 when
+/// none is given). The one check of this field, shared by the TOML loader and the cmdlets;
+/// the host itself is then checked as a DNS name.
+pub fn split_proxy_fqdn(value: &str) -> Result<(&str, u16), String> {
+    match value.rsplit_once(':') {
+        None => Ok((value, FEDERATION_PORT)),
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(p) if p > 0 && !host.is_empty() => Ok((host, p)),
+            _ => Err(format!(
+                "`{value}` is not a ProxyFqdn; expected a DNS name with an optional port from 1 to 65535, e.g. \"sip.fabrikam.test\" or \"sip.fabrikam.test:5071\""
+            )),
+        },
+    }
 }
 
 /// `CsBlockedDomain`: traffic to and from it is refused, even with discovery on.
@@ -881,11 +912,19 @@ impl Builder<'_> {
                     format!("`{domain}` is already on the allowed list"),
                 );
             }
+            let proxy_key = format!("{key}.proxy_fqdn");
+            let (proxy_fqdn, proxy_port) = match a.proxy_fqdn.as_deref().map(split_proxy_fqdn) {
+                None => (None, FEDERATION_PORT),
+                Some(Ok((host, port))) => (Some(self.fqdn(&proxy_key, host)), port),
+                Some(Err(e)) => {
+                    self.problem(&proxy_key, e);
+                    (None, FEDERATION_PORT)
+                }
+            };
             let ad = AllowedDomain {
                 domain,
-                proxy_fqdn: a
-                    .proxy_fqdn
-                    .map(|f| self.fqdn(&format!("{key}.proxy_fqdn"), &f)),
+                proxy_fqdn,
+                proxy_port,
                 verification_level: self.level(
                     &format!("{key}.verification_level"),
                     a.verification_level.as_ref(),
@@ -1562,12 +1601,41 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_fqdn_may_carry_a_port_and_a_bad_one_is_reported_with_its_key() {
+        assert_eq!(
+            split_proxy_fqdn("sip.fabrikam.test"),
+            Ok(("sip.fabrikam.test", 5061))
+        );
+        assert_eq!(
+            split_proxy_fqdn("sip.fabrikam.test:5071"),
+            Ok(("sip.fabrikam.test", 5071))
+        );
+        for bad in [
+            "sip.fabrikam.test:0",
+            "sip.fabrikam.test:65536",
+            "sip.fabrikam.test:",
+            ":5071",
+        ] {
+            assert!(split_proxy_fqdn(bad).is_err(), "{bad}");
+        }
+        let base = crate::config::TCP_EDGE;
+        let text = format!("{base}\n[[allowed_domain]]\ndomain = \"fabrikam.test\"\nproxy_fqdn = \"sip.fabrikam.test:99999\"\n");
+        let e = crate::config::Snapshot::from_toml(&text, std::path::Path::new("."))
+            .expect_err("port out of range");
+        assert!(
+            e.to_string().contains("allowed_domain[0].proxy_fqdn"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn conflicts_work_on_typed_objects_for_the_admin_layer() {
         let mut f = Federation::default();
         assert!(f.conflicts().is_empty());
         f.allowed_domains.push(AllowedDomain {
             domain: "x.test".into(),
             proxy_fqdn: None,
+            proxy_port: FEDERATION_PORT,
             verification_level: VerificationLevel::UseSourceVerification,
             mark_for_monitoring: false,
             comment: None,

@@ -221,6 +221,7 @@ mod tests {
         AllowedDomain {
             domain: d.into(),
             proxy_fqdn: None,
+            proxy_port: crate::config::FEDERATION_PORT,
             verification_level: VerificationLevel::UseSourceVerification,
             mark_for_monitoring: false,
             comment: None,

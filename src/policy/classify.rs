@@ -69,8 +69,12 @@ pub enum TargetClass {
     Local,
     /// `UseDefaultRouting`: everything to DefaultRouteFqdn.
     DefaultRoute { fqdn: String, port: u16 },
-    /// Allowed domain with ProxyFqdn: straight to it, no SRV.
-    DirectPartner { domain: String, proxy_fqdn: String },
+    /// Allowed domain with ProxyFqdn: straight to it (on its port), no SRV.
+    DirectPartner {
+        domain: String,
+        proxy_fqdn: String,
+        port: u16,
+    },
     /// Allowed domain without ProxyFqdn: its same-domain SRV targets.
     AllowedDomain {
         domain: String,
@@ -255,10 +259,14 @@ pub(super) fn classify_target(cx: &mut Ctx<'_>) -> Step {
             port: *port,
         });
     }
-    if let Some(proxy) = fed.allowed(&domain).and_then(|a| a.proxy_fqdn.clone()) {
+    if let Some((proxy, port)) = fed
+        .allowed(&domain)
+        .and_then(|a| a.proxy_fqdn.clone().map(|f| (f, a.proxy_port)))
+    {
         return cx.set_target(TargetClass::DirectPartner {
             domain,
             proxy_fqdn: proxy,
+            port,
         });
     }
     let records = match cx.srv(&domain) {

@@ -11,8 +11,6 @@ use crate::config::{FederationRouting, Snapshot, VerificationLevel};
 use crate::sip::ms_headers::{MessageTrust, SourceType, Verified};
 use crate::peer::Interface;
 
-/// The federation port for ProxyFqdn and default-route targets.
-pub const FEDERATION_PORT: u16 = 5061;
 
 /// Without federation sections, the issue-2 static routing: local domains to the pool,
 /// others (from inside only) to their static route or the default route.
@@ -150,8 +148,10 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
         TargetClass::DefaultRoute { fqdn, port } => {
             (vec![Target::tls(fqdn, *port)], "default-route")
         }
-        TargetClass::DirectPartner { proxy_fqdn, .. } => (
-            vec![Target::tls(proxy_fqdn, FEDERATION_PORT)],
+        TargetClass::DirectPartner {
+            proxy_fqdn, port, ..
+        } => (
+            vec![Target::tls(proxy_fqdn, *port)],
             "allowed-proxy-fqdn",
         ),
         TargetClass::AllowedDomain { targets, .. } => (srv(targets), "allowed-domain-srv"),

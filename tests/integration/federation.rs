@@ -164,7 +164,11 @@ pub(crate) fn msg(method: &str, from: &str, to: &str, id: &str, extra: &[&str]) 
 
 /// A remote edge listening on `ip` with a certificate for `name`; answers 200 and
 /// forwards what it received.
-async fn remote_edge(pki: &Pki, ip: &str, name: &str) -> (u16, mpsc::UnboundedReceiver<String>) {
+pub(crate) async fn remote_edge(
+    pki: &Pki,
+    ip: &str,
+    name: &str,
+) -> (u16, mpsc::UnboundedReceiver<String>) {
     remote_edge_answering(pki, ip, name, 200).await
 }
 

@@ -396,3 +396,36 @@ async fn a_partners_unmarked_bye_in_a_dialog_is_relayed_marked_unverified() {
         "{bye}"
     );
 }
+
+#[tokio::test]
+async fn an_allowed_domains_proxy_fqdn_may_name_its_port() {
+    let pki = crate::tls::Pki::new();
+    let (port, mut far) = crate::federation::remote_edge(&pki, "127.0.0.3", FABRIKAM).await;
+    let records = format!("{BASE_RECORDS}\nsip.fabrikam.test. IN A 127.0.0.3\n");
+    let lab = FedLab::start(pki, &records, |f| {
+        f.replace(
+            "proxy_fqdn = \"sip.fabrikam.test\"",
+            &format!("proxy_fqdn = \"sip.fabrikam.test:{port}\""),
+        )
+    })
+    .await;
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg(
+            "MESSAGE",
+            "sip:alice@contoso.test",
+            "sip:dan@fabrikam.test",
+            "proxy-port",
+            &[],
+        ))
+        .await;
+    let answer = alice.recv().await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let got = tokio::time::timeout(WAIT, far.recv())
+        .await
+        .expect("fabrikam's edge got the MESSAGE on its port")
+        .expect("open");
+    assert!(got.starts_with("MESSAGE sip:dan@fabrikam.test "), "{got}");
+}

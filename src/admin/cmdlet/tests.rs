@@ -273,6 +273,40 @@ fn allowed_and_blocked_domains() {
 }
 
 #[test]
+fn an_allowed_domains_proxy_fqdn_takes_a_port_and_prints_it() {
+    let s = snap(PRE_PIC);
+    let s = run(
+        &s,
+        "New-CsAllowedDomain -Identity northwind.test -ProxyFqdn SIP.northwind.test:5071",
+    );
+    let d = s.federation.allowed("northwind.test").unwrap();
+    assert_eq!(
+        (d.proxy_fqdn.as_deref(), d.proxy_port),
+        (Some("sip.northwind.test"), 5071)
+    );
+    let shown = output(&s, "Get-CsAllowedDomain -Identity northwind.test");
+    assert!(shown.contains(": sip.northwind.test:5071\n"), "{shown}");
+    let s = run(
+        &s,
+        "Set-CsAllowedDomain -Identity northwind.test -ProxyFqdn sip.northwind.test",
+    );
+    let d = s.federation.allowed("northwind.test").unwrap();
+    assert_eq!(d.proxy_port, 5061, "without a port, the federation port");
+    for bad in [
+        "sip.northwind.test:0",
+        "sip.northwind.test:70000",
+        "sip.northwind.test:x",
+        ":5071",
+    ] {
+        let e = err(
+            &s,
+            &format!("Set-CsAllowedDomain -Identity northwind.test -ProxyFqdn {bad}"),
+        );
+        assert!(e.to_string().contains("ProxyFqdn"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn external_access_policies_and_grants() {
     let s = snap(PRE_PIC);
     let s = run(&s, "Set-CsExternalAccessPolicy -Identity Global -EnableFederationAccess $true -EnablePublicCloudAccess $true");
