@@ -132,25 +132,24 @@ async fn a_partners_forged_trust_marking_on_a_response_is_replaced_inward() {
     let pki = crate::tls::Pki::new();
     let (port, _far) = northwind(&pki, 200).await;
     let lab = FedLab::start(pki, &northwind_records(port), |f| f).await;
-    let mut alice = lab
-        .connect(Interface::Internal, &["pool.contoso.test"])
-        .await;
-    alice
-        .send(&msg(
-            "MESSAGE",
-            "sip:alice@contoso.test",
-            "sip:dan@northwind.test",
-            "forged-answer",
-            &[],
-        ))
-        .await;
-    let answer = alice.recv().await;
+    let answer = alice_messages(&lab, "sip:dan@northwind.test", "forged-answer").await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(
         headers(&answer, "ms-edge-proxy-message-trust"),
         ["ms-source-type=AutoFederation;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation"],
         "the edge's own marking, the partner's claimed one gone: {answer}"
     );
+}
+
+/// alice's MESSAGE to `to` from the pool's side of the edge, and the answer she got.
+async fn alice_messages(lab: &FedLab, to: &str, id: &str) -> String {
+    let mut alice = lab
+        .connect(Interface::Internal, &["pool.contoso.test"])
+        .await;
+    alice
+        .send(&msg("MESSAGE", "sip:alice@contoso.test", to, id, &[]))
+        .await;
+    alice.recv().await
 }
 
 /// alice's INVITE to dan@northwind.test through the edge, answered 200 by northwind: the
@@ -409,19 +408,7 @@ async fn an_allowed_domains_proxy_fqdn_may_name_its_port() {
         )
     })
     .await;
-    let mut alice = lab
-        .connect(Interface::Internal, &["pool.contoso.test"])
-        .await;
-    alice
-        .send(&msg(
-            "MESSAGE",
-            "sip:alice@contoso.test",
-            "sip:dan@fabrikam.test",
-            "proxy-port",
-            &[],
-        ))
-        .await;
-    let answer = alice.recv().await;
+    let answer = alice_messages(&lab, "sip:dan@fabrikam.test", "proxy-port").await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     let got = tokio::time::timeout(WAIT, far.recv())
         .await
