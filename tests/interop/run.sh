@@ -10,10 +10,11 @@
 #   127.0.13.5  fabrikam's user agents (SIPp, UDP)
 #   127.0.13.6  the pool's user agents (SIPp, TCP)
 #
-#   tests/interop/run.sh [CASE...]      (default: every case; cases: outbound inbound dialog)
+#   tests/interop/run.sh [CASE...]   (default: every case: outbound inbound dialog dissect;
+#                                     dissect alone runs the others too, for its capture)
 #
 # Uses $SIPEDGE, else target/debug/sipedge (after `cargo build` or `cargo test`). Installs
-# kamailio, kamailio-tls-modules and sip-tester from Debian when missing. Every process is
+# kamailio, kamailio-tls-modules, sip-tester and (for dissect) tshark from Debian when missing. Every process is
 # started here, remembered by PID and stopped by PID; every wait is bounded. Exit 0 when
 # every case passed, 1 otherwise. Each case asserts on what Kamailio logged (its INTEROP
 # xlog lines) and on SIPp's exit status (0 only when its scenario completed).
@@ -37,8 +38,9 @@ need_pkg() { # need_pkg BINARY PACKAGE...
     || die "could not install $*"
 }
 need_pkg kamailio kamailio kamailio-tls-modules
-[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 \
-  || need_pkg /nonexistent kamailio-tls-modules
+# kamailio can be there without its tls module (a separate package).
+compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null || compgen -G "/usr/lib/kamailio/modules/tls.so" >/dev/null \
+  || need_pkg kamailio-tls-module-not-installed kamailio-tls-modules
 need_pkg sipp sip-tester
 command -v ss >/dev/null || need_pkg ss iproute2
 [ -x "$SIPEDGE" ] || die "$SIPEDGE is missing: run cargo build (or set SIPEDGE)"
@@ -246,11 +248,63 @@ case_dialog() {
   show_on_failure "$tmp/dialog-uac.out" "$tmp/dialog-uac.msg" "$tmp/dialog-uas.out" "$tmp/dialog-uas.msg" "$tmp/kamailio.log" "$tmp/edge.log"
 }
 
+# --- Case 4: what the edge emitted on the plain-text legs parses in tshark --------------
+# The capture runs during the other cases (started before them when this case is asked
+# for): the edge's responses to the pool's user agents (from $EDGE_INT:5060) and its requests
+# to the pool (to $POOL:5070), over TCP.
+PLAIN_FILTER="tcp and ((src host $EDGE_INT and src port 5060) or (dst host $POOL and dst port 5070))"
+start_capture() {
+  need_pkg dumpcap tshark
+  need_pkg tshark tshark
+  start capture "$tmp/dumpcap.log" dumpcap -i lo -f "$PLAIN_FILTER" -w "$tmp/plain.pcapng"
+  wait_log "$tmp/dumpcap.log" "^File: " >/dev/null || { cat "$tmp/dumpcap.log" >&2; die "dumpcap did not start"; }
+}
+case_dissect() {
+  [ -n "${capture:-}" ] || { log "no capture (the dissect case runs after the others)"; case_ok=0; return; }
+  # dumpcap drops what the kernel has not handed it yet when stopped: a marker connection
+  # to the pool's port, from outside the edge, comes after everything the cases sent, so
+  # once the file holds it, it holds all of that (bounded wait).
+  local d=(-r "$tmp/plain.pcapng" -d tcp.port==5070,sip -d tcp.port==5060,sip) i
+  (exec 3<>"/dev/tcp/$POOL/5070") 2>/dev/null
+  local marker="tcp.dstport==5070 and tcp.flags.syn==1 and tcp.flags.ack==0 and ip.src!=$EDGE_INT"
+  for ((i = 0; i < WAIT_TRIES; i++)); do
+    tshark -r "$tmp/plain.pcapng" -Y "$marker" 2>/dev/null | grep -q . && break
+    sleep 0.1
+  done
+  stop "$capture"
+  check dissect "the capture holds everything up to the marker" [ "$i" -lt "$WAIT_TRIES" ]
+  local n bad rc1 rc2 want=0 c
+  tshark "${d[@]}" -Y sip -T fields -e frame.number -e sip.Status-Line -e sip.Request-Line >"$tmp/dissect.txt" 2>"$tmp/dissect.err"
+  rc1=$?
+  tshark "${d[@]}" -Y '_ws.malformed or _ws.expert.severity >= error' >"$tmp/malformed.txt" 2>>"$tmp/dissect.err"
+  rc2=$?
+  n="$(grep -c . "$tmp/dissect.txt")"
+  bad="$(grep -c . "$tmp/malformed.txt")"
+  # What the edge sends on these legs per case: outbound its 200 to the caller, inbound the
+  # marked MESSAGE to the pool, dialog 180, 200 and the BYE's 200 (its 100 is not counted).
+  for c in "${cases[@]}"; do
+    case "$c" in outbound) want=$((want + 1)) ;; inbound) want=$((want + 1)) ;; dialog) want=$((want + 3)) ;; esac
+  done
+  check dissect "tshark ran (exit $rc1, $rc2)" [ "$rc1" = 0 -a "$rc2" = 0 ]
+  check dissect "tshark decoded the edge's SIP on the plain-text legs ($n messages, at least $want expected)" [ "$n" -ge "$want" -a "$n" -gt 0 ]
+  check dissect "tshark flagged none of the captured frames malformed or in error ($bad frames)" [ "$bad" = 0 ]
+  show_on_failure "$tmp/dissect.txt" "$tmp/malformed.txt" "$tmp/dissect.err"
+}
+
 cases=("$@")
-[ ${#cases[@]} = 0 ] && cases=(outbound inbound dialog)
+[ ${#cases[@]} = 0 ] && cases=(outbound inbound dialog dissect)
+# dissect inspects what the others sent: it goes last, with the capture started first.
+ordered=() want_dissect=0
+for c in "${cases[@]}"; do if [ "$c" = dissect ]; then want_dissect=1; else ordered+=("$c"); fi; done
+if [ "$want_dissect" = 1 ]; then
+  [ ${#ordered[@]} = 0 ] && ordered=(outbound inbound dialog)
+  ordered+=(dissect)
+  start_capture
+fi
+cases=("${ordered[@]}")
 t0=$SECONDS
 for c in "${cases[@]}"; do
-  declare -F "case_$c" >/dev/null || die "unknown case '$c' (outbound inbound dialog)"
+  declare -F "case_$c" >/dev/null || die "unknown case '$c' (outbound inbound dialog dissect)"
   log "case $c"
   case_ok=1
   "case_$c"
