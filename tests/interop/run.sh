@@ -13,10 +13,11 @@
 #   tests/interop/run.sh [CASE...]   (default: every case: outbound inbound dialog dissect;
 #                                     dissect alone runs the others too, for its capture)
 #
-# Uses $SIPEDGE, else target/debug/sipedge (after `cargo build` or `cargo test`). Installs
-# kamailio, kamailio-tls-modules, sip-tester and (for dissect) tshark from Debian when missing. Every process is
-# started here, remembered by PID and stopped by PID; every wait is bounded. Exit 0 when
-# every case passed, 1 otherwise. Each case asserts on what Kamailio logged (its INTEROP
+# Uses $SIPEDGE, else $CARGO_TARGET_DIR (or target)/debug/sipedge, after `cargo build` or
+# `cargo test`. Installs kamailio, kamailio-tls-modules, sip-tester and (for dissect) tshark
+# from Debian when missing. Every process is started here, remembered by PID and stopped by
+# PID (with its descendants, found by parent PID); every wait is bounded. Exit 0 when every
+# case passed, 1 when one failed, 2 when the suite could not run. KEEP=1 keeps the logs. Each case asserts on what Kamailio logged (its INTEROP
 # xlog lines) and on SIPp's exit status (0 only when its scenario completed).
 set -u
 cd "$(dirname "$0")/../.."
@@ -42,7 +43,8 @@ need_pkg kamailio kamailio kamailio-tls-modules
 compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null || compgen -G "/usr/lib/kamailio/modules/tls.so" >/dev/null \
   || need_pkg kamailio-tls-module-not-installed kamailio-tls-modules
 need_pkg sipp sip-tester
-command -v ss >/dev/null || need_pkg ss iproute2
+need_pkg ss iproute2
+need_pkg ps procps
 [ -x "$SIPEDGE" ] || die "$SIPEDGE is missing: run cargo build (or set SIPEDGE)"
 
 tmp="$(mktemp -d /tmp/sipedge-interop.XXXXXX)"
