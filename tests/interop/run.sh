@@ -45,18 +45,28 @@ compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null || compgen -G "/usr/l
 need_pkg sipp sip-tester
 need_pkg ss iproute2
 need_pkg ps procps
+for c in "$@"; do
+  case "$c" in outbound | inbound | dialog | dissect) ;; *) die "unknown case '$c' (outbound inbound dialog dissect)" ;; esac
+done
 [ -x "$SIPEDGE" ] || die "$SIPEDGE is missing: run cargo build (or set SIPEDGE)"
 
 tmp="$(mktemp -d /tmp/sipedge-interop.XXXXXX)"
 pids=()
-kill_tree() { # kill_tree PID: the PID's descendants (by parent PID) and then the PID
-  local p="$1" c i
-  for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do kill_tree "$c"; done
-  kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null
-  for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+descendants() { # descendants PID: its children, theirs, ... (by parent PID)
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
+}
+kill_tree() { # kill_tree PID: SIGTERM to PID (Kamailio stops its own workers), a bounded
+  # wait, SIGKILL if still there, then SIGKILL to any descendant it left behind.
+  local p="$1" kids c i
+  kids="$(descendants "$p")"
+  if kill -0 "$p" 2>/dev/null; then
+    kill -TERM "$p" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+  fi
   wait "$p" 2>/dev/null
+  for c in $kids; do kill -0 "$c" 2>/dev/null && kill -KILL "$c" 2>/dev/null; done
   return 0
 }
 stop() { # stop PID: stops it and forgets it
@@ -306,7 +316,6 @@ fi
 cases=("${ordered[@]}")
 t0=$SECONDS
 for c in "${cases[@]}"; do
-  declare -F "case_$c" >/dev/null || die "unknown case '$c' (outbound inbound dialog dissect)"
   log "case $c"
   case_ok=1
   "case_$c"
