@@ -247,6 +247,18 @@ fn facts_for<'a>(row: &'a Row, uri_user: &'a str) -> RequestFacts<'a> {
     }
 }
 
+/// Who sends the row's request: the pool outbound, the domain's edge (or the row's
+/// spoofing peer) inbound.
+fn row_peer(row: &Row) -> Peer {
+    match row.dir {
+        Out => pool(),
+        In => peer(
+            Interface::External,
+            &[row.peer.unwrap_or_else(|| edge_of(row.domain))],
+        ),
+    }
+}
+
 /// The row's request inside a dialog: the Request-URI is the remote party's Contact (an
 /// address), To names the user, and the route set is one the edge recognised.
 fn in_dialog<'a>(row: &'a Row, facts: RequestFacts<'a>) -> RequestFacts<'a> {
@@ -269,13 +281,7 @@ fn requests_inside_a_dialog_get_the_same_verdict_as_outside_one() {
     let mut failures = Vec::new();
     for (i, row) in MATRIX.iter().enumerate() {
         let req = in_dialog(row, facts_for(row, "someone"));
-        let p = match row.dir {
-            Out => pool(),
-            In => peer(
-                Interface::External,
-                &[row.peer.unwrap_or_else(|| edge_of(row.domain))],
-            ),
-        };
+        let p = row_peer(row);
         let decision = decide(&req, &p, &snap, &dns);
         let got = match &decision {
             Decision::Forward(f) if f.route == Route::RequestTarget => Fwd(f.rule),
@@ -371,13 +377,7 @@ fn lab_matrix() {
     let mut failures = Vec::new();
     for (i, row) in MATRIX.iter().enumerate() {
         let req = facts_for(row, "someone");
-        let p = match row.dir {
-            Out => pool(),
-            In => peer(
-                Interface::External,
-                &[row.peer.unwrap_or_else(|| edge_of(row.domain))],
-            ),
-        };
+        let p = row_peer(row);
         let decision = decide(&req, &p, &snap, &dns);
         let got = match &decision {
             Decision::Forward(f) => Fwd(f.rule),
