@@ -968,6 +968,30 @@ transport = "udp"
         parse(text, Path::new("/etc/sipedge"))
     }
 
+    const EXAMPLE: &str = include_str!("../../config/example.toml");
+
+    #[test]
+    fn the_example_config_names_every_key_the_loader_accepts() {
+        let accepted = super::super::schema_keys::leaf_keys::<RawConfig>();
+        // The walker reads the schema: a handful of keys would mean it stopped early.
+        assert!(accepted.len() > 60, "{accepted:?}");
+        let named = super::super::schema_keys::documented_keys(EXAMPLE)
+            .expect("example.toml with its commented-out keys is TOML");
+        let missing: Vec<&String> = accepted.iter().filter(|k| !named.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "config/example.toml says it documents every key but does not name {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        if let Err(e) = parse(EXAMPLE, &dir) {
+            panic!("config/example.toml does not load: {e}");
+        }
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let s = parse_str(MINIMAL).expect("minimal config parses");

@@ -8,6 +8,8 @@ mod federation;
 mod file;
 mod index;
 mod live;
+#[cfg(test)]
+mod schema_keys;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
