@@ -41,6 +41,13 @@ pub enum StartError {
     /// The topology key file could not be read, created or understood.
     #[error("{0}")]
     TopologyKey(#[from] crate::proxy::topology::KeyFileError),
+    /// The lab zone's DNS server could not bind its address.
+    #[error("cannot bind the lab DNS zone's server on {addr} ({transport}): {source}")]
+    ZoneBind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The lab zone could not be read or served.
     #[error("lab DNS zone {path}: {detail}")]
     Zone {
@@ -74,8 +81,7 @@ impl Sockets {
     pub async fn bind(snap: &Snapshot) -> Result<Sockets, StartError> {
         let (dns_udp, dns_tcp) = match snap.dns.zone_listen {
             Some(addr) => {
-                let err = |transport, source| StartError::Bind {
-                    interface: Interface::Internal,
+                let err = |transport, source| StartError::ZoneBind {
                     transport,
                     addr,
                     source,

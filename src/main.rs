@@ -161,7 +161,7 @@ enum Command {
         timeout: u64,
         /// The edge's address for that interface and transport when it differs from the
         /// config's (`sipedge lab --ephemeral` prints it).
-        #[arg(long)]
+        #[arg(long, value_name = "HOST:PORT", value_parser = host_port_arg)]
         edge: Option<std::net::SocketAddr>,
         /// The local address to send from, e.g. a loopback alias that `[lab]
         /// source_identities` maps to a partner [default: the system's choice].
@@ -198,10 +198,10 @@ struct Ends {
     #[arg(long)]
     config: Option<PathBuf>,
     /// From URI, e.g. sip:alice@contoso.test.
-    #[arg(long)]
+    #[arg(long, value_parser = sip_uri_arg)]
     from: String,
     /// Request-URI and To, e.g. sip:x@live.com.
-    #[arg(long)]
+    #[arg(long, value_parser = sip_uri_arg)]
     to: String,
 }
 
@@ -283,10 +283,50 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sipedge: {e:#}");
+            eprintln!("sipedge: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A `sip:`/`sips:` URI the edge's own parser accepts, checked before anything is sent.
+fn sip_uri_arg(s: &str) -> Result<String, String> {
+    match sipedge::sip::NameAddr::parse(s) {
+        Some(n) if n.uri.is_sip() && !n.uri.host.is_empty() => Ok(s.to_string()),
+        _ => Err("not a SIP URI: expected sip:user@host, e.g. sip:alice@contoso.test (one `@`, a host name or address)".to_string()),
+    }
+}
+
+/// HOST:PORT, the host a name or an address (`localhost:5061`, `127.0.0.2:5060`,
+/// `[::1]:5061`); a name is resolved here, first address first.
+fn host_port_arg(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message
+/// before it already holds (our errors often name their source in their own text).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_logging(format: LogFormat) {

@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 
 use crate::config::{Code, Codes};
+use crate::peer::Interface;
 use crate::policy::dns::SrvTarget;
 use crate::sip::ms_headers::HeaderError;
 
@@ -55,6 +56,7 @@ pub enum Rule {
     SrvNoMatch,
     TlsCertificateTrust,
     TlsNegotiation,
+    NextHopUnreachable,
     NoOutboundTls,
     RateLimited,
     ContactsLimit,
@@ -102,6 +104,7 @@ impl Rule {
         Rule::SrvNoMatch,
         Rule::TlsCertificateTrust,
         Rule::TlsNegotiation,
+        Rule::NextHopUnreachable,
         Rule::NoOutboundTls,
         Rule::RateLimited,
         Rule::ContactsLimit,
@@ -149,6 +152,7 @@ impl Rule {
             Rule::SrvNoMatch => "srv-no-match",
             Rule::TlsCertificateTrust => "tls-certificate-trust",
             Rule::TlsNegotiation => "tls-negotiation",
+            Rule::NextHopUnreachable => "next-hop-unreachable",
             Rule::NoOutboundTls => "no-outbound-tls",
             Rule::RateLimited => "rate-limited",
             Rule::ContactsLimit => "contacts-limit",
@@ -199,6 +203,7 @@ impl Rule {
             Rule::SrvNoMatch => (504, Some(1009)),
             Rule::TlsCertificateTrust => (504, Some(1010)),
             Rule::TlsNegotiation => (504, Some(1047)),
+            Rule::NextHopUnreachable => (504, Some(NEXT_HOP_CODE)),
             Rule::NoOutboundTls => (503, Some(1047)),
             Rule::RateLimited => configured(c.rate_limited),
             Rule::ContactsLimit => configured(c.contacts_limit),
@@ -221,6 +226,11 @@ impl PartialEq<&str> for Rule {
         self.name() == *other
     }
 }
+
+/// The `ms-diagnostics` code of a connection that could not be made to the pool, or to a
+/// peer over plain TCP: the product's "Failed to connect to a peer server" (its number
+/// is remembered from Lync logs, not documented: [inferred]).
+pub const NEXT_HOP_CODE: u32 = 1046;
 
 /// The `ms-diagnostics` code of a refused hidden route set (a sipedge code: the product's
 /// own route-signature failures are not documented).
@@ -602,6 +612,20 @@ impl Rejection {
         )
     }
 
+    /// The TCP connection (or a TLS handshake) with the pool, or with a peer over plain
+    /// TCP, failed: says which side, so nobody goes looking at federation certificates.
+    pub fn next_hop_unreachable(peer: &str, exit: Interface, winsock_code: &str) -> Self {
+        let reason = match exit {
+            Interface::Internal => "Failed to connect to the internal next hop (the Front End pool)",
+            Interface::External => "Failed to connect to a peer server",
+        };
+        Rejection::new(Rule::NextHopUnreachable).with_diagnostics(
+            Diagnostics::new(NEXT_HOP_CODE, reason)
+                .param("WinsockFailureCode", winsock_code)
+                .param("PeerServer", peer),
+        )
+    }
+
     /// The exit interface has no TLS client configuration, or the name is not one TLS can
     /// verify.
     pub fn no_outbound_tls(peer: &str) -> Self {
@@ -867,6 +891,9 @@ mod tests {
                 "0x80090322(SEC_E_WRONG_PRINCIPAL)",
             ),
             Rule::TlsNegotiation => Rejection::tls_negotiation(addr, "10054(WSAECONNRESET)"),
+            Rule::NextHopUnreachable => {
+                Rejection::next_hop_unreachable(addr, Interface::Internal, "10061(WSAECONNREFUSED)")
+            }
             Rule::NoOutboundTls => Rejection::no_outbound_tls(fqdn),
             Rule::RateLimited => Rejection::rate_limited(c, "northwind.test"),
             Rule::ContactsLimit => Rejection::contacts_limit(c, "northwind.test"),

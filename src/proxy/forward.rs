@@ -335,7 +335,7 @@ impl Core {
                 }
                 Err(e) => {
                     tracing::info!(target = %t.host, %addr, error = %e, "outbound connection failed");
-                    let r = respond::connect_failure(&e, &t.host);
+                    let r = respond::connect_failure(&e, &t.host, exit, t.transport);
                     self.connect_failed(&pool_key, &r);
                     last = Some(r);
                 }

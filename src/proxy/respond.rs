@@ -101,9 +101,18 @@ pub fn bad_extension(
     )
 }
 
-/// The rejection for an outbound connection that could not be made. TLS failures carry
-/// the Access Edge's 1010 (certificate trust) or 1047 (negotiation) diagnostics.
-pub fn connect_failure(err: &ConnectError, target: &str) -> Rejection {
+/// The rejection for an outbound connection that could not be made. Toward a federated
+/// peer over TLS: the Access Edge's 1010 (certificate trust) or 1047 (negotiation). Toward
+/// the pool, or over plain TCP, the federation TLS code would send the reader to the wrong
+/// place, so those say "next hop unreachable" (1046) and name the interface.
+pub fn connect_failure(
+    err: &ConnectError,
+    target: &str,
+    exit: Interface,
+    transport: crate::transport::Transport,
+) -> Rejection {
+    let federated_tls = exit == Interface::External && transport == crate::transport::Transport::Tls;
+    let unreachable = |winsock: &str| Rejection::next_hop_unreachable(target, exit, winsock);
     match err {
         ConnectError::Handshake { name, source } => {
             match crate::tls::classify_outbound_failure(source) {
@@ -111,20 +120,25 @@ pub fn connect_failure(err: &ConnectError, target: &str) -> Rejection {
                     error_type,
                     hresult,
                 } => Rejection::tls_certificate_trust(name, &error_type, hresult),
-                crate::tls::OutboundTlsFailure::Handshake { detail } => {
+                crate::tls::OutboundTlsFailure::Handshake { detail } if federated_tls => {
                     Rejection::tls_negotiation(name, &detail)
                 }
+                crate::tls::OutboundTlsFailure::Handshake { detail } => unreachable(&detail),
             }
         }
-        ConnectError::HandshakeTimeout { name } => {
+        ConnectError::HandshakeTimeout { name } if federated_tls => {
             Rejection::tls_negotiation(name, "10060(WSAETIMEDOUT)")
         }
-        ConnectError::Connect { source, .. } => {
+        ConnectError::Connect { source, .. } if federated_tls => {
             Rejection::tls_negotiation(target, winsock_of(source))
         }
-        ConnectError::ConnectTimeout { .. } => {
+        ConnectError::ConnectTimeout { .. } if federated_tls => {
             Rejection::tls_negotiation(target, "10060(WSAETIMEDOUT)")
         }
+        ConnectError::HandshakeTimeout { .. } | ConnectError::ConnectTimeout { .. } => {
+            unreachable("10060(WSAETIMEDOUT)")
+        }
+        ConnectError::Connect { source, .. } => unreachable(winsock_of(source)),
         ConnectError::NoTls(_) | ConnectError::BadName(_) => Rejection::no_outbound_tls(target),
     }
 }

@@ -60,8 +60,15 @@ impl<'a> Uri<'a> {
             let end = hostport.find([':', ';']).unwrap_or(hostport.len());
             (&hostport[..end], &hostport[end..])
         };
+        // A host name or IPv4 address is letters, digits, `-` and `.` (RFC 3261 §25.1);
+        // `_` is let through as real deployments use it. Anything else, such as the
+        // second `@` of `x@@live.com`, means the URI is not what its writer meant.
+        let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+        let v6_char = |c: char| c.is_ascii_hexdigit() || matches!(c, ':' | '.');
+        let is_v6 = hostport.starts_with('[');
         if host.is_empty()
-            || host.contains(|c: char| c.is_ascii_whitespace() || c == '<' || c == '>')
+            || (is_v6 && !host.chars().all(v6_char))
+            || (!is_v6 && !host.chars().all(host_char))
         {
             return None;
         }
@@ -290,5 +297,16 @@ mod tests {
         assert!(NameAddr::parse("Watson, Thomas <sip:t.watson@example.org>").is_none());
         assert!(NameAddr::parse("caller<sip:caller@example.com>;tag=323").is_some());
         assert!(NameAddr::parse("token1~` token2'+_ <sip:mundane@example.com>").is_some());
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_name_or_an_address_is_not_a_uri() {
+        assert!(Uri::parse("sip:x@@live.com").is_none());
+        assert!(Uri::parse("sip:x@live com").is_none());
+        assert!(Uri::parse("sip:x@live.com>").is_none());
+        assert!(Uri::parse("sip:x@[::1;lr]").is_none());
+        assert!(Uri::parse("sip:x@sip_1.live.com").is_some());
+        assert!(Uri::parse("sip:x@[2001:db8::1]:5061").is_some());
+        assert!(Uri::parse("sip:x@192.0.2.1:5060;lr").is_some());
     }
 }

@@ -4,6 +4,7 @@ mod admin;
 mod admin_netns;
 mod binary;
 mod configs;
+mod errors;
 mod faults;
 mod federation;
 mod fuzz_corpus;
