@@ -125,6 +125,10 @@ enum Command {
         /// Also write the change into the edge's config file, keeping its comments.
         #[arg(long)]
         persist: bool,
+        /// Write the change and every other running federation object into the config
+        /// file (also changes made earlier without --persist).
+        #[arg(long)]
+        persist_all: bool,
         /// The cmdlet line.
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         line: Vec<String>,
@@ -258,8 +262,9 @@ fn main() -> ExitCode {
             endpoint,
             token,
             persist,
+            persist_all,
             line,
-        } => admin(endpoint, token, persist, line),
+        } => admin(endpoint, token, (persist, persist_all), line),
         Command::Explain {
             ends: Ends { config, from, to },
             interface,
@@ -381,7 +386,7 @@ fn explain(
 fn admin(
     mut endpoint: Option<String>,
     mut token: Option<String>,
-    mut persist: bool,
+    (mut persist, mut persist_all): (bool, bool),
     args: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     // Flags after the line arrive inside it (the line takes every word after the cmdlet).
@@ -390,6 +395,7 @@ fn admin(
     while let Some(a) = it.next() {
         match a.as_str() {
             "--persist" => persist = true,
+            "--persist-all" => persist_all = true,
             "--endpoint" => endpoint = it.next(),
             "--token" => token = it.next(),
             _ => match (a.strip_prefix("--endpoint="), a.strip_prefix("--token=")) {
@@ -400,14 +406,16 @@ fn admin(
         }
     }
     let (method, path, line) = match (
-        admin_read(&words, persist)?,
-        admin_request(&words, persist)?,
+        admin_read(&words, persist || persist_all)?,
+        admin_request(&words, persist || persist_all)?,
     ) {
         (Some(path), _) => ("GET", path, String::new()),
         (None, Some((method, path, body))) => (method, path.to_string(), body),
         (None, None) => (
             "POST",
-            if persist {
+            if persist_all {
+                "/cmdlet?persist=all"
+            } else if persist {
                 "/cmdlet?persist=1"
             } else {
                 "/cmdlet"

@@ -43,6 +43,16 @@ impl Request {
     }
 
     /// Whether the query has `name=1` / `name=true` / bare `name`.
+    /// A query parameter's value (`persist=all` → `Some("all")`; a bare name → `Some("")`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .find_map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k == name).then_some(v),
+                None => (kv == name).then_some(""),
+            })
+    }
+
     pub fn flag(&self, name: &str) -> bool {
         self.query.split('&').any(|kv| match kv.split_once('=') {
             Some((k, v)) => k == name && (v == "1" || v.eq_ignore_ascii_case("true")),

@@ -9,7 +9,7 @@
 //! | Route | Token | Answer |
 //! |---|---|---|
 //! | `GET /health` | no | `ok` |
-//! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file |
+//! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file (refused when it no longer holds the running objects, listing them); `?persist=all` writes every running object |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
 //! | `GET /decisions[?n=N]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each, then its trail of checks |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
@@ -350,16 +350,21 @@ impl Admin {
         let Some(next) = result.snapshot else {
             return (200, result.output);
         };
-        if req.flag("persist") {
+        let scope = match req.param("persist") {
+            Some("all") => Some(persist::Scope::All),
+            _ if req.flag("persist") => Some(persist::Scope::Change),
+            _ => None,
+        };
+        if let Some(scope) = scope {
             let (b, n) = (before.clone(), next.clone());
-            match tokio::task::spawn_blocking(move || persist::persist(&b, &n)).await {
+            match tokio::task::spawn_blocking(move || persist::persist(&b, &n, scope)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return (409, format!("not applied: {e}\n")),
                 Err(e) => return (500, format!("not applied: {e}\n")),
             }
         }
         self.live.store(next);
-        tracing::info!(cmdlet = %line, persisted = req.flag("persist"), "admin change applied");
+        tracing::info!(cmdlet = %line, persisted = scope.is_some(), "admin change applied");
         (200, result.output)
     }
 

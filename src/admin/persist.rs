@@ -39,10 +39,28 @@ pub enum PersistError {
         "the rewritten {path} would not hold the same objects ({detail}); nothing was written"
     )]
     RoundTrip { path: String, detail: String },
+    #[error(
+        "{path} does not hold the running objects: changes made without --persist differ ({}); nothing was applied. Repeat those changes with --persist, or give this one with --persist-all to write the whole running federation configuration with it",
+        differences.join("; ")
+    )]
+    Unpersisted {
+        path: String,
+        differences: Vec<String>,
+    },
+}
+
+/// What a persisted change writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This change alone; the file must hold the running objects (nothing made without
+    /// --persist may be written behind the admin's back).
+    Change,
+    /// The running objects with this change, whatever the file held.
+    All,
 }
 
 /// Writes the federation change `before` → `after` into `after.source`.
-pub fn persist(before: &Snapshot, after: &Snapshot) -> Result<(), PersistError> {
+pub fn persist(before: &Snapshot, after: &Snapshot, scope: Scope) -> Result<(), PersistError> {
     let path = after.source.as_deref().ok_or(PersistError::NoSource)?;
     let shown = path.display().to_string();
     let io = |source| PersistError::Io {
@@ -50,12 +68,24 @@ pub fn persist(before: &Snapshot, after: &Snapshot) -> Result<(), PersistError> 
         source,
     };
     let text = std::fs::read_to_string(path).map_err(io)?;
-    let new_text = rewrite(&text, &before.federation, &after.federation).map_err(|message| {
-        PersistError::Parse {
+    let on_file = Snapshot::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| PersistError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?
+        .federation;
+    let differences = differences(&on_file, &before.federation);
+    if scope == Scope::Change && !differences.is_empty() {
+        return Err(PersistError::Unpersisted {
+            path: shown,
+            differences,
+        });
+    }
+    let new_text =
+        rewrite(&text, &on_file, &after.federation).map_err(|message| PersistError::Parse {
             path: shown.clone(),
             message,
-        }
-    })?;
+        })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let check = Snapshot::from_toml(&new_text, base).map_err(|e| PersistError::RoundTrip {
         path: shown.clone(),
@@ -75,6 +105,50 @@ pub fn persist(before: &Snapshot, after: &Snapshot) -> Result<(), PersistError> 
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// How the objects in the file differ from the running ones, one line per object:
+/// `[[allowed_domain]] northwind.test: running only`, `[access_edge] allow_federated_users:
+/// file true, running false`.
+pub fn differences(on_file: &Federation, running: &Federation) -> Vec<String> {
+    let text = |v: &Option<Value>| {
+        v.as_ref().map_or_else(
+            || "absent".to_string(),
+            |v| v.to_string().trim().to_string(),
+        )
+    };
+    let keys_differ = |what: &str, old: &Keys, new: &Keys, out: &mut Vec<String>| {
+        for ((k, a), (_, b)) in old.iter().zip(new) {
+            if text(a) != text(b) {
+                out.push(format!("{what} {k}: file {}, running {}", text(a), text(b)));
+            }
+        }
+    };
+    let mut out = Vec::new();
+    keys_differ(
+        "[access_edge]",
+        &access_edge_keys(&on_file.access_edge),
+        &access_edge_keys(&running.access_edge),
+        &mut out,
+    );
+    for (old, new) in families(on_file).into_iter().zip(families(running)) {
+        for (id, keys) in &old.objects {
+            match new.objects.iter().find(|(n, _)| n == id) {
+                None => out.push(format!("[[{}]] {id}: file only", old.table)),
+                Some((_, now)) => {
+                    keys_differ(&format!("[[{}]] {id}", old.table), keys, now, &mut out)
+                }
+            }
+        }
+        for (id, _) in new
+            .objects
+            .iter()
+            .filter(|(n, _)| !old.objects.iter().any(|(o, _)| o == n))
+        {
+            out.push(format!("[[{}]] {id}: running only", new.table));
+        }
+    }
+    out
 }
 
 /// One object as TOML keys; `None` means the key is absent.

@@ -306,3 +306,43 @@ async fn persist_rewrites_the_config_keeping_comments() {
     let back = Snapshot::load(&path).unwrap();
     assert_eq!(back.federation, edge.edge.live().load().federation);
 }
+
+#[tokio::test]
+async fn persist_after_an_unpersisted_change_names_the_difference_and_persist_all_writes_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config()).unwrap();
+    let edge = TestEdge::start_snapshot(Snapshot::load(&path).unwrap()).await;
+    ok(&edge, SEED_REMOVE).await;
+    let remove_only = edge.edge.live().load().federation.clone();
+
+    let mut with_persist = SEED_NEW.to_vec();
+    with_persist.push("--persist");
+    let out = admin(&edge, &token(&edge), &with_persist).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[[public_provider]] messenger: file only"),
+        "the earlier unpersisted removal is named: {err}"
+    );
+    assert!(
+        err.contains("--persist-all"),
+        "the way out is offered: {err}"
+    );
+    assert_eq!(
+        edge.edge.live().load().federation,
+        remove_only,
+        "nothing was applied"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), config());
+
+    let mut with_all = SEED_NEW.to_vec();
+    with_all.push("--persist-all");
+    ok(&edge, &with_all).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("identity = \"Messenger\""), "{text}");
+    assert!(text.contains("identity = \"Skype\""), "{text}");
+    assert!(text.starts_with("# Edge for the admin test.\n"), "{text}");
+    let back = Snapshot::load(&path).unwrap();
+    assert_eq!(back.federation, edge.edge.live().load().federation);
+}
