@@ -105,7 +105,12 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
         ));
     }
     let mut next = snapshot.clone();
-    change(cmd, &mut next.federation, &args)?;
+    change(
+        cmd,
+        &mut next.federation,
+        &snapshot.edge.local_domains,
+        &args,
+    )?;
     next.federation.configured = true;
     if let Some(c) = next.federation.conflicts().into_iter().next() {
         return Err(cmd.refused(c.message));
@@ -1099,7 +1104,12 @@ fn policy_scope(cmd: Cmdlet, identity: &str) -> Result<PolicyScope, CmdletError>
     })
 }
 
-fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletError> {
+fn change(
+    cmd: Cmdlet,
+    fed: &mut Federation,
+    local_domains: &[String],
+    args: &Args,
+) -> Result<(), CmdletError> {
     if cmd.noun == Noun::AccessEdgeConfiguration {
         return set_access_edge(cmd, fed, args);
     }
@@ -1283,7 +1293,9 @@ fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletEr
             };
             set_policy(p, args);
         }
-        (Verb::Grant, Noun::ExternalAccessPolicy) => grant(cmd, fed, &identity, args)?,
+        (Verb::Grant, Noun::ExternalAccessPolicy) => {
+            grant(cmd, fed, local_domains, &identity, args)?
+        }
         _ => return Err(cmd.refused("not supported")),
     }
     Ok(())
@@ -1415,23 +1427,11 @@ fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
 fn grant(
     cmd: Cmdlet,
     fed: &mut Federation,
+    local_domains: &[String],
     identity: &str,
     args: &Args,
 ) -> Result<(), CmdletError> {
-    let user = identity.trim();
-    let user = user
-        .strip_prefix("sip:")
-        .or_else(|| user.strip_prefix("SIP:"))
-        .unwrap_or(user)
-        .to_ascii_lowercase();
-    if user.is_empty() || user.contains(char::is_whitespace) || user.matches('@').count() > 1 {
-        return Err(CmdletError::BadValue {
-            cmdlet: cmd.name(),
-            param: "Identity".into(),
-            value: identity.into(),
-            expected: "a user, e.g. sip:alice@contoso.test or alice".into(),
-        });
-    }
+    let user = UserGrant::parse_user(identity, local_domains).map_err(|e| cmd.refused(e))?;
     let tag =
         match args.opt_text("PolicyName") {
             None => return Err(cmd.missing("PolicyName")),

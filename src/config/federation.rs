@@ -336,6 +336,45 @@ pub struct UserGrant {
 }
 
 impl UserGrant {
+    /// The one check of a user a grant names (the `[[user]]` loader and
+    /// Grant-CsExternalAccessPolicy): `sip:alice@contoso.test`, `alice@contoso.test` or a
+    /// bare `alice`, in one of the edge's own domains (a policy applies to local users
+    /// only). Gives the stored form, lowercase without `sip:`.
+    pub fn parse_user(text: &str, local_domains: &[String]) -> Result<String, String> {
+        let t = text.trim();
+        let name = t
+            .strip_prefix("sip:")
+            .or_else(|| t.strip_prefix("SIP:"))
+            .unwrap_or(t)
+            .to_ascii_lowercase();
+        let (user, domain) = match name.split_once('@') {
+            Some((u, d)) => (u, Some(d)),
+            None => (name.as_str(), None),
+        };
+        let user_ok =
+            !user.is_empty() && !user.contains(|c: char| c.is_whitespace() || c == '@' || c == ':');
+        let domain_ok = domain.is_none_or(|d| {
+            !d.is_empty()
+                && d.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        });
+        if !user_ok || !domain_ok {
+            return Err(format!(
+                "`{text}` is not a user; expected sip:alice@contoso.test, alice@contoso.test or alice"
+            ));
+        }
+        if let Some(d) = domain {
+            if !local_domains.iter().any(|l| l.eq_ignore_ascii_case(d)) {
+                return Err(format!(
+                    "`{text}` is not a user of this edge's domains ({}); external access policies apply to local users only",
+                    local_domains.join(", ")
+                ));
+            }
+        }
+        Ok(name)
+    }
+
     /// Whether this grant is for `user@host`.
     pub fn is_for(&self, user: &str, host: &str) -> bool {
         match self.user.split_once('@') {
@@ -846,7 +885,11 @@ use super::file::{split_host_port, Builder};
 
 impl Builder<'_> {
     /// Types and validates the federation sections; every problem is collected.
-    pub(super) fn federation(&mut self, raw: RawFederation) -> Federation {
+    pub(super) fn federation(
+        &mut self,
+        raw: RawFederation,
+        local_domains: &[String],
+    ) -> Federation {
         let mut fed = Federation {
             configured: raw.is_configured(),
             ..Federation::default()
@@ -978,26 +1021,13 @@ impl Builder<'_> {
         seen.clear();
         for (i, u) in raw.user.into_iter().enumerate() {
             let key = format!("user[{i}].user");
-            let name = u.user.trim();
-            let name = name
-                .strip_prefix("sip:")
-                .or_else(|| name.strip_prefix("SIP:"))
-                .unwrap_or(name)
-                .to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && !name.contains(char::is_whitespace)
-                && name.matches('@').count() <= 1
-                && !name.starts_with('@')
-                && !name.ends_with('@');
-            if !valid {
-                self.problem(
-                    &key,
-                    format!(
-                        "`{}` is not a user; expected \"sip:alice@contoso.test\" or \"alice\"",
-                        u.user
-                    ),
-                );
-            }
+            let name = match UserGrant::parse_user(&u.user, local_domains) {
+                Ok(name) => name,
+                Err(e) => {
+                    self.problem(&key, e);
+                    u.user.clone()
+                }
+            };
             if !seen.insert(name.clone()) {
                 self.problem(&key, format!("user `{name}` has two grants"));
             }

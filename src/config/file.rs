@@ -402,16 +402,19 @@ impl Builder<'_> {
         let topology = TopologySettings {
             key_file: raw.topology.key_file.map(|p| self.base_dir.join(p)),
         };
-        let federation = self.federation(RawFederation {
-            access_edge: raw.access_edge,
-            public_provider: raw.public_provider,
-            hosting_provider: raw.hosting_provider,
-            allowed_domain: raw.allowed_domain,
-            blocked_domain: raw.blocked_domain,
-            external_access_policy: raw.external_access_policy,
-            user: raw.user,
-            diagnostics: raw.diagnostics,
-        });
+        let federation = self.federation(
+            RawFederation {
+                access_edge: raw.access_edge,
+                public_provider: raw.public_provider,
+                hosting_provider: raw.hosting_provider,
+                allowed_domain: raw.allowed_domain,
+                blocked_domain: raw.blocked_domain,
+                external_access_policy: raw.external_access_policy,
+                user: raw.user,
+                diagnostics: raw.diagnostics,
+            },
+            &edge.local_domains,
+        );
         if federation.enabled() {
             // Federation decides routes for non-local domains; a static route beside it
             // would be silently ignored, so it is refused instead.

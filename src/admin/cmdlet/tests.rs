@@ -470,3 +470,34 @@ fn render_config_lists_every_family() {
         assert!(text.contains(needle), "{needle} in\n{text}");
     }
 }
+
+#[test]
+fn a_grant_to_someone_outside_the_edge_s_domains_is_refused_like_the_loader_refuses_it() {
+    let s = snap(PRE_PIC);
+    let s = run(
+        &s,
+        "New-CsExternalAccessPolicy -Identity NoPublicCloud -EnableFederationAccess 1",
+    );
+    for (who, says) in [
+        (
+            "sip:dan@fabrikam.test",
+            "not a user of this edge's domains (contoso.test)",
+        ),
+        ("sip:x@@contoso.test", "is not a user"),
+        ("sip:x@contoso test", "is not a user"),
+    ] {
+        let e = err(
+            &s,
+            &format!("Grant-CsExternalAccessPolicy -Identity \"{who}\" -PolicyName NoPublicCloud"),
+        );
+        assert!(e.to_string().contains(says), "{who}: {e}");
+        let toml = format!("{PRE_PIC}\n[[user]]\nuser = \"{who}\"\npolicy = \"NoFederation\"\n");
+        let loaded = Snapshot::from_toml(&format!("{BASE}{toml}"), Path::new("."));
+        let problem = loaded.expect_err("the loader refuses it too").to_string();
+        assert!(problem.contains(says), "{who}: {problem}");
+    }
+    run(
+        &s,
+        "Grant-CsExternalAccessPolicy -Identity zed -PolicyName NoPublicCloud",
+    );
+}
