@@ -1624,10 +1624,12 @@ mod tests {
         assert_eq!(s.federation.codes.blocked_domain, Code::new(403, 1903));
         let p = problems("[diagnostics]\nblocked_domain = { status = 200 }\n");
         assert_eq!(p[0].key, "diagnostics.blocked_domain");
-        assert!(matches!(
-            parse("[diagnostics]\nblocked = { status = 403 }\n"),
-            Err(ConfigError::Syntax { .. })
-        ));
+        let unknown = parse("[diagnostics]\nblocked = { status = 403 }\n").unwrap_err();
+        assert_eq!(
+            unknown.problems()[0].key,
+            "diagnostics.blocked",
+            "{unknown}"
+        );
     }
 
     #[test]

@@ -141,24 +141,96 @@ pub(super) fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 
 /// Parses a document into a validated snapshot.
 pub(super) fn parse(text: &str, base_dir: &Path) -> Result<Snapshot, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: None,
-        line: e.span().map(|s| line_of_offset(text, s.start)),
-        message: e.message().trim().to_string(),
-    })?;
+    if let Err(e) = toml::from_str::<toml::Table>(text) {
+        return Err(ConfigError::Syntax {
+            file: None,
+            line: e.span().map(|s| line_of_offset(text, s.start)),
+            message: e.message().trim().to_string(),
+        });
+    }
+    let (raw, mut problems) = schema_problems(text);
     let mut b = Builder {
         lines: KeyLines::new(text),
         problems: Vec::new(),
         base_dir,
     };
-    let snapshot = b.build(raw);
-    if b.problems.is_empty() {
-        Ok(snapshot)
-    } else {
-        Err(ConfigError::Invalid {
+    let snapshot = raw.map(|raw| b.build(raw));
+    problems.append(&mut b.problems);
+    match snapshot {
+        Some(snapshot) if problems.is_empty() => Ok(snapshot),
+        _ => Err(ConfigError::Invalid {
             file: None,
-            problems: b.problems,
-        })
+            problems,
+        }),
+    }
+}
+
+/// Deserializes well-formed TOML into the schema, collecting every unknown key and wrong
+/// type rather than the first: each offending `key = value` line is commented out (so
+/// line numbers stay true) and the text tried again. Gives the schema when what is left
+/// fits it, so the value checks can run on the rest.
+fn schema_problems(text: &str) -> (Option<RawConfig>, Vec<Problem>) {
+    const MOST: usize = 64;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut problems = Vec::new();
+    let mut commented: Vec<String> = Vec::new();
+    for _ in 0..MOST {
+        let current = lines.join("\n");
+        let e = match toml::from_str::<RawConfig>(&current) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_string();
+        // A required key that was commented out for its own problem is not a second one.
+        let follows_own = commented
+            .iter()
+            .any(|k| message.starts_with(&format!("missing field `{k}`")));
+        if follows_own {
+            break;
+        }
+        let line = e.span().map(|s| line_of_offset(&current, s.start));
+        let (key, name) = line.map_or((String::new(), None), |l| key_at(&lines, l));
+        problems.push(Problem { key, line, message });
+        let (Some(l), Some(name)) = (line, name) else {
+            break;
+        };
+        lines[l - 1] = format!("# {}", lines[l - 1]);
+        if toml::from_str::<toml::Table>(&lines.join("\n")).is_err() {
+            break;
+        }
+        commented.push(name);
+    }
+    (None, problems)
+}
+
+/// The dotted key a `key = value` line (1-based) sets, under the table header above it,
+/// and the key's own name; a header line gives the table's name and no key.
+fn key_at(lines: &[String], line: usize) -> (String, Option<String>) {
+    let header = |l: &str| {
+        let t = l.trim();
+        t.starts_with('[')
+            .then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .find_map(|l| header(l))
+        .unwrap_or_default();
+    let here = lines.get(line - 1).map_or("", String::as_str);
+    if let Some(h) = header(here) {
+        return (h, None);
+    }
+    match here.split_once('=') {
+        Some((k, _)) if !here.trim_start().starts_with('#') => {
+            let name = k.trim().trim_matches('"').to_string();
+            let key = if table.is_empty() {
+                name.clone()
+            } else {
+                format!("{table}.{name}")
+            };
+            (key, Some(name))
+        }
+        _ => (table, None),
     }
 }
 
@@ -1015,17 +1087,46 @@ transport = "udp"
             "udp_port = 0\nudp_prot = 1\n\n[interfaces.internal]",
         );
         let err = parse_str(&text).unwrap_err();
-        match &err {
-            ConfigError::Syntax { line, message, .. } => {
-                assert_eq!(*line, Some(9), "{err}");
-                assert!(message.contains("udp_prot"), "{message}");
-                assert!(
-                    message.contains("udp_port"),
-                    "names the valid keys: {message}"
-                );
-            }
-            other => panic!("expected a syntax error, got {other:?}"),
+        let p = &err.problems()[0];
+        assert_eq!(p.line, Some(9), "{err}");
+        assert_eq!(p.key, "interfaces.external.udp_prot", "{err}");
+        assert!(p.message.contains("udp_prot"), "{err}");
+        assert!(
+            p.message.contains("udp_port"),
+            "names the valid keys: {err}"
+        );
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_at_once_with_the_value_problems() {
+        let text = MINIMAL
+            .replace(
+                "udp_port = 0\n\n[interfaces.internal]",
+                "udp_port = \"five\"\nudp_prot = 1\n\n[interfaces.internal]",
+            )
+            .replace("transport = \"udp\"", "transport = \"sctp\"");
+        let err = parse_str(&text).unwrap_err();
+        let got: Vec<(String, Option<usize>)> = err
+            .problems()
+            .into_iter()
+            .map(|p| (p.key, p.line))
+            .collect();
+        let want = [
+            ("interfaces.external.udp_port", 8),
+            ("interfaces.external.udp_prot", 9),
+            ("pool.transport", 18),
+        ];
+        for (key, line) in want {
+            assert!(
+                got.contains(&(key.to_string(), Some(line))),
+                "{key} on line {line} in {err}"
+            );
         }
+        let text = MINIMAL.replace("fqdn = \"edge-int.contoso.test\"", "fqdn = 7");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.problems()[0].key, "interfaces.internal.fqdn", "{err}");
+        // A required key commented out for its own type error is not reported missing.
+        assert!(!err.to_string().contains("missing field"), "{err}");
     }
 
     #[test]
