@@ -14,6 +14,7 @@
 //! - `tls`: rustls configurations and peer identity.
 //! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
 //!   PIC provisioning, run-time faults.
+//! - `preflight`: what `run` would refuse at start (files, shared ports), for `check-config`.
 //! - `send`: `sipedge send`, one request into a running edge and what came back.
 //! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
@@ -63,6 +64,7 @@ pub mod lab;
 pub mod load;
 pub mod metrics;
 pub mod peer;
+pub mod preflight;
 pub mod send;
 pub mod tls;
 pub mod tls_store;

@@ -350,8 +350,23 @@ fn init_logging(format: LogFormat) {
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match Snapshot::load(file) {
-        Ok(s) => {
+    let loaded = Snapshot::load(file).map(|s| {
+        let problems = sipedge::preflight::check(&s);
+        (s, problems)
+    });
+    match loaded {
+        Ok((_, problems)) if !problems.is_empty() => {
+            eprintln!(
+                "{}: {} problem(s) `sipedge run` would refuse at start",
+                file.display(),
+                problems.len()
+            );
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Ok((s, _)) => {
             println!(
                 "{}: OK (local domains: {}; external {} / internal {})",
                 file.display(),

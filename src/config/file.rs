@@ -943,6 +943,12 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
 // === key → line ===
 
 /// Finds the line of a dotted key (`routes[1].transport`) in the source text.
+/// The 1-based line of a dotted key (`interfaces.external.tls.cert`, `user[2].user`) in a
+/// config text, for problems found after loading (`sipedge check-config`'s start checks).
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    KeyLines::new(text).line_of(key)
+}
+
 pub(super) struct KeyLines {
     text: String,
     doc: Option<toml_edit::Document<String>>,

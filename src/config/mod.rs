@@ -22,7 +22,7 @@ pub use federation::{
     PublicProvider, UnmarkedSource, UserGrant, VerificationLevel, DEFAULT_FEDERATED_METHODS,
     FEDERATION_PORT,
 };
-pub use file::{ConfigError, Problem};
+pub use file::{line_of_key, ConfigError, Problem};
 pub use index::LookupIndex;
 pub use live::Live;
 

@@ -113,11 +113,7 @@ impl LabDnsServer {
             })
             .transpose()?
             .unwrap_or_else(Name::root);
-        let (_, records) = Parser::new(zone_text, None, Some(origin))
-            .parse()
-            .map_err(|e| ZoneError::Parse {
-                detail: e.to_string(),
-            })?;
+        let records = parse_zone(zone_text, origin)?;
         let srv_by_target = srv_owners_by_target(&records);
 
         let mut catalog = Catalog::new();
@@ -299,6 +295,22 @@ fn srv_owners_by_target(records: &BTreeMap<RrKey, RecordSet>) -> HashMap<String,
         }
     }
     out
+}
+
+/// Parses a master file's records (the part of starting a server that can fail on the
+/// file's text, so `check-config` can run it without serving anything).
+fn parse_zone(zone_text: &str, origin: Name) -> Result<BTreeMap<RrKey, RecordSet>, ZoneError> {
+    let (_, records) = Parser::new(zone_text, None, Some(origin))
+        .parse()
+        .map_err(|e| ZoneError::Parse {
+            detail: e.to_string(),
+        })?;
+    Ok(records)
+}
+
+/// Whether `zone_text` would be served: it parses, with an SOA, every record inside a zone.
+pub fn check_zone(zone_text: &str) -> Result<(), ZoneError> {
+    split_zones(parse_zone(zone_text, Name::root())?).map(|_| ())
 }
 
 /// Groups parsed record sets into zones: one per SOA owner, each record set going to

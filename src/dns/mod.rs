@@ -23,7 +23,7 @@ mod srv;
 pub use cache::{CachingResolver, DnsStats, DEFAULT_NEGATIVE_TTL};
 pub use fake::StaticResolver;
 pub use hickory::{BuildError, HickoryResolver};
-pub use lab_zone::{DnsFault, LabDnsServer, ZoneError, ZoneFaults};
+pub use lab_zone::{check_zone, DnsFault, LabDnsServer, ZoneError, ZoneFaults};
 pub use srv::{order_srv, same_domain};
 
 use std::future::Future;

@@ -80,3 +80,64 @@ fn check_config_names_a_bad_value_and_what_would_be_valid() {
     assert!(out.contains("`pool.transport`"), "{out}");
     assert!(out.contains("expected udp, tcp or tls"), "{out}");
 }
+
+#[test]
+fn check_config_reports_what_run_would_refuse_at_start_each_with_its_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(dir.path().join("bad.zone"), "this is not a zone\n").expect("zone");
+    std::fs::write(
+        &path,
+        r#"[edge]
+local_domains = ["contoso.test"]
+
+[interfaces.external]
+fqdn = "accessedge.contoso.test"
+address = "127.0.0.1"
+tcp_port = 5999
+tls_port = 5998
+
+[interfaces.external.tls]
+cert = "missing.crt"
+key = "missing.key"
+trust_anchors = ["missing-ca.crt"]
+
+[interfaces.internal]
+fqdn = "edge-int.contoso.test"
+address = "127.0.0.2"
+tcp_port = 5060
+
+[pool]
+target = "127.0.0.1:5070"
+transport = "tcp"
+
+[dns]
+zone_file = "bad.zone"
+zone_listen = "127.0.0.2:5060"
+
+[admin]
+listen = "127.0.0.1:5998"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for (line, key, says) in [
+        (10, "interfaces.external.tls", "missing.crt"),
+        (25, "dns.zone_file", "bad.zone"),
+        (26, "dns.zone_listen", "interfaces.internal.tcp_port"),
+        (29, "admin.listen", "interfaces.external.tls_port"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("line {line}: `{key}`")) && l.contains(says)),
+            "line {line} `{key}` saying {says} in:\n{err}"
+        );
+    }
+    assert!(err.contains("4 problem(s)"), "{err}");
+}
