@@ -353,12 +353,7 @@ impl UserGrant {
         };
         let user_ok =
             !user.is_empty() && !user.contains(|c: char| c.is_whitespace() || c == '@' || c == ':');
-        let domain_ok = domain.is_none_or(|d| {
-            !d.is_empty()
-                && d.split('.').all(|l| {
-                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                })
-        });
+        let domain_ok = domain.is_none_or(|d| super::values::dns_name(d).is_ok());
         if !user_ok || !domain_ok {
             return Err(format!(
                 "`{text}` is not a user; expected sip:alice@contoso.test, alice@contoso.test or alice"

@@ -10,6 +10,7 @@ mod index;
 mod live;
 #[cfg(test)]
 mod schema_keys;
+pub mod values;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
