@@ -60,6 +60,10 @@ enum Command {
         /// Print the configuration the lab would run and exit.
         #[arg(long)]
         print_config: bool,
+        /// Write a lab of your own into DIR (lab.toml, lab.zone, certs/) and exit; run it
+        /// with `sipedge lab --config DIR/lab.toml`.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "ephemeral", "print_config"])]
+        init: Option<PathBuf>,
     },
     /// Validate a configuration file without starting anything.
     CheckConfig {
@@ -110,8 +114,8 @@ enum Command {
     ///
     /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
     /// Messenger`. Without --endpoint/--token the state file the edge wrote at start is read
-    /// ($XDG_RUNTIME_DIR/sipedge/admin.json or /tmp/sipedge-<uid>/admin.json). The flags may
-    /// also follow the line.
+    /// ($XDG_RUNTIME_DIR/sipedge/edges/<pid>.json or /tmp/sipedge-<uid>/edges/): the one
+    /// edge running, or the one running --config FILE. The flags may also follow the line.
     ///
     /// Two more read what the edge saw: `decisions [N]` (the last N decisions with their
     /// trail of checks, default 20) and `metrics` (the counters, Prometheus text).
@@ -215,9 +219,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => config_or_embedded(config).and_then(|(c, _)| run(c)),
         Command::Lab {
+            init: Some(dir), ..
+        } => lab_init(&dir),
+        Command::Lab {
             config,
             ephemeral,
             print_config,
+            init: None,
         } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Certs { out } => certs(&out),
@@ -232,10 +240,11 @@ fn main() -> ExitCode {
             timeout,
             edge,
             source,
-        } => config_or_embedded(config).and_then(|(config, _)| {
+        } => config_of_running(config).and_then(|(config, running)| {
             send(
                 &config,
                 sipedge::send::SendRequest {
+                    bound: running.map(|r| r.listeners).unwrap_or_default(),
                     from,
                     to,
                     method,
@@ -271,7 +280,7 @@ fn main() -> ExitCode {
             peer_cert_names,
             method,
             sdp,
-        } => config_or_embedded(config).and_then(|(config, _)| {
+        } => config_of_running(config).and_then(|(config, _)| {
             explain(
                 &config,
                 sipedge::explain::ExplainRequest {
@@ -405,12 +414,14 @@ fn admin(
     args: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     // Flags after the line arrive inside it (the line takes every word after the cmdlet).
+    let mut config: Option<PathBuf> = None;
     let mut words = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--persist" => persist = true,
             "--persist-all" => persist_all = true,
+            "--config" => config = it.next().map(PathBuf::from),
             "--endpoint" => endpoint = it.next(),
             "--token" => token = it.next(),
             _ => match (a.strip_prefix("--endpoint="), a.strip_prefix("--token=")) {
@@ -442,13 +453,19 @@ fn admin(
     let (endpoint, token) = match (endpoint, token) {
         (Some(e), Some(t)) => (e, t),
         (e, t) => {
-            let path = sipedge::admin::state::default_path();
-            let (se, st) = sipedge::admin::state::read(&path).with_context(|| {
-                format!(
-                    "no --endpoint/--token given and no running edge found in {}",
-                    path.display()
-                )
-            })?;
+            let dir = sipedge::admin::state::default_dir();
+            let running = sipedge::admin::state::choose(&dir, config.as_deref())
+                .map_err(|m| anyhow::anyhow!(m))?;
+            let found = running
+                .as_ref()
+                .and_then(|r| Some((r.endpoint.clone()?, r.token.clone()?)));
+            let Some((se, st)) = found else {
+                anyhow::bail!(
+                    "no --endpoint/--token given and no running edge{} with an admin endpoint found in {}",
+                    config.map(|c| format!(" on {}", c.display())).unwrap_or_default(),
+                    dir.display()
+                );
+            };
             (e.unwrap_or(se), t.unwrap_or(st))
         }
     };
@@ -653,7 +670,8 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
             tls.clone()
                 .map(|t| t as Arc<dyn sipedge::transport::TlsSource>),
         )?;
-        let state = write_admin_state(edge.admin_addr(), edge.admin_token());
+        let admin = edge.admin_addr().zip(edge.admin_token());
+        let state = write_state("run", &config, &edge, admin);
         let waited = wait_for_signals(&config, &live, tls.as_deref()).await;
         if let Some(p) = state {
             let _ = std::fs::remove_file(p);
@@ -673,19 +691,60 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Writes the admin state file so `sipedge admin` finds this process; its path, if written.
-fn write_admin_state(addr: Option<std::net::SocketAddr>, token: Option<&str>) -> Option<PathBuf> {
-    let (addr, token) = (addr?, token?);
-    let path = sipedge::admin::state::default_path();
-    match sipedge::admin::state::write(&path, &format!("http://{addr}"), token) {
-        Ok(()) => {
-            tracing::info!(state = %path.display(), "admin endpoint and token written");
+/// Writes this process's state file so the other commands find it; its path, if written.
+fn write_state(
+    kind: &str,
+    config: &std::path::Path,
+    edge: &Edge,
+    admin: Option<(std::net::SocketAddr, &str)>,
+) -> Option<PathBuf> {
+    use sipedge::admin::state::{self, Listener, Running};
+    use sipedge::transport::{Interface, Transport};
+    let mut listeners = Vec::new();
+    for interface in [Interface::External, Interface::Internal] {
+        for transport in [Transport::Tls, Transport::Tcp, Transport::Udp] {
+            if let Some(addr) = edge.local_addr(interface, transport) {
+                listeners.push(Listener {
+                    interface,
+                    transport,
+                    addr,
+                });
+            }
+        }
+    }
+    let running = Running {
+        pid: std::process::id(),
+        kind: kind.to_string(),
+        config: std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf()),
+        endpoint: admin.map(|(a, _)| format!("http://{a}")),
+        token: admin.map(|(_, t)| t.to_string()),
+        listeners,
+    };
+    let dir = state::default_dir();
+    match state::write(&dir, &running) {
+        Ok(path) => {
+            tracing::info!(state = %path.display(), "state file written: the other sipedge commands find this {kind} by it");
             Some(path)
         }
         Err(e) => {
-            tracing::warn!(error = %e, state = %path.display(), "cannot write the admin state file; use sipedge admin --endpoint/--token");
+            tracing::warn!(error = %e, state = %dir.display(), "cannot write the state file; give the other commands --config (and admin --endpoint/--token)");
             None
         }
+    }
+}
+
+/// The config a tool reads and the running edge or lab it talks to: with `--config`, the
+/// one running that file if any; without, the only one running, else the embedded lab.
+fn config_of_running(
+    config: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, Option<sipedge::admin::state::Running>)> {
+    let dir = sipedge::admin::state::default_dir();
+    let running =
+        sipedge::admin::state::choose(&dir, config.as_deref()).map_err(|m| anyhow::anyhow!(m))?;
+    match (config, running) {
+        (Some(c), r) => Ok((c, r)),
+        (None, Some(r)) => Ok((r.config.clone(), Some(r))),
+        (None, None) => config_or_embedded(None).map(|(c, _)| (c, None)),
     }
 }
 
@@ -703,6 +762,20 @@ fn config_or_embedded(
         .with_context(|| format!("writing the embedded lab config to {}", dir.display()))?;
     tracing::debug!(config = %prepared.config.display(), "using the embedded lab config");
     Ok((prepared.config.clone(), Some(prepared)))
+}
+
+/// `sipedge lab --init DIR`.
+fn lab_init(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let made = sipedge::lab::embedded::init(dir)
+        .with_context(|| format!("writing a lab into {}", dir.display()))?;
+    println!("{}", made.config.display());
+    println!("{}", dir.join("lab.zone").display());
+    println!("{}/", made.certs_dir.display());
+    println!(
+        "\nrun it with: sipedge lab --config {}",
+        made.config.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sipedge lab`: everything in one process until SIGINT/SIGTERM.
@@ -730,7 +803,8 @@ fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::
         let mut opts = LabOptions::for_config(&config);
         opts.ephemeral = ephemeral;
         let lab = Lab::start(snapshot, opts).await?;
-        let state = write_admin_state(lab.admin_addr(), lab.admin_token());
+        let admin = lab.admin_addr().zip(lab.admin_token());
+        let state = write_state("lab", &config, lab.edge(), admin);
         match &prepared {
             None => println!("sipedge lab ({})\n", config.display()),
             Some(p) => {
@@ -799,14 +873,21 @@ fn try_next(config: Option<&std::path::Path>, edge: Option<std::net::SocketAddr>
     ]
 }
 
-/// Waits for SIGINT or SIGTERM.
+/// Waits for SIGINT, SIGTERM or SIGHUP. The lab drains on SIGHUP as on SIGTERM rather
+/// than reload: it rewrites its config at start (bound ports, peer addresses), which a
+/// reload from the file would undo; a closed terminal then stops it cleanly.
 async fn wait_for_stop() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
+        _ = hup.recv() => {
+            tracing::info!("SIGHUP: the lab drains and stops (it does not reload; restart it to read its config again)");
+            Ok(())
+        }
     }
 }
 

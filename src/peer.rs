@@ -10,7 +10,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The side of the edge a message arrived on or leaves through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Interface {
     /// Faces the organisation's Front End pool.
     Internal,
@@ -56,7 +57,8 @@ impl FromStr for Interface {
 }
 
 /// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
     Tcp,

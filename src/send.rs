@@ -71,6 +71,9 @@ pub struct SendRequest {
     /// The edge's address for that interface and transport, when it is not the one the
     /// config gives (an edge bound to ephemeral ports, e.g. `sipedge lab --ephemeral`).
     pub edge: Option<SocketAddr>,
+    /// Where the running edge or lab bound its listeners (its state file), used when
+    /// `edge` is not given: the config's ports may be 0 (ephemeral).
+    pub bound: Vec<crate::admin::state::Listener>,
     /// The local address to send from (a loopback alias the lab maps to a partner, say);
     /// `None`: whatever the system picks.
     pub source: Option<std::net::IpAddr>,
@@ -170,7 +173,12 @@ pub async fn send(
     } else {
         Transport::Udp
     });
-    let addr = match req.edge {
+    let bound = req
+        .bound
+        .iter()
+        .find(|l| l.interface == interface && l.transport == transport)
+        .map(|l| l.addr);
+    let addr = match req.edge.or(bound) {
         Some(addr) => addr,
         None => {
             let port = match transport {

@@ -1,22 +1,70 @@
-//! The state file that lets `sipedge admin` find a local edge without flags.
+//! The state files that let the other `sipedge` commands find a running edge or lab
+//! without flags: its config, the addresses it bound, and its admin endpoint and token.
 //!
-//! `{ "endpoint": "http://127.0.0.1:PORT", "token": "…" }`, written by `sipedge run` when
-//! the config has `[admin]`, in `$XDG_RUNTIME_DIR/sipedge/admin.json`, or else
-//! `/tmp/sipedge-<uid>/admin.json`. The directory is 0700 and the file 0600, so only the
+//! One file per running process, `edges/<pid>.json` in `$XDG_RUNTIME_DIR/sipedge/` or else
+//! `/tmp/sipedge-<uid>/`, so two labs never overwrite each other's; a file whose process
+//! is gone is removed when found. The directory is 0700 and the files 0600, so only the
 //! user who started the edge can read the token; a directory owned by someone else is
 //! refused rather than trusted.
 
 use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where the state file lives for this user.
-pub fn default_path() -> PathBuf {
+use serde::{Deserialize, Serialize};
+
+use crate::peer::{Interface, Transport};
+
+/// The folder of this user's state files.
+pub fn default_dir() -> PathBuf {
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d).join("sipedge"),
         None => tmp_dir(),
     };
-    dir.join("admin.json")
+    dir.join("edges")
+}
+
+/// What a running `sipedge run` or `sipedge lab` tells the other commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub pid: u32,
+    /// `run` or `lab`.
+    pub kind: String,
+    /// The config file it runs, absolute.
+    pub config: PathBuf,
+    /// `http://ADDR` of the admin endpoint, with its bearer token.
+    pub endpoint: Option<String>,
+    pub token: Option<String>,
+    /// Every listener as bound (ephemeral ports resolved).
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub interface: Interface,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// Where it listens for `interface` over `transport`.
+    pub fn listener(&self, interface: Interface, transport: Transport) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.interface == interface && l.transport == transport)
+            .map(|l| l.addr)
+    }
+
+    /// One line naming it, for a choice between several.
+    pub fn describe(&self) -> String {
+        format!(
+            "pid {} (sipedge {}, {})",
+            self.pid,
+            self.kind,
+            self.config.display()
+        )
+    }
 }
 
 /// This process's user id (the owner of `/proc/self`).
@@ -49,56 +97,65 @@ pub fn tmp_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/sipedge-{}", uid()))
 }
 
-/// Writes the endpoint and token, readable only by the user.
-pub fn write(path: &Path, endpoint: &str, token: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        ensure_private_dir(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
+/// Writes `r` as `dir/<pid>.json`, readable only by the user; the path written.
+pub fn write(dir: &Path, r: &Running) -> io::Result<PathBuf> {
+    ensure_private_dir(dir)?;
+    let path = dir.join(format!("{}.json", r.pid));
+    let _ = std::fs::remove_file(&path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    writeln!(
-        f,
-        "{{ \"endpoint\": \"{}\", \"token\": \"{}\" }}",
-        escape(endpoint),
-        escape(token)
-    )
+        .open(&path)?;
+    let text = serde_json::to_string_pretty(r).map_err(io::Error::other)?;
+    writeln!(f, "{text}")?;
+    Ok(path)
 }
 
-/// Reads `(endpoint, token)` back.
-pub fn read(path: &Path) -> io::Result<(String, String)> {
-    let text = std::fs::read_to_string(path)?;
-    let field = |name: &str| {
-        string_field(&text, name).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} has no \"{name}\"", path.display()),
-            )
-        })
+/// Every edge or lab of this user still running, oldest first; files of processes that
+/// are gone are removed.
+pub fn running(dir: &Path) -> Vec<Running> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
     };
-    Ok((field("endpoint")?, field("token")?))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// The string value of `"name": "…"` in a flat JSON object.
-fn string_field(text: &str, name: &str) -> Option<String> {
-    let key = format!("\"{name}\"");
-    let after = &text[text.find(&key)? + key.len()..];
-    let after = after.trim_start().strip_prefix(':')?.trim_start();
-    let mut chars = after.strip_prefix('"')?.chars();
-    let mut out = String::new();
-    loop {
-        match chars.next()? {
-            '"' => return Some(out),
-            '\\' => out.push(chars.next()?),
-            c => out.push(c),
+    let mut out = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
         }
+        let parsed = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Running>(&t).ok());
+        match parsed {
+            Some(r) if Path::new(&format!("/proc/{}", r.pid)).exists() => out.push(r),
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    out.sort_by_key(|r| r.pid);
+    out
+}
+
+/// The running edge a command should talk to: the one running `config` when one is given,
+/// else the only one; several without a choice is an error that lists them.
+pub fn choose(dir: &Path, config: Option<&Path>) -> Result<Option<Running>, String> {
+    let all = running(dir);
+    if let Some(c) = config {
+        let want = std::fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf());
+        return Ok(all.into_iter().find(|r| r.config == want));
+    }
+    match all.len() {
+        0 => Ok(None),
+        1 => Ok(all.into_iter().next()),
+        _ => Err(format!(
+            "{} edges are running: {}; choose one with --config FILE",
+            all.len(),
+            all.iter()
+                .map(Running::describe)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -106,21 +163,44 @@ fn string_field(text: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn me(config: &Path) -> Running {
+        Running {
+            pid: std::process::id(),
+            kind: "lab".into(),
+            config: config.to_path_buf(),
+            endpoint: Some("http://127.0.0.1:4567".into()),
+            token: Some("t\"ok".into()),
+            listeners: vec![Listener {
+                interface: Interface::Internal,
+                transport: Transport::Tls,
+                addr: "127.0.0.2:40001".parse().unwrap(),
+            }],
+        }
+    }
+
     #[test]
-    fn round_trip_and_private_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("admin.json");
-        write(&path, "http://127.0.0.1:4567", "t\"ok").unwrap();
-        assert_eq!(
-            read(&path).unwrap(),
-            ("http://127.0.0.1:4567".to_string(), "t\"ok".to_string())
-        );
+    fn a_running_edge_is_found_in_a_private_file_and_a_gone_one_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sipedge").join("edges");
+        let path = write(&dir, &me(Path::new("/x/lab.toml"))).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let dmode = std::fs::metadata(path.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode();
+        let dmode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(dmode & 0o777, 0o700);
+        // A process that is gone: pid 0 is never a user process's.
+        let mut gone = me(Path::new("/y/lab.toml"));
+        gone.pid = 0;
+        let stale = write(&dir, &gone).unwrap();
+        assert_eq!(running(&dir), vec![me(Path::new("/x/lab.toml"))]);
+        assert!(!stale.exists(), "the gone process's file is removed");
+        let only = choose(&dir, None).unwrap().unwrap();
+        assert_eq!(
+            only.listener(Interface::Internal, Transport::Tls),
+            Some("127.0.0.2:40001".parse().unwrap())
+        );
+        assert_eq!(
+            choose(&dir, Some(Path::new("/elsewhere.toml"))).unwrap(),
+            None
+        );
     }
 }

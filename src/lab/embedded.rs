@@ -32,6 +32,12 @@ pub enum EmbeddedError {
     Certs(#[from] CertError),
 }
 
+/// Turns an I/O error on `path` into the error naming it.
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EmbeddedError {
+    let path = path.to_path_buf();
+    move |source| EmbeddedError::Io { path, source }
+}
+
 /// The embedded lab, written out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
@@ -57,10 +63,6 @@ pub fn default_dir() -> PathBuf {
 /// Writes the embedded config and zone into `dir` (mode 0700), and the lab certificates
 /// when `dir/certs` does not hold a complete set.
 pub fn prepare(dir: &Path) -> Result<Prepared, EmbeddedError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| EmbeddedError::Io { path, source }
-    };
     crate::admin::state::ensure_private_dir(dir).map_err(io_err(dir))?;
     let config_dir = dir.join("config");
     std::fs::create_dir_all(&config_dir).map_err(io_err(&config_dir))?;
@@ -83,6 +85,35 @@ pub fn prepare(dir: &Path) -> Result<Prepared, EmbeddedError> {
         config,
         certs_dir,
         generated_certs: !complete,
+    })
+}
+
+/// Writes a lab of one's own into `dir`: `lab.toml` (the embedded config with its paths
+/// made relative to `dir`), `lab.zone` and `certs/`, for `sipedge lab --config
+/// dir/lab.toml` to run and for the user to change for good. An existing `lab.toml` is
+/// never overwritten.
+pub fn init(dir: &Path) -> Result<Prepared, EmbeddedError> {
+    crate::admin::state::ensure_private_dir(dir).map_err(io_err(dir))?;
+    let config = dir.join("lab.toml");
+    if config.exists() {
+        return Err(EmbeddedError::Io {
+            path: config,
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "already exists; run it with sipedge lab --config, or init another directory",
+            ),
+        });
+    }
+    // The embedded file sits in config/ beside ../certs; here both are in `dir`.
+    let toml = LAB_TOML.replace("\"../certs/", "\"certs/");
+    std::fs::write(dir.join("lab.zone"), LAB_ZONE).map_err(io_err(&dir.join("lab.zone")))?;
+    let certs_dir = dir.join("certs");
+    certs::write_lab_set(&certs_dir)?;
+    std::fs::write(&config, toml).map_err(io_err(&config))?;
+    Ok(Prepared {
+        config,
+        certs_dir,
+        generated_certs: true,
     })
 }
 
@@ -110,6 +141,30 @@ mod tests {
         let second = prepare(&dir).unwrap();
         assert!(!second.generated_certs);
         assert_eq!(std::fs::read(second.certs_dir.join("ca.crt")).unwrap(), ca);
+    }
+
+    #[test]
+    fn an_initialised_lab_loads_from_its_own_directory_and_is_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mylab");
+        let made = init(&dir).unwrap();
+        assert_eq!(made.config, dir.join("lab.toml"));
+        let snap = crate::config::Snapshot::load(&made.config).unwrap();
+        let cert = &snap.external.tls.as_ref().unwrap().cert;
+        assert!(
+            cert.starts_with(&dir) && cert.exists(),
+            "{}",
+            cert.display()
+        );
+        assert_eq!(
+            snap.dns.zone_file.as_deref(),
+            Some(dir.join("lab.zone").as_path())
+        );
+        assert!(snap.topology.key_file.as_ref().unwrap().starts_with(&dir));
+        assert!(crate::preflight::check(&snap).is_empty());
+        std::fs::write(&made.config, "# mine\n").unwrap();
+        assert!(init(&dir).is_err());
+        assert_eq!(std::fs::read_to_string(&made.config).unwrap(), "# mine\n");
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub(crate) struct Running {
     lines: mpsc::Receiver<String>,
     /// Every line read so far, so lines can be looked for in any order.
     seen: std::cell::RefCell<Vec<String>>,
+    /// Its own XDG_RUNTIME_DIR, so its state file is found by this test's commands only.
+    _runtime: tempfile::TempDir,
 }
 
 impl Running {
@@ -22,7 +24,9 @@ impl Running {
     /// `sipedge run` on `config` through `command` (the binary itself, or a wrapper such
     /// as `ip netns exec NS <binary>` that execs it, so the child's PID is the edge's).
     pub(crate) fn spawn(mut command: Command, config: &std::path::Path) -> Running {
+        let runtime = tempfile::tempdir().expect("runtime dir");
         let mut child = command
+            .env("XDG_RUNTIME_DIR", runtime.path())
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
             .stderr(Stdio::piped())
@@ -34,6 +38,7 @@ impl Running {
             child,
             lines,
             seen: Default::default(),
+            _runtime: runtime,
         }
     }
 

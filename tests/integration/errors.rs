@@ -16,7 +16,9 @@ fn run_fails(config: &str, files: &[(&str, &str)]) -> String {
     }
     let path = dir.path().join("edge.toml");
     std::fs::write(&path, config).expect("write");
+    let runtime = tempfile::tempdir().expect("runtime dir");
     let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .env("XDG_RUNTIME_DIR", runtime.path())
         .args(["run", "--config"])
         .arg(&path)
         .output()
@@ -106,7 +108,10 @@ fn a_zone_port_in_use_is_named_as_the_dns_zone_not_an_interface() {
 
 /// `sipedge send --from sip:alice@contoso.test --to TO` with `args`: exit code and stderr.
 fn send_as_alice(to: &str, args: &[&str]) -> (Option<i32>, String) {
+    // No running edge of another test may be found through the state files.
+    let runtime = tempfile::tempdir().expect("runtime dir");
     let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .env("XDG_RUNTIME_DIR", runtime.path())
         .args(["send", "--from", "sip:alice@contoso.test", "--to", to])
         .args(args)
         .output()

@@ -25,18 +25,28 @@ struct LabProcess {
     /// What it printed before "Ctrl-C stops the lab."
     banner: String,
     data: tempfile::TempDir,
-    runtime: tempfile::TempDir,
+    /// Its XDG_RUNTIME_DIR (where the state files go), its own unless shared.
+    runtime: PathBuf,
+    _own_runtime: Option<tempfile::TempDir>,
     cwd: tempfile::TempDir,
 }
 
 impl LabProcess {
     fn start(extra: &[&str]) -> LabProcess {
-        let (data, runtime, cwd) = (temp(), temp(), temp());
+        let own = temp();
+        let mut lab = LabProcess::start_sharing(extra, own.path());
+        lab._own_runtime = Some(own);
+        lab
+    }
+
+    /// A lab whose XDG_RUNTIME_DIR is `runtime`, shared with other labs of the test.
+    fn start_sharing(extra: &[&str], runtime: &std::path::Path) -> LabProcess {
+        let (data, cwd) = (temp(), temp());
         let mut child = Command::new(BIN)
             .args(["lab", "--ephemeral"])
             .args(extra)
             .env("XDG_DATA_HOME", data.path())
-            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env("XDG_RUNTIME_DIR", runtime)
             .current_dir(cwd.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -60,7 +70,8 @@ impl LabProcess {
             child,
             banner,
             data,
-            runtime,
+            runtime: runtime.to_path_buf(),
+            _own_runtime: None,
             cwd,
         }
     }
@@ -70,7 +81,7 @@ impl LabProcess {
         Command::new(BIN)
             .args(args)
             .env("XDG_DATA_HOME", self.data.path())
-            .env("XDG_RUNTIME_DIR", self.runtime.path())
+            .env("XDG_RUNTIME_DIR", &self.runtime)
             .current_dir(self.cwd.path())
             .stdin(Stdio::null())
             .output()
@@ -96,9 +107,14 @@ impl LabProcess {
     }
 
     /// SIGTERM, then the exit status within ten seconds.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_with("TERM");
+    }
+
+    /// The signal `sig`, then exit status 0 within ten seconds.
+    fn stop_with(mut self, sig: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(sent.success());
@@ -348,4 +364,72 @@ fn the_pre_pic_lab_takes_the_seed_procedure_through_the_binary() {
         "{out}"
     );
     lab.stop();
+}
+
+/// The state files in a runtime directory: one per running lab.
+fn state_files(runtime: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(runtime.join("sipedge/edges"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_labs_keep_their_own_state_and_each_tool_finds_the_one_its_config_names() {
+    let shared = temp();
+    let a = LabProcess::start_sharing(&[], shared.path());
+    let own = temp();
+    let dir = own.path().join("mylab");
+    let made = a.ok(&["lab", "--init", dir.to_str().unwrap()]);
+    let config = dir.join("lab.toml");
+    assert!(
+        made.contains(&format!("sipedge lab --config {}", config.display())),
+        "{made}"
+    );
+    let b_config = config.to_str().unwrap();
+    let b = LabProcess::start_sharing(&["--config", b_config], shared.path());
+    assert_eq!(
+        state_files(shared.path()).len(),
+        2,
+        "one state file per lab"
+    );
+
+    // Without a choice, a tool names both labs rather than pick one.
+    let out = a.sipedge(&["admin", "Get-CsAllowedDomain"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("2 edges are running") && err.contains(b_config),
+        "{err}"
+    );
+    assert!(err.contains("--config"), "{err}");
+
+    // With --config each finds its own lab: its admin endpoint, its ephemeral ports.
+    let got = b.ok(&["admin", "--config", b_config, "Get-CsAllowedDomain"]);
+    assert!(got.contains("fabrikam.test"), "{got}");
+    let sent = b.ok(&[
+        "send",
+        "--config",
+        b_config,
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:x@live.com",
+    ]);
+    assert!(sent.contains("200"), "{sent}");
+
+    // A closed terminal (SIGHUP) drains lab A like SIGTERM; its state file goes with it,
+    // and then the one lab left is found without flags.
+    a.stop_with("HUP");
+    assert_eq!(state_files(shared.path()).len(), 1);
+    let got = b.ok(&["admin", "Get-CsAllowedDomain"]);
+    assert!(got.contains("fabrikam.test"), "{got}");
+    let sent = b.ok(&[
+        "send",
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:x@live.com",
+    ]);
+    assert!(sent.contains("200"), "{sent}");
+    b.stop();
 }
