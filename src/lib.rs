@@ -15,6 +15,8 @@
 //! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
 //!   PIC provisioning, run-time faults.
 //! - `send`: `sipedge send`, one request into a running edge and what came back.
+//! - `check_partner`: `sipedge check-partner` / `Test-CsFederatedPartner`, the chain to a
+//!   federated domain step by step (SRV, same-domain rule, address, TCP, TLS, OPTIONS).
 //! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
@@ -53,7 +55,16 @@ macro_rules! network_facing {
     };
 }
 
-network_facing!(dns, fuzzing, policy, proxy, sip, transport, txn);
+network_facing!(
+    check_partner,
+    dns,
+    fuzzing,
+    policy,
+    proxy,
+    sip,
+    transport,
+    txn
+);
 
 pub mod admin;
 pub mod config;

@@ -30,6 +30,9 @@ pub struct CmdletResult {
     pub snapshot: Option<Snapshot>,
     /// What PowerShell prints: property lists for `Get-*`, nothing for the others.
     pub output: String,
+    /// `Test-CsFederatedPartner -Domain D`: the domain to walk the chain to. The walk
+    /// needs the network, so the caller (the admin endpoint) runs `check_partner`.
+    pub test_partner: Option<String>,
 }
 
 /// Why a line was refused. Each message names what would have been valid.
@@ -90,11 +93,20 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
         valid: Cmdlet::ALL.iter().map(|c| c.name()).collect(),
     })?;
     let args = bind(cmd, rest)?;
+    if cmd.verb == Verb::Test {
+        let domain = args.text("Domain").ok_or_else(|| cmd.missing("Domain"))?;
+        return Ok(CmdletResult {
+            snapshot: None,
+            output: String::new(),
+            test_partner: Some(domain.to_string()),
+        });
+    }
     if cmd.verb == Verb::Get {
         let output = get(cmd, &snapshot.federation, &args)?;
         return Ok(CmdletResult {
             snapshot: None,
             output,
+            test_partner: None,
         });
     }
     if !snapshot.federation.configured
@@ -113,6 +125,7 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
     Ok(CmdletResult {
         snapshot: Some(next),
         output: String::new(),
+        test_partner: None,
     })
 }
 
@@ -271,6 +284,7 @@ enum Verb {
     Set,
     Remove,
     Grant,
+    Test,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +295,7 @@ enum Noun {
     AllowedDomain,
     BlockedDomain,
     ExternalAccessPolicy,
+    FederatedPartner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +398,7 @@ const POLICY: &[Spec] = &[
     p("Description", Kind::Text),
 ];
 const GRANT: &[Spec] = &[IDENTITY, p("PolicyName", Kind::Text)];
+const TEST_PARTNER: &[Spec] = &[p("Domain", Kind::Fqdn)];
 const EDGE_GET: &[Spec] = &[IDENTITY];
 const EDGE_SET: &[Spec] = &[
     IDENTITY,
@@ -441,6 +457,7 @@ impl Cmdlet {
             c(Set, ExternalAccessPolicy),
             c(Remove, ExternalAccessPolicy),
             c(Grant, ExternalAccessPolicy),
+            c(Test, FederatedPartner),
         ]
     };
 
@@ -471,6 +488,7 @@ impl Cmdlet {
             (New, BlockedDomain) => BLOCKED_NEW,
             (New | Set, ExternalAccessPolicy) => POLICY,
             (Grant, ExternalAccessPolicy) => GRANT,
+            (Test, FederatedPartner) => TEST_PARTNER,
             _ => &[],
         }
     }
@@ -479,6 +497,8 @@ impl Cmdlet {
     fn positional(&self) -> &'static [&'static str] {
         if self.verb == Verb::Grant {
             &["Identity", "PolicyName"]
+        } else if self.verb == Verb::Test {
+            &["Domain"]
         } else {
             &["Identity"]
         }
@@ -507,6 +527,7 @@ impl fmt::Display for Cmdlet {
             Verb::Set => "Set",
             Verb::Remove => "Remove",
             Verb::Grant => "Grant",
+            Verb::Test => "Test",
         };
         let noun = match self.noun {
             Noun::AccessEdgeConfiguration => "CsAccessEdgeConfiguration",
@@ -515,6 +536,7 @@ impl fmt::Display for Cmdlet {
             Noun::AllowedDomain => "CsAllowedDomain",
             Noun::BlockedDomain => "CsBlockedDomain",
             Noun::ExternalAccessPolicy => "CsExternalAccessPolicy",
+            Noun::FederatedPartner => "CsFederatedPartner",
         };
         write!(f, "{verb}-{noun}")
     }
@@ -756,8 +778,9 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
     }
 }
 
-/// A DNS name, lowercased without a trailing dot.
-fn dns_name(s: &str) -> Option<String> {
+/// A DNS name, lowercased without a trailing dot (`-Domain`, `-ProxyFqdn`…; also the
+/// argument of `sipedge check-partner`).
+pub fn dns_name(s: &str) -> Option<String> {
     let v = s.trim().trim_end_matches('.').to_ascii_lowercase();
     let ok = !v.is_empty()
         && v.len() <= 253
@@ -851,6 +874,8 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
                 .map(policy_block)
                 .collect()
         }
+        // A test, not an object: there is nothing to list.
+        Noun::FederatedPartner => Vec::new(),
     };
     if blocks.is_empty() {
         if let Some(i) = identity {
@@ -1080,6 +1105,7 @@ fn existing(noun: Noun, fed: &Federation) -> String {
             .iter()
             .map(|p| policy_identity(&p.scope))
             .collect(),
+        Noun::FederatedPartner => Vec::new(),
     };
     if names.is_empty() {
         "none".into()
