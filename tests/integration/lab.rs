@@ -271,3 +271,43 @@ async fn the_adatum_tripwire_stays_untouched_by_blocked_requests_and_counts_a_di
     );
     lab.shutdown(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn the_lab_northwind_peer_shows_the_discovered_partner_contacts_limit() {
+    let lab = start_with("config/lab.toml", |snap| {
+        snap.federation
+            .access_edge
+            .max_contacts_per_discovered_partner = 2;
+    })
+    .await;
+    let edge = lab
+        .edge()
+        .local_addr(Interface::External, Transport::Tls)
+        .unwrap();
+    let mut answers = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        let a = lab
+            .peer(Role::Discovered)
+            .originate(
+                edge,
+                "accessedge.contoso.test",
+                &format!("sip:{user}@contoso.test"),
+                "sip:nina@northwind.test",
+                "hello",
+            )
+            .await
+            .expect("the edge answers northwind");
+        answers.push((
+            a.status,
+            diagnostics_code(&a.text, "ms-diagnostics-public").to_string(),
+        ));
+    }
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+    assert_eq!(answers[1].0, 200, "{answers:?}");
+    assert_eq!(
+        (answers[2].0, answers[2].1.as_str()),
+        (503, "1911"),
+        "{answers:?}"
+    );
+    lab.shutdown(Duration::from_millis(200)).await;
+}
