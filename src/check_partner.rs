@@ -26,6 +26,7 @@ use crate::policy::{
     self, Decision, DnsFacts, Rejection, Route, Rule, SrvAnswer, Target, TargetClass,
 };
 use crate::sip::framing::{self, FrameLimits, Scan};
+use crate::sip::ms_headers::DiagnosticsValue;
 use crate::sip::{HeaderName, Message};
 use crate::transport::pool::ConnectError;
 use crate::transport::{Interface, Peer, PeerIdentity, Transport};
@@ -402,6 +403,7 @@ fn policy_fix(r: &Rejection, domain: &str) -> String {
 async fn walk_target(t: &Target, probe: &Probe<'_>, wire: String, report: &mut PartnerReport) -> bool {
     let snap = probe.snap;
     let at = Some(format!("{}:{}", t.host, t.port));
+    let domain = report.domain.clone();
     let steps = &mut report.steps;
 
     let addr = match crate::proxy::forward::resolve_address(&t.host, t.port, snap, probe.resolver).await {
@@ -516,9 +518,18 @@ async fn walk_target(t: &Target, probe: &Probe<'_>, wire: String, report: &mut P
         }
         Ok(m) => {
             let status = m.status().unwrap_or(0);
+            // A partner's refusal without diagnostics reaches alice with the edge's 1034.
             let diagnostics = m
                 .header_value(HeaderName::MsDiagnostics)
-                .map(|v| v.trim().to_string());
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| {
+                    DiagnosticsValue::previous_hop_silent(
+                        &domain,
+                        &t.host,
+                        &snap.external.fqdn,
+                    )
+                    .to_string()
+                });
             steps.push(Step {
                 step: "options",
                 result: Outcome::Fail,
@@ -528,11 +539,8 @@ async fn walk_target(t: &Target, probe: &Probe<'_>, wire: String, report: &mut P
                     m.reason()
                 ),
                 status: Some(status),
-                code: diagnostics
-                    .as_deref()
-                    .and_then(|d| d.split(';').next())
-                    .and_then(|c| c.trim().parse().ok()),
-                diagnostics,
+                code: crate::sip::ms_headers::diagnostics_code(&diagnostics),
+                diagnostics: Some(diagnostics),
                 fix: Some("the partner's edge refuses us: its ms-diagnostics says why (for 403, check that it allows our domain and our edge's FQDN)".into()),
             });
             false

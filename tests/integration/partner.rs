@@ -222,3 +222,35 @@ fn check_partner_without_an_edge_reports_each_refusal_as_json_and_exits_1() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_partner_refusing_the_options_fails_the_last_step_with_what_alice_would_get() {
+    let lab = lab().await;
+    for (words, code) in [
+        (&["partner", "status", "486"][..], "1034"),
+        (
+            &[
+                "partner",
+                "status",
+                "403",
+                "--diagnostics",
+                "2000;reason=\"Not now\"",
+            ],
+            "2000",
+        ),
+    ] {
+        fault(&lab, words).await;
+        let (ok, out) = test_partner(&lab, "fabrikam.test").await;
+        assert!(!ok, "{out}");
+        assert!(out.contains("  pass  cert-names"), "{out}");
+        assert!(out.contains("  FAIL  options"), "{out}");
+        let last = format!("Result: FAIL (ms-diagnostics {code})\n");
+        assert!(out.ends_with(&last), "{out}");
+
+        let id = format!("refuse{code}");
+        let r = alice_sends(&lab, &im_to("sip:fred@fabrikam.test", &id, "hello fred")).await;
+        assert_eq!(status_of(&r), words[2].parse::<u16>().unwrap(), "{r}");
+        assert_eq!(diagnostics_code(&r, "ms-diagnostics"), code, "{r}");
+    }
+    lab.shutdown(std::time::Duration::from_millis(200)).await;
+}
