@@ -254,3 +254,33 @@ async fn a_partner_refusing_the_options_fails_the_last_step_with_what_alice_woul
     }
     lab.shutdown(std::time::Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn a_partner_refusing_tls_fails_the_tls_step_and_one_without_an_address_the_address_step() {
+    let lab = lab().await;
+    for (fault_name, failed, code) in [
+        ("refuse-tls", "tls", "1047"),
+        ("dns-missing", "address", "1008"),
+    ] {
+        fault(&lab, &["partner", fault_name]).await;
+        let (ok, out) = test_partner(&lab, "fabrikam.test").await;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!("  FAIL  {failed:<11}")),
+            "{fault_name}: {out}"
+        );
+        let last = format!("Result: FAIL (ms-diagnostics {code})\n");
+        assert!(out.ends_with(&last), "{fault_name}: {out}");
+
+        let id = format!("fault{code}");
+        let r = alice_sends(&lab, &im_to("sip:fred@fabrikam.test", &id, "hello fred")).await;
+        assert_eq!(status_of(&r), 504, "{r}");
+        assert_eq!(
+            diagnostics_code(&r, "ms-diagnostics"),
+            code,
+            "{fault_name}: {r}"
+        );
+        fault(&lab, &["partner", "clear"]).await;
+    }
+    lab.shutdown(std::time::Duration::from_millis(200)).await;
+}
