@@ -899,3 +899,42 @@ impl PartnerReport {
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presented_names_lose_the_verifiers_wrapping() {
+        assert_eq!(presented_name("DnsName(\"sip.elsewhere.test\")"), "sip.elsewhere.test");
+        assert_eq!(presented_name("sip.x.test"), "sip.x.test");
+    }
+
+    #[test]
+    fn the_probe_is_an_options_for_the_domain_with_the_marking_when_given() {
+        let text = options_text(
+            "fabrikam.test",
+            "sip:check-partner@contoso.test",
+            "SIP/2.0/TLS accessedge.contoso.test:5061;branch=z9hG4bKx",
+            "c1",
+            "t1",
+            Some("ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=accessedge.contoso.test"),
+        );
+        let m = Message::parse(Bytes::from(text), true).expect("valid SIP");
+        m.validate_request().expect("a valid request");
+        let facts = crate::proxy::request_facts(&m);
+        assert_eq!((facts.method, facts.uri_host), ("OPTIONS", "fabrikam.test"));
+        assert_eq!(facts.from_host, "contoso.test");
+        assert!(!facts.addressed_to_edge);
+        assert_eq!(
+            m.header_value(HeaderName::MsTrust).as_deref(),
+            Some("ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=accessedge.contoso.test")
+        );
+    }
+
+    #[test]
+    fn domains_are_read_by_the_cmdlets_validator() {
+        assert_eq!(parse_domain("Fabrikam.Test.").unwrap(), "fabrikam.test");
+        assert!(matches!(parse_domain("x@@live.com"), Err(CheckError::BadDomain(_))));
+    }
+}
