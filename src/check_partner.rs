@@ -160,11 +160,7 @@ pub async fn check(domain: &str, probe: &Probe<'_>) -> PartnerReport {
         None => return report,
     };
     let Route::Targets(targets) = &forward.route else {
-        report.steps.push(policy_fail_text(
-            "the edge relays it to a configured next hop, not to a federated partner (static routing: the config has no federation sections)",
-            None,
-            "add the federation sections (access_edge, allowed_domain…), like config/lab.toml",
-        ));
+        // `route` reported it: not a federation route.
         return report;
     };
     let marking = forward.insert_trust.as_ref().map(|t| t.header_value());
@@ -235,7 +231,14 @@ async fn route(
             report.steps.push(refused(
                 "policy",
                 None,
-                format!("the edge refuses {domain} before any lookup ({})", r.rule),
+                match &srv {
+                    None => format!("the edge refuses {domain} (rule {})", r.rule),
+                    Some((name, answer)) => format!(
+                        "the edge refuses {domain} (rule {}), after {name} -> {}",
+                        r.rule,
+                        crate::explain::describe_answer(answer)
+                    ),
+                },
                 r,
                 policy_fix(r, domain),
             ));
@@ -254,6 +257,14 @@ async fn route(
                 &format!("{domain} is one of our own domains: it goes to the pool"),
                 None,
                 "give the partner's SIP domain",
+            ));
+            return None;
+        }
+        (Decision::Forward(f), _) if !matches!(f.route, Route::Targets(_)) => {
+            report.steps.push(policy_fail_text(
+                "the edge relays it to a configured next hop, not to a federated partner (static routing: the config has no federation sections)",
+                None,
+                "add the federation sections (access_edge, allowed_domain…), like config/lab.toml",
             ));
             return None;
         }

@@ -182,11 +182,11 @@ async fn a_partner_under_wrong_cert_fails_the_name_check_with_the_1010_the_edge_
     lab.shutdown(std::time::Duration::from_millis(200)).await;
 }
 
-/// `sipedge check-partner --config config/lab.toml --json D`: (exit code, the JSON).
-fn check_partner_binary(domain: &str) -> (i32, serde_json::Value) {
+/// `sipedge check-partner --config <config> --json D`: (exit code, the JSON).
+fn check_partner_binary(config: &str, domain: &str) -> (i32, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
         .args(["check-partner", "--json", "--config"])
-        .arg(repo("config/lab.toml"))
+        .arg(repo(config))
         .arg(domain)
         .output()
         .expect("run sipedge check-partner");
@@ -198,12 +198,14 @@ fn check_partner_binary(domain: &str) -> (i32, serde_json::Value) {
 
 #[test]
 fn check_partner_without_an_edge_reports_each_refusal_as_json_and_exits_1() {
-    for (domain, step, code) in [
-        ("nowhere.test", "srv", 1008),
-        ("badsrv.test", "same-domain", 1009),
-        ("adatum.test", "policy", 1903),
+    for (config, domain, step, code) in [
+        ("config/lab.toml", "nowhere.test", "srv", 1008),
+        ("config/lab.toml", "badsrv.test", "same-domain", 1009),
+        ("config/lab.toml", "adatum.test", "policy", 1903),
+        // Before the seed procedure the Messenger provider is disabled.
+        ("config/lab-pre-pic.toml", "live.com", "policy", 1909),
     ] {
-        let (status, json) = check_partner_binary(domain);
+        let (status, json) = check_partner_binary(config, domain);
         assert_eq!(status, 1, "{domain}: {json}");
         assert_eq!(json["passed"], false, "{json}");
         assert_eq!(json["code"], code, "{json}");
