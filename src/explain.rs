@@ -182,7 +182,8 @@ pub fn render_trail(out: &mut String, trail: &[Check]) {
     }
 }
 
-fn describe_answer(a: &SrvAnswer) -> String {
+/// An SRV answer on one line (`explain`, `check-partner`).
+pub fn describe_answer(a: &SrvAnswer) -> String {
     match a {
         SrvAnswer::NoRecords => "no records".into(),
         SrvAnswer::Failed(e) => format!("lookup failed: {e}"),
@@ -199,8 +200,9 @@ fn describe_answer(a: &SrvAnswer) -> String {
     }
 }
 
-/// A resolver as the edge would build it; the lab zone is served while explaining.
-async fn resolver_for(
+/// A resolver as the edge would build it; the lab zone is served while the returned
+/// server is held (`explain`, `check-partner`).
+pub async fn resolver_for(
     snap: &Snapshot,
 ) -> Result<(Option<Arc<dyn Resolve>>, Option<LabDnsServer>), ExplainError> {
     let mut zone = None;

@@ -16,6 +16,8 @@
 //!   PIC provisioning, run-time faults.
 //! - `preflight`: what `run` would refuse at start (files, shared ports), for `check-config`.
 //! - `send`: `sipedge send`, one request into a running edge and what came back.
+//! - `check_partner`: `sipedge check-partner` / `Test-CsFederatedPartner`, the chain to a
+//!   federated domain step by step (SRV, same-domain rule, address, TCP, TLS, OPTIONS).
 //! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
@@ -54,7 +56,16 @@ macro_rules! network_facing {
     };
 }
 
-network_facing!(dns, fuzzing, policy, proxy, sip, transport, txn);
+network_facing!(
+    check_partner,
+    dns,
+    fuzzing,
+    policy,
+    proxy,
+    sip,
+    transport,
+    txn
+);
 
 pub mod admin;
 pub mod config;

@@ -70,6 +70,24 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Walk the chain the edge would walk to a federated domain, without a running edge:
+    /// the policy, the `_sipfederationtls._tcp` SRV lookup, the same-domain rule, A/AAAA,
+    /// TCP, TLS with our certificate, the partner's certificate, an OPTIONS round trip.
+    ///
+    /// One line per step; a failure shows the status and ms-diagnostics the edge would
+    /// answer with (1008, 1009, 1010, 1047…) and what to fix. Exit 0 when the partner
+    /// answered, 1 when a step failed. The same as `sipedge admin
+    /// Test-CsFederatedPartner -Domain D` on a running edge.
+    CheckPartner {
+        /// The partner's SIP domain, e.g. fabrikam.test.
+        domain: String,
+        /// The configuration file of the edge [default: the embedded lab config, see `lab`].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the edge would do with a request, and why, without sending anything.
     Explain {
         #[command(flatten)]
@@ -89,7 +107,7 @@ enum Command {
     },
     /// Run one simulated peer of the lab topology alone (mutual TLS with its lab certificate).
     Peer {
-        /// skype, partner, pool or hosting.
+        /// skype, partner, discovered, pool, hosting or blocked.
         #[arg(long)]
         role: sipedge::lab::topology::Role,
         /// The lab configuration; certificates are read from the `certs/` beside it
@@ -109,7 +127,7 @@ enum Command {
     /// `provision --agreement N --edge-fqdn F --domain D [--domain ...]
     /// [--additional-fqdn F ...] [--contact C]`, `provisioning-status`,
     /// `advance-clock 30d`, and `fault <role> <fault> [args]` (roles: skype, partner,
-    /// pool, hosting; faults: delay MS, drop, status CODE [--diagnostics TEXT],
+    /// discovered, pool, hosting, blocked; faults: delay MS, drop, status CODE [--diagnostics TEXT],
     /// refuse-tls, wrong-cert, dns-missing, dns-timeout, clear; `fault` alone lists them).
     ///
     /// The line is sent as typed, e.g. `sipedge admin Remove-CsPublicProvider -Identity
@@ -228,6 +246,11 @@ fn main() -> ExitCode {
             init: None,
         } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::CheckPartner {
+            domain,
+            config,
+            json,
+        } => config_or_embedded(config).and_then(|(c, _)| check_partner(&c, &domain, json)),
         Command::Certs { out } => certs(&out),
         Command::RotateKey { file } => rotate_key(&file),
         Command::Send {
@@ -390,6 +413,26 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `sipedge check-partner`: the report on stdout, exit 0 when the partner answered.
+fn check_partner(config: &std::path::Path, domain: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(sipedge::check_partner::check_with_config(domain, &snapshot))?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn explain(

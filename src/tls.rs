@@ -423,6 +423,15 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// tokio-rustls wraps `rustls::Error` in an `io::Error`; callers may wrap it again, so the
 /// whole source chain is searched.
+/// The reason we refused a server's certificate, when that is why an outbound handshake
+/// failed (`check-partner` tells names, chain and validity apart with it).
+pub fn refused_certificate(err: &io::Error) -> Option<&CertificateError> {
+    match rustls_error(err) {
+        Some(rustls::Error::InvalidCertificate(e)) => Some(e),
+        _ => None,
+    }
+}
+
 fn rustls_error(err: &io::Error) -> Option<&rustls::Error> {
     let mut source = err
         .get_ref()

@@ -30,6 +30,9 @@ pub struct CmdletResult {
     pub snapshot: Option<Snapshot>,
     /// What PowerShell prints: property lists for `Get-*`, nothing for the others.
     pub output: String,
+    /// `Test-CsFederatedPartner -Domain D`: the domain to walk the chain to. The walk
+    /// needs the network, so the caller (the admin endpoint) runs `check_partner`.
+    pub test_partner: Option<String>,
 }
 
 /// Why a line was refused. Each message names what would have been valid.
@@ -90,11 +93,20 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
         valid: Cmdlet::ALL.iter().map(|c| c.name()).collect(),
     })?;
     let args = bind(cmd, rest)?;
+    if cmd.verb == Verb::Test {
+        let domain = args.text("Domain").ok_or_else(|| cmd.missing("Domain"))?;
+        return Ok(CmdletResult {
+            snapshot: None,
+            output: String::new(),
+            test_partner: Some(domain.to_string()),
+        });
+    }
     if cmd.verb == Verb::Get {
         let output = get(cmd, &snapshot.federation, &args)?;
         return Ok(CmdletResult {
             snapshot: None,
             output,
+            test_partner: None,
         });
     }
     if !snapshot.federation.configured
@@ -118,6 +130,7 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
     Ok(CmdletResult {
         snapshot: Some(next),
         output: String::new(),
+        test_partner: None,
     })
 }
 
@@ -276,6 +289,7 @@ enum Verb {
     Set,
     Remove,
     Grant,
+    Test,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +300,7 @@ enum Noun {
     AllowedDomain,
     BlockedDomain,
     ExternalAccessPolicy,
+    FederatedPartner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,6 +403,7 @@ const POLICY: &[Spec] = &[
     p("Description", Kind::Text),
 ];
 const GRANT: &[Spec] = &[IDENTITY, p("PolicyName", Kind::Text)];
+const TEST_PARTNER: &[Spec] = &[p("Domain", Kind::Fqdn)];
 const EDGE_GET: &[Spec] = &[IDENTITY];
 const EDGE_SET: &[Spec] = &[
     IDENTITY,
@@ -446,6 +462,7 @@ impl Cmdlet {
             c(Set, ExternalAccessPolicy),
             c(Remove, ExternalAccessPolicy),
             c(Grant, ExternalAccessPolicy),
+            c(Test, FederatedPartner),
         ]
     };
 
@@ -476,6 +493,7 @@ impl Cmdlet {
             (New, BlockedDomain) => BLOCKED_NEW,
             (New | Set, ExternalAccessPolicy) => POLICY,
             (Grant, ExternalAccessPolicy) => GRANT,
+            (Test, FederatedPartner) => TEST_PARTNER,
             _ => &[],
         }
     }
@@ -484,6 +502,8 @@ impl Cmdlet {
     fn positional(&self) -> &'static [&'static str] {
         if self.verb == Verb::Grant {
             &["Identity", "PolicyName"]
+        } else if self.verb == Verb::Test {
+            &["Domain"]
         } else {
             &["Identity"]
         }
@@ -512,6 +532,7 @@ impl fmt::Display for Cmdlet {
             Verb::Set => "Set",
             Verb::Remove => "Remove",
             Verb::Grant => "Grant",
+            Verb::Test => "Test",
         };
         let noun = match self.noun {
             Noun::AccessEdgeConfiguration => "CsAccessEdgeConfiguration",
@@ -520,6 +541,7 @@ impl fmt::Display for Cmdlet {
             Noun::AllowedDomain => "CsAllowedDomain",
             Noun::BlockedDomain => "CsBlockedDomain",
             Noun::ExternalAccessPolicy => "CsExternalAccessPolicy",
+            Noun::FederatedPartner => "CsFederatedPartner",
         };
         write!(f, "{verb}-{noun}")
     }
@@ -761,8 +783,9 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
     }
 }
 
-/// A DNS name as the config loader takes it (`config::values::dns_name`).
-fn dns_name(s: &str) -> Option<String> {
+/// A DNS name as the config loader takes it (`config::values::dns_name`): `-Domain`,
+/// `-ProxyFqdn`…, and the argument of `sipedge check-partner`.
+pub fn dns_name(s: &str) -> Option<String> {
     crate::config::values::dns_name(s).ok()
 }
 
@@ -847,6 +870,8 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
                 .map(policy_block)
                 .collect()
         }
+        // A test, not an object: there is nothing to list.
+        Noun::FederatedPartner => Vec::new(),
     };
     if blocks.is_empty() {
         if let Some(i) = identity {
@@ -1076,6 +1101,7 @@ fn existing(noun: Noun, fed: &Federation) -> String {
             .iter()
             .map(|p| policy_identity(&p.scope))
             .collect(),
+        Noun::FederatedPartner => Vec::new(),
     };
     if names.is_empty() {
         "none".into()

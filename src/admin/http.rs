@@ -170,6 +170,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Payload Too Large",
+        424 => "Failed Dependency",
         500 => "Internal Server Error",
         _ => "Status",
     }

@@ -8,7 +8,7 @@
 //! # Routes
 //! | Route | Token | Answer |
 //! |---|---|---|
-//! | `GET /health` | no | `ok` |
+//! | `GET /health` | no | `ok`; in a lab also a line per tripwire peer (contacts of the blocked domain's edge) |
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file (refused when it no longer holds the running objects, listing them); `?persist=all` writes every running object |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
 //! | `GET /decisions[?n=N]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each, then its trail of checks |
@@ -90,6 +90,9 @@ pub struct LabControl {
     pub resolves: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     /// The simulated peers' faults and the lab zone.
     pub faults: Arc<crate::lab::faults::FaultControl>,
+    /// The peers any contact with which is the edge's failure (the blocked domain's),
+    /// reported by `/health`.
+    pub tripwires: Vec<(crate::lab::topology::Role, crate::lab::peer::ContactLog)>,
 }
 
 /// What the endpoint works on.
@@ -153,12 +156,7 @@ pub async fn serve_with(
                 refuse(stream).await;
                 return;
             }
-            if tokio::time::timeout(REQUEST_TIMEOUT, admin.connection(stream))
-                .await
-                .is_err()
-            {
-                tracing::debug!(%peer, "admin request timed out");
-            }
+            admin.connection(stream, peer).await;
         });
     }
 }
@@ -189,12 +187,19 @@ async fn refuse(mut stream: TcpStream) {
 }
 
 impl Admin {
-    async fn connection(&self, mut stream: TcpStream) {
-        let (status, body) = match http::read_request(&mut stream).await {
-            Ok(req) => self.handle(&req).await,
-            Err(http::HttpError::Closed) | Err(http::HttpError::Io(_)) => return,
-            Err(e @ http::HttpError::BodyTooLarge) => (413, format!("{e}\n")),
-            Err(e) => (400, format!("{e}\n")),
+    /// Reads one request (within [`REQUEST_TIMEOUT`]), answers it, closes. The answer may
+    /// take longer than the request: `Test-CsFederatedPartner` waits on the partner.
+    async fn connection(&self, mut stream: TcpStream, peer: std::net::SocketAddr) {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(&mut stream)).await;
+        let (status, body) = match read {
+            Err(_) => {
+                tracing::debug!(%peer, "admin request timed out");
+                return;
+            }
+            Ok(Ok(req)) => self.handle(&req).await,
+            Ok(Err(http::HttpError::Closed)) | Ok(Err(http::HttpError::Io(_))) => return,
+            Ok(Err(e @ http::HttpError::BodyTooLarge)) => (413, format!("{e}\n")),
+            Ok(Err(e)) => (400, format!("{e}\n")),
         };
         let _ = http::write_response(&mut stream, status, &body).await;
     }
@@ -204,7 +209,7 @@ impl Admin {
             "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
         let method = req.method.as_str();
         match req.path.as_str() {
-            "/health" if method == "GET" => return (200, "ok\n".into()),
+            "/health" if method == "GET" => return (200, self.health()),
             "/health" | "/config" | "/decisions" | "/metrics" | "/provisioning-status"
                 if method != "GET" =>
             {
@@ -254,6 +259,21 @@ impl Admin {
             "/lab/fault" => self.fault(req).await,
             _ => self.cmdlet(req).await,
         }
+    }
+
+    /// `ok`, and in a lab one line per tripwire peer: `tripwire blocked sip.adatum.test:
+    /// tripwire: not contacted (0 contacts)` or `… TRIPPED: 1 contact(s), last from …`.
+    fn health(&self) -> String {
+        let mut out = String::from("ok\n");
+        for (role, log) in self.lab.iter().flat_map(|l| &l.tripwires) {
+            let _ = writeln!(
+                out,
+                "tripwire {role} {}: {}",
+                log.fqdn(),
+                log.tripwire_state()
+            );
+        }
+        out
     }
 
     /// The lab routes: PIC provisioning requests and the lab clock.
@@ -341,12 +361,17 @@ impl Admin {
             return (400, "the cmdlet line is not UTF-8\n".into());
         };
         let line = line.trim().to_string();
-        let _guard = self.writes.lock().await;
+        let guard = self.writes.lock().await;
         let before = self.live.load();
         let result = match cmdlet::apply(&before, &line) {
             Ok(r) => r,
             Err(e) => return (400, format!("{e}\n")),
         };
+        if let Some(domain) = result.test_partner {
+            // A walk to the partner takes seconds: changes need not wait for it.
+            drop(guard);
+            return self.test_partner(&before, &domain).await;
+        }
         let Some(next) = result.snapshot else {
             return (200, result.output);
         };
@@ -366,6 +391,22 @@ impl Admin {
         self.live.store(next);
         tracing::info!(cmdlet = %line, persisted = scope.is_some(), "admin change applied");
         (200, result.output)
+    }
+
+    /// `Test-CsFederatedPartner`: the walk with the edge's own resolver and outbound TLS;
+    /// 200 when the partner answered, 424 (and the report) when a step failed.
+    async fn test_partner(&self, snap: &crate::config::Snapshot, domain: &str) -> (u16, String) {
+        let probe = crate::check_partner::Probe {
+            snap,
+            resolver: self.core.resolver().map(|r| r.as_ref()),
+            tls: self
+                .core
+                .tls()
+                .and_then(|t| t.client(crate::transport::Interface::External)),
+        };
+        let report = crate::check_partner::check(domain, &probe).await;
+        tracing::info!(%domain, passed = report.passed, code = ?report.code(), "Test-CsFederatedPartner");
+        (if report.passed { 200 } else { 424 }, report.render())
     }
 
     fn metrics(&self) -> String {

@@ -16,7 +16,7 @@ use crate::dns::{DnsFault, ZoneFaults};
 use crate::transport::Transport;
 
 /// The roles, as `sipedge admin fault` names them.
-pub const ROLES_HELP: &str = "skype, partner, pool, hosting";
+pub const ROLES_HELP: &str = "skype, partner, discovered, pool, hosting, blocked";
 
 /// The faults, with their arguments.
 pub const FAULTS_HELP: &str = "delay MS, drop, status CODE [--diagnostics TEXT], refuse-tls, wrong-cert, dns-missing, dns-timeout, clear";

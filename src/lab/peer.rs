@@ -136,6 +136,8 @@ pub struct PeerSpec {
     pub mark_requests: bool,
     /// How many received requests to keep.
     pub history: usize,
+    /// Any contact is a failure of the edge (the blocked domain's peer): logged as a warning.
+    pub tripwire: bool,
 }
 
 /// The TLS configurations of a peer. `wrong_name` presents a leaf for another name and
@@ -205,6 +207,20 @@ pub struct FaultSwitch {
     shared: Arc<Shared>,
 }
 
+/// Reads a peer's contacts from elsewhere (the lab's table and `/health`): every TCP
+/// connection it accepted, whether or not TLS followed.
+#[derive(Clone)]
+pub struct ContactLog {
+    shared: Arc<Shared>,
+}
+
+/// How often, and from where last, a peer was contacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Contacts {
+    pub count: u64,
+    pub last_from: Option<SocketAddr>,
+}
+
 /// A running simulated peer; stops when dropped or shut down.
 pub struct SimPeer {
     shared: Arc<Shared>,
@@ -224,6 +240,7 @@ struct Shared {
     conns: Mutex<CancellationToken>,
     received: Mutex<VecDeque<Received>>,
     answers: Mutex<VecDeque<Answer>>,
+    contacts: Mutex<Contacts>,
     /// Our client transactions by Via branch: where their final response goes.
     pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     arrived: Notify,
@@ -250,6 +267,7 @@ impl PeerSpec {
             gate: None,
             mark_requests: true,
             history: DEFAULT_HISTORY,
+            tripwire: false,
         }
     }
 
@@ -259,6 +277,7 @@ impl PeerSpec {
         let r = role.spec();
         let mut spec = PeerSpec::new(r.fqdn, r.domains.iter().copied());
         spec.mark_requests = role != Role::Pool;
+        spec.tripwire = role.is_tripwire();
         spec
     }
 
@@ -322,6 +341,7 @@ impl SimPeer {
             conns: Mutex::new(shutdown.child_token()),
             received: Mutex::new(VecDeque::new()),
             answers: Mutex::new(VecDeque::new()),
+            contacts: Mutex::new(Contacts::default()),
             pending: Mutex::new(HashMap::new()),
             arrived: Notify::new(),
             transport: if tls.is_some() {
@@ -364,6 +384,33 @@ impl SimPeer {
     /// A handle that changes this peer's fault while it runs.
     pub fn fault_switch(&self) -> FaultSwitch {
         FaultSwitch {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The connections it accepted so far.
+    pub fn contacts(&self) -> Contacts {
+        *lock(&self.shared.contacts)
+    }
+
+    /// Waits until it has accepted at least `n` connections, or `wait` passes; the
+    /// contacts then.
+    pub async fn wait_for_contacts(&self, n: u64, wait: Duration) -> Contacts {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.shared.arrived.notified();
+            let c = self.contacts();
+            if c.count >= n || tokio::time::Instant::now() >= deadline {
+                return c;
+            }
+            let tick = tokio::time::Instant::now() + Duration::from_millis(50);
+            let _ = tokio::time::timeout_at(tick.min(deadline), notified).await;
+        }
+    }
+
+    /// A handle that reads its contacts while it runs.
+    pub fn contact_log(&self) -> ContactLog {
+        ContactLog {
             shared: self.shared.clone(),
         }
     }
@@ -508,6 +555,28 @@ impl FaultSwitch {
     }
 }
 
+// === impl ContactLog ===
+
+impl ContactLog {
+    pub fn get(&self) -> Contacts {
+        *lock(&self.shared.contacts)
+    }
+
+    /// The FQDN of the peer it reads.
+    pub fn fqdn(&self) -> &str {
+        &self.shared.spec.fqdn
+    }
+
+    /// The tripwire's state in words: `not contacted`, or `TRIPPED: …`.
+    pub fn tripwire_state(&self) -> String {
+        let c = self.get();
+        match c.last_from {
+            None => "tripwire: not contacted (0 contacts)".to_string(),
+            Some(from) => format!("TRIPPED: {} contact(s), last from {from}", c.count),
+        }
+    }
+}
+
 impl Drop for SimPeer {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -530,6 +599,15 @@ async fn accept_loop(listener: TcpListener, s: Arc<Shared>) {
             _ = s.shutdown.cancelled() => return,
         };
         let _ = tcp.set_nodelay(true);
+        {
+            let mut c = lock(&s.contacts);
+            c.count += 1;
+            c.last_from = Some(addr);
+        }
+        s.arrived.notify_waiters();
+        if s.spec.tripwire {
+            tracing::warn!(peer = %s.spec.fqdn, from = %addr, "tripwire: a peer that must never be contacted was contacted");
+        }
         let s = s.clone();
         tokio::spawn(async move {
             let local = tcp.local_addr().unwrap_or(s.local);

@@ -23,7 +23,7 @@ use crate::config::{Live, Snapshot};
 use crate::dns::LabDnsServer;
 use crate::edge::{DrainReport, Edge, Sockets};
 use crate::lab::faults::FaultControl;
-use crate::lab::peer::{Gate, PeerSpec, PeerTls, SimPeer};
+use crate::lab::peer::{ContactLog, Gate, PeerSpec, PeerTls, SimPeer};
 use crate::lab::pic::{self, LabClock, Provisioning};
 use crate::lab::topology::{Role, ROLES};
 use crate::transport::{Interface, TlsSource, Transport};
@@ -154,6 +154,18 @@ impl Lab {
                 .1;
             snap.pool.host = pool.local_addr().ip().to_string();
             snap.pool.port = pool.local_addr().port();
+            // An allowed domain's ProxyFqdn is dialled on its own port, not through SRV:
+            // point the ones naming a lab peer at the port that peer bound.
+            for d in &mut snap.federation.allowed_domains {
+                let bound = d.proxy_fqdn.as_deref().and_then(|fqdn| {
+                    peers
+                        .iter()
+                        .find(|(r, _)| r.spec().fqdn.eq_ignore_ascii_case(fqdn))
+                });
+                if let Some((_, peer)) = bound {
+                    d.proxy_port = peer.local_addr().port();
+                }
+            }
         }
         let zone_listen = snap
             .dns
@@ -220,6 +232,7 @@ impl Lab {
                 .collect();
             let control = LabControl {
                 faults: Arc::new(FaultControl::new(faults, zone.faults())),
+                tripwires: tripwires(&peers),
                 store: pic.clone(),
                 clock: clock.clone(),
                 resolves: Arc::new(move |fqdn: &str| {
@@ -315,6 +328,8 @@ impl Lab {
                     parts.push(format!("PIC: {} not provisioned", join(&no)));
                 }
                 parts.join("; ")
+            } else if role.is_tripwire() {
+                format!("listening; {}", peer.contact_log().tripwire_state())
             } else {
                 "listening".to_string()
             };
@@ -378,6 +393,15 @@ impl Lab {
         self.zone.shutdown().await;
         report
     }
+}
+
+/// The contact logs of the peers that must never be contacted, with their role.
+fn tripwires(peers: &[(Role, SimPeer)]) -> Vec<(Role, ContactLog)> {
+    peers
+        .iter()
+        .filter(|(r, _)| r.is_tripwire())
+        .map(|(r, p)| (*r, p.contact_log()))
+        .collect()
 }
 
 fn join(v: &[&String]) -> String {

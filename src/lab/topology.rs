@@ -18,10 +18,16 @@ pub enum Role {
     Skype,
     /// The federated partner's Access Edge `sip.fabrikam.test` (allowed domain with ProxyFqdn).
     Partner,
+    /// The discoverable partner's Access Edge `sip.northwind.test`: on no list, reached
+    /// through its SRV record only (open federation, discovered-partner limits).
+    Discovered,
     /// The Front End pool, the edge's internal next hop.
     Pool,
     /// The hosting provider "LyncOnline" (`sipfed.online.lync.com`).
     Hosting,
+    /// The blocked domain's edge `sip.adatum.test`: its SRV record resolves, and the edge
+    /// must never contact it. A tripwire: it counts every connection it accepts.
+    Blocked,
 }
 
 /// Where a role lives in the lab and what it answers for.
@@ -56,6 +62,14 @@ pub const ROLES: &[RoleSpec] = &[
         domains: &["fabrikam.test"],
     },
     RoleSpec {
+        role: Role::Discovered,
+        fqdn: "sip.northwind.test",
+        addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)),
+        port: 5061,
+        transport: Transport::Tls,
+        domains: &["northwind.test"],
+    },
+    RoleSpec {
         role: Role::Skype,
         fqdn: "federation.messenger.msn.com",
         addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)),
@@ -70,6 +84,14 @@ pub const ROLES: &[RoleSpec] = &[
         port: 5061,
         transport: Transport::Tls,
         domains: &["tailspin.test"],
+    },
+    RoleSpec {
+        role: Role::Blocked,
+        fqdn: "sip.adatum.test",
+        addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)),
+        port: 5061,
+        transport: Transport::Tls,
+        domains: &["adatum.test"],
     },
 ];
 
@@ -88,7 +110,15 @@ impl Role {
             Role::Partner => "partner",
             Role::Pool => "pool",
             Role::Hosting => "hosting",
+            Role::Discovered => "discovered",
+            Role::Blocked => "blocked",
         }
+    }
+
+    /// Whether any contact with it is a failure of the edge, reported in the lab's table
+    /// and `/health` (the blocked domain's edge).
+    pub fn is_tripwire(self) -> bool {
+        self == Role::Blocked
     }
 }
 
@@ -128,8 +158,11 @@ impl FromStr for Role {
             "partner" => Ok(Role::Partner),
             "pool" => Ok(Role::Pool),
             "hosting" => Ok(Role::Hosting),
+            "discovered" => Ok(Role::Discovered),
+            "blocked" => Ok(Role::Blocked),
             other => Err(format!(
-                "unknown role `{other}`, expected skype, partner, pool or hosting"
+                "unknown role `{other}`, expected {}",
+                crate::lab::faults::ROLES_HELP
             )),
         }
     }
@@ -141,7 +174,14 @@ mod tests {
 
     #[test]
     fn every_role_has_its_design_row() {
-        for role in [Role::Skype, Role::Partner, Role::Pool, Role::Hosting] {
+        for role in [
+            Role::Skype,
+            Role::Partner,
+            Role::Discovered,
+            Role::Pool,
+            Role::Hosting,
+            Role::Blocked,
+        ] {
             let spec = role.spec();
             assert_eq!(spec.role, role);
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
@@ -152,6 +192,17 @@ mod tests {
             "127.0.0.4:5061".parse().unwrap()
         );
         assert_eq!(Role::Pool.spec().transport, Transport::Tcp);
-        assert!(crate::lab::certs::LAB_FQDNS.contains(&Role::Hosting.spec().fqdn));
+        for r in ROLES {
+            assert!(crate::lab::certs::LAB_FQDNS.contains(&r.fqdn), "{}", r.fqdn);
+        }
+        assert_eq!(
+            Role::Discovered.spec().socket_addr(),
+            "127.0.0.6:5061".parse().unwrap()
+        );
+        assert_eq!(
+            Role::Blocked.spec().socket_addr(),
+            "127.0.0.7:5061".parse().unwrap()
+        );
+        assert!(Role::Blocked.is_tripwire() && !Role::Discovered.is_tripwire());
     }
 }

@@ -260,8 +260,9 @@ pub(super) fn sdp_media(m: &Message) -> policy::Media {
     media
 }
 
-/// The answer to the SRV question a decision asked, as the decision reads it.
-pub(super) async fn srv_answer(resolver: &dyn crate::dns::Resolve, question: &policy::DnsQuestion) -> DnsFacts {
+/// The answer to the SRV question a decision asked, as the decision reads it
+/// (`check-partner` asks the same way).
+pub async fn srv_answer(resolver: &dyn crate::dns::Resolve, question: &policy::DnsQuestion) -> DnsFacts {
     let answer = match resolver.srv(&question.name()).await {
         Ok(records) => SrvAnswer::Records(crate::dns::order_srv(records, &mut rand::rng())),
         Err(e) if e.is_no_records() => SrvAnswer::NoRecords,

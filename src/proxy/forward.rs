@@ -187,31 +187,12 @@ impl Core {
 
     /// Resolves without awaiting: IP literals and the static hosts table.
     pub(super) fn resolve_now(&self, t: &Target, snap: &Snapshot) -> Result<SocketAddr, Rejection> {
-        if let Ok(ip) = t.host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, t.port));
-        }
-        match snap.hosts.get(&t.host).and_then(|v| v.first()) {
-            Some(ip) => Ok(SocketAddr::new(*ip, t.port)),
-            None => Err(Rejection::dns_no_address(&t.host)),
-        }
+        resolve_static(&t.host, t.port, snap)
     }
 
     /// Resolves through the hosts table, then DNS A/AAAA.
     pub(super) async fn resolve_target(&self, t: &Target, snap: &Snapshot) -> Result<SocketAddr, Rejection> {
-        if let Ok(a) = self.resolve_now(t, snap) {
-            return Ok(a);
-        }
-        let Some(resolver) = &self.resolver else {
-            return Err(Rejection::dns_no_address(&t.host));
-        };
-        match resolver.ip(&t.host).await {
-            Ok(ips) if !ips.is_empty() => Ok(SocketAddr::new(ips[0], t.port)),
-            Ok(_) => Err(Rejection::dns_no_address(&t.host)),
-            Err(e) => {
-                tracing::info!(host = %t.host, error = %e, "address lookup failed");
-                Err(Rejection::dns_no_address(&t.host))
-            }
-        }
+        resolve_address(&t.host, t.port, snap, self.resolver.as_deref()).await
     }
 
     pub(super) fn pool_key(exit: Interface, target: &Target, addr: SocketAddr) -> PoolKey {
@@ -483,6 +464,41 @@ impl Core {
                 let _ = c.send(bytes);
             }
         });
+    }
+}
+
+/// The address of a next hop without awaiting: an IP literal, or the static hosts table.
+pub fn resolve_static(host: &str, port: u16, snap: &Snapshot) -> Result<SocketAddr, Rejection> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    match snap.hosts.get(host).and_then(|v| v.first()) {
+        Some(ip) => Ok(SocketAddr::new(*ip, port)),
+        None => Err(Rejection::dns_no_address(host)),
+    }
+}
+
+/// The address of a next hop: [`resolve_static`], then DNS A/AAAA (the first address).
+/// The proxy and `check-partner` resolve through this one function.
+pub async fn resolve_address(
+    host: &str,
+    port: u16,
+    snap: &Snapshot,
+    resolver: Option<&dyn crate::dns::Resolve>,
+) -> Result<SocketAddr, Rejection> {
+    if let Ok(a) = resolve_static(host, port, snap) {
+        return Ok(a);
+    }
+    let Some(resolver) = resolver else {
+        return Err(Rejection::dns_no_address(host));
+    };
+    match resolver.ip(host).await {
+        Ok(ips) if !ips.is_empty() => Ok(SocketAddr::new(ips[0], port)),
+        Ok(_) => Err(Rejection::dns_no_address(host)),
+        Err(e) => {
+            tracing::info!(%host, error = %e, "address lookup failed");
+            Err(Rejection::dns_no_address(host))
+        }
     }
 }
 

@@ -35,7 +35,7 @@ mod transaction;
 #[cfg(test)]
 mod tests;
 
-pub use decide::request_facts;
+pub use decide::{request_facts, srv_answer};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -65,7 +65,7 @@ use crate::txn::{
 };
 
 // What the steps share with each other (each step reads the others through `use super::*`).
-use decide::{srv_answer, PendingDecision};
+use decide::PendingDecision;
 use dialog::{Flow, RoutePlan};
 use forward::{Retry, Target};
 use respond::datagram_budget;
@@ -235,6 +235,16 @@ impl Core {
     /// The counters behind the admin endpoint's `/metrics`.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
+    }
+
+    /// The resolver the edge's decisions and next hops go through.
+    pub fn resolver(&self) -> Option<&Arc<dyn crate::dns::Resolve>> {
+        self.resolver.as_ref()
+    }
+
+    /// Where the edge's outbound TLS configurations come from.
+    pub fn tls(&self) -> Option<&Arc<dyn TlsSource>> {
+        self.tls.as_ref()
     }
 
     /// Stops taking new requests (they get 503); in-flight transactions go on.

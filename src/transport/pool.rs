@@ -145,69 +145,95 @@ impl Pool {
 }
 
 async fn connect(key: &PoolKey, ctx: &ConnectContext) -> Result<ConnHandle, ConnectError> {
-    let addr = key.addr;
+    let tcp = connect_tcp(key.addr, ctx.local_ip, ctx.connect_timeout).await?;
+    let local = tcp.local_addr().map_err(|source| ConnectError::Connect {
+        addr: key.addr,
+        source,
+    })?;
+    if key.transport != Transport::Tls {
+        return Ok(spawn(tcp, key, local, PeerIdentity::anonymous(), ctx));
+    }
+    let tls = ctx.tls.as_ref().ok_or(ConnectError::NoTls(key.interface))?;
+    let config = tls
+        .client(key.interface)
+        .ok_or(ConnectError::NoTls(key.interface))?;
+    let name = key
+        .server_name
+        .clone()
+        .unwrap_or_else(|| key.addr.ip().to_string());
+    let stream = match tls_handshake(tcp, config, &name, ctx.handshake_timeout).await {
+        Ok(s) => {
+            ctx.metrics.tls_ok(TlsSide::Outbound);
+            s
+        }
+        Err(e) => {
+            let failure = match &e {
+                ConnectError::Handshake { source, .. } => TlsFailure::of(source),
+                _ => TlsFailure::Timeout,
+            };
+            if !matches!(e, ConnectError::BadName(_)) {
+                ctx.metrics.tls_failed(TlsSide::Outbound, failure);
+            }
+            return Err(e);
+        }
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| tls.identity(c))
+        .unwrap_or_default();
+    Ok(spawn(stream, key, local, identity, ctx))
+}
+
+/// The TCP half of an outbound connection: from `local_ip` (the interface's own address,
+/// so peers see the right side of the edge) to `addr`, within `timeout`.
+/// `check-partner` walks the same step the pool takes.
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    local_ip: std::net::IpAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
     .map_err(|source| ConnectError::Connect { addr, source })?;
-    // Leave from the interface's own address so peers see the right side of the edge.
-    if ctx.local_ip.is_ipv4() == addr.is_ipv4() && !ctx.local_ip.is_unspecified() {
+    if local_ip.is_ipv4() == addr.is_ipv4() && !local_ip.is_unspecified() {
         socket
-            .bind(SocketAddr::new(ctx.local_ip, 0))
+            .bind(SocketAddr::new(local_ip, 0))
             .map_err(|source| ConnectError::Connect { addr, source })?;
     }
-    let tcp: TcpStream = match tokio::time::timeout(ctx.connect_timeout, socket.connect(addr)).await
-    {
+    let tcp = match tokio::time::timeout(timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => return Err(ConnectError::Connect { addr, source }),
         Err(_) => return Err(ConnectError::ConnectTimeout { addr }),
     };
     let _ = tcp.set_nodelay(true);
-    let local = tcp
-        .local_addr()
-        .map_err(|source| ConnectError::Connect { addr, source })?;
-    if key.transport == Transport::Tls {
-        let tls = ctx.tls.as_ref().ok_or(ConnectError::NoTls(key.interface))?;
-        let config = tls
-            .client(key.interface)
-            .ok_or(ConnectError::NoTls(key.interface))?;
-        let name = key
-            .server_name
-            .clone()
-            .unwrap_or_else(|| addr.ip().to_string());
-        let server_name = rustls_pki_types::ServerName::try_from(name.clone())
-            .map_err(|_| ConnectError::BadName(name.clone()))?;
-        let connector = tokio_rustls::TlsConnector::from(config);
-        let stream =
-            match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp))
-                .await
-            {
-                Ok(Ok(s)) => {
-                    ctx.metrics.tls_ok(TlsSide::Outbound);
-                    s
-                }
-                Ok(Err(source)) => {
-                    ctx.metrics
-                        .tls_failed(TlsSide::Outbound, TlsFailure::of(&source));
-                    return Err(ConnectError::Handshake { name, source });
-                }
-                Err(_) => {
-                    ctx.metrics
-                        .tls_failed(TlsSide::Outbound, TlsFailure::Timeout);
-                    return Err(ConnectError::HandshakeTimeout { name });
-                }
-            };
-        let identity = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| tls.identity(c))
-            .unwrap_or_default();
-        Ok(spawn(stream, key, local, identity, ctx))
-    } else {
-        Ok(spawn(tcp, key, local, PeerIdentity::anonymous(), ctx))
+    Ok(tcp)
+}
+
+/// The TLS half: the handshake as a client with `config` (our certificate, our trust
+/// anchors), verifying the server's certificate for `name`, within `timeout`.
+pub async fn tls_handshake(
+    tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string())
+        .map_err(|_| ConnectError::BadName(name.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(ConnectError::Handshake {
+            name: name.to_string(),
+            source,
+        }),
+        Err(_) => Err(ConnectError::HandshakeTimeout {
+            name: name.to_string(),
+        }),
     }
 }
 

@@ -29,7 +29,7 @@ async fn start() -> Lab {
 }
 
 /// Runs `sipedge admin <words>` against the lab: (exit 0?, stdout, stderr).
-async fn admin(lab: &Lab, words: &[&str]) -> (bool, String, String) {
+pub(crate) async fn admin(lab: &Lab, words: &[&str]) -> (bool, String, String) {
     let endpoint = format!("http://{}", lab.admin_addr().expect("admin"));
     let token = lab.admin_token().expect("token").to_string();
     let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
@@ -50,7 +50,7 @@ async fn admin(lab: &Lab, words: &[&str]) -> (bool, String, String) {
 }
 
 /// Sets a fault and insists it was accepted.
-async fn fault(lab: &Lab, words: &[&str]) -> String {
+pub(crate) async fn fault(lab: &Lab, words: &[&str]) -> String {
     let mut all = vec!["fault"];
     all.extend_from_slice(words);
     let (ok, out, err) = admin(lab, &all).await;
@@ -237,7 +237,10 @@ async fn bad_fault_requests_name_the_valid_choices_and_exit_1() {
     for (words, needles) in [
         (
             &["fault", "gateway", "drop"][..],
-            &["unknown role `gateway`", "skype, partner, pool, hosting"][..],
+            &[
+                "unknown role `gateway`",
+                "skype, partner, discovered, pool, hosting, blocked",
+            ][..],
         ),
         (
             &["fault", "skype", "explode"],

@@ -17,6 +17,7 @@ mod load;
 mod memory;
 mod metrics;
 mod observability;
+mod partner;
 mod peers;
 mod policed;
 mod restart;

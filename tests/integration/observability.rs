@@ -8,22 +8,19 @@ use rustls_pki_types::pem::PemObject as _;
 use sipedge::config::Snapshot;
 use sipedge::explain::ExplainRequest;
 use sipedge::lab::embedded;
-use sipedge::lab::peer::{PeerSpec, PeerTls, SimPeer};
-use sipedge::lab::run::{rewrite_srv_ports, Lab, LabOptions};
+use sipedge::lab::run::{Lab, LabOptions};
 use sipedge::lab::topology::Role;
 use sipedge::transport::{Interface, Transport};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::lab::admin;
 use crate::metrics::{sum, value};
 use crate::support::*;
 use crate::tls::{is_refused, without_client_certificate};
 
-/// A lab from the embedded config, plus a discovered partner (`sip.northwind.test`, which
-/// the lab has no peer for) whose SRV record points at a simulated peer.
+/// A lab from the embedded config (its discovered partner `sip.northwind.test` included).
 struct Fixture {
     lab: Lab,
-    northwind: SimPeer,
     certs: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -31,23 +28,12 @@ struct Fixture {
 async fn start() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let prepared = embedded::prepare(&dir.path().join("lab")).expect("prepare");
-    let northwind = SimPeer::start(
-        PeerSpec::new("sip.northwind.test", ["northwind.test"]),
-        TcpListener::bind("127.0.0.6:0").await.expect("bind"),
-        Some(PeerTls::from_lab_dir(&prepared.certs_dir, "sip.northwind.test").expect("tls")),
-    );
-    let zone = prepared.config.with_file_name("lab.zone");
-    let text = std::fs::read_to_string(&zone).unwrap();
-    let port = northwind.local_addr().port();
-    let text = rewrite_srv_ports(&text, &[("sip.northwind.test".into(), port)]);
-    std::fs::write(&zone, text).unwrap();
     let snap = Snapshot::load(&prepared.config).unwrap_or_else(|e| panic!("{e}"));
     let mut opts = LabOptions::for_config(&prepared.config);
     opts.ephemeral = true;
     let lab = Lab::start(snap, opts).await.expect("lab starts");
     Fixture {
         lab,
-        northwind,
         certs: prepared.certs_dir,
         _dir: dir,
     }
@@ -232,7 +218,11 @@ async fn a_discovered_partner_is_looked_up_once_then_served_from_the_cache() {
     assert_eq!((d(m1, m2, lookups), d(m1, m2, hits)), (2, 2), "{m2}");
     // Both requests reached the partner, as a discovered partner.
     for id in ["dns1", "dns2"] {
-        let got = f.northwind.wait_for(WAIT, |m| m.call_id == id).await;
+        let got = f
+            .lab
+            .peer(Role::Discovered)
+            .wait_for(WAIT, |m| m.call_id == id)
+            .await;
         assert!(got.is_some(), "{id} reached sip.northwind.test");
     }
     let rule = "rule=\"discovered-partner\"";

@@ -501,3 +501,30 @@ fn a_grant_to_someone_outside_the_edge_s_domains_is_refused_like_the_loader_refu
         "Grant-CsExternalAccessPolicy -Identity zed -PolicyName NoPublicCloud",
     );
 }
+
+#[test]
+fn test_cs_federated_partner_names_a_domain_and_changes_nothing() {
+    let s = snap(crate::config::lab_federation_sections());
+    for line in [
+        "Test-CsFederatedPartner -Domain Fabrikam.Test.",
+        "test-csfederatedpartner fabrikam.test",
+        "Test-CsFederatedPartner -Dom:fabrikam.test",
+    ] {
+        let r = apply(&s, line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(r.snapshot.is_none(), "{line}");
+        assert_eq!(r.test_partner.as_deref(), Some("fabrikam.test"), "{line}");
+    }
+    let e = err(&s, "Test-CsFederatedPartner");
+    assert!(e.to_string().contains("-Domain is required"), "{e}");
+    let e = err(&s, "Test-CsFederatedPartner -Domain 'not a domain'");
+    assert!(e.to_string().contains("expected a DNS name"), "{e}");
+    let e = err(
+        &s,
+        "Test-CsFederatedPartner -Domain fabrikam.test -TargetFqdn x.test",
+    );
+    assert!(e.to_string().contains("valid parameters: -Domain"), "{e}");
+    assert!(apply(&s, "Get-CsAllowedDomain")
+        .unwrap()
+        .test_partner
+        .is_none());
+}
