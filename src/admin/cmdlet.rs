@@ -57,6 +57,13 @@ pub enum CmdletError {
         value: String,
         expected: String,
     },
+    /// A value the shared field validator (`config`) refuses; the message says why.
+    #[error("{cmdlet}: -{param}: {message}")]
+    Invalid {
+        cmdlet: String,
+        param: String,
+        message: String,
+    },
     /// A required parameter is missing.
     #[error("{cmdlet}: -{param} is required")]
     MissingParameter { cmdlet: String, param: String },
@@ -281,6 +288,7 @@ enum Noun {
     AllowedDomain,
     BlockedDomain,
     ExternalAccessPolicy,
+    LabContactList,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +308,10 @@ enum Kind {
     ProxyFqdn,
     /// Comma-separated DNS names; `$null` empties.
     List,
+    /// Comma-separated SIP addresses (`config::contact`); `$null` empties.
+    Contacts,
+    /// An absolute http(s) URL (`config::icon_url`); `$null` clears.
+    Url,
     Bool,
     /// Present means true; `-Name:$false` means false.
     Switch,
@@ -330,7 +342,7 @@ const PUBLIC: &[Spec] = &[
     p("ProxyFqdn", Kind::Fqdn),
     p("Enabled", Kind::Bool),
     p("VerificationLevel", Kind::Level),
-    p("IconUrl", Kind::Text),
+    p("IconUrl", Kind::Url),
     p("NameDecorationDomain", Kind::Fqdn),
     p("NameDecorationRoutingDomain", Kind::Fqdn),
     p("NameDecorationExcludedDomainList", Kind::List),
@@ -373,6 +385,10 @@ const ALLOWED_SET: &[Spec] = &[
     p("VerificationLevel", Kind::Level),
 ];
 const BLOCKED_NEW: &[Spec] = &[IDENTITY, p("Domain", Kind::Fqdn), p("Comment", Kind::Text)];
+const BLOCKED_SET: &[Spec] = &[IDENTITY, p("Comment", Kind::Text)];
+/// sipedge only: a lab user's simulated contact list (no product cmdlet holds it; the
+/// product reads it from the user's client).
+const CONTACTS_SET: &[Spec] = &[IDENTITY, p("Contacts", Kind::Contacts)];
 const POLICY: &[Spec] = &[
     IDENTITY,
     p("EnableFederationAccess", Kind::Bool),
@@ -435,12 +451,15 @@ impl Cmdlet {
             c(Remove, AllowedDomain),
             c(Get, BlockedDomain),
             c(New, BlockedDomain),
+            c(Set, BlockedDomain),
             c(Remove, BlockedDomain),
             c(Get, ExternalAccessPolicy),
             c(New, ExternalAccessPolicy),
             c(Set, ExternalAccessPolicy),
             c(Remove, ExternalAccessPolicy),
             c(Grant, ExternalAccessPolicy),
+            c(Get, LabContactList),
+            c(Set, LabContactList),
         ]
     };
 
@@ -469,6 +488,8 @@ impl Cmdlet {
             (New, AllowedDomain) => ALLOWED_NEW,
             (Set, AllowedDomain) => ALLOWED_SET,
             (New, BlockedDomain) => BLOCKED_NEW,
+            (Set, BlockedDomain) => BLOCKED_SET,
+            (Set, LabContactList) => CONTACTS_SET,
             (New | Set, ExternalAccessPolicy) => POLICY,
             (Grant, ExternalAccessPolicy) => GRANT,
             _ => &[],
@@ -515,6 +536,7 @@ impl fmt::Display for Cmdlet {
             Noun::AllowedDomain => "CsAllowedDomain",
             Noun::BlockedDomain => "CsBlockedDomain",
             Noun::ExternalAccessPolicy => "CsExternalAccessPolicy",
+            Noun::LabContactList => "CsLabContactList",
         };
         write!(f, "{verb}-{noun}")
     }
@@ -669,6 +691,11 @@ fn resolve(cmd: Cmdlet, specs: &[Spec], name: &str) -> Result<Spec, CmdletError>
 }
 
 fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletError> {
+    let invalid = |message: String| CmdletError::Invalid {
+        cmdlet: cmd.name(),
+        param: spec.name.to_string(),
+        message,
+    };
     let bad = |value: &str, expected: &str| CmdletError::BadValue {
         cmdlet: cmd.name(),
         param: spec.name.to_string(),
@@ -683,7 +710,11 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
     let variable = !w.quoted && text.starts_with('$');
     if variable && lower == "$null" {
         return match spec.kind {
-            Kind::Text | Kind::Fqdn | Kind::List if spec.name != "Identity" => Ok(Value::Null),
+            Kind::Text | Kind::Fqdn | Kind::List | Kind::Contacts | Kind::Url
+                if spec.name != "Identity" =>
+            {
+                Ok(Value::Null)
+            }
             _ => Err(bad(text, "a value; $null only clears optional text")),
         };
     }
@@ -742,6 +773,16 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::List),
+        Kind::Contacts => text
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| crate::config::contact(c).map_err(invalid))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::List),
+        Kind::Url => crate::config::icon_url(text)
+            .map(Value::Text)
+            .map_err(invalid),
         Kind::Text => {
             let t = match lower.as_str() {
                 "$true" => "True",
@@ -837,6 +878,17 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
             .iter()
             .filter(|d| wanted(&d.domain))
             .map(blocked_block)
+            .collect(),
+        Noun::LabContactList => fed
+            .users
+            .iter()
+            .filter(|g| !g.contacts.is_empty() && wanted(&g.user))
+            .map(|g| {
+                vec![
+                    ("Identity", g.user.clone()),
+                    ("Contacts", format!("{{{}}}", g.contacts.join(", "))),
+                ]
+            })
             .collect(),
         Noun::ExternalAccessPolicy => {
             let scope = identity.map(|i| policy_scope(cmd, i)).transpose()?;
@@ -1080,6 +1132,12 @@ fn existing(noun: Noun, fed: &Federation) -> String {
             .iter()
             .map(|p| policy_identity(&p.scope))
             .collect(),
+        Noun::LabContactList => fed
+            .users
+            .iter()
+            .filter(|g| !g.contacts.is_empty())
+            .map(|g| g.user.clone())
+            .collect(),
     };
     if names.is_empty() {
         "none".into()
@@ -1250,6 +1308,19 @@ fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletEr
             };
             set_allowed(d, args);
         }
+        (Verb::Set, Noun::BlockedDomain) => {
+            let Some(d) = fed
+                .blocked_domains
+                .iter_mut()
+                .find(|d| d.domain.eq_ignore_ascii_case(&identity))
+            else {
+                return Err(not_found(fed));
+            };
+            if let Some(v) = args.opt_text("Comment") {
+                d.comment = v;
+            }
+        }
+        (Verb::Set, Noun::LabContactList) => set_contacts(cmd, fed, &identity, args)?,
         (Verb::New, Noun::BlockedDomain) => {
             let domain = domain_identity(cmd, &identity, args)?;
             if fed.blocked(&domain).is_some() {
@@ -1269,7 +1340,7 @@ fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletEr
                 )));
             }
             let mut p = ExternalAccessPolicy::closed(scope);
-            set_policy(&mut p, args);
+            set_policy(cmd, &mut p, args)?;
             fed.external_access_policies.push(p);
         }
         (Verb::Set, Noun::ExternalAccessPolicy) => {
@@ -1281,7 +1352,7 @@ fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletEr
             else {
                 return Err(not_found(fed));
             };
-            set_policy(p, args);
+            set_policy(cmd, p, args)?;
         }
         (Verb::Grant, Noun::ExternalAccessPolicy) => grant(cmd, fed, &identity, args)?,
         _ => return Err(cmd.refused("not supported")),
@@ -1391,7 +1462,14 @@ fn set_allowed(d: &mut AllowedDomain, args: &Args) {
     }
 }
 
-fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
+fn set_policy(cmd: Cmdlet, p: &mut ExternalAccessPolicy, args: &Args) -> Result<(), CmdletError> {
+    if let Some(b) = args.bool("EnableXmppAccess") {
+        crate::config::xmpp_access(b).map_err(|message| CmdletError::Invalid {
+            cmdlet: cmd.name(),
+            param: "EnableXmppAccess".into(),
+            message,
+        })?;
+    }
     for (name, field) in [
         ("EnableFederationAccess", &mut p.enable_federation_access),
         ("EnablePublicCloudAccess", &mut p.enable_public_cloud_access),
@@ -1400,7 +1478,6 @@ fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
             &mut p.enable_public_cloud_audio_video_access,
         ),
         ("EnableOutsideAccess", &mut p.enable_outside_access),
-        ("EnableXmppAccess", &mut p.enable_xmpp_access),
     ] {
         if let Some(b) = args.bool(name) {
             *field = b;
@@ -1408,6 +1485,58 @@ fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
     }
     if let Some(v) = args.opt_text("Description") {
         p.description = v;
+    }
+    Ok(())
+}
+
+/// A user as Grant and Set-CsLabContactList name one: `sip:alice@contoso.test`,
+/// `alice@contoso.test` or `alice`, lowercased without the scheme.
+fn user_identity(cmd: Cmdlet, identity: &str) -> Result<String, CmdletError> {
+    let user = crate::config::sip_address(identity);
+    if user.is_empty() || user.contains(char::is_whitespace) || user.matches('@').count() > 1 {
+        return Err(CmdletError::BadValue {
+            cmdlet: cmd.name(),
+            param: "Identity".into(),
+            value: identity.into(),
+            expected: "a user, e.g. sip:alice@contoso.test or alice".into(),
+        });
+    }
+    Ok(user)
+}
+
+/// Set-CsLabContactList -Identity <user> -Contacts <addresses | $null>: the simulated
+/// contact list an unverified sender must be on to reach the user.
+fn set_contacts(
+    cmd: Cmdlet,
+    fed: &mut Federation,
+    identity: &str,
+    args: &Args,
+) -> Result<(), CmdletError> {
+    let user = user_identity(cmd, identity)?;
+    let contacts = args
+        .list("Contacts")
+        .ok_or_else(|| cmd.missing("Contacts"))?;
+    match fed.users.iter().position(|g| g.user == user) {
+        Some(i) => {
+            fed.users[i].contacts = contacts;
+            drop_if_empty(&mut fed.users, i);
+        }
+        None if !contacts.is_empty() => fed.users.push(UserGrant {
+            user,
+            policy: None,
+            site: None,
+            contacts,
+        }),
+        None => {}
+    }
+    Ok(())
+}
+
+/// A user entry with no tag, no site and no contacts says nothing: it goes.
+fn drop_if_empty(users: &mut Vec<UserGrant>, i: usize) {
+    let g = &users[i];
+    if g.policy.is_none() && g.site.is_none() && g.contacts.is_empty() {
+        users.remove(i);
     }
 }
 
@@ -1418,20 +1547,7 @@ fn grant(
     identity: &str,
     args: &Args,
 ) -> Result<(), CmdletError> {
-    let user = identity.trim();
-    let user = user
-        .strip_prefix("sip:")
-        .or_else(|| user.strip_prefix("SIP:"))
-        .unwrap_or(user)
-        .to_ascii_lowercase();
-    if user.is_empty() || user.contains(char::is_whitespace) || user.matches('@').count() > 1 {
-        return Err(CmdletError::BadValue {
-            cmdlet: cmd.name(),
-            param: "Identity".into(),
-            value: identity.into(),
-            expected: "a user, e.g. sip:alice@contoso.test or alice".into(),
-        });
-    }
+    let user = user_identity(cmd, identity)?;
     let tag =
         match args.opt_text("PolicyName") {
             None => return Err(cmd.missing("PolicyName")),
@@ -1462,14 +1578,13 @@ fn grant(
     match fed.users.iter().position(|g| g.user == user) {
         Some(i) => {
             fed.users[i].policy = tag;
-            if fed.users[i].policy.is_none() && fed.users[i].site.is_none() {
-                fed.users.remove(i);
-            }
+            drop_if_empty(&mut fed.users, i);
         }
         None if tag.is_some() => fed.users.push(UserGrant {
             user,
             policy: tag,
             site: None,
+            contacts: Vec::new(),
         }),
         None => {}
     }

@@ -237,6 +237,89 @@ pub fn split_proxy_fqdn(value: &str) -> Result<(&str, u16), String> {
     }
 }
 
+/// A public provider's IconUrl: an absolute `http`/`https` URL whose host is a DNS name
+/// (with an optional port). The one check of this field, shared by the TOML loader and the
+/// cmdlets.
+pub fn icon_url(value: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "`{value}` is not a URL; expected an absolute http or https URL, e.g. \"https://images.edge.messenger.live.com/Messenger_16x16.png\""
+        )
+    };
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => h,
+        Some(_) => return Err(bad()),
+        None => authority,
+    };
+    let dns = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if dns {
+        Ok(v.to_string())
+    } else {
+        Err(bad())
+    }
+}
+
+/// EnableXmppAccess: XMPP federation (the XMPP gateway, port 5269) is outside what sipedge
+/// models, so only `false` is accepted. The one check of this field, shared by the TOML
+/// loader and the cmdlets.
+pub fn xmpp_access(enable: bool) -> Result<bool, String> {
+    if enable {
+        Err("EnableXmppAccess is not modelled: sipedge has no XMPP gateway (XMPP federation, port 5269), so a user could never use it; leave it $false".to_string())
+    } else {
+        Ok(false)
+    }
+}
+
+/// An address as people type it (`sip:alice@contoso.test`, `alice@contoso.test`, `alice`),
+/// trimmed, lowercased and without the `sip:` scheme: how users and contacts are kept.
+pub fn sip_address(value: &str) -> String {
+    let v = value.trim();
+    v.strip_prefix("sip:")
+        .or_else(|| v.strip_prefix("SIP:"))
+        .unwrap_or(v)
+        .to_ascii_lowercase()
+}
+
+/// One entry of a user's simulated contact list: `sip:dave@fabrikam.test` or
+/// `dave@fabrikam.test`, lowercased without the scheme. The one check of this field,
+/// shared by the TOML loader and the cmdlets.
+pub fn contact(value: &str) -> Result<String, String> {
+    let v = sip_address(value);
+    let ok = match v.split_once('@') {
+        Some((user, host)) => {
+            !user.is_empty()
+                && !user.contains(|c: char| c.is_whitespace() || c == '@' || c == ';')
+                && !host.is_empty()
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        }
+        None => false,
+    };
+    if ok {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{value}` is not a contact; expected a SIP address, e.g. \"sip:dave@fabrikam.test\""
+        ))
+    }
+}
+
 /// `CsBlockedDomain`: traffic to and from it is refused, even with discovery on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockedDomain {
@@ -333,9 +416,17 @@ pub struct UserGrant {
     pub policy: Option<String>,
     /// The user's site, whose `site:<name>` policy applies when no tag is granted.
     pub site: Option<String>,
+    /// The user's simulated contact list (`user@domain`, lowercase): the senders an
+    /// unverified message may reach this user from (access-edge.md §a.1, §b.3 step 10).
+    pub contacts: Vec<String>,
 }
 
 impl UserGrant {
+    /// Whether `sender` (`user@host`) is on this user's contact list.
+    pub fn has_contact(&self, sender: &str) -> bool {
+        self.contacts.iter().any(|c| c.eq_ignore_ascii_case(sender))
+    }
+
     /// Whether this grant is for `user@host`.
     pub fn is_for(&self, user: &str, host: &str) -> bool {
         match self.user.split_once('@') {
@@ -381,6 +472,12 @@ pub struct Codes {
     pub user_public_cloud_denied: Code,
     /// The local user's policy denies public-cloud audio/video. Default 403 / 1908.
     pub user_public_cloud_av_denied: Code,
+    /// A remote user whose policy has EnableOutsideAccess off. Default 403 / 1920.
+    pub user_outside_access_denied: Code,
+    /// An unverified sender who is not on the recipient's contact list. Default 403 / 1921.
+    pub unverified_not_contact: Code,
+    /// An anonymous user joining a meeting while AllowAnonymousUsers is off. Default 403 / 1922.
+    pub anonymous_users_disabled: Code,
     /// The domain's SRV points at a disabled provider. Default 403 / 1909.
     pub provider_disabled: Code,
     /// Method may not cross federation. Default 403 / 1027 (status [unverified]).
@@ -409,6 +506,9 @@ impl Default for Codes {
             user_federation_denied: Code::new(403, 1906),
             user_public_cloud_denied: Code::new(403, 1907),
             user_public_cloud_av_denied: Code::new(403, 1908),
+            user_outside_access_denied: Code::new(403, 1920),
+            unverified_not_contact: Code::new(403, 1921),
+            anonymous_users_disabled: Code::new(403, 1922),
             provider_disabled: Code::new(403, 1909),
             method_not_allowed: Code::new(403, 1027),
             srv_not_found: Code::new(504, 1008),
@@ -807,6 +907,9 @@ pub(super) mod raw {
         pub user: String,
         pub policy: Option<String>,
         pub site: Option<String>,
+        /// The simulated contact list: `sip:dave@fabrikam.test` or `dave@fabrikam.test`.
+        #[serde(default)]
+        pub contacts: Vec<String>,
     }
 
     #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -828,6 +931,9 @@ pub(super) mod raw {
         pub user_federation_denied: Option<RawCode>,
         pub user_public_cloud_denied: Option<RawCode>,
         pub user_public_cloud_av_denied: Option<RawCode>,
+        pub user_outside_access_denied: Option<RawCode>,
+        pub unverified_not_contact: Option<RawCode>,
+        pub anonymous_users_disabled: Option<RawCode>,
         pub provider_disabled: Option<RawCode>,
         pub method_not_allowed: Option<RawCode>,
         pub srv_not_found: Option<RawCode>,
@@ -865,7 +971,13 @@ impl Builder<'_> {
                     VerificationLevel::AlwaysVerifiable,
                 ),
                 enabled: p.enabled,
-                icon_url: p.icon_url,
+                icon_url: p.icon_url.and_then(|u| match icon_url(&u) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        self.problem(&format!("{key}.icon_url"), e);
+                        None
+                    }
+                }),
                 name_decoration_domain: p
                     .name_decoration_domain
                     .map(|d| self.fqdn(&format!("{key}.name_decoration_domain"), &d)),
@@ -950,6 +1062,12 @@ impl Builder<'_> {
         fed.external_access_policies.clear();
         for (i, p) in raw.external_access_policy.into_iter().enumerate() {
             let key = format!("external_access_policy[{i}].identity");
+            if let Err(e) = xmpp_access(p.enable_xmpp_access) {
+                self.problem(
+                    &format!("external_access_policy[{i}].enable_xmpp_access"),
+                    e,
+                );
+            }
             let Some(scope) = PolicyScope::parse(&p.identity) else {
                 self.problem(
                     &key,
@@ -967,7 +1085,7 @@ impl Builder<'_> {
                 enable_public_cloud_access: p.enable_public_cloud_access,
                 enable_public_cloud_audio_video_access: p.enable_public_cloud_audio_video_access,
                 enable_outside_access: p.enable_outside_access,
-                enable_xmpp_access: p.enable_xmpp_access,
+                enable_xmpp_access: false,
                 description: p.description,
             });
         }
@@ -978,12 +1096,7 @@ impl Builder<'_> {
         seen.clear();
         for (i, u) in raw.user.into_iter().enumerate() {
             let key = format!("user[{i}].user");
-            let name = u.user.trim();
-            let name = name
-                .strip_prefix("sip:")
-                .or_else(|| name.strip_prefix("SIP:"))
-                .unwrap_or(name)
-                .to_ascii_lowercase();
+            let name = sip_address(&u.user);
             let valid = !name.is_empty()
                 && !name.contains(char::is_whitespace)
                 && name.matches('@').count() <= 1
@@ -1013,10 +1126,22 @@ impl Builder<'_> {
                     }
                 }
             });
+            let contacts = u
+                .contacts
+                .iter()
+                .filter_map(|c| match contact(c) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.problem(&format!("user[{i}].contacts"), e);
+                        None
+                    }
+                })
+                .collect();
             fed.users.push(UserGrant {
                 user: name,
                 policy,
                 site: u.site,
+                contacts,
             });
         }
         if let Some(d) = raw.diagnostics {
@@ -1264,6 +1389,24 @@ impl Builder<'_> {
                 "user_public_cloud_av_denied",
                 r.user_public_cloud_av_denied,
                 d.user_public_cloud_av_denied,
+            ),
+            user_outside_access_denied: code(
+                self,
+                "user_outside_access_denied",
+                r.user_outside_access_denied,
+                d.user_outside_access_denied,
+            ),
+            unverified_not_contact: code(
+                self,
+                "unverified_not_contact",
+                r.unverified_not_contact,
+                d.unverified_not_contact,
+            ),
+            anonymous_users_disabled: code(
+                self,
+                "anonymous_users_disabled",
+                r.anonymous_users_disabled,
+                d.anonymous_users_disabled,
             ),
             provider_disabled: code(
                 self,

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use super::{Ctx, Rejection, SourceClass, Step};
 use crate::config::{ExternalAccessPolicy, Federation, PolicyScope};
-use crate::sip::ms_headers::SourceNetwork;
+use crate::sip::ms_headers::{SourceNetwork, Verified};
 
 /// Where the effective policy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +55,55 @@ pub fn effective_policy(
 }
 
 /// The edge switches (b.3 step 1, b.4 step 1): AllowFederatedUsers for federation and
-/// providers, AllowOutsideUsers for remote users.
+/// providers, AllowOutsideUsers for remote users (and, with AllowAnonymousUsers, for
+/// anonymous users joining a meeting). A remote user also needs EnableOutsideAccess in
+/// their external access policy: the pool refuses the others' sign-in from outside
+/// (b.1), which the edge plays here like the rest of the simulated pool.
 pub(super) fn apply_edge_switches(cx: &mut Ctx<'_>) -> Step {
     let fed = &cx.snap.federation;
-    let remote_user = cx.inbound()
-        && cx.peer.identity.is_anonymous()
-        && cx.snap.is_local_domain(cx.req.from_host);
-    if remote_user {
-        if !fed.access_edge.allow_outside_users {
-            return cx.reject(
-                "edge-switches",
-                Rejection::outside_users_disabled(&fed.codes),
-            );
+    let from_outside_without_certificate = cx.inbound() && cx.peer.identity.is_anonymous();
+    let remote_user =
+        from_outside_without_certificate && cx.snap.is_local_domain(cx.req.from_host);
+    let anonymous_meeting_join = from_outside_without_certificate && !remote_user && cx.req.meeting;
+    if (remote_user || anonymous_meeting_join) && !fed.access_edge.allow_outside_users {
+        return cx.reject(
+            "edge-switches",
+            Rejection::outside_users_disabled(&fed.codes),
+        );
+    }
+    if anonymous_meeting_join {
+        if !fed.access_edge.allow_anonymous_users {
+            let r = Rejection::anonymous_users_disabled(&fed.codes, cx.req.from_host);
+            return cx.reject("edge-switches", r);
         }
-        cx.pass("edge-switches", "AllowOutsideUsers");
+        cx.pass(
+            "edge-switches",
+            "AllowOutsideUsers, AllowAnonymousUsers: an anonymous user joins a meeting",
+        );
+        return ControlFlow::Continue(());
+    }
+    if remote_user {
+        if cx.ends_or_confirms_dialog() {
+            cx.pass("edge-switches", "AllowOutsideUsers; ends or confirms a dialog");
+            return ControlFlow::Continue(());
+        }
+        let (user, host) = (cx.req.from_user.unwrap_or(""), cx.req.from_host);
+        let (p, from) = effective_policy(fed, user, host);
+        if !p.enable_outside_access {
+            let r = Rejection::user_outside_access_denied(
+                &fed.codes,
+                &format!("{user}@{host}"),
+                &p.scope.to_string(),
+            );
+            return cx.reject("edge-switches", r);
+        }
+        cx.pass(
+            "edge-switches",
+            format_args!(
+                "AllowOutsideUsers; {user}@{host} has EnableOutsideAccess ({}, from {from})",
+                p.scope
+            ),
+        );
         return ControlFlow::Continue(());
     }
     if !fed.access_edge.allow_federated_users {
@@ -149,6 +184,31 @@ pub(super) fn apply_access_policy(cx: &mut Ctx<'_>) -> Step {
         ),
     );
     ControlFlow::Continue(())
+}
+
+/// An unverified message (AlwaysUnverifiable, or the peer's own unverified marking) is
+/// delivered only to a recipient whose contact list holds the sender (access-edge.md §a.1
+/// VerificationLevel, §b.3 step 10). Requests inside a dialog belong to one already let in.
+pub(super) fn apply_contact_list(cx: &mut Ctx<'_>) -> Step {
+    if !cx.inbound() || cx.verified != Some(Verified::Unverified) || cx.req.in_dialog {
+        return ControlFlow::Continue(());
+    }
+    let fed = &cx.snap.federation;
+    let (user, host) = cx.local_user();
+    let sender = format!(
+        "{}@{}",
+        cx.req.from_user.unwrap_or(""),
+        cx.req.from_host
+    );
+    if fed.grant(user, host).is_some_and(|g| g.has_contact(&sender)) {
+        cx.pass(
+            "contact-list",
+            format_args!("unverified {sender} is a contact of {user}@{host}"),
+        );
+        return ControlFlow::Continue(());
+    }
+    let r = Rejection::unverified_not_contact(&fed.codes, &sender, &format!("{user}@{host}"));
+    cx.reject("contact-list", r)
 }
 
 impl<'a> Ctx<'a> {
