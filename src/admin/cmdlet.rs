@@ -710,7 +710,7 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
     let variable = !w.quoted && text.starts_with('$');
     if variable && lower == "$null" {
         return match spec.kind {
-            Kind::Text | Kind::Fqdn | Kind::List | Kind::Contacts | Kind::Url
+            Kind::Text | Kind::Fqdn | Kind::ProxyFqdn | Kind::List | Kind::Contacts | Kind::Url
                 if spec.name != "Identity" =>
             {
                 Ok(Value::Null)
@@ -882,7 +882,11 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
         Noun::LabContactList => fed
             .users
             .iter()
-            .filter(|g| !g.contacts.is_empty() && wanted(&g.user))
+            .filter(|g| {
+                !g.contacts.is_empty()
+                    && identity.is_none_or(|i| crate::config::sip_address(i) == g.user)
+                    && filter.is_none_or(|f| glob(f, &g.user))
+            })
             .map(|g| {
                 vec![
                     ("Identity", g.user.clone()),
@@ -1718,5 +1722,7 @@ fn host_port(s: &str) -> Option<(String, u16)> {
     }
 }
 
+#[cfg(test)]
+mod knobs;
 #[cfg(test)]
 mod tests;

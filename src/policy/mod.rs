@@ -33,6 +33,8 @@ mod route;
 mod verify;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
 
 use std::ops::ControlFlow;

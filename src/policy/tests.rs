@@ -1,26 +1,14 @@
 //! The decision matrix over the DESIGN lab, plus one test per step. Pure: no sockets.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
+use super::fixtures::{lab, lab_dns, lab_with, peer, pool};
 use super::*;
 use crate::config::Snapshot;
-use crate::peer::PeerIdentity;
 
 const BASE: &str = crate::config::TCP_EDGE;
 
-/// The lab: BASE plus the shipped federation sections.
-fn lab_with(extra: &str) -> Snapshot {
-    let text = format!(
-        "{BASE}\n{}\n{extra}",
-        crate::config::lab_federation_sections()
-    );
-    Snapshot::from_toml(&text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
-}
 
-fn lab() -> Snapshot {
-    lab_with("")
-}
 
 /// A `[[user]]` giving alice a simulated contact list holding `sender` (unverified
 /// messages reach her only from her contacts).
@@ -28,21 +16,6 @@ fn alice_lists(sender: &str) -> String {
     format!("[[user]]\nuser = \"sip:alice@contoso.test\"\ncontacts = [\"sip:{sender}\"]\n")
 }
 
-/// DESIGN's `_sipfederationtls._tcp` records.
-fn lab_dns() -> DnsFacts {
-    let srv = |t: &str| SrvAnswer::Records(vec![SrvTarget::new(0, 0, 5061, t)]);
-    DnsFacts::none()
-        .with_srv("fabrikam.test", srv("sip.fabrikam.test"))
-        .with_srv("northwind.test", srv("sip.northwind.test"))
-        .with_srv("adatum.test", srv("sip.adatum.test"))
-        .with_srv("msn.com", srv("federation.messenger.msn.com"))
-        .with_srv("live.com", srv("federation.messenger.msn.com"))
-        .with_srv("hotmail.com", srv("federation.messenger.msn.com"))
-        .with_srv("outlook.com", srv("federation.messenger.msn.com"))
-        .with_srv("tailspin.test", srv("sipfed.online.lync.com"))
-        .with_srv("badsrv.test", srv("sip.elsewhere.test"))
-        .with_srv("nowhere.test", SrvAnswer::NoRecords)
-}
 
 /// The certificate name each lab domain's edge presents.
 fn edge_of(domain: &str) -> &'static str {
@@ -58,18 +31,7 @@ fn edge_of(domain: &str) -> &'static str {
     }
 }
 
-fn peer(interface: Interface, names: &[&str]) -> Peer {
-    Peer {
-        interface,
-        transport: Transport::Tls,
-        addr: "127.0.0.9:40000".parse::<SocketAddr>().unwrap(),
-        identity: PeerIdentity::new(names),
-    }
-}
 
-fn pool() -> Peer {
-    peer(Interface::Internal, &["pool.contoso.test"])
-}
 
 const MARKED: &str = "ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";
 
