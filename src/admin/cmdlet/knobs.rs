@@ -828,3 +828,52 @@ fn every_parameter_of_every_cmdlet_changes_a_decision_or_state_or_is_refused_or_
     assert!(walked > 100, "the walk saw {walked} parameters");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// README's cmdlet reference as (cmdlet, parameter) pairs, one row naming several cmdlets.
+fn readme_reference() -> Vec<(String, String)> {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split_once("### Cmdlet reference")
+        .expect("README has a cmdlet reference")
+        .1;
+    let section = section.split("\n#").next().unwrap_or("");
+    let mut pairs = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (Some(cmdlets), Some(param)) = (cells.get(1), cells.get(2)) else {
+            continue;
+        };
+        let Some(param) = param.strip_prefix("`-").and_then(|p| p.strip_suffix('`')) else {
+            continue;
+        };
+        for cmdlet in cmdlets.split(", ") {
+            pairs.push((cmdlet.to_string(), param.to_string()));
+        }
+    }
+    pairs
+}
+
+#[test]
+fn the_readme_cmdlet_reference_has_a_row_for_every_parameter_and_no_other() {
+    let documented = readme_reference();
+    let accepted: Vec<(String, String)> = Cmdlet::ALL
+        .iter()
+        .flat_map(|c| {
+            c.specs()
+                .iter()
+                .map(move |s| (c.name(), s.name.to_string()))
+        })
+        .collect();
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|p| !documented.contains(p))
+        .collect();
+    let stale: Vec<_> = documented
+        .iter()
+        .filter(|p| !accepted.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "README's cmdlet reference lacks {missing:?} and names what the admin does not accept: {stale:?}"
+    );
+}
