@@ -25,13 +25,16 @@
 //! | `[[allowed_domain]]`                   | `New-CsAllowedDomain` (`domain` = Identity/Domain)       |
 //! | `[[blocked_domain]]`                   | `New-CsBlockedDomain`                                    |
 //! | `[[external_access_policy]]`           | `New-CsExternalAccessPolicy` (`identity` = `global`, `site:<name>` or a tag) |
-//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag) and the user's site |
+//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag), the user's site, and sipedge's simulated contact list `contacts` (`Set-CsLabContactList`) |
 //! | `[diagnostics]`                        | sipedge only: status and ms-diagnostics codes the product does not document |
 //!
 //! sipedge-only keys in `[access_edge]`: `unmarked_source` (what UseSourceVerification does
 //! when the peer sent no marking: `"reject"`, the provider/allowed-domain documentation, or
 //! `"unverified"`, the default-route documentation; the default route always uses
 //! `"unverified"`) and `federated_methods` (the methods that may cross federation, 1027).
+//!
+//! Refused as not modelled: `enable_xmpp_access = true` (no XMPP gateway). `icon_url` must be
+//! an absolute http(s) URL (client provisioning data; no SIP path of the edge carries it).
 //!
 //! `VerificationLevel` is accepted by name or by number; the numbers are an assumption
 //! (no source prints them): 0 AlwaysVerifiable, 1 AlwaysUnverifiable, 2 UseSourceVerification.

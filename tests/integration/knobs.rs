@@ -13,15 +13,17 @@ async fn dan_to<S>(northwind: &mut StreamConn<S>, user: &str, id: &str) -> Strin
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    dan_marked_to(northwind, NORTHWIND_MARK, user, id).await
+}
+
+/// [`dan_to`] with another trust marking line.
+async fn dan_marked_to<S>(northwind: &mut StreamConn<S>, mark: &str, user: &str, id: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let to = format!("sip:{user}@contoso.test");
     northwind
-        .send(&msg(
-            "MESSAGE",
-            "sip:dan@northwind.test",
-            &to,
-            id,
-            &[NORTHWIND_MARK],
-        ))
+        .send(&msg("MESSAGE", "sip:dan@northwind.test", &to, id, &[mark]))
         .await;
     northwind.recv().await
 }
@@ -212,4 +214,32 @@ async fn anonymous_meeting_joins_and_remote_users_follow_allow_anonymous_users_a
     outside.send(&register("ro2")).await;
     let got = pool_conn.recv().await;
     assert_eq!(header(&got, "call-id"), Some("ro2"));
+}
+
+#[tokio::test]
+async fn a_clearing_house_or_forwarding_proxy_marking_is_the_peers_own_verification() {
+    let (mut lab, mut northwind) = northwind_connected_with(|f| f).await;
+    for source_type in ["ClearingHouse", "ForwardingProxy"] {
+        let marked = |verified: &str| {
+            format!("ms-edge-proxy-message-trust: ms-source-type={source_type};ms-ep-fqdn=ch.clearing.test;ms-source-verified-user={verified}")
+        };
+        // Verified: copied (UseSourceVerification), and the edge's own marking replaces it.
+        let id = format!("{source_type}-v");
+        let r = dan_marked_to(&mut northwind, &marked("verified"), "alice", &id).await;
+        assert_eq!(status_of(&r), 200, "{source_type}");
+        let got = lab.pool_recv().await;
+        assert_eq!(
+            headers(&got, "ms-edge-proxy-message-trust"),
+            ["ms-source-type=AutoFederation;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sip.northwind.test"],
+            "{source_type}"
+        );
+        // Unverified: copied too, so only a recipient listing dan would get it.
+        let id = format!("{source_type}-u");
+        let r = dan_marked_to(&mut northwind, &marked("unverified"), "alice", &id).await;
+        assert_eq!(
+            (status_of(&r), diagnostics_code(&r, "ms-diagnostics-public")),
+            (403, "1921"),
+            "{source_type}: {r}"
+        );
+    }
 }
