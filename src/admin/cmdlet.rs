@@ -310,7 +310,7 @@ enum Kind {
     List,
     /// Comma-separated SIP addresses (`config::contact`); `$null` empties.
     Contacts,
-    /// An absolute http(s) URL (`config::icon_url`); `$null` clears.
+    /// An absolute http(s) URL (`config::http_url`); `$null` clears.
     Url,
     Bool,
     /// Present means true; `-Name:$false` means false.
@@ -355,7 +355,7 @@ const HOSTING_NEW: &[Spec] = &[
     p("HostsOCSUsers", Kind::Bool),
     p("IsLocal", Kind::Bool),
     p("VerificationLevel", Kind::Level),
-    p("AutodiscoverUrl", Kind::Text),
+    p("AutodiscoverUrl", Kind::Url),
     p("SipClientPort", Kind::Number(1, 65535)),
 ];
 /// ProxyFqdn of a hosting provider cannot be changed in place (remove and re-create).
@@ -366,7 +366,7 @@ const HOSTING_SET: &[Spec] = &[
     p("HostsOCSUsers", Kind::Bool),
     p("IsLocal", Kind::Bool),
     p("VerificationLevel", Kind::Level),
-    p("AutodiscoverUrl", Kind::Text),
+    p("AutodiscoverUrl", Kind::Url),
     p("SipClientPort", Kind::Number(1, 65535)),
 ];
 const ALLOWED_NEW: &[Spec] = &[
@@ -780,7 +780,7 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
             .map(|c| crate::config::contact(c).map_err(invalid))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::List),
-        Kind::Url => crate::config::icon_url(text)
+        Kind::Url => crate::config::http_url(text)
             .map(Value::Text)
             .map_err(invalid),
         Kind::Text => {

@@ -33,8 +33,9 @@
 //! `"unverified"`, the default-route documentation; the default route always uses
 //! `"unverified"`) and `federated_methods` (the methods that may cross federation, 1027).
 //!
-//! Refused as not modelled: `enable_xmpp_access = true` (no XMPP gateway). `icon_url` must be
-//! an absolute http(s) URL (client provisioning data; no SIP path of the edge carries it).
+//! Refused as not modelled: `enable_xmpp_access = true` (no XMPP gateway). `icon_url` and
+//! `autodiscover_url` must be absolute http(s) URLs (client data; no SIP path of the edge
+//! carries them).
 //!
 //! `VerificationLevel` is accepted by name or by number; the numbers are an assumption
 //! (no source prints them): 0 AlwaysVerifiable, 1 AlwaysUnverifiable, 2 UseSourceVerification.
@@ -240,10 +241,10 @@ pub fn split_proxy_fqdn(value: &str) -> Result<(&str, u16), String> {
     }
 }
 
-/// A public provider's IconUrl: an absolute `http`/`https` URL whose host is a DNS name
-/// (with an optional port). The one check of this field, shared by the TOML loader and the
-/// cmdlets.
-pub fn icon_url(value: &str) -> Result<String, String> {
+/// An absolute `http`/`https` URL whose host is a DNS name (with an optional port): a
+/// public provider's IconUrl, a hosting provider's AutodiscoverUrl. The one check of these
+/// fields, shared by the TOML loader and the cmdlets.
+pub fn http_url(value: &str) -> Result<String, String> {
     let bad = || {
         format!(
             "`{value}` is not a URL; expected an absolute http or https URL, e.g. \"https://images.edge.messenger.live.com/Messenger_16x16.png\""
@@ -974,7 +975,7 @@ impl Builder<'_> {
                     VerificationLevel::AlwaysVerifiable,
                 ),
                 enabled: p.enabled,
-                icon_url: p.icon_url.and_then(|u| match icon_url(&u) {
+                icon_url: p.icon_url.and_then(|u| match http_url(&u) {
                     Ok(u) => Some(u),
                     Err(e) => {
                         self.problem(&format!("{key}.icon_url"), e);
@@ -1011,8 +1012,23 @@ impl Builder<'_> {
                     h.verification_level.as_ref(),
                     VerificationLevel::AlwaysVerifiable,
                 ),
-                autodiscover_url: h.autodiscover_url,
-                sip_client_port: h.sip_client_port.unwrap_or(443),
+                autodiscover_url: h.autodiscover_url.and_then(|u| match http_url(&u) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        self.problem(&format!("{key}.autodiscover_url"), e);
+                        None
+                    }
+                }),
+                sip_client_port: match h.sip_client_port {
+                    Some(0) => {
+                        self.problem(
+                            &format!("{key}.sip_client_port"),
+                            "0 is not a port; SipClientPort allows 1 to 65535",
+                        );
+                        443
+                    }
+                    port => port.unwrap_or(443),
+                },
             };
             fed.hosting_providers.push(hp);
         }

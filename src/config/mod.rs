@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use federation::{
-    contact, icon_url, sip_address, split_proxy_fqdn, xmpp_access, AccessEdge, AllowedDomain,
+    contact, http_url, sip_address, split_proxy_fqdn, xmpp_access, AccessEdge, AllowedDomain,
     BlockedDomain, Code, Codes, Conflict, ExternalAccessPolicy, Federation, FederationRouting,
     HostingProvider, PolicyScope, PublicProvider, UnmarkedSource, UserGrant, VerificationLevel,
     DEFAULT_FEDERATED_METHODS, FEDERATION_PORT,

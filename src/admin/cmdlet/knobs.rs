@@ -25,13 +25,9 @@ const OTHER_BRANCH_PENDING: &[(&str, &str)] = &[
     ("New-CsHostingProvider", "EnabledSharedAddressSpace"),
     ("New-CsHostingProvider", "HostsOCSUsers"),
     ("New-CsHostingProvider", "IsLocal"),
-    ("New-CsHostingProvider", "AutodiscoverUrl"),
-    ("New-CsHostingProvider", "SipClientPort"),
     ("Set-CsHostingProvider", "EnabledSharedAddressSpace"),
     ("Set-CsHostingProvider", "HostsOCSUsers"),
     ("Set-CsHostingProvider", "IsLocal"),
-    ("Set-CsHostingProvider", "AutodiscoverUrl"),
-    ("Set-CsHostingProvider", "SipClientPort"),
     (
         "Set-CsAccessEdgeConfiguration",
         "OutgoingTlsCountForFederatedPartners",
@@ -420,6 +416,23 @@ fn effect(cmdlet: &str, param: &str) -> Option<Effect> {
             &["Set-CsHostingProvider -Identity LyncOnline -Enabled $false"],
             Probe::Out("alice", "tailspin.test", "MESSAGE"),
         ),
+        // What the provider's clients are told (hybrid users' autodiscovery, their SIP
+        // port): no SIP path of the edge carries either.
+        ("New-CsHostingProvider", "AutodiscoverUrl" | "SipClientPort") => Prints {
+            after: &[
+                "Remove-CsHostingProvider LyncOnline",
+                "New-CsHostingProvider LyncOnline -ProxyFqdn sipfed.online.lync.com -Enabled 1 -AutodiscoverUrl https://webdir.test/Autodiscover -SipClientPort 5443",
+            ],
+            get: "Get-CsHostingProvider LyncOnline",
+            shows: "AutodiscoverUrl           : https://webdir.test/Autodiscover\nSipClientPort             : 5443",
+            hides: "webdir.online.lync.com",
+        },
+        ("Set-CsHostingProvider", "AutodiscoverUrl" | "SipClientPort") => Prints {
+            after: &["Set-CsHostingProvider LyncOnline -AutodiscoverUrl https://webdir.test/Autodiscover -SipClientPort 5443"],
+            get: "Get-CsHostingProvider LyncOnline",
+            shows: "AutodiscoverUrl           : https://webdir.test/Autodiscover\nSipClientPort             : 5443",
+            hides: "webdir.online.lync.com",
+        },
         ("Set-CsHostingProvider", "VerificationLevel") => decides(
             &["Set-CsHostingProvider LyncOnline -VerificationLevel AlwaysUnverifiable"],
             IN_TAILSPIN,

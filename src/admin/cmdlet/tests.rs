@@ -530,6 +530,23 @@ fn an_icon_url_that_is_not_a_url_is_refused_by_the_cmdlet_and_the_loader() {
             "{problems}"
         );
     }
+    // The hosting provider's AutodiscoverUrl is the same kind of value, checked the same way.
+    let e = err(
+        &s,
+        "Set-CsHostingProvider LyncOnline -AutodiscoverUrl 'not a url'",
+    );
+    assert!(e.to_string().contains("is not a URL"), "{e}");
+    let toml = PRE_PIC.replace(
+        "enabled = true",
+        "enabled = true\nautodiscover_url = \"webdir\"",
+    );
+    let problems = Snapshot::from_toml(&format!("{BASE}{toml}"), Path::new("."))
+        .expect_err("autodiscover")
+        .to_string();
+    assert!(
+        problems.contains("hosting_provider[0].autodiscover_url"),
+        "{problems}"
+    );
     let s = run(
         &s,
         "Set-CsPublicProvider Messenger -IconUrl http://images.test:8080/m.png?s=16",
