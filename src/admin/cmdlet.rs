@@ -13,6 +13,10 @@
 //! comma lists (`"msn.com,outlook.com"` or `msn.com,outlook.com`), and `-Identity` (for
 //! Grant also `-PolicyName`) given positionally, as PowerShell allows.
 //!
+//! `Get-/Set-CsLabContactList` are sipedge's own: a lab user's simulated contact list, which
+//! the product keeps in the user's client and the edge needs for unverified senders.
+//! `-EnableXmppAccess $true` is refused as not modelled.
+//!
 //! `VerificationLevel` takes a name or a number; the numbers are an assumption (no source
 //! prints them): 0 AlwaysVerifiable, 1 AlwaysUnverifiable, 2 UseSourceVerification.
 
