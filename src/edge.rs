@@ -273,10 +273,17 @@ impl Edge {
             crate::dns::HickoryResolver::with_name_servers(&servers, snap.dns.timeout)
         };
         let resolver = match hickory {
-            Ok(h) => Some(Arc::new(crate::dns::CachingResolver::new(
-                h,
-                snap.federation.access_edge.dns_srv_cache_record_count as usize,
-            ))),
+            Ok(h) => {
+                let live = Arc::clone(&live);
+                Some(Arc::new(
+                    crate::dns::CachingResolver::new(h, 0).with_capacity_from(move || {
+                        live.load()
+                            .federation
+                            .access_edge
+                            .dns_srv_cache_record_count as usize
+                    }),
+                ))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no DNS resolver: only IP literals and [hosts] resolve");
                 None

@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `sipedge_messages_total` | counter | `interface`, `direction` (`in`/`out`), `method` |
 //! | `sipedge_decisions_total` | counter | `outcome` (`forward`/`reject`/`answer`), `rule` |
+//! | `sipedge_monitored_decisions_total` | counter | `outcome`: decisions on traffic with an allowed domain marked MarkForMonitoring |
 //! | `sipedge_responses_total` | counter | `status` (responses the edge sends or relays) |
 //! | `sipedge_transaction_duration_seconds` | histogram | request received → final response sent |
 //! | `sipedge_tls_handshakes_total` | counter | `side` (`inbound`/`outbound`), `result` (`ok`/`failed`) |
@@ -239,6 +240,8 @@ pub struct Metrics {
     /// `[interface][direction][method]`.
     messages: [[[AtomicU64; METHODS.len()]; 2]; 2],
     decisions: RuleTable,
+    /// `[outcome]`: decisions on traffic with a MarkForMonitoring domain.
+    monitored: [AtomicU64; OUTCOMES.len()],
     /// Index `status - 100` for 100..=699.
     responses: [AtomicU64; 600],
     latency: Histogram,
@@ -253,6 +256,7 @@ impl Default for Metrics {
         Metrics {
             messages: [const { [const { [const { AtomicU64::new(0) }; METHODS.len()] }; 2] }; 2],
             decisions: RuleTable::default(),
+            monitored: [const { AtomicU64::new(0) }; OUTCOMES.len()],
             responses: [const { AtomicU64::new(0) }; 600],
             latency: Histogram::default(),
             tls: [const { [const { AtomicU64::new(0) }; 2] }; 2],
@@ -271,6 +275,12 @@ impl Metrics {
     pub fn decision(&self, outcome: &str, rule: &'static str) {
         let o = OUTCOMES.iter().position(|x| *x == outcome).unwrap_or(1) as u8;
         self.decisions.add(o, rule);
+    }
+
+    /// A decision on traffic with an allowed domain marked for monitoring.
+    pub fn monitored_decision(&self, outcome: &str) {
+        let o = OUTCOMES.iter().position(|x| *x == outcome).unwrap_or(1);
+        self.monitored[o].fetch_add(1, Relaxed);
     }
 
     /// A response the edge sent (generated or relayed). Statuses outside 100..=699 are not counted.
@@ -347,6 +357,23 @@ impl Metrics {
         if overflow > 0 {
             let labels = [("outcome", "other"), ("rule", "other")];
             sample(&mut out, "sipedge_decisions_total", &labels, overflow);
+        }
+        header(
+            &mut out,
+            "sipedge_monitored_decisions_total",
+            "counter",
+            "Decisions on traffic with an allowed domain marked MarkForMonitoring, by outcome.",
+        );
+        for (o, c) in self.monitored.iter().enumerate() {
+            let v = c.load(Relaxed);
+            if v > 0 {
+                sample(
+                    &mut out,
+                    "sipedge_monitored_decisions_total",
+                    &[("outcome", OUTCOMES[o])],
+                    v,
+                );
+            }
         }
         header(
             &mut out,

@@ -13,6 +13,10 @@
 //! comma lists (`"msn.com,outlook.com"` or `msn.com,outlook.com`), and `-Identity` (for
 //! Grant also `-PolicyName`) given positionally, as PowerShell allows.
 //!
+//! `Get-/Set-CsLabContactList` are sipedge's own: a lab user's simulated contact list, which
+//! the product keeps in the user's client and the edge needs for unverified senders.
+//! `-EnableXmppAccess $true` is refused as not modelled.
+//!
 //! `VerificationLevel` takes a name or a number; the numbers are an assumption (no source
 //! prints them): 0 AlwaysVerifiable, 1 AlwaysUnverifiable, 2 UseSourceVerification.
 
@@ -59,6 +63,13 @@ pub enum CmdletError {
         param: String,
         value: String,
         expected: String,
+    },
+    /// A value the shared field validator (`config`) refuses; the message says why.
+    #[error("{cmdlet}: -{param}: {message}")]
+    Invalid {
+        cmdlet: String,
+        param: String,
+        message: String,
     },
     /// A required parameter is missing.
     #[error("{cmdlet}: -{param} is required")]
@@ -301,6 +312,7 @@ enum Noun {
     BlockedDomain,
     ExternalAccessPolicy,
     FederatedPartner,
+    LabContactList,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +332,10 @@ enum Kind {
     ProxyFqdn,
     /// Comma-separated DNS names; `$null` empties.
     List,
+    /// Comma-separated SIP addresses (`config::contact`); `$null` empties.
+    Contacts,
+    /// An absolute http(s) URL (`config::http_url`); `$null` clears.
+    Url,
     Bool,
     /// Present means true; `-Name:$false` means false.
     Switch,
@@ -350,7 +366,7 @@ const PUBLIC: &[Spec] = &[
     p("ProxyFqdn", Kind::Fqdn),
     p("Enabled", Kind::Bool),
     p("VerificationLevel", Kind::Level),
-    p("IconUrl", Kind::Text),
+    p("IconUrl", Kind::Url),
     p("NameDecorationDomain", Kind::Fqdn),
     p("NameDecorationRoutingDomain", Kind::Fqdn),
     p("NameDecorationExcludedDomainList", Kind::List),
@@ -363,7 +379,7 @@ const HOSTING_NEW: &[Spec] = &[
     p("HostsOCSUsers", Kind::Bool),
     p("IsLocal", Kind::Bool),
     p("VerificationLevel", Kind::Level),
-    p("AutodiscoverUrl", Kind::Text),
+    p("AutodiscoverUrl", Kind::Url),
     p("SipClientPort", Kind::Number(1, 65535)),
 ];
 /// ProxyFqdn of a hosting provider cannot be changed in place (remove and re-create).
@@ -374,7 +390,7 @@ const HOSTING_SET: &[Spec] = &[
     p("HostsOCSUsers", Kind::Bool),
     p("IsLocal", Kind::Bool),
     p("VerificationLevel", Kind::Level),
-    p("AutodiscoverUrl", Kind::Text),
+    p("AutodiscoverUrl", Kind::Url),
     p("SipClientPort", Kind::Number(1, 65535)),
 ];
 const ALLOWED_NEW: &[Spec] = &[
@@ -393,6 +409,10 @@ const ALLOWED_SET: &[Spec] = &[
     p("VerificationLevel", Kind::Level),
 ];
 const BLOCKED_NEW: &[Spec] = &[IDENTITY, p("Domain", Kind::Fqdn), p("Comment", Kind::Text)];
+const BLOCKED_SET: &[Spec] = &[IDENTITY, p("Comment", Kind::Text)];
+/// sipedge only: a lab user's simulated contact list (no product cmdlet holds it; the
+/// product reads it from the user's client).
+const CONTACTS_SET: &[Spec] = &[IDENTITY, p("Contacts", Kind::Contacts)];
 const POLICY: &[Spec] = &[
     IDENTITY,
     p("EnableFederationAccess", Kind::Bool),
@@ -456,6 +476,7 @@ impl Cmdlet {
             c(Remove, AllowedDomain),
             c(Get, BlockedDomain),
             c(New, BlockedDomain),
+            c(Set, BlockedDomain),
             c(Remove, BlockedDomain),
             c(Get, ExternalAccessPolicy),
             c(New, ExternalAccessPolicy),
@@ -463,6 +484,8 @@ impl Cmdlet {
             c(Remove, ExternalAccessPolicy),
             c(Grant, ExternalAccessPolicy),
             c(Test, FederatedPartner),
+            c(Get, LabContactList),
+            c(Set, LabContactList),
         ]
     };
 
@@ -491,6 +514,8 @@ impl Cmdlet {
             (New, AllowedDomain) => ALLOWED_NEW,
             (Set, AllowedDomain) => ALLOWED_SET,
             (New, BlockedDomain) => BLOCKED_NEW,
+            (Set, BlockedDomain) => BLOCKED_SET,
+            (Set, LabContactList) => CONTACTS_SET,
             (New | Set, ExternalAccessPolicy) => POLICY,
             (Grant, ExternalAccessPolicy) => GRANT,
             (Test, FederatedPartner) => TEST_PARTNER,
@@ -542,6 +567,7 @@ impl fmt::Display for Cmdlet {
             Noun::BlockedDomain => "CsBlockedDomain",
             Noun::ExternalAccessPolicy => "CsExternalAccessPolicy",
             Noun::FederatedPartner => "CsFederatedPartner",
+            Noun::LabContactList => "CsLabContactList",
         };
         write!(f, "{verb}-{noun}")
     }
@@ -696,6 +722,11 @@ fn resolve(cmd: Cmdlet, specs: &[Spec], name: &str) -> Result<Spec, CmdletError>
 }
 
 fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletError> {
+    let invalid = |message: String| CmdletError::Invalid {
+        cmdlet: cmd.name(),
+        param: spec.name.to_string(),
+        message,
+    };
     let bad = |value: &str, expected: &str| CmdletError::BadValue {
         cmdlet: cmd.name(),
         param: spec.name.to_string(),
@@ -710,7 +741,11 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
     let variable = !w.quoted && text.starts_with('$');
     if variable && lower == "$null" {
         return match spec.kind {
-            Kind::Text | Kind::Fqdn | Kind::List if spec.name != "Identity" => Ok(Value::Null),
+            Kind::Text | Kind::Fqdn | Kind::ProxyFqdn | Kind::List | Kind::Contacts | Kind::Url
+                if spec.name != "Identity" =>
+            {
+                Ok(Value::Null)
+            }
             _ => Err(bad(text, "a value; $null only clears optional text")),
         };
     }
@@ -769,6 +804,16 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::List),
+        Kind::Contacts => text
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| crate::config::contact(c).map_err(invalid))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::List),
+        Kind::Url => crate::config::http_url(text)
+            .map(Value::Text)
+            .map_err(invalid),
         Kind::Text => {
             let t = match lower.as_str() {
                 "$true" => "True",
@@ -856,6 +901,21 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
             .iter()
             .filter(|d| wanted(&d.domain))
             .map(blocked_block)
+            .collect(),
+        Noun::LabContactList => fed
+            .users
+            .iter()
+            .filter(|g| {
+                !g.contacts.is_empty()
+                    && identity.is_none_or(|i| crate::config::sip_address(i) == g.user)
+                    && filter.is_none_or(|f| glob(f, &g.user))
+            })
+            .map(|g| {
+                vec![
+                    ("Identity", g.user.clone()),
+                    ("Contacts", format!("{{{}}}", g.contacts.join(", "))),
+                ]
+            })
             .collect(),
         Noun::ExternalAccessPolicy => {
             let scope = identity.map(|i| policy_scope(cmd, i)).transpose()?;
@@ -1102,6 +1162,12 @@ fn existing(noun: Noun, fed: &Federation) -> String {
             .map(|p| policy_identity(&p.scope))
             .collect(),
         Noun::FederatedPartner => Vec::new(),
+        Noun::LabContactList => fed
+            .users
+            .iter()
+            .filter(|g| !g.contacts.is_empty())
+            .map(|g| g.user.clone())
+            .collect(),
     };
     if names.is_empty() {
         "none".into()
@@ -1277,6 +1343,21 @@ fn change(
             };
             set_allowed(d, args);
         }
+        (Verb::Set, Noun::BlockedDomain) => {
+            let Some(d) = fed
+                .blocked_domains
+                .iter_mut()
+                .find(|d| d.domain.eq_ignore_ascii_case(&identity))
+            else {
+                return Err(not_found(fed));
+            };
+            if let Some(v) = args.opt_text("Comment") {
+                d.comment = v;
+            }
+        }
+        (Verb::Set, Noun::LabContactList) => {
+            set_contacts(cmd, fed, local_domains, &identity, args)?
+        }
         (Verb::New, Noun::BlockedDomain) => {
             let domain = domain_identity(cmd, &identity, args)?;
             if fed.blocked(&domain).is_some() {
@@ -1296,7 +1377,7 @@ fn change(
                 )));
             }
             let mut p = ExternalAccessPolicy::closed(scope);
-            set_policy(&mut p, args);
+            set_policy(cmd, &mut p, args)?;
             fed.external_access_policies.push(p);
         }
         (Verb::Set, Noun::ExternalAccessPolicy) => {
@@ -1308,7 +1389,7 @@ fn change(
             else {
                 return Err(not_found(fed));
             };
-            set_policy(p, args);
+            set_policy(cmd, p, args)?;
         }
         (Verb::Grant, Noun::ExternalAccessPolicy) => {
             grant(cmd, fed, local_domains, &identity, args)?
@@ -1420,7 +1501,14 @@ fn set_allowed(d: &mut AllowedDomain, args: &Args) {
     }
 }
 
-fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
+fn set_policy(cmd: Cmdlet, p: &mut ExternalAccessPolicy, args: &Args) -> Result<(), CmdletError> {
+    if let Some(b) = args.bool("EnableXmppAccess") {
+        crate::config::xmpp_access(b).map_err(|message| CmdletError::Invalid {
+            cmdlet: cmd.name(),
+            param: "EnableXmppAccess".into(),
+            message,
+        })?;
+    }
     for (name, field) in [
         ("EnableFederationAccess", &mut p.enable_federation_access),
         ("EnablePublicCloudAccess", &mut p.enable_public_cloud_access),
@@ -1429,7 +1517,6 @@ fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
             &mut p.enable_public_cloud_audio_video_access,
         ),
         ("EnableOutsideAccess", &mut p.enable_outside_access),
-        ("EnableXmppAccess", &mut p.enable_xmpp_access),
     ] {
         if let Some(b) = args.bool(name) {
             *field = b;
@@ -1437,6 +1524,54 @@ fn set_policy(p: &mut ExternalAccessPolicy, args: &Args) {
     }
     if let Some(v) = args.opt_text("Description") {
         p.description = v;
+    }
+    Ok(())
+}
+
+/// A user as Grant and Set-CsLabContactList name one: `sip:alice@contoso.test`,
+/// `alice@contoso.test` or `alice`, lowercased without the scheme.
+fn user_identity(
+    cmd: Cmdlet,
+    identity: &str,
+    local_domains: &[String],
+) -> Result<String, CmdletError> {
+    UserGrant::parse_user(identity, local_domains).map_err(|e| cmd.refused(e))
+}
+
+/// Set-CsLabContactList -Identity <user> -Contacts <addresses | $null>: the simulated
+/// contact list an unverified sender must be on to reach the user.
+fn set_contacts(
+    cmd: Cmdlet,
+    fed: &mut Federation,
+    local_domains: &[String],
+    identity: &str,
+    args: &Args,
+) -> Result<(), CmdletError> {
+    let user = user_identity(cmd, identity, local_domains)?;
+    let contacts = args
+        .list("Contacts")
+        .ok_or_else(|| cmd.missing("Contacts"))?;
+    match fed.users.iter().position(|g| g.user == user) {
+        Some(i) => {
+            fed.users[i].contacts = contacts;
+            drop_if_empty(&mut fed.users, i);
+        }
+        None if !contacts.is_empty() => fed.users.push(UserGrant {
+            user,
+            policy: None,
+            site: None,
+            contacts,
+        }),
+        None => {}
+    }
+    Ok(())
+}
+
+/// A user entry with no tag, no site and no contacts says nothing: it goes.
+fn drop_if_empty(users: &mut Vec<UserGrant>, i: usize) {
+    let g = &users[i];
+    if g.policy.is_none() && g.site.is_none() && g.contacts.is_empty() {
+        users.remove(i);
     }
 }
 
@@ -1479,14 +1614,13 @@ fn grant(
     match fed.users.iter().position(|g| g.user == user) {
         Some(i) => {
             fed.users[i].policy = tag;
-            if fed.users[i].policy.is_none() && fed.users[i].site.is_none() {
-                fed.users.remove(i);
-            }
+            drop_if_empty(&mut fed.users, i);
         }
         None if tag.is_some() => fed.users.push(UserGrant {
             user,
             policy: tag,
             site: None,
+            contacts: Vec::new(),
         }),
         None => {}
     }
@@ -1620,5 +1754,7 @@ fn host_port(s: &str) -> Option<(String, u16)> {
     }
 }
 
+#[cfg(test)]
+mod knobs;
 #[cfg(test)]
 mod tests;

@@ -469,6 +469,14 @@ fn families(f: &Federation) -> Vec<Family> {
                             ("user", s(&g.user)),
                             ("policy", os(&g.policy)),
                             ("site", os(&g.site)),
+                            (
+                                "contacts",
+                                (!g.contacts.is_empty()).then(|| {
+                                    Value::Array(
+                                        g.contacts.iter().map(|c| format!("sip:{c}")).collect(),
+                                    )
+                                }),
+                            ),
                         ],
                     )
                 })
@@ -635,5 +643,27 @@ verification_level = 2 # typed as a number
             text.contains("verification_level = \"AlwaysVerifiable\" # typed as a number"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_blocked_domains_comment_and_a_users_contact_list_are_written_back() {
+        let s0 = Snapshot::from_toml(FILE, Path::new(".")).unwrap();
+        let s1 = step(&s0, "New-CsBlockedDomain adatum.test");
+        let s2 = step(
+            &s1,
+            "Set-CsBlockedDomain adatum.test -Comment 'never contact'",
+        );
+        let s3 = step(
+            &s2,
+            "Set-CsLabContactList alice@contoso.test -Contacts sip:dave@fabrikam.test",
+        );
+        let text = rewrite(FILE, &s0.federation, &s3.federation).unwrap();
+        assert!(text.contains("comment = \"never contact\""), "{text}");
+        assert!(
+            text.contains("user = \"alice@contoso.test\"\ncontacts = [\"sip:dave@fabrikam.test\"]"),
+            "{text}"
+        );
+        let back = Snapshot::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(back.federation, s3.federation);
     }
 }

@@ -25,13 +25,17 @@
 //! | `[[allowed_domain]]`                   | `New-CsAllowedDomain` (`domain` = Identity/Domain)       |
 //! | `[[blocked_domain]]`                   | `New-CsBlockedDomain`                                    |
 //! | `[[external_access_policy]]`           | `New-CsExternalAccessPolicy` (`identity` = `global`, `site:<name>` or a tag) |
-//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag) and the user's site |
+//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag), the user's site, and sipedge's simulated contact list `contacts` (`Set-CsLabContactList`) |
 //! | `[diagnostics]`                        | sipedge only: status and ms-diagnostics codes the product does not document |
 //!
 //! sipedge-only keys in `[access_edge]`: `unmarked_source` (what UseSourceVerification does
 //! when the peer sent no marking: `"reject"`, the provider/allowed-domain documentation, or
 //! `"unverified"`, the default-route documentation; the default route always uses
 //! `"unverified"`) and `federated_methods` (the methods that may cross federation, 1027).
+//!
+//! Refused as not modelled: `enable_xmpp_access = true` (no XMPP gateway). `icon_url` and
+//! `autodiscover_url` must be absolute http(s) URLs (client data; no SIP path of the edge
+//! carries them).
 //!
 //! `VerificationLevel` is accepted by name or by number; the numbers are an assumption
 //! (no source prints them): 0 AlwaysVerifiable, 1 AlwaysUnverifiable, 2 UseSourceVerification.
@@ -237,6 +241,89 @@ pub fn split_proxy_fqdn(value: &str) -> Result<(&str, u16), String> {
     }
 }
 
+/// An absolute `http`/`https` URL whose host is a DNS name (with an optional port): a
+/// public provider's IconUrl, a hosting provider's AutodiscoverUrl. The one check of these
+/// fields, shared by the TOML loader and the cmdlets.
+pub fn http_url(value: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "`{value}` is not a URL; expected an absolute http or https URL, e.g. \"https://images.edge.messenger.live.com/Messenger_16x16.png\""
+        )
+    };
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => h,
+        Some(_) => return Err(bad()),
+        None => authority,
+    };
+    let dns = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if dns {
+        Ok(v.to_string())
+    } else {
+        Err(bad())
+    }
+}
+
+/// EnableXmppAccess: XMPP federation (the XMPP gateway, port 5269) is outside what sipedge
+/// models, so only `false` is accepted. The one check of this field, shared by the TOML
+/// loader and the cmdlets.
+pub fn xmpp_access(enable: bool) -> Result<bool, String> {
+    if enable {
+        Err("EnableXmppAccess is not modelled: sipedge has no XMPP gateway (XMPP federation, port 5269), so a user could never use it; leave it $false".to_string())
+    } else {
+        Ok(false)
+    }
+}
+
+/// An address as people type it (`sip:alice@contoso.test`, `alice@contoso.test`, `alice`),
+/// trimmed, lowercased and without the `sip:` scheme: how users and contacts are kept.
+pub fn sip_address(value: &str) -> String {
+    let v = value.trim();
+    v.strip_prefix("sip:")
+        .or_else(|| v.strip_prefix("SIP:"))
+        .unwrap_or(v)
+        .to_ascii_lowercase()
+}
+
+/// One entry of a user's simulated contact list: `sip:dave@fabrikam.test` or
+/// `dave@fabrikam.test`, lowercased without the scheme. The one check of this field,
+/// shared by the TOML loader and the cmdlets.
+pub fn contact(value: &str) -> Result<String, String> {
+    let v = sip_address(value);
+    let ok = match v.split_once('@') {
+        Some((user, host)) => {
+            !user.is_empty()
+                && !user.contains(|c: char| c.is_whitespace() || c == '@' || c == ';')
+                && !host.is_empty()
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        }
+        None => false,
+    };
+    if ok {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{value}` is not a contact; expected a SIP address, e.g. \"sip:dave@fabrikam.test\""
+        ))
+    }
+}
+
 /// `CsBlockedDomain`: traffic to and from it is refused, even with discovery on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockedDomain {
@@ -333,6 +420,9 @@ pub struct UserGrant {
     pub policy: Option<String>,
     /// The user's site, whose `site:<name>` policy applies when no tag is granted.
     pub site: Option<String>,
+    /// The user's simulated contact list (`user@domain`, lowercase): the senders an
+    /// unverified message may reach this user from (access-edge.md §a.1, §b.3 step 10).
+    pub contacts: Vec<String>,
 }
 
 impl UserGrant {
@@ -341,12 +431,7 @@ impl UserGrant {
     /// bare `alice`, in one of the edge's own domains (a policy applies to local users
     /// only). Gives the stored form, lowercase without `sip:`.
     pub fn parse_user(text: &str, local_domains: &[String]) -> Result<String, String> {
-        let t = text.trim();
-        let name = t
-            .strip_prefix("sip:")
-            .or_else(|| t.strip_prefix("SIP:"))
-            .unwrap_or(t)
-            .to_ascii_lowercase();
+        let name = sip_address(text);
         let (user, domain) = match name.split_once('@') {
             Some((u, d)) => (u, Some(d)),
             None => (name.as_str(), None),
@@ -368,6 +453,11 @@ impl UserGrant {
             }
         }
         Ok(name)
+    }
+
+    /// Whether `sender` (`user@host`) is on this user's contact list.
+    pub fn has_contact(&self, sender: &str) -> bool {
+        self.contacts.iter().any(|c| c.eq_ignore_ascii_case(sender))
     }
 
     /// Whether this grant is for `user@host`.
@@ -415,6 +505,12 @@ pub struct Codes {
     pub user_public_cloud_denied: Code,
     /// The local user's policy denies public-cloud audio/video. Default 403 / 1908.
     pub user_public_cloud_av_denied: Code,
+    /// A remote user whose policy has EnableOutsideAccess off. Default 403 / 1920.
+    pub user_outside_access_denied: Code,
+    /// An unverified sender who is not on the recipient's contact list. Default 403 / 1921.
+    pub unverified_not_contact: Code,
+    /// An anonymous user joining a meeting while AllowAnonymousUsers is off. Default 403 / 1922.
+    pub anonymous_users_disabled: Code,
     /// The domain's SRV points at a disabled provider. Default 403 / 1909.
     pub provider_disabled: Code,
     /// Method may not cross federation. Default 403 / 1027 (status [unverified]).
@@ -443,6 +539,9 @@ impl Default for Codes {
             user_federation_denied: Code::new(403, 1906),
             user_public_cloud_denied: Code::new(403, 1907),
             user_public_cloud_av_denied: Code::new(403, 1908),
+            user_outside_access_denied: Code::new(403, 1920),
+            unverified_not_contact: Code::new(403, 1921),
+            anonymous_users_disabled: Code::new(403, 1922),
             provider_disabled: Code::new(403, 1909),
             method_not_allowed: Code::new(403, 1027),
             srv_not_found: Code::new(504, 1008),
@@ -841,6 +940,9 @@ pub(super) mod raw {
         pub user: String,
         pub policy: Option<String>,
         pub site: Option<String>,
+        /// The simulated contact list: `sip:dave@fabrikam.test` or `dave@fabrikam.test`.
+        #[serde(default)]
+        pub contacts: Vec<String>,
     }
 
     #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -862,6 +964,9 @@ pub(super) mod raw {
         pub user_federation_denied: Option<RawCode>,
         pub user_public_cloud_denied: Option<RawCode>,
         pub user_public_cloud_av_denied: Option<RawCode>,
+        pub user_outside_access_denied: Option<RawCode>,
+        pub unverified_not_contact: Option<RawCode>,
+        pub anonymous_users_disabled: Option<RawCode>,
         pub provider_disabled: Option<RawCode>,
         pub method_not_allowed: Option<RawCode>,
         pub srv_not_found: Option<RawCode>,
@@ -903,7 +1008,13 @@ impl Builder<'_> {
                     VerificationLevel::AlwaysVerifiable,
                 ),
                 enabled: p.enabled,
-                icon_url: p.icon_url,
+                icon_url: p.icon_url.and_then(|u| match http_url(&u) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        self.problem(&format!("{key}.icon_url"), e);
+                        None
+                    }
+                }),
                 name_decoration_domain: p
                     .name_decoration_domain
                     .map(|d| self.fqdn(&format!("{key}.name_decoration_domain"), &d)),
@@ -934,8 +1045,23 @@ impl Builder<'_> {
                     h.verification_level.as_ref(),
                     VerificationLevel::AlwaysVerifiable,
                 ),
-                autodiscover_url: h.autodiscover_url,
-                sip_client_port: h.sip_client_port.unwrap_or(443),
+                autodiscover_url: h.autodiscover_url.and_then(|u| match http_url(&u) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        self.problem(&format!("{key}.autodiscover_url"), e);
+                        None
+                    }
+                }),
+                sip_client_port: match h.sip_client_port {
+                    Some(0) => {
+                        self.problem(
+                            &format!("{key}.sip_client_port"),
+                            "0 is not a port; SipClientPort allows 1 to 65535",
+                        );
+                        443
+                    }
+                    port => port.unwrap_or(443),
+                },
             };
             fed.hosting_providers.push(hp);
         }
@@ -988,6 +1114,12 @@ impl Builder<'_> {
         fed.external_access_policies.clear();
         for (i, p) in raw.external_access_policy.into_iter().enumerate() {
             let key = format!("external_access_policy[{i}].identity");
+            if let Err(e) = xmpp_access(p.enable_xmpp_access) {
+                self.problem(
+                    &format!("external_access_policy[{i}].enable_xmpp_access"),
+                    e,
+                );
+            }
             let Some(scope) = PolicyScope::parse(&p.identity) else {
                 self.problem(
                     &key,
@@ -1005,7 +1137,7 @@ impl Builder<'_> {
                 enable_public_cloud_access: p.enable_public_cloud_access,
                 enable_public_cloud_audio_video_access: p.enable_public_cloud_audio_video_access,
                 enable_outside_access: p.enable_outside_access,
-                enable_xmpp_access: p.enable_xmpp_access,
+                enable_xmpp_access: false,
                 description: p.description,
             });
         }
@@ -1038,10 +1170,22 @@ impl Builder<'_> {
                     }
                 }
             });
+            let contacts = u
+                .contacts
+                .iter()
+                .filter_map(|c| match contact(c) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.problem(&format!("user[{i}].contacts"), e);
+                        None
+                    }
+                })
+                .collect();
             fed.users.push(UserGrant {
                 user: name,
                 policy,
                 site: u.site,
+                contacts,
             });
         }
         if let Some(d) = raw.diagnostics {
@@ -1289,6 +1433,24 @@ impl Builder<'_> {
                 "user_public_cloud_av_denied",
                 r.user_public_cloud_av_denied,
                 d.user_public_cloud_av_denied,
+            ),
+            user_outside_access_denied: code(
+                self,
+                "user_outside_access_denied",
+                r.user_outside_access_denied,
+                d.user_outside_access_denied,
+            ),
+            unverified_not_contact: code(
+                self,
+                "unverified_not_contact",
+                r.unverified_not_contact,
+                d.unverified_not_contact,
+            ),
+            anonymous_users_disabled: code(
+                self,
+                "anonymous_users_disabled",
+                r.anonymous_users_disabled,
+                d.anonymous_users_disabled,
             ),
             provider_disabled: code(
                 self,

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use federation::{
-    split_proxy_fqdn, AccessEdge, AllowedDomain, BlockedDomain, Code, Codes, Conflict,
-    ExternalAccessPolicy, Federation, FederationRouting, HostingProvider, PolicyScope,
-    PublicProvider, UnmarkedSource, UserGrant, VerificationLevel, DEFAULT_FEDERATED_METHODS,
-    FEDERATION_PORT,
+    contact, http_url, sip_address, split_proxy_fqdn, xmpp_access, AccessEdge, AllowedDomain,
+    BlockedDomain, Code, Codes, Conflict, ExternalAccessPolicy, Federation, FederationRouting,
+    HostingProvider, PolicyScope, PublicProvider, UnmarkedSource, UserGrant, VerificationLevel,
+    DEFAULT_FEDERATED_METHODS, FEDERATION_PORT,
 };
 pub use file::{line_of_key, ConfigError, Problem};
 pub use index::LookupIndex;

@@ -27,7 +27,8 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// concurrent misses for one name both go to the source; the later answer wins.
 pub struct CachingResolver<R> {
     inner: R,
-    capacity: usize,
+    /// Read at every insertion, so a DnsSrvCacheRecordCount change applies at once.
+    capacity: Capacity,
     negative_ttl: Duration,
     /// Entries and their age order; a std mutex because it is never held across an await.
     state: Mutex<CacheState>,
@@ -45,6 +46,7 @@ pub struct DnsStats {
 }
 
 type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+type Capacity = Arc<dyn Fn() -> usize + Send + Sync>;
 
 impl<R: RecordSource> CachingResolver<R> {
     /// Caches at most `capacity` answers (one per name and record type); 0 disables
@@ -52,7 +54,7 @@ impl<R: RecordSource> CachingResolver<R> {
     pub fn new(inner: R, capacity: usize) -> Self {
         CachingResolver {
             inner,
-            capacity,
+            capacity: Arc::new(move || capacity),
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             state: Mutex::new(CacheState::default()),
             hits: AtomicU64::new(0),
@@ -63,6 +65,13 @@ impl<R: RecordSource> CachingResolver<R> {
 
     /// Sets how long "no records" is kept when the answer carried no SOA.
     /// Defaults to [`DEFAULT_NEGATIVE_TTL`].
+    /// Takes the capacity from `capacity` at each insertion (the edge reads the live
+    /// config's DnsSrvCacheRecordCount); a smaller value evicts the oldest answers then.
+    pub fn with_capacity_from(mut self, capacity: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        self.capacity = Arc::new(capacity);
+        self
+    }
+
     pub fn with_negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
         self
@@ -131,10 +140,10 @@ impl<R: RecordSource> CachingResolver<R> {
             Answer::NoRecords { negative_ttl } => (None, negative_ttl.unwrap_or(self.negative_ttl)),
         };
         let ttl = ttl.min(MAX_TTL);
-        if self.capacity > 0 && !ttl.is_zero() {
+        let capacity = (self.capacity)();
+        if capacity > 0 && !ttl.is_zero() {
             let expires = (self.clock)() + ttl;
-            self.lock()
-                .insert(key.clone(), value, expires, self.capacity);
+            self.lock().insert(key.clone(), value, expires, capacity);
         }
         answer.into_result(&key.name)
     }
@@ -469,6 +478,26 @@ mod tests {
                 misses: 2
             }
         );
+    }
+
+    #[tokio::test]
+    async fn the_capacity_follows_its_source_at_each_insertion() {
+        let clock = ManualClock::new();
+        let limit = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let source = StaticResolver::new()
+            .srv(FABRIKAM, fabrikam())
+            .srv("_sipfederationtls._tcp.northwind.test", fabrikam())
+            .srv("_sipfederationtls._tcp.tailspin.test", fabrikam());
+        let read = Arc::clone(&limit);
+        let dns = cache(source, 0, &clock)
+            .with_capacity_from(move || read.load(std::sync::atomic::Ordering::Relaxed));
+        dns.srv(FABRIKAM).await.unwrap();
+        dns.srv("_sipfederationtls._tcp.northwind.test").await.unwrap();
+        dns.srv("_sipfederationtls._tcp.tailspin.test").await.unwrap();
+        assert_eq!(dns.len(), 2);
+        limit.store(1, std::sync::atomic::Ordering::Relaxed);
+        dns.srv(FABRIKAM).await.unwrap();
+        assert_eq!(dns.len(), 1, "a smaller DnsSrvCacheRecordCount evicts at the next insertion");
     }
 
     #[test]

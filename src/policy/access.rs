@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use super::{Ctx, Rejection, SourceClass, Step};
 use crate::config::{ExternalAccessPolicy, Federation, PolicyScope};
-use crate::sip::ms_headers::SourceNetwork;
+use crate::sip::ms_headers::{SourceNetwork, Verified};
 
 /// Where the effective policy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,27 +54,95 @@ pub fn effective_policy(
     (fed.global_policy(), PolicySource::Global)
 }
 
-/// The edge switches (b.3 step 1, b.4 step 1): AllowFederatedUsers for federation and
-/// providers, AllowOutsideUsers for remote users.
+/// Who sends a request from outside without a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutsideUser {
+    /// From one of our domains: one of our users, remote.
+    Remote,
+    /// From a foreign domain, to one of our meetings: an anonymous participant.
+    AnonymousInMeeting,
+}
+
+impl Ctx<'_> {
+    /// The outside user sending this request, if it comes from one (no certificate).
+    fn outside_user(&self) -> Option<OutsideUser> {
+        if !self.inbound() || !self.peer.identity.is_anonymous() {
+            return None;
+        }
+        if self.snap.is_local_domain(self.req.from_host) {
+            Some(OutsideUser::Remote)
+        } else if self.req.meeting {
+            Some(OutsideUser::AnonymousInMeeting)
+        } else {
+            // Anything else proves nothing: `classify_source` refuses it (anonymous-peer).
+            None
+        }
+    }
+}
+
+/// The edge switches (b.3 step 1, b.4 step 1): AllowOutsideUsers for remote and anonymous
+/// users, AllowFederatedUsers for federation and providers.
 pub(super) fn apply_edge_switches(cx: &mut Ctx<'_>) -> Step {
     let fed = &cx.snap.federation;
-    let remote_user = cx.inbound()
-        && cx.peer.identity.is_anonymous()
-        && cx.snap.is_local_domain(cx.req.from_host);
-    if remote_user {
-        if !fed.access_edge.allow_outside_users {
-            return cx.reject(
-                "edge-switches",
-                Rejection::outside_users_disabled(&fed.codes),
-            );
+    let Some(user) = cx.outside_user() else {
+        if !fed.access_edge.allow_federated_users {
+            return cx.reject("edge-switches", Rejection::federation_disabled(&fed.codes));
         }
-        cx.pass("edge-switches", "AllowOutsideUsers");
+        cx.pass("edge-switches", "AllowFederatedUsers");
+        return ControlFlow::Continue(());
+    };
+    if !fed.access_edge.allow_outside_users {
+        return cx.reject(
+            "edge-switches",
+            Rejection::outside_users_disabled(&fed.codes),
+        );
+    }
+    match user {
+        OutsideUser::Remote => remote_user_may_enter(cx),
+        OutsideUser::AnonymousInMeeting => anonymous_user_may_join(cx),
+    }
+}
+
+/// A remote user needs EnableOutsideAccess in their external access policy: the pool
+/// refuses the others' sign-in from outside (b.1), which the edge plays here like the
+/// rest of the simulated pool. Ending or confirming a dialog is never refused.
+fn remote_user_may_enter(cx: &mut Ctx<'_>) -> Step {
+    if cx.ends_or_confirms_dialog() {
+        cx.pass("edge-switches", "AllowOutsideUsers; ends or confirms a dialog");
         return ControlFlow::Continue(());
     }
-    if !fed.access_edge.allow_federated_users {
-        return cx.reject("edge-switches", Rejection::federation_disabled(&fed.codes));
+    let fed = &cx.snap.federation;
+    let (user, host) = (cx.req.from_user.unwrap_or(""), cx.req.from_host);
+    let (p, from) = effective_policy(fed, user, host);
+    if !p.enable_outside_access {
+        let r = Rejection::user_outside_access_denied(
+            &fed.codes,
+            &format!("{user}@{host}"),
+            &p.scope.to_string(),
+        );
+        return cx.reject("edge-switches", r);
     }
-    cx.pass("edge-switches", "AllowFederatedUsers");
+    cx.pass(
+        "edge-switches",
+        format_args!(
+            "AllowOutsideUsers; {user}@{host} has EnableOutsideAccess ({}, from {from})",
+            p.scope
+        ),
+    );
+    ControlFlow::Continue(())
+}
+
+/// An anonymous user may join one of our meetings only with AllowAnonymousUsers.
+fn anonymous_user_may_join(cx: &mut Ctx<'_>) -> Step {
+    let fed = &cx.snap.federation;
+    if !fed.access_edge.allow_anonymous_users {
+        let r = Rejection::anonymous_users_disabled(&fed.codes, cx.req.from_host);
+        return cx.reject("edge-switches", r);
+    }
+    cx.pass(
+        "edge-switches",
+        "AllowOutsideUsers, AllowAnonymousUsers: an anonymous user joins a meeting",
+    );
     ControlFlow::Continue(())
 }
 
@@ -149,6 +217,31 @@ pub(super) fn apply_access_policy(cx: &mut Ctx<'_>) -> Step {
         ),
     );
     ControlFlow::Continue(())
+}
+
+/// An unverified message (AlwaysUnverifiable, or the peer's own unverified marking) is
+/// delivered only to a recipient whose contact list holds the sender (access-edge.md §a.1
+/// VerificationLevel, §b.3 step 10). Requests inside a dialog belong to one already let in.
+pub(super) fn apply_contact_list(cx: &mut Ctx<'_>) -> Step {
+    if !cx.inbound() || cx.verified != Some(Verified::Unverified) || cx.req.in_dialog {
+        return ControlFlow::Continue(());
+    }
+    let fed = &cx.snap.federation;
+    let (user, host) = cx.local_user();
+    let sender = format!(
+        "{}@{}",
+        cx.req.from_user.unwrap_or(""),
+        cx.req.from_host
+    );
+    if fed.grant(user, host).is_some_and(|g| g.has_contact(&sender)) {
+        cx.pass(
+            "contact-list",
+            format_args!("unverified {sender} is a contact of {user}@{host}"),
+        );
+        return ControlFlow::Continue(());
+    }
+    let r = Rejection::unverified_not_contact(&fed.codes, &sender, &format!("{user}@{host}"));
+    cx.reject("contact-list", r)
 }
 
 impl<'a> Ctx<'a> {

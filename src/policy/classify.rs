@@ -155,6 +155,17 @@ pub(super) fn check_blocked_list(cx: &mut Ctx<'_>) -> Step {
     ControlFlow::Continue(())
 }
 
+/// MarkForMonitoring: traffic with a monitored allowed domain is marked in the trail
+/// (`explain`, `/decisions`); the proxy counts it (`sipedge_monitored_decisions_total`).
+pub(super) fn mark_for_monitoring(cx: &mut Ctx<'_>) {
+    if let Some(domain) = cx.monitored_domain() {
+        cx.pass(
+            "monitoring",
+            format_args!("{domain} is marked for monitoring (MarkForMonitoring)"),
+        );
+    }
+}
+
 /// Classifies the source (b.2). Outbound, the source is the pool.
 pub(super) fn classify_source(cx: &mut Ctx<'_>) -> Step {
     if !cx.inbound() {
@@ -172,6 +183,10 @@ pub(super) fn classify_source(cx: &mut Ctx<'_>) -> Step {
             let r = Rejection::local_domain_from_outside(&fed.codes, from, cx.peer_name());
             return cx.reject("classify-source", r);
         }
+    } else if id.is_anonymous() && cx.req.meeting {
+        // The edge switches let an anonymous meeting join this far (AllowAnonymousUsers);
+        // like a remote user, the pool authenticates it.
+        SourceClass::InternetUser
     } else if id.is_anonymous() {
         let r = Rejection::anonymous_peer(&fed.codes, from);
         return cx.reject("classify-source", r);

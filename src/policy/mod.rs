@@ -12,7 +12,8 @@
 //! 3. internal → local domain: the pool.
 //! 4. no relay: external → non-local refused, internal → external needs a local From.
 //! 5. edge switches: AllowFederatedUsers / AllowOutsideUsers.
-//! 6. blocked list: the From domain (inbound) or Request-URI domain (outbound).
+//! 6. blocked list: the From domain (inbound) or Request-URI domain (outbound); an allowed
+//!    domain with MarkForMonitoring is marked in the trail (and counted by the proxy).
 //! 7. source classification (b.2) and verification: the peer must speak for the From domain.
 //! 8. method filter (1027).
 //! 9. verification level → `ms-source-verified-user` (inbound).
@@ -20,7 +21,8 @@
 //! 11. target classification: default route, allowed ProxyFqdn, SRV (1008, 1009,
 //!     providers by SRV target, discovery).
 //! 12. external access policy (user > site > global): federation, public cloud, public-cloud A/V.
-//! 13. route choice and header work (trust header, marking, strip lists).
+//! 13. an unverified sender reaches only recipients whose contact list holds them.
+//! 14. route choice and header work (trust header, marking, strip lists).
 
 mod access;
 mod classify;
@@ -30,6 +32,8 @@ mod reject;
 mod route;
 mod verify;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
@@ -84,6 +88,9 @@ pub struct RequestFacts<'a> {
     /// The To header has a tag: the request is inside a dialog. Out-of-dialog requests are
     /// the "new requests" the discovered-partner contacts limit counts and refuses.
     pub in_dialog: bool,
+    /// The Request-URI or To names a conference endpoint of ours (`opaque=app:conf:…`, the
+    /// focus or an MCU): what an anonymous user may reach, and nothing else.
+    pub meeting: bool,
 }
 
 impl RequestFacts<'_> {
@@ -315,6 +322,15 @@ pub fn explain(
     }
 }
 
+/// The allowed domain marked for monitoring (MarkForMonitoring) that this request's
+/// partner domain is: the From domain inbound, the target domain outbound. The proxy counts
+/// such decisions; the pipeline marks them in the trail.
+pub fn monitored_domain(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Option<String> {
+    let none = DnsFacts::none();
+    let cx = Ctx::new(req, peer, snap, &none, false);
+    cx.monitored_domain().map(str::to_string)
+}
+
 /// The DNS question the decision for this request depends on, if any. The proxy resolves
 /// it and passes the answer to `decide` in `DnsFacts`.
 pub fn dns_needed(req: &RequestFacts<'_>, peer: &Peer, snap: &Snapshot) -> Option<DnsQuestion> {
@@ -334,6 +350,7 @@ fn pipeline(cx: &mut Ctx<'_>) -> ControlFlow<Decision, Decision> {
     verify::no_relay(cx)?;
     access::apply_edge_switches(cx)?;
     classify::check_blocked_list(cx)?;
+    classify::mark_for_monitoring(cx);
     classify::classify_source(cx)?;
     verify::verify_source(cx)?;
     verify::filter_method(cx)?;
@@ -341,6 +358,7 @@ fn pipeline(cx: &mut Ctx<'_>) -> ControlFlow<Decision, Decision> {
     access::user_may_leave(cx)?;
     classify::classify_target(cx)?;
     access::apply_access_policy(cx)?;
+    access::apply_contact_list(cx)?;
     ControlFlow::Continue(route::choose_route(cx))
 }
 
@@ -472,6 +490,18 @@ impl<'a> Ctx<'a> {
         } else {
             self.target_host()
         }
+    }
+
+    /// The allowed domain with MarkForMonitoring this request's partner domain is, if any.
+    pub fn monitored_domain(&self) -> Option<&'a str> {
+        let fed: &'a crate::config::Federation = &self.snap.federation;
+        let crosses = self.inbound() || !self.snap.is_local_domain(self.target_host());
+        if !fed.enabled() || !crosses {
+            return None;
+        }
+        fed.allowed(self.partner_domain())
+            .filter(|a| a.mark_for_monitoring)
+            .map(|a| a.domain.as_str())
     }
 
     /// Whether the request follows a route set the edge recognised (it is in a dialog).

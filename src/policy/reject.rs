@@ -51,6 +51,9 @@ pub enum Rule {
     UserFederationDenied,
     UserPublicCloudDenied,
     UserPublicCloudAvDenied,
+    UserOutsideAccessDenied,
+    AnonymousUsersDisabled,
+    UnverifiedNotContact,
     ProviderDisabled,
     SrvNotFound,
     SrvNoMatch,
@@ -99,6 +102,9 @@ impl Rule {
         Rule::UserFederationDenied,
         Rule::UserPublicCloudDenied,
         Rule::UserPublicCloudAvDenied,
+        Rule::UserOutsideAccessDenied,
+        Rule::AnonymousUsersDisabled,
+        Rule::UnverifiedNotContact,
         Rule::ProviderDisabled,
         Rule::SrvNotFound,
         Rule::SrvNoMatch,
@@ -147,6 +153,9 @@ impl Rule {
             Rule::UserFederationDenied => "user-federation-denied",
             Rule::UserPublicCloudDenied => "user-public-cloud-denied",
             Rule::UserPublicCloudAvDenied => "user-public-cloud-av-denied",
+            Rule::UserOutsideAccessDenied => "user-outside-access-denied",
+            Rule::AnonymousUsersDisabled => "anonymous-users-disabled",
+            Rule::UnverifiedNotContact => "unverified-not-contact",
             Rule::ProviderDisabled => "provider-disabled",
             Rule::SrvNotFound => "srv-not-found",
             Rule::SrvNoMatch => "srv-no-match",
@@ -198,6 +207,9 @@ impl Rule {
             Rule::UserFederationDenied => configured(c.user_federation_denied),
             Rule::UserPublicCloudDenied => configured(c.user_public_cloud_denied),
             Rule::UserPublicCloudAvDenied => configured(c.user_public_cloud_av_denied),
+            Rule::UserOutsideAccessDenied => configured(c.user_outside_access_denied),
+            Rule::AnonymousUsersDisabled => configured(c.anonymous_users_disabled),
+            Rule::UnverifiedNotContact => configured(c.unverified_not_contact),
             Rule::ProviderDisabled => configured(c.provider_disabled),
             Rule::SrvNotFound => configured(c.srv_not_found),
             Rule::SrvNoMatch => (504, Some(1009)),
@@ -530,6 +542,41 @@ impl Rejection {
             Rule::UserPublicCloudAvDenied,
         )
         .add_params(&[("user", user), ("policy", policy)])
+    }
+
+    /// A remote user whose external access policy has EnableOutsideAccess off (the pool
+    /// refuses such a user's sign-in from outside; access-edge.md §b.1).
+    pub fn user_outside_access_denied(c: &Codes, user: &str, policy: &str) -> Self {
+        Rejection::configured(
+            c.user_outside_access_denied,
+            "The user's external access policy does not allow remote access (EnableOutsideAccess)",
+            Rule::UserOutsideAccessDenied,
+        )
+        .add_params(&[("user", user), ("policy", policy)])
+    }
+
+    /// An anonymous user joining a meeting while AllowAnonymousUsers is off.
+    pub fn anonymous_users_disabled(c: &Codes, domain: &str) -> Self {
+        with_param(
+            Rejection::configured(
+                c.anonymous_users_disabled,
+                "Anonymous users may not join meetings through this edge (AllowAnonymousUsers)",
+                Rule::AnonymousUsersDisabled,
+            ),
+            "domain",
+            domain,
+        )
+    }
+
+    /// An unverified message for a user whose contact list does not hold the sender
+    /// (AlwaysUnverifiable, or an unverified marking; access-edge.md §b.3 step 10).
+    pub fn unverified_not_contact(c: &Codes, sender: &str, user: &str) -> Self {
+        Rejection::configured(
+            c.unverified_not_contact,
+            "The sender is unverified and not on the recipient's contact list",
+            Rule::UnverifiedNotContact,
+        )
+        .add_params(&[("sender", sender), ("user", user)])
     }
 
     /// The domain's SRV points at a provider that is disabled.
@@ -879,6 +926,11 @@ mod tests {
             Rule::UserPublicCloudDenied => Rejection::user_public_cloud_denied(c, user, policy),
             Rule::UserPublicCloudAvDenied => {
                 Rejection::user_public_cloud_av_denied(c, user, policy)
+            }
+            Rule::UserOutsideAccessDenied => Rejection::user_outside_access_denied(c, user, policy),
+            Rule::AnonymousUsersDisabled => Rejection::anonymous_users_disabled(c, "anonymous.invalid"),
+            Rule::UnverifiedNotContact => {
+                Rejection::unverified_not_contact(c, "dave@northwind.test", user)
             }
             Rule::ProviderDisabled => Rejection::provider_disabled(c, "LyncOnline", "tailspin.test"),
             Rule::SrvNotFound => {

@@ -1,42 +1,21 @@
 //! The decision matrix over the DESIGN lab, plus one test per step. Pure: no sockets.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
+use super::fixtures::{lab, lab_dns, lab_with, peer, pool};
 use super::*;
 use crate::config::Snapshot;
-use crate::peer::PeerIdentity;
 
 const BASE: &str = crate::config::TCP_EDGE;
 
-/// The lab: BASE plus the shipped federation sections.
-fn lab_with(extra: &str) -> Snapshot {
-    let text = format!(
-        "{BASE}\n{}\n{extra}",
-        crate::config::lab_federation_sections()
-    );
-    Snapshot::from_toml(&text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+
+
+/// A `[[user]]` giving alice a simulated contact list holding `sender` (unverified
+/// messages reach her only from her contacts).
+fn alice_lists(sender: &str) -> String {
+    format!("[[user]]\nuser = \"sip:alice@contoso.test\"\ncontacts = [\"sip:{sender}\"]\n")
 }
 
-fn lab() -> Snapshot {
-    lab_with("")
-}
-
-/// DESIGN's `_sipfederationtls._tcp` records.
-fn lab_dns() -> DnsFacts {
-    let srv = |t: &str| SrvAnswer::Records(vec![SrvTarget::new(0, 0, 5061, t)]);
-    DnsFacts::none()
-        .with_srv("fabrikam.test", srv("sip.fabrikam.test"))
-        .with_srv("northwind.test", srv("sip.northwind.test"))
-        .with_srv("adatum.test", srv("sip.adatum.test"))
-        .with_srv("msn.com", srv("federation.messenger.msn.com"))
-        .with_srv("live.com", srv("federation.messenger.msn.com"))
-        .with_srv("hotmail.com", srv("federation.messenger.msn.com"))
-        .with_srv("outlook.com", srv("federation.messenger.msn.com"))
-        .with_srv("tailspin.test", srv("sipfed.online.lync.com"))
-        .with_srv("badsrv.test", srv("sip.elsewhere.test"))
-        .with_srv("nowhere.test", SrvAnswer::NoRecords)
-}
 
 /// The certificate name each lab domain's edge presents.
 fn edge_of(domain: &str) -> &'static str {
@@ -52,18 +31,7 @@ fn edge_of(domain: &str) -> &'static str {
     }
 }
 
-fn peer(interface: Interface, names: &[&str]) -> Peer {
-    Peer {
-        interface,
-        transport: Transport::Tls,
-        addr: "127.0.0.9:40000".parse::<SocketAddr>().unwrap(),
-        identity: PeerIdentity::new(names),
-    }
-}
 
-fn pool() -> Peer {
-    peer(Interface::Internal, &["pool.contoso.test"])
-}
 
 const MARKED: &str = "ms-source-type=AutoFederation;ms-ep-fqdn=remote.test;ms-source-verified-user=verified;ms-source-network=federation";
 
@@ -487,8 +455,8 @@ fn inbound_trust_headers_are_byte_exact() {
 
 #[test]
 fn forged_trust_header_is_replaced_by_ours() {
-    let snap = lab_with("");
-    let mut snap = snap;
+    // Unverified from northwind reaches alice only because she lists the sender.
+    let mut snap = lab_with(&alice_lists("remote@northwind.test"));
     snap.federation
         .access_edge
         .discovered_partner_verification_level =
@@ -933,7 +901,8 @@ fn disabled_provider_is_refused_as_a_route() {
 #[test]
 fn default_route_sends_everything_to_one_hop() {
     let text = format!(
-        "{BASE}\n[access_edge]\nallow_federated_users = true\nrouting = \"default_route\"\ndefault_route_fqdn = \"ch.clearing.test\"\nverification_level = \"UseSourceVerification\"\n[[blocked_domain]]\ndomain = \"adatum.test\"\n"
+        "{BASE}\n[access_edge]\nallow_federated_users = true\nrouting = \"default_route\"\ndefault_route_fqdn = \"ch.clearing.test\"\nverification_level = \"UseSourceVerification\"\n[[blocked_domain]]\ndomain = \"adatum.test\"\n{}",
+        alice_lists("remote@anything.test")
     );
     let mut snap = Snapshot::from_toml(&text, Path::new(".")).unwrap();
     snap.federation.external_access_policies[0].enable_federation_access = true;
@@ -1024,7 +993,7 @@ fn a_complete_marking_from_a_clearing_house_or_forwarding_proxy_is_accepted() {
 
 #[test]
 fn unmarked_source_may_be_marked_unverified_instead() {
-    let mut snap = lab();
+    let mut snap = lab_with(&alice_lists("remote@fabrikam.test"));
     snap.federation.access_edge.unmarked_source = crate::config::UnmarkedSource::MarkUnverified;
     let f = forward(decide(
         &in_req("fabrikam.test", None),
@@ -1179,4 +1148,133 @@ fn rejections_carry_the_edge_as_source() {
         d.public_value(),
         "1903;reason=\"The domain is on the blocked list\";domain=\"adatum.test\""
     );
+}
+
+#[test]
+fn an_always_unverifiable_partner_reaches_only_users_who_list_it() {
+    let unverifiable = "[[allowed_domain]]\ndomain = \"northwind.test\"\nverification_level = \"AlwaysUnverifiable\"\n";
+    let from_northwind = in_req(NW, Some(MARKED));
+    let northwind = peer(Interface::External, &[edge_of(NW)]);
+    let r = rejection(decide(&from_northwind, &northwind, &lab_with(unverifiable), &lab_dns()));
+    assert_eq!(
+        (r.status, r.code(), r.rule.name()),
+        (403, Some(1921), "unverified-not-contact")
+    );
+    let d = r.diagnostics.unwrap();
+    assert_eq!(
+        (d.get("sender"), d.get("user")),
+        (Some("remote@northwind.test"), Some("alice@contoso.test"))
+    );
+    // Listed by alice: delivered, marked unverified.
+    let listed = format!("{unverifiable}{}", alice_lists("remote@northwind.test"));
+    let f = forward(decide(&from_northwind, &northwind, &lab_with(&listed), &lab_dns()));
+    assert_eq!(
+        f.insert_trust.unwrap().verified,
+        Some(crate::sip::ms_headers::Verified::Unverified)
+    );
+    // Another sender of the same domain is not alice's contact.
+    let mut other = in_req(NW, Some(MARKED));
+    other.from_user = Some("mallory");
+    let r = rejection(decide(&other, &northwind, &lab_with(&listed), &lab_dns()));
+    assert_eq!(r.rule.name(), "unverified-not-contact");
+    // Inside a dialog the request belongs to one already let in.
+    let mut in_dialog = in_req(NW, Some(MARKED));
+    in_dialog.in_dialog = true;
+    forward(decide(&in_dialog, &northwind, &lab_with(unverifiable), &lab_dns()));
+}
+
+#[test]
+fn a_peers_own_unverified_marking_reaches_only_users_who_list_the_sender() {
+    let unverified = "ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=unverified";
+    let northwind = peer(Interface::External, &[edge_of(NW)]);
+    let r = rejection(decide(&in_req(NW, Some(unverified)), &northwind, &lab(), &lab_dns()));
+    assert_eq!(r.code(), Some(1921));
+    let listed = lab_with(&alice_lists("remote@northwind.test"));
+    forward(decide(&in_req(NW, Some(unverified)), &northwind, &listed, &lab_dns()));
+}
+
+#[test]
+fn traffic_with_a_domain_marked_for_monitoring_is_marked_in_the_trail() {
+    let monitored = lab_with("[[allowed_domain]]\ndomain = \"northwind.test\"\nmark_for_monitoring = true\n");
+    let northwind = peer(Interface::External, &[edge_of(NW)]);
+    let marked = |snap: &Snapshot, req: &RequestFacts<'_>, p: &Peer| {
+        explain(req, p, snap, &lab_dns())
+            .trail
+            .iter()
+            .any(|c| c.name == "monitoring")
+    };
+    let inbound = in_req(NW, Some(MARKED));
+    let outbound = out_req("alice", NW, "MESSAGE");
+    assert!(marked(&monitored, &inbound, &northwind));
+    assert!(marked(&monitored, &outbound, &pool()));
+    assert_eq!(
+        monitored_domain(&outbound, &pool(), &monitored).as_deref(),
+        Some("northwind.test")
+    );
+    // Refused traffic is marked too: the monitoring step runs before the refusal.
+    let refused = out_req("carol", NW, "MESSAGE");
+    let e = explain(&refused, &pool(), &monitored, &lab_dns());
+    assert!(e.decision.rejection().is_some());
+    assert!(e.trail.iter().any(|c| c.name == "monitoring"));
+    // Unmarked: no mark, nothing to count.
+    let unmarked = lab_with("[[allowed_domain]]\ndomain = \"northwind.test\"\n");
+    assert!(!marked(&unmarked, &inbound, &northwind));
+    assert_eq!(monitored_domain(&outbound, &pool(), &unmarked), None);
+    assert!(!marked(&monitored, &in_req(FB, Some(MARKED)), &peer(Interface::External, &[edge_of(FB)])));
+}
+
+#[test]
+fn a_remote_user_needs_enable_outside_access_in_their_policy() {
+    let mut snap = lab();
+    let mut req = in_req("contoso.test", None);
+    req.method = "REGISTER";
+    req.from_user = Some("bob");
+    let anon = peer(Interface::External, &[]);
+    forward(decide(&req, &anon, &snap, &DnsFacts::none()));
+    // bob's tag (NoPublicCloud) loses EnableOutsideAccess; alice (global) keeps it.
+    snap.federation
+        .external_access_policies
+        .iter_mut()
+        .find(|p| p.scope == crate::config::PolicyScope::Tag("NoPublicCloud".into()))
+        .unwrap()
+        .enable_outside_access = false;
+    let r = rejection(decide(&req, &anon, &snap, &DnsFacts::none()));
+    assert_eq!(
+        (r.status, r.code(), r.rule.name()),
+        (403, Some(1920), "user-outside-access-denied")
+    );
+    assert_eq!(r.diagnostics.unwrap().get("policy"), Some("tag:NoPublicCloud"));
+    req.from_user = Some("alice");
+    forward(decide(&req, &anon, &snap, &DnsFacts::none()));
+}
+
+#[test]
+fn an_anonymous_user_joins_a_meeting_only_with_allow_anonymous_users() {
+    let mut snap = lab();
+    let mut join = in_req("anonymous.invalid", None);
+    join.method = "INVITE";
+    join.from_user = Some("guest");
+    join.meeting = true;
+    let anon = peer(Interface::External, &[]);
+    let r = rejection(decide(&join, &anon, &snap, &DnsFacts::none()));
+    assert_eq!(
+        (r.status, r.code(), r.rule.name()),
+        (403, Some(1922), "anonymous-users-disabled")
+    );
+    snap.federation.access_edge.allow_anonymous_users = true;
+    let f = forward(decide(&join, &anon, &snap, &DnsFacts::none()));
+    assert_eq!(f.rule, "remote-user");
+    assert_eq!(
+        f.insert_trust.unwrap().header_value(),
+        "ms-source-type=InternetUser;ms-ep-fqdn=accessedge.contoso.test"
+    );
+    // Anonymous users may join meetings, nothing else.
+    join.meeting = false;
+    let r = rejection(decide(&join, &anon, &snap, &DnsFacts::none()));
+    assert_eq!(r.rule.name(), "anonymous-peer");
+    // AllowOutsideUsers covers anonymous users too.
+    join.meeting = true;
+    snap.federation.access_edge.allow_outside_users = false;
+    let r = rejection(decide(&join, &anon, &snap, &DnsFacts::none()));
+    assert_eq!(r.rule.name(), "outside-users-disabled");
 }

@@ -55,7 +55,14 @@ impl Core {
         snap: &Arc<Snapshot>,
         dns: DnsFacts,
     ) {
-        let pending = pending_decision(peer, snap, dns, &decision, plan.sealed);
+        let mut pending = pending_decision(peer, snap, dns, &decision, plan.sealed);
+        // The facts are read again only when some allowed domain is monitored.
+        pending.monitored = snap
+            .federation
+            .allowed_domains
+            .iter()
+            .any(|a| a.mark_for_monitoring)
+            && policy::monitored_domain(&self.facts(m, plan, snap), peer, snap).is_some();
         match decision {
             Decision::Reject(r) => {
                 self.keep_decision(&key, pending);
@@ -124,6 +131,9 @@ impl Core {
     /// Records a decision with the final status its request got.
     pub(super) fn record(&self, request: &Message, p: PendingDecision, status: u16) {
         self.metrics.decision(p.outcome, p.rule);
+        if p.monitored {
+            self.metrics.monitored_decision(p.outcome);
+        }
         self.decisions.record(record::Recorded {
             at: std::time::SystemTime::now(),
             request: Bytes::copy_from_slice(request.bytes()),
@@ -203,6 +213,7 @@ pub(super) fn pending_decision(
         outcome,
         rule,
         sealed_route,
+        monitored: false,
     }
 }
 
@@ -213,6 +224,8 @@ pub(super) struct PendingDecision {
     pub(super) outcome: &'static str,
     pub(super) rule: &'static str,
     pub(super) sealed_route: bool,
+    /// Its partner domain is an allowed domain with MarkForMonitoring.
+    pub(super) monitored: bool,
 }
 
 /// The facts the decision needs that come from the message alone (no route set, no loop
@@ -239,7 +252,18 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
             .map(|h| m.text(h.value.clone())),
         media: sdp_media(m),
         in_dialog: to.is_some_and(|t| t.tag().is_some()),
+        meeting: uri.and_then(|u| u.param("opaque")).is_some_and(is_conference)
+            || to
+                .and_then(|t| t.uri.param("opaque"))
+                .is_some_and(is_conference),
     }
+}
+
+/// `opaque=app:conf:…`: a conference focus or MCU (Lync's meeting URIs).
+fn is_conference(opaque: &str) -> bool {
+    opaque
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case("app:conf:"))
 }
 
 /// Which media an SDP offer in the body proposes (for the public-cloud A/V policy).

@@ -346,3 +346,49 @@ async fn persist_after_an_unpersisted_change_names_the_difference_and_persist_al
     let back = Snapshot::load(&path).unwrap();
     assert_eq!(back.federation, edge.edge.live().load().federation);
 }
+
+#[tokio::test]
+async fn sipedge_admin_refuses_a_non_url_icon_and_xmpp_access_and_sets_a_blocked_domains_comment() {
+    let edge = TestEdge::start(&config()).await;
+    let t = token(&edge);
+    for (args, says) in [
+        (
+            &["Set-CsPublicProvider", "Messenger", "-IconUrl", "not a url"][..],
+            "-IconUrl: `not a url` is not a URL",
+        ),
+        (
+            &[
+                "Set-CsExternalAccessPolicy",
+                "global",
+                "-EnableXmppAccess",
+                "$true",
+            ][..],
+            "EnableXmppAccess is not modelled",
+        ),
+    ] {
+        let out = admin(&edge, &t, args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let before = edge.edge.live().load();
+    assert_eq!(
+        before.federation.public_providers[0].icon_url, None,
+        "nothing changed"
+    );
+    ok(&edge, &["New-CsBlockedDomain", "adatum.test"]).await;
+    ok(
+        &edge,
+        &[
+            "Set-CsBlockedDomain",
+            "adatum.test",
+            "-Comment",
+            "never contact",
+        ],
+    )
+    .await;
+    assert_eq!(
+        ok(&edge, &["Get-CsBlockedDomain"]).await,
+        "Identity : adatum.test\nDomain   : adatum.test\nComment  : never contact\n"
+    );
+}

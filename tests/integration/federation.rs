@@ -358,7 +358,7 @@ federation.messenger.msn.com. IN A 127.0.0.4
 }
 
 /// northwind.test's complete marking, as its edge sends it.
-const NORTHWIND_MARK: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+pub(crate) const NORTHWIND_MARK: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
 
 /// A lab where northwind.test is a discovered partner (SRV to sip.northwind.test), and
 /// northwind's edge connected to the external interface.
@@ -370,7 +370,7 @@ async fn northwind_connected() -> (
 }
 
 /// [`northwind_connected`] with the federation sections changed by `tweak`.
-async fn northwind_connected_with(
+pub(crate) async fn northwind_connected_with(
     tweak: impl Fn(String) -> String,
 ) -> (
     FedLab,

@@ -10,6 +10,7 @@ mod federation;
 mod fuzz_corpus;
 mod hostile;
 mod ipv6;
+mod knobs;
 mod lab;
 mod lab_binary;
 mod legit;

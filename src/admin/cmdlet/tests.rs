@@ -503,6 +503,92 @@ fn a_grant_to_someone_outside_the_edge_s_domains_is_refused_like_the_loader_refu
 }
 
 #[test]
+fn set_cs_blocked_domain_changes_the_comment_of_an_existing_entry_only() {
+    let s = snap(PRE_PIC);
+    let s = run(
+        &s,
+        "Set-CsBlockedDomain -Identity adatum.test -Comment 'never contact'",
+    );
+    assert_eq!(
+        output(&s, "Get-CsBlockedDomain adatum.test"),
+        "Identity : adatum.test\nDomain   : adatum.test\nComment  : never contact\n"
+    );
+    let s = run(&s, "Set-CsBlockedDomain adatum.test -Comment $null");
+    assert_eq!(s.federation.blocked("adatum.test").unwrap().comment, None);
+    let e = err(&s, "Set-CsBlockedDomain -Identity litware.test -Comment x");
+    assert!(
+        e.to_string()
+            .contains("cannot find `litware.test`; existing identities: adatum.test"),
+        "{e}"
+    );
+    // The domain of a blocked entry is its identity: changing it is remove and re-create.
+    let e = err(
+        &s,
+        "Set-CsBlockedDomain -Identity adatum.test -Domain litware.test",
+    );
+    assert!(matches!(e, CmdletError::UnknownParameter { .. }), "{e}");
+}
+
+#[test]
+fn an_icon_url_that_is_not_a_url_is_refused_by_the_cmdlet_and_the_loader() {
+    let s = snap(PRE_PIC);
+    for bad in [
+        "not a url",
+        "ftp://images.test/x.png",
+        "https://",
+        "https://bad host/x.png",
+        "https://images.test:0/x",
+    ] {
+        let e = err(
+            &s,
+            &format!("Set-CsPublicProvider Messenger -IconUrl \"{bad}\""),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("Set-CsPublicProvider: -IconUrl: `")
+                && e.to_string().contains("is not a URL"),
+            "{bad}: {e}"
+        );
+        let toml = PRE_PIC.replace(
+            "enabled = false",
+            &format!("enabled = false\nicon_url = \"{bad}\""),
+        );
+        let problems = Snapshot::from_toml(&format!("{BASE}{toml}"), Path::new("."))
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            problems.contains("public_provider[0].icon_url") && problems.contains("is not a URL"),
+            "{problems}"
+        );
+    }
+    // The hosting provider's AutodiscoverUrl is the same kind of value, checked the same way.
+    let e = err(
+        &s,
+        "Set-CsHostingProvider LyncOnline -AutodiscoverUrl 'not a url'",
+    );
+    assert!(e.to_string().contains("is not a URL"), "{e}");
+    let toml = PRE_PIC.replace(
+        "enabled = true",
+        "enabled = true\nautodiscover_url = \"webdir\"",
+    );
+    let problems = Snapshot::from_toml(&format!("{BASE}{toml}"), Path::new("."))
+        .expect_err("autodiscover")
+        .to_string();
+    assert!(
+        problems.contains("hosting_provider[0].autodiscover_url"),
+        "{problems}"
+    );
+    let s = run(
+        &s,
+        "Set-CsPublicProvider Messenger -IconUrl http://images.test:8080/m.png?s=16",
+    );
+    assert_eq!(
+        s.federation.public_providers[0].icon_url.as_deref(),
+        Some("http://images.test:8080/m.png?s=16")
+    );
+}
+
+#[test]
 fn test_cs_federated_partner_names_a_domain_and_changes_nothing() {
     let s = snap(crate::config::lab_federation_sections());
     for line in [
@@ -527,4 +613,82 @@ fn test_cs_federated_partner_names_a_domain_and_changes_nothing() {
         .unwrap()
         .test_partner
         .is_none());
+}
+
+#[test]
+fn enable_xmpp_access_true_is_refused_as_not_modelled_by_the_cmdlets_and_the_loader() {
+    let s = snap(PRE_PIC);
+    for line in [
+        "Set-CsExternalAccessPolicy -Identity global -EnableXmppAccess $true",
+        "New-CsExternalAccessPolicy -Identity Xmpp -EnableXmppAccess 1",
+    ] {
+        let e = err(&s, line);
+        assert!(
+            e.to_string().contains("EnableXmppAccess is not modelled"),
+            "{line}: {e}"
+        );
+    }
+    let s = run(
+        &s,
+        "Set-CsExternalAccessPolicy -Identity global -EnableXmppAccess $false",
+    );
+    assert!(!s.federation.global_policy().enable_xmpp_access);
+    let toml = format!("{BASE}{PRE_PIC}enable_xmpp_access = true\n");
+    let problems = Snapshot::from_toml(&toml, Path::new("."))
+        .expect_err("xmpp")
+        .to_string();
+    assert!(
+        problems.contains("external_access_policy[0].enable_xmpp_access")
+            && problems.contains("EnableXmppAccess is not modelled"),
+        "{problems}"
+    );
+}
+
+#[test]
+fn a_users_contact_list_is_set_shown_and_cleared() {
+    let s = snap(PRE_PIC);
+    let s = run(
+        &s,
+        "Set-CsLabContactList -Identity sip:alice@contoso.test -Contacts \"sip:Dave@fabrikam.test, erin@northwind.test\"",
+    );
+    let g = s.federation.grant("alice", "contoso.test").unwrap();
+    assert_eq!(g.contacts, ["dave@fabrikam.test", "erin@northwind.test"]);
+    assert_eq!(
+        output(&s, "Get-CsLabContactList"),
+        "Identity : alice@contoso.test\nContacts : {dave@fabrikam.test, erin@northwind.test}\n"
+    );
+    // A grant keeps the contacts, and clearing the contacts keeps the grant.
+    let s = run(
+        &s,
+        "Grant-CsExternalAccessPolicy alice@contoso.test NoFederation",
+    );
+    assert_eq!(
+        s.federation
+            .grant("alice", "contoso.test")
+            .unwrap()
+            .contacts
+            .len(),
+        2
+    );
+    let s = run(
+        &s,
+        "Set-CsLabContactList alice@contoso.test -Contacts $null",
+    );
+    let g = s.federation.grant("alice", "contoso.test").unwrap();
+    assert_eq!(
+        (g.policy.as_deref(), g.contacts.len()),
+        (Some("NoFederation"), 0)
+    );
+    let s = run(&s, "Grant-CsExternalAccessPolicy alice@contoso.test $null");
+    assert!(s.federation.users.is_empty());
+    let e = err(&s, "Set-CsLabContactList alice -Contacts 'not an address'");
+    assert!(e.to_string().contains("is not a contact"), "{e}");
+    let toml = format!("{BASE}{PRE_PIC}\n[[user]]\nuser = \"alice\"\ncontacts = [\"dave\"]\n");
+    let problems = Snapshot::from_toml(&toml, Path::new("."))
+        .expect_err("contact")
+        .to_string();
+    assert!(
+        problems.contains("user[0].contacts") && problems.contains("is not a contact"),
+        "{problems}"
+    );
 }
