@@ -1577,6 +1577,17 @@ mod tests {
     }
 
     #[test]
+    fn partners_get_outgoing_tls_count_and_every_other_next_hop_connections_per_target() {
+        use crate::peer::Interface;
+        let s = parse("[limits]\nconnections_per_target = 3\n[access_edge]\noutgoing_tls_count_for_federated_partners = 1\n").unwrap();
+        assert_eq!(s.connections_per_next_hop(Interface::External), 1);
+        assert_eq!(s.connections_per_next_hop(Interface::Internal), 3);
+        // Without federation sections the external next hops are static routes.
+        let s = parse("[limits]\nconnections_per_target = 3\n").unwrap();
+        assert_eq!(s.connections_per_next_hop(Interface::External), 3);
+    }
+
+    #[test]
     fn static_routes_beside_federation_are_refused() {
         let p = problems("[[routes]]\ndomain = \"fabrikam.test\"\ntarget = \"127.0.0.3:5060\"\ntransport = \"tcp\"\n[[blocked_domain]]\ndomain = \"adatum.test\"\n");
         assert_eq!(p[0].key, "routes");

@@ -275,7 +275,7 @@ impl Core {
             return true;
         }
         let pool_key = Self::pool_key(exit, target, addr);
-        if let Some(c) = self.pool.get(&pool_key) {
+        if let Some(c) = self.pool.reusable(&pool_key, snap.connections_per_next_hop(exit)) {
             let dest = ReplyTo::Stream(c);
             self.set_dest(key, &dest);
             if dest.send(bytes.clone()).is_ok() {
@@ -384,7 +384,7 @@ impl Core {
             local_ip: snap.interface(exit).address,
             connect_timeout: snap.limits.connect_timeout,
             handshake_timeout: snap.limits.tls_handshake_timeout,
-            max_per_key: snap.limits.connections_per_target,
+            max_per_key: snap.connections_per_next_hop(exit),
             settings: stream_settings(snap),
             keepalive: snap.limits.keepalive_interval,
             tls: self.tls.clone(),

@@ -16,6 +16,7 @@ mod load;
 mod memory;
 mod metrics;
 mod observability;
+mod partner_traffic;
 mod peers;
 mod policed;
 mod restart;
