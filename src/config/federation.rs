@@ -31,7 +31,11 @@
 //! sipedge-only keys in `[access_edge]`: `unmarked_source` (what UseSourceVerification does
 //! when the peer sent no marking: `"reject"`, the provider/allowed-domain documentation, or
 //! `"unverified"`, the default-route documentation; the default route always uses
-//! `"unverified"`) and `federated_methods` (the methods that may cross federation, 1027).
+//! `"unverified"`), `federated_methods` (the methods that may cross federation, 1027), and
+//! when a discovered partner is suspicious (throttled to 1 msg/s, 503 + 1920):
+//! `suspicious_min_failures` (default 20) failed responses from inside in one report
+//! period, making at least `suspicious_failure_percent` (default 80) of its answered
+//! requests.
 //!
 //! `VerificationLevel` is accepted by name or by number; the numbers are an assumption
 //! (no source prints them): 0 AlwaysVerifiable, 1 AlwaysUnverifiable, 2 UseSourceVerification.
@@ -90,6 +94,13 @@ pub struct AccessEdge {
     pub unmarked_source: UnmarkedSource,
     /// sipedge: methods that may cross federation; others get 1027. Uppercase.
     pub federated_methods: Vec<String>,
+    /// sipedge: failed responses (4xx–6xx from inside) a discovered partner needs in one
+    /// report period before it can be suspicious. Default 20 ([inferred]; the product
+    /// documents only "ratio of failed to successful responses").
+    pub suspicious_min_failures: u32,
+    /// sipedge: the share of a discovered partner's answered requests, in percent, that
+    /// must fail for it to be suspicious (throttled to 1 msg/s). Default 80 ([inferred]).
+    pub suspicious_failure_percent: u32,
 }
 
 /// How federation traffic finds its next hop.
@@ -395,6 +406,10 @@ pub struct Codes {
     pub contacts_limit: Code,
     /// Retry-After seconds with `contacts_limit`. Default 3600.
     pub contacts_limit_retry_after_s: u32,
+    /// Suspicious discovered partner over its 1 msg/s throttle. Default 503 / 1920.
+    pub suspicious_partner: Code,
+    /// Retry-After seconds with `suspicious_partner`. Default 1.
+    pub suspicious_partner_retry_after_s: u32,
 }
 
 impl Default for Codes {
@@ -416,6 +431,8 @@ impl Default for Codes {
             rate_limited_retry_after_s: 1,
             contacts_limit: Code::new(503, 1911),
             contacts_limit_retry_after_s: 3600,
+            suspicious_partner: Code::new(503, 1920),
+            suspicious_partner_retry_after_s: 1,
         }
     }
 }
@@ -459,6 +476,8 @@ impl Default for AccessEdge {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
+            suspicious_min_failures: 20,
+            suspicious_failure_percent: 80,
         }
     }
 }
@@ -733,6 +752,8 @@ pub(super) mod raw {
         pub dns_srv_cache_record_count: Option<u32>,
         pub unmarked_source: Option<String>,
         pub federated_methods: Option<Vec<String>>,
+        pub suspicious_min_failures: Option<u32>,
+        pub suspicious_failure_percent: Option<u32>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -835,6 +856,8 @@ pub(super) mod raw {
         pub rate_limited_retry_after_s: Option<u32>,
         pub contacts_limit: Option<RawCode>,
         pub contacts_limit_retry_after_s: Option<u32>,
+        pub suspicious_partner: Option<RawCode>,
+        pub suspicious_partner_retry_after_s: Option<u32>,
     }
 }
 
@@ -1128,7 +1151,21 @@ impl Builder<'_> {
                 v.iter().map(|m| m.to_ascii_uppercase()).collect()
             }
         };
+        let suspicious_failure_percent = r
+            .suspicious_failure_percent
+            .unwrap_or(d.suspicious_failure_percent);
+        if !(1..=100).contains(&suspicious_failure_percent) {
+            self.problem(
+                "access_edge.suspicious_failure_percent",
+                format!("{suspicious_failure_percent} is out of range; a share of failed responses from 1 to 100 percent (default 80)"),
+            );
+        }
         AccessEdge {
+            suspicious_min_failures: r
+                .suspicious_min_failures
+                .unwrap_or(d.suspicious_min_failures)
+                .max(1),
+            suspicious_failure_percent,
             allow_federated_users: r.allow_federated_users.unwrap_or(d.allow_federated_users),
             allow_outside_users: r.allow_outside_users.unwrap_or(d.allow_outside_users),
             allow_anonymous_users: r.allow_anonymous_users.unwrap_or(d.allow_anonymous_users),
@@ -1286,6 +1323,15 @@ impl Builder<'_> {
             contacts_limit_retry_after_s: r
                 .contacts_limit_retry_after_s
                 .unwrap_or(d.contacts_limit_retry_after_s),
+            suspicious_partner: code(
+                self,
+                "suspicious_partner",
+                r.suspicious_partner,
+                d.suspicious_partner,
+            ),
+            suspicious_partner_retry_after_s: r
+                .suspicious_partner_retry_after_s
+                .unwrap_or(d.suspicious_partner_retry_after_s),
         }
     }
 

@@ -38,7 +38,7 @@ use std::ops::ControlFlow;
 pub use access::{effective_policy, PolicySource};
 pub use classify::{same_domain, SourceClass, TargetClass};
 pub use dns::{DnsFacts, DnsQuestion, SrvAnswer, SrvTarget};
-pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerReport};
+pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerEvent, PartnerReport, SUSPICIOUS_RATE};
 pub use reject::{reason_phrase, Diagnostics, Rejection, Rule};
 pub use route::response_trust;
 

@@ -58,6 +58,7 @@ pub enum Rule {
     NoOutboundTls,
     RateLimited,
     ContactsLimit,
+    SuspiciousPartner,
     RouteSetUnknownKey,
     RouteSetBadSeal,
     RouteSetMalformed,
@@ -105,6 +106,7 @@ impl Rule {
         Rule::NoOutboundTls,
         Rule::RateLimited,
         Rule::ContactsLimit,
+        Rule::SuspiciousPartner,
         Rule::RouteSetUnknownKey,
         Rule::RouteSetBadSeal,
         Rule::RouteSetMalformed,
@@ -152,6 +154,7 @@ impl Rule {
             Rule::NoOutboundTls => "no-outbound-tls",
             Rule::RateLimited => "rate-limited",
             Rule::ContactsLimit => "contacts-limit",
+            Rule::SuspiciousPartner => "suspicious-partner",
             Rule::RouteSetUnknownKey => "route-set-unknown-key",
             Rule::RouteSetBadSeal => "route-set-bad-seal",
             Rule::RouteSetMalformed => "route-set-malformed",
@@ -202,6 +205,7 @@ impl Rule {
             Rule::NoOutboundTls => (503, Some(1047)),
             Rule::RateLimited => configured(c.rate_limited),
             Rule::ContactsLimit => configured(c.contacts_limit),
+            Rule::SuspiciousPartner => configured(c.suspicious_partner),
             Rule::RouteSetUnknownKey
             | Rule::RouteSetBadSeal
             | Rule::RouteSetMalformed
@@ -643,6 +647,21 @@ impl Rejection {
         .with_retry_after(c.contacts_limit_retry_after_s)
     }
 
+    /// A discovered partner whose requests mostly fail inside is suspicious, and over the
+    /// 1 msg/s it is throttled to.
+    pub fn suspicious_partner(c: &Codes, partner: &str) -> Self {
+        with_param(
+            Rejection::configured(
+                c.suspicious_partner,
+                "Discovered partner is suspicious (most of its requests fail) and throttled to 1 message per second",
+                Rule::SuspiciousPartner,
+            ),
+            "domain",
+            partner,
+        )
+        .with_retry_after(c.suspicious_partner_retry_after_s)
+    }
+
     /// The ms-diagnostics code, if any.
     pub fn code(&self) -> Option<u32> {
         self.diagnostics.as_ref().map(|d| d.code)
@@ -870,6 +889,7 @@ mod tests {
             Rule::NoOutboundTls => Rejection::no_outbound_tls(fqdn),
             Rule::RateLimited => Rejection::rate_limited(c, "northwind.test"),
             Rule::ContactsLimit => Rejection::contacts_limit(c, "northwind.test"),
+            Rule::SuspiciousPartner => Rejection::suspicious_partner(c, "northwind.test"),
             Rule::RouteSetUnknownKey
             | Rule::RouteSetBadSeal
             | Rule::RouteSetMalformed

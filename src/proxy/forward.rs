@@ -142,6 +142,7 @@ impl Core {
             }),
             response_trust: f.response_trust.clone(),
             requester: (peer.interface == Interface::External).then(|| peer.identity.clone()),
+            partner: f.limit.as_ref().map(|l| l.partner.clone()),
         };
         if self
             .txns

@@ -358,7 +358,7 @@ federation.messenger.msn.com. IN A 127.0.0.4
 }
 
 /// northwind.test's complete marking, as its edge sends it.
-const NORTHWIND_MARK: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
+pub(crate) const NORTHWIND_MARK: &str = "ms-edge-proxy-message-trust: ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=verified;ms-source-network=federation";
 
 /// A lab where northwind.test is a discovered partner (SRV to sip.northwind.test), and
 /// northwind's edge connected to the external interface.
@@ -370,7 +370,7 @@ async fn northwind_connected() -> (
 }
 
 /// [`northwind_connected`] with the federation sections changed by `tweak`.
-async fn northwind_connected_with(
+pub(crate) async fn northwind_connected_with(
     tweak: impl Fn(String) -> String,
 ) -> (
     FedLab,
@@ -662,6 +662,12 @@ async fn requests_a_discovered_partner_limit_refuses_are_logged_and_counted_as_r
     assert_eq!(delta(rate_limited), count("1910"), "{after}");
     let contacts = "outcome=\"reject\",rule=\"contacts-limit\"";
     assert_eq!(delta(contacts), 1, "{after}");
+    let watch_listed = "sipedge_discovered_partner_events_total{event=\"watch-listed\"} 1";
+    assert!(after.lines().any(|l| l == watch_listed), "{after}");
+    assert!(
+        after.lines().any(|l| l == "sipedge_flagged_partners 1"),
+        "{after}"
+    );
     let forwards = answers.iter().filter(|a| a.1 == 200).count() as u64;
     assert_eq!(delta("outcome=\"forward\""), forwards, "{after}");
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::federation::{msg, FedLab, BASE_RECORDS};
+use crate::federation::{msg, northwind_connected_with, FedLab, BASE_RECORDS, NORTHWIND_MARK};
 use crate::support::*;
 use crate::tls::{tls_server, Pki};
 use sipedge::transport::Interface;
@@ -138,4 +138,121 @@ sip.northwind.test. IN A 127.0.0.6
         COUNT,
         "connections the partner accepted for {sent} requests"
     );
+}
+
+/// The federation sections with suspicion after `failures` failed answers making 80 % of
+/// the partner's answered requests, and the admin endpoint on.
+fn suspicious_after(failures: u32) -> impl Fn(String) -> String {
+    move |f| {
+        f.replace(
+            "[access_edge]\n",
+            &format!("[access_edge]\nsuspicious_min_failures = {failures}\nsuspicious_failure_percent = 80\n"),
+        ) + "\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    }
+}
+
+/// Runs `sipedge admin <args>` against the edge's admin endpoint: (success, stdout + stderr).
+async fn admin(edge: &TestEdge, args: &[&str]) -> (bool, String) {
+    let endpoint = format!("http://{}", edge.edge.admin_addr().expect("admin endpoint"));
+    let token = edge.edge.admin_token().expect("token").to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .arg("admin")
+        .args(args)
+        .args(["--endpoint", &endpoint, "--token", &token])
+        .output()
+        .await
+        .expect("run sipedge admin");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The value of one unlabelled or labelled sample in the exposition text.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `sipedge_discovered_partner_events_total{event="<event>"}`.
+fn partner_events(text: &str, event: &str) -> u64 {
+    let series = format!("sipedge_discovered_partner_events_total{{event=\"{event}\"}}");
+    metric(text, &series)
+}
+
+#[tokio::test]
+async fn a_discovered_partner_whose_requests_mostly_fail_is_throttled_watched_and_released() {
+    let (lab, mut northwind) = northwind_connected_with(suspicious_after(3)).await;
+    let (dan, mark) = (
+        "sip:dan@northwind.test",
+        [NORTHWIND_MARK, "X-Test-Answer: 404"],
+    );
+    // Three lookups of users the pool does not know: three 404s, all failures.
+    for i in 0..3 {
+        let to = format!("sip:nobody{i}@contoso.test");
+        northwind
+            .send(&msg("MESSAGE", dan, &to, &format!("enum{i}"), &mark))
+            .await;
+        let r = northwind.recv().await;
+        assert_eq!(status_of(&r), 404, "{r}");
+    }
+
+    // Now one message a second: the next goes through, the one right after it does not.
+    let alice = "sip:alice@contoso.test";
+    northwind
+        .send(&msg("MESSAGE", dan, alice, "slow1", &[NORTHWIND_MARK]))
+        .await;
+    assert_eq!(status_of(&northwind.recv().await), 200);
+    northwind
+        .send(&msg("MESSAGE", dan, alice, "slow2", &[NORTHWIND_MARK]))
+        .await;
+    let r = northwind.recv().await;
+    assert_eq!(status_of(&r), 503, "{r}");
+    assert_eq!(diagnostics_code(&r, "ms-diagnostics-public"), "1920", "{r}");
+    assert_eq!(header(&r, "retry-after"), Some("1"), "{r}");
+
+    // The admin view names it and why; the counters and the gauge agree.
+    let (ok, view) = admin(&lab.edge, &["watch-list"]).await;
+    assert!(ok, "{view}");
+    let line = view.lines().next().unwrap_or("");
+    assert!(line.starts_with("northwind.test suspicious:"), "{view}");
+    assert!(line.contains("1 answered ok, 3 failed"), "{view}");
+    let text = lab.edge.metrics_text();
+    assert_eq!(partner_events(&text, "suspicious"), 1, "{text}");
+    assert_eq!(metric(&text, "sipedge_flagged_partners"), 1, "{text}");
+    let refused = "sipedge_decisions_total{outcome=\"reject\",rule=\"suspicious-partner\"}";
+    assert_eq!(metric(&text, refused), 1, "{text}");
+
+    // Released: two messages at once pass again (DiscoveredPartnerStandardRate is 20).
+    let (ok, out) = admin(&lab.edge, &["release", "northwind.test"]).await;
+    assert!(ok && out.contains("northwind.test released"), "{out}");
+    for id in ["fast1", "fast2"] {
+        northwind
+            .send(&msg("MESSAGE", dan, alice, id, &[NORTHWIND_MARK]))
+            .await;
+        let r = northwind.recv().await;
+        assert_eq!(status_of(&r), 200, "{id}: {r}");
+    }
+    let (ok, out) = admin(&lab.edge, &["release", "northwind.test"]).await;
+    assert!(
+        !ok && out.contains("neither on the watch list nor suspicious"),
+        "{out}"
+    );
+    let text = lab.edge.metrics_text();
+    assert_eq!(partner_events(&text, "released"), 1, "{text}");
+    assert_eq!(metric(&text, "sipedge_flagged_partners"), 0, "{text}");
+
+    // A DiscoveredPartnerReportPeriodMinutes later the period is reported and shown.
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(61 * 60);
+    lab.edge.edge.core().tick(later);
+    let (ok, view) = admin(&lab.edge, &["watch-list"]).await;
+    assert!(ok, "{view}");
+    assert!(view.contains("last report at"), "{view}");
+    assert!(
+        view.lines()
+            .any(|l| l.starts_with("northwind.test: 6 admitted, 1 over the rate, 0 refused by the contacts limit, 2 answered ok, 0 failed, 1 distinct contacts")),
+        "{view}"
+    );
+    let text = lab.edge.metrics_text();
+    assert_eq!(partner_events(&text, "report"), 1, "{text}");
 }
