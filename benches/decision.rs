@@ -58,6 +58,7 @@ fn big_snapshot() -> Snapshot {
             user: format!("u{i:06}@contoso.test"),
             policy: Some(TAGS[i % TAGS.len()].to_string()),
             site: None,
+            hosting_provider: None,
         });
     }
     assert!(fed.conflicts().is_empty(), "{:?}", fed.conflicts().first());

@@ -105,7 +105,11 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
         ));
     }
     let mut next = snapshot.clone();
-    change(cmd, &mut next.federation, &args)?;
+    if cmd.verb == Verb::Move {
+        move_user(cmd, &mut next, &args)?;
+    } else {
+        change(cmd, &mut next.federation, &args)?;
+    }
     next.federation.configured = true;
     if let Some(c) = next.federation.conflicts().into_iter().next() {
         return Err(cmd.refused(c.message));
@@ -128,16 +132,20 @@ pub fn render_config(fed: &Federation) -> String {
             out.push('\n');
         }
     }
-    out.push_str("# Grant-CsExternalAccessPolicy (user : policy tag, site)\n\n");
+    out.push_str("# Grant-CsExternalAccessPolicy (user : policy tag, site, home)\n\n");
     for g in &fed.users {
         let _ = writeln!(
             out,
-            "{} : {}{}",
+            "{} : {}{}{}",
             g.user,
             g.policy.as_deref().unwrap_or("(none)"),
             g.site
                 .as_deref()
                 .map(|s| format!(", site {s}"))
+                .unwrap_or_default(),
+            g.hosting_provider
+                .as_deref()
+                .map(|h| format!(", homed at {h}"))
                 .unwrap_or_default()
         );
     }
@@ -271,6 +279,7 @@ enum Verb {
     Set,
     Remove,
     Grant,
+    Move,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +290,7 @@ enum Noun {
     AllowedDomain,
     BlockedDomain,
     ExternalAccessPolicy,
+    User,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +347,7 @@ const PUBLIC: &[Spec] = &[
 ];
 const HOSTING_NEW: &[Spec] = &[
     IDENTITY,
-    p("ProxyFqdn", Kind::Fqdn),
+    p("ProxyFqdn", Kind::ProxyFqdn),
     p("Enabled", Kind::Bool),
     p("EnabledSharedAddressSpace", Kind::Bool),
     p("HostsOCSUsers", Kind::Bool),
@@ -383,6 +393,13 @@ const POLICY: &[Spec] = &[
     p("Description", Kind::Text),
 ];
 const GRANT: &[Spec] = &[IDENTITY, p("PolicyName", Kind::Text)];
+/// Move-CsUser: `-Target` is a hosting provider's ProxyFqdn (homed online) or one of our
+/// pools (homed on-premises).
+const MOVE_USER: &[Spec] = &[
+    IDENTITY,
+    p("Target", Kind::Fqdn),
+    p("Confirm", Kind::Switch),
+];
 const EDGE_GET: &[Spec] = &[IDENTITY];
 const EDGE_SET: &[Spec] = &[
     IDENTITY,
@@ -441,6 +458,8 @@ impl Cmdlet {
             c(Set, ExternalAccessPolicy),
             c(Remove, ExternalAccessPolicy),
             c(Grant, ExternalAccessPolicy),
+            c(Get, User),
+            c(Move, User),
         ]
     };
 
@@ -471,6 +490,7 @@ impl Cmdlet {
             (New, BlockedDomain) => BLOCKED_NEW,
             (New | Set, ExternalAccessPolicy) => POLICY,
             (Grant, ExternalAccessPolicy) => GRANT,
+            (Move, User) => MOVE_USER,
             _ => &[],
         }
     }
@@ -507,6 +527,7 @@ impl fmt::Display for Cmdlet {
             Verb::Set => "Set",
             Verb::Remove => "Remove",
             Verb::Grant => "Grant",
+            Verb::Move => "Move",
         };
         let noun = match self.noun {
             Noun::AccessEdgeConfiguration => "CsAccessEdgeConfiguration",
@@ -515,6 +536,7 @@ impl fmt::Display for Cmdlet {
             Noun::AllowedDomain => "CsAllowedDomain",
             Noun::BlockedDomain => "CsBlockedDomain",
             Noun::ExternalAccessPolicy => "CsExternalAccessPolicy",
+            Noun::User => "CsUser",
         };
         write!(f, "{verb}-{noun}")
     }
@@ -838,6 +860,13 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
             .filter(|d| wanted(&d.domain))
             .map(blocked_block)
             .collect(),
+        Noun::User => fed
+            .users
+            .iter()
+            .filter(|g| identity.is_none_or(|i| same_user(&user_name(i), &g.user)))
+            .filter(|g| filter.is_none_or(|f| glob(f, &g.user)))
+            .map(user_block)
+            .collect(),
         Noun::ExternalAccessPolicy => {
             let scope = identity.map(|i| policy_scope(cmd, i)).transpose()?;
             fed.external_access_policies
@@ -929,7 +958,7 @@ fn hosting_block(p: &HostingProvider) -> Block {
     vec![
         ("Identity", p.identity.clone()),
         ("Name", p.identity.clone()),
-        ("ProxyFqdn", p.proxy_fqdn.clone()),
+        ("ProxyFqdn", p.proxy_fqdn_text()),
         ("VerificationLevel", p.verification_level.to_string()),
         ("Enabled", yes(p.enabled)),
         (
@@ -940,6 +969,21 @@ fn hosting_block(p: &HostingProvider) -> Block {
         ("IsLocal", yes(p.is_local)),
         ("AutodiscoverUrl", opt(&p.autodiscover_url)),
         ("SipClientPort", p.sip_client_port.to_string()),
+    ]
+}
+
+/// A user as Get-CsUser prints the parts sipedge models: HostingProvider `SRV:` means the
+/// on-premises pool.
+fn user_block(g: &UserGrant) -> Block {
+    vec![
+        ("Identity", g.user.clone()),
+        ("SipAddress", format!("sip:{}", g.user)),
+        (
+            "HostingProvider",
+            g.hosting_provider.clone().unwrap_or_else(|| "SRV:".into()),
+        ),
+        ("ExternalAccessPolicy", opt(&g.policy)),
+        ("Site", opt(&g.site)),
     ]
 }
 
@@ -1080,6 +1124,7 @@ fn existing(noun: Noun, fed: &Federation) -> String {
             .iter()
             .map(|p| policy_identity(&p.scope))
             .collect(),
+        Noun::User => fed.users.iter().map(|g| g.user.clone()).collect(),
     };
     if names.is_empty() {
         "none".into()
@@ -1203,6 +1248,7 @@ fn change(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletEr
             let mut p = HostingProvider {
                 identity: identity.clone(),
                 proxy_fqdn: proxy_fqdn.to_string(),
+                proxy_port: crate::config::FEDERATION_PORT,
                 enabled,
                 enabled_shared_address_space: false,
                 hosts_ocs_users: false,
@@ -1344,8 +1390,10 @@ fn set_public(p: &mut PublicProvider, args: &Args) {
 }
 
 fn set_hosting(p: &mut HostingProvider, args: &Args) {
-    if let Some(f) = args.text("ProxyFqdn") {
-        p.proxy_fqdn = f.to_string();
+    // Checked by `Kind::ProxyFqdn` when the arguments were read.
+    if let Some(Ok((host, port))) = args.text("ProxyFqdn").map(crate::config::split_proxy_fqdn) {
+        p.proxy_fqdn = host.to_string();
+        p.proxy_port = port;
     }
     if let Some(b) = args.bool("Enabled") {
         p.enabled = b;
@@ -1418,12 +1466,7 @@ fn grant(
     identity: &str,
     args: &Args,
 ) -> Result<(), CmdletError> {
-    let user = identity.trim();
-    let user = user
-        .strip_prefix("sip:")
-        .or_else(|| user.strip_prefix("SIP:"))
-        .unwrap_or(user)
-        .to_ascii_lowercase();
+    let user = user_name(identity);
     if user.is_empty() || user.contains(char::is_whitespace) || user.matches('@').count() > 1 {
         return Err(CmdletError::BadValue {
             cmdlet: cmd.name(),
@@ -1459,21 +1502,105 @@ fn grant(
                 }),
             },
         };
-    match fed.users.iter().position(|g| g.user == user) {
-        Some(i) => {
-            fed.users[i].policy = tag;
-            if fed.users[i].policy.is_none() && fed.users[i].site.is_none() {
-                fed.users.remove(i);
-            }
-        }
-        None if tag.is_some() => fed.users.push(UserGrant {
-            user,
-            policy: tag,
-            site: None,
-        }),
-        None => {}
-    }
+    update_user(fed, user, |g| g.policy = tag);
     Ok(())
+}
+
+/// `sip:alice@contoso.test` → `alice@contoso.test`, lowercase.
+fn user_name(identity: &str) -> String {
+    let user = identity.trim();
+    user.strip_prefix("sip:")
+        .or_else(|| user.strip_prefix("SIP:"))
+        .unwrap_or(user)
+        .to_ascii_lowercase()
+}
+
+/// Whether a user as typed (`alice@contoso.test` or `alice`) is the grant's user.
+fn same_user(typed: &str, granted: &str) -> bool {
+    typed == granted || typed.split('@').next() == Some(granted)
+}
+
+/// Move-CsUser -Identity <user@one of our domains> -Target <fqdn>: homes the user at the
+/// hosting provider whose ProxyFqdn is the target (split domain), or back on-premises when
+/// the target is one of our pools (the `[pool]` host, or a name in one of our domains).
+fn move_user(cmd: Cmdlet, snap: &mut Snapshot, args: &Args) -> Result<(), CmdletError> {
+    let identity = args
+        .text("Identity")
+        .ok_or_else(|| cmd.missing("Identity"))?;
+    let target = args.text("Target").ok_or_else(|| cmd.missing("Target"))?;
+    let user = user_name(identity);
+    let local = user
+        .split_once('@')
+        .is_some_and(|(u, h)| !u.is_empty() && snap.is_local_domain(h));
+    if !local {
+        return Err(CmdletError::BadValue {
+            cmdlet: cmd.name(),
+            param: "Identity".into(),
+            value: identity.into(),
+            expected: format!(
+                "a user of one of our SIP domains ({}), e.g. sip:dave@{}",
+                snap.edge.local_domains.join(", "),
+                snap.edge
+                    .local_domains
+                    .first()
+                    .map_or("contoso.test", |d| d.as_str())
+            ),
+        });
+    }
+    let fed = &mut snap.federation;
+    let home = if let Some(h) = fed.hosting_provider_by_fqdn(target) {
+        Some(h.proxy_fqdn.clone())
+    } else if target.eq_ignore_ascii_case(&snap.pool.host)
+        || target.split_once('.').is_some_and(|(_, d)| {
+            snap.edge
+                .local_domains
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(d))
+        })
+    {
+        None
+    } else {
+        let providers: Vec<&str> = fed
+            .hosting_providers
+            .iter()
+            .map(|h| h.proxy_fqdn.as_str())
+            .collect();
+        return Err(CmdletError::BadValue {
+            cmdlet: cmd.name(),
+            param: "Target".into(),
+            value: target.into(),
+            expected: format!(
+                "a hosting provider's ProxyFqdn ({}) to home the user online, or one of our pools ({} or a name in {}) to home it on-premises",
+                if providers.is_empty() { "none configured".to_string() } else { providers.join(", ") },
+                snap.pool.host,
+                snap.edge.local_domains.join(", ")
+            ),
+        });
+    };
+    update_user(fed, user, |g| g.hosting_provider = home);
+    Ok(())
+}
+
+/// Changes `user`'s entry (made when missing) and drops it when nothing is left on it: no
+/// tag, no site, homed on-premises.
+fn update_user(fed: &mut Federation, user: String, change: impl FnOnce(&mut UserGrant)) {
+    let i = match fed.users.iter().position(|g| g.user == user) {
+        Some(i) => i,
+        None => {
+            fed.users.push(UserGrant {
+                user,
+                policy: None,
+                site: None,
+                hosting_provider: None,
+            });
+            fed.users.len() - 1
+        }
+    };
+    change(&mut fed.users[i]);
+    let g = &fed.users[i];
+    if g.policy.is_none() && g.site.is_none() && g.hosting_provider.is_none() {
+        fed.users.remove(i);
+    }
 }
 
 fn set_access_edge(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletError> {

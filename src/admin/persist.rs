@@ -303,7 +303,7 @@ fn families(f: &Federation) -> Vec<Family> {
                         normalize("hosting_provider", &p.identity),
                         vec![
                             ("identity", s(&p.identity)),
-                            ("proxy_fqdn", s(&p.proxy_fqdn)),
+                            ("proxy_fqdn", s(&p.proxy_fqdn_text())),
                             ("enabled", b(p.enabled)),
                             (
                                 "enabled_shared_address_space",
@@ -395,6 +395,7 @@ fn families(f: &Federation) -> Vec<Family> {
                             ("user", s(&g.user)),
                             ("policy", os(&g.policy)),
                             ("site", os(&g.site)),
+                            ("hosting_provider", os(&g.hosting_provider)),
                         ],
                     )
                 })

@@ -25,7 +25,7 @@
 //! | `[[allowed_domain]]`                   | `New-CsAllowedDomain` (`domain` = Identity/Domain)       |
 //! | `[[blocked_domain]]`                   | `New-CsBlockedDomain`                                    |
 //! | `[[external_access_policy]]`           | `New-CsExternalAccessPolicy` (`identity` = `global`, `site:<name>` or a tag) |
-//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag) and the user's site |
+//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag), the user's site, and `Move-CsUser -Target` (`hosting_provider` = a hosting provider's ProxyFqdn for a user homed online; absent: on-premises) |
 //! | `[diagnostics]`                        | sipedge only: status and ms-diagnostics codes the product does not document |
 //!
 //! sipedge-only keys in `[access_edge]`: `unmarked_source` (what UseSourceVerification does
@@ -194,9 +194,18 @@ impl PublicProvider {
 pub struct HostingProvider {
     pub identity: String,
     pub proxy_fqdn: String,
+    /// The port the ProxyFqdn is dialled on (`ProxyFqdn host:port`, a sipedge extension
+    /// as for allowed domains, so a lab provider may listen elsewhere); default 5061.
+    pub proxy_port: u16,
     pub enabled: bool,
+    /// Shares our SIP domains (split domain, hybrid): our users homed at this provider
+    /// (`[[user]] hosting_provider`) are routed to it, and it may speak for them.
     pub enabled_shared_address_space: bool,
+    /// Hosts Lync/SfB users (HostsOCSUsers): only then may users be homed at it; a shared
+    /// address space without it hosts other services (Exchange UM).
     pub hosts_ocs_users: bool,
+    /// Its proxy is inside our own topology (IsLocal): the edge reaches it through the
+    /// internal interface, without the federation marking.
     pub is_local: bool,
     /// Default AlwaysVerifiable.
     pub verification_level: VerificationLevel,
@@ -219,14 +228,34 @@ pub struct AllowedDomain {
     pub comment: Option<String>,
 }
 
+impl HostingProvider {
+    /// ProxyFqdn as the cmdlets print it and the config file holds it (see
+    /// [`proxy_fqdn_text`]).
+    pub fn proxy_fqdn_text(&self) -> String {
+        proxy_fqdn_text(&self.proxy_fqdn, self.proxy_port)
+    }
+
+    /// Whether our users may be homed here: it shares our address space and hosts users.
+    pub fn hosts_our_users(&self) -> bool {
+        self.enabled_shared_address_space && self.hosts_ocs_users
+    }
+}
+
+/// `host`, or `host:port` when the port is not the federation port.
+pub fn proxy_fqdn_text(host: &str, port: u16) -> String {
+    match port {
+        FEDERATION_PORT => host.to_string(),
+        port => format!("{host}:{port}"),
+    }
+}
+
 impl AllowedDomain {
     /// ProxyFqdn as the cmdlets print it and the config file holds it: `host`, or
     /// `host:port` when the port is not the federation port.
     pub fn proxy_fqdn_text(&self) -> Option<String> {
-        self.proxy_fqdn.as_ref().map(|host| match self.proxy_port {
-            FEDERATION_PORT => host.clone(),
-            port => format!("{host}:{port}"),
-        })
+        self.proxy_fqdn
+            .as_ref()
+            .map(|host| proxy_fqdn_text(host, self.proxy_port))
     }
 }
 
@@ -344,6 +373,10 @@ pub struct UserGrant {
     pub policy: Option<String>,
     /// The user's site, whose `site:<name>` policy applies when no tag is granted.
     pub site: Option<String>,
+    /// Where the user is homed (Get-CsUser's HostingProvider; `Move-CsUser -Target`): the
+    /// ProxyFqdn of a hosting provider that shares our address space, or `None` for the
+    /// on-premises pool (`SRV:`).
+    pub hosting_provider: Option<String>,
 }
 
 impl UserGrant {
@@ -552,6 +585,19 @@ impl Federation {
             .find(|p| p.proxy_fqdn.eq_ignore_ascii_case(fqdn))
     }
 
+    /// The hosting provider `user@host` is homed at, if not on-premises (split domain).
+    pub fn home_of(&self, user: &str, host: &str) -> Option<&HostingProvider> {
+        let fqdn = self.grant(user, host)?.hosting_provider.as_ref()?;
+        self.hosting_provider_by_fqdn(fqdn)
+    }
+
+    /// An enabled hosting provider sharing our SIP domains (split domain), if any.
+    pub fn shared_address_space(&self) -> Option<&HostingProvider> {
+        self.hosting_providers
+            .iter()
+            .find(|h| h.enabled && h.enabled_shared_address_space)
+    }
+
     /// The policy with exactly this scope.
     pub fn policy(&self, scope: &PolicyScope) -> Option<&ExternalAccessPolicy> {
         self.external_access_policies
@@ -645,6 +691,27 @@ impl Federation {
             }
         }
         for (i, g) in self.users.iter().enumerate() {
+            if let Some(fqdn) = &g.hosting_provider {
+                let message = match self.hosting_provider_by_fqdn(fqdn) {
+                    None => Some(format!(
+                        "`{}` is homed at `{fqdn}`, which is no hosting provider's ProxyFqdn; existing: {}",
+                        g.user,
+                        self.hosting_providers.iter().map(|h| h.proxy_fqdn.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                    Some(h) if !h.hosts_our_users() => Some(format!(
+                        "`{}` is homed at `{fqdn}`, but hosting provider `{}` does not host our users (it needs EnabledSharedAddressSpace and HostsOCSUsers)",
+                        g.user, h.identity
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(message) = message {
+                    out.push(Conflict {
+                        key: format!("user[{i}].hosting_provider"),
+                        other: String::new(),
+                        message,
+                    });
+                }
+            }
             if let Some(tag) = &g.policy {
                 if self.policy(&PolicyScope::Tag(tag.clone())).is_none() {
                     out.push(Conflict {
@@ -828,6 +895,8 @@ pub(super) mod raw {
         pub user: String,
         pub policy: Option<String>,
         pub site: Option<String>,
+        /// A hosting provider's ProxyFqdn (homed online); absent: on-premises.
+        pub hosting_provider: Option<String>,
     }
 
     #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -907,9 +976,18 @@ impl Builder<'_> {
         }
         for (i, h) in raw.hosting_provider.into_iter().enumerate() {
             let key = format!("hosting_provider[{i}]");
+            let proxy_key = format!("{key}.proxy_fqdn");
+            let (proxy_fqdn, proxy_port) = match split_proxy_fqdn(&h.proxy_fqdn) {
+                Ok((host, port)) => (self.fqdn(&proxy_key, host), port),
+                Err(e) => {
+                    self.problem(&proxy_key, e);
+                    (h.proxy_fqdn.clone(), FEDERATION_PORT)
+                }
+            };
             let hp = HostingProvider {
                 identity: self.identity(&format!("{key}.identity"), &h.identity),
-                proxy_fqdn: self.fqdn(&format!("{key}.proxy_fqdn"), &h.proxy_fqdn),
+                proxy_fqdn,
+                proxy_port,
                 enabled: h.enabled,
                 enabled_shared_address_space: h.enabled_shared_address_space,
                 hosts_ocs_users: h.hosts_ocs_users,
@@ -1036,10 +1114,15 @@ impl Builder<'_> {
                     }
                 }
             });
+            let hosting_provider = u.hosting_provider.map(|f| {
+                let key = format!("user[{i}].hosting_provider");
+                self.fqdn(&key, &f)
+            });
             fed.users.push(UserGrant {
                 user: name,
                 policy,
                 site: u.site,
+                hosting_provider,
             });
         }
         if let Some(d) = raw.diagnostics {

@@ -233,6 +233,7 @@ mod tests {
             user: u.into(),
             policy: None,
             site: None,
+            hosting_provider: None,
         }
     }
 

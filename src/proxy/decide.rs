@@ -239,6 +239,9 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
             .map(|h| m.text(h.value.clone())),
         media: sdp_media(m),
         in_dialog: to.is_some_and(|t| t.tag().is_some()),
+        split_domain_info: m
+            .header(HeaderName::MsSplitDomainInfo)
+            .map(|h| m.text(h.value.clone())),
     }
 }
 

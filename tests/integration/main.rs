@@ -22,6 +22,7 @@ mod policed;
 mod restart;
 mod security;
 mod send;
+mod split_domain;
 mod support;
 mod tls;
 mod topology;
