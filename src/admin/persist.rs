@@ -551,6 +551,30 @@ verification_level = 2 # typed as a number
     }
 
     #[test]
+    fn a_user_moved_online_and_a_provider_port_are_written_and_read_back() {
+        let s0 = Snapshot::from_toml(FILE, Path::new(".")).unwrap();
+        let s1 = step(
+            &s0,
+            "New-CsHostingProvider LyncOnline -ProxyFqdn sipfed.online.lync.com:5071 -Enabled $true -EnabledSharedAddressSpace $true -HostsOCSUsers $true",
+        );
+        let s2 = step(
+            &s1,
+            "Move-CsUser dave@contoso.test -Target sipfed.online.lync.com",
+        );
+        let text = rewrite(FILE, &s0.federation, &s2.federation).unwrap();
+        assert!(
+            text.contains("proxy_fqdn = \"sipfed.online.lync.com:5071\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("hosting_provider = \"sipfed.online.lync.com\""),
+            "{text}"
+        );
+        let back = Snapshot::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(back.federation, s2.federation);
+    }
+
+    #[test]
     fn changed_keys_keep_their_trailing_comment() {
         let s0 = Snapshot::from_toml(FILE, Path::new(".")).unwrap();
         let s1 = step(
