@@ -377,6 +377,38 @@ async fn send_to_a_user_homed_online_goes_through_the_hosting_provider() {
     assert_reports_trust(&out, &got.trust.expect("the edge marked it"));
     assert!(lab.peer(Role::Pool).received().is_empty(), "not the pool");
 
+    // A call: the ACK and the BYE follow the dialog to LyncOnline, marked the same way.
+    let call = [
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:dave@contoso.test",
+        "--method",
+        "INVITE",
+    ];
+    let (ok, out, err) = send(&config, &call).await;
+    assert!(
+        ok && out.contains("dialog: ACK sent; BYE: SIP/2.0 200 OK"),
+        "{out}{err}"
+    );
+    let online = lab.peer(Role::Hosting);
+    let invite = online
+        .wait_for(WAIT, |m| m.method == "INVITE")
+        .await
+        .expect("the INVITE reached LyncOnline");
+    for method in ["ACK", "BYE"] {
+        let got = online
+            .wait_for(WAIT, |m| m.method == method && m.call_id == invite.call_id)
+            .await
+            .unwrap_or_else(|| panic!("the {method} reached LyncOnline"));
+        assert!(
+            got.text
+                .contains("\r\nms-split-domain-info: ms-traffic-type=SplitIntra\r\n"),
+            "{}",
+            got.text
+        );
+    }
+
     // The simulated LyncOnline hosts dave only: erin, moved there on the edge alone, is
     // not found at the provider.
     let hosting = lab.peer(Role::Hosting).spec();
