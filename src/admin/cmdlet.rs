@@ -395,11 +395,7 @@ const POLICY: &[Spec] = &[
 const GRANT: &[Spec] = &[IDENTITY, p("PolicyName", Kind::Text)];
 /// Move-CsUser: `-Target` is a hosting provider's ProxyFqdn (homed online) or one of our
 /// pools (homed on-premises).
-const MOVE_USER: &[Spec] = &[
-    IDENTITY,
-    p("Target", Kind::Fqdn),
-    p("Confirm", Kind::Switch),
-];
+const MOVE_USER: &[Spec] = &[IDENTITY, p("Target", Kind::Fqdn)];
 const EDGE_GET: &[Spec] = &[IDENTITY];
 const EDGE_SET: &[Spec] = &[
     IDENTITY,

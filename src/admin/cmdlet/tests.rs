@@ -503,6 +503,8 @@ fn move_cs_user_homes_a_user_at_a_hosting_provider_that_shares_our_domains_and_b
         out.contains("HostingProvider      : sipfed.online.lync.com"),
         "{out}"
     );
+    assert_eq!(output(&s, "Get-CsUser -Filter da*"), out);
+    assert_eq!(output(&s, "Get-CsUser -Filter erin*"), "");
     // While dave is homed there, the provider keeps hosting our users.
     for line in [
         "Set-CsHostingProvider LyncOnline -EnabledSharedAddressSpace $false",
