@@ -59,6 +59,7 @@ fn big_snapshot() -> Snapshot {
             policy: Some(TAGS[i % TAGS.len()].to_string()),
             site: None,
             contacts: Vec::new(),
+            hosting_provider: None,
         });
     }
     assert!(fed.conflicts().is_empty(), "{:?}", fed.conflicts().first());

@@ -350,6 +350,12 @@ fn describe_target(t: Option<&TargetClass>) -> String {
             "discovered partner {domain} (open federation: discovered-partner limits apply)"
         ),
         Some(TargetClass::DefaultRoute { fqdn, port }) => format!("the default route {fqdn}:{port}"),
+        Some(TargetClass::HostedUser {
+            identity,
+            proxy_fqdn,
+            port,
+            ..
+        }) => format!("a user homed at hosting provider {identity} ({proxy_fqdn}:{port})"),
         Some(TargetClass::Local) | None => "relayed".to_string(),
     }
 }

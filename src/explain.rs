@@ -159,6 +159,13 @@ pub async fn explain(snap: &Snapshot, req: &ExplainRequest) -> Result<String, Ex
                     "          - ms-diagnostics (never leaves through the external interface)"
                 );
             }
+            if f.split_domain {
+                let _ = writeln!(
+                    out,
+                    "          + ms-split-domain-info: {} (any that arrived replaced)",
+                    crate::policy::SPLIT_INTRA
+                );
+            }
             if f.limit.is_some() {
                 let _ = writeln!(
                     out,

@@ -135,8 +135,11 @@ enum Command {
     /// ($XDG_RUNTIME_DIR/sipedge/edges/<pid>.json or /tmp/sipedge-<uid>/edges/): the one
     /// edge running, or the one running --config FILE. The flags may also follow the line.
     ///
-    /// Two more read what the edge saw: `decisions [N]` (the last N decisions with their
-    /// trail of checks, default 20) and `metrics` (the counters, Prometheus text).
+    /// More read what the edge saw: `decisions [N]` (the last N decisions with their
+    /// trail of checks, default 20), `metrics` (the counters, Prometheus text) and
+    /// `watch-list` (the discovered partners, watch-listed or suspicious first, and the last
+    /// DiscoveredPartnerReportPeriodMinutes report); `release DOMAIN` takes a partner off
+    /// the watch list and out of the suspicious throttle.
     Admin {
         /// The admin endpoint, e.g. http://127.0.0.1:5080.
         #[arg(long)]
@@ -535,6 +538,8 @@ fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>>
         ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N]"),
         ("metrics", []) => "/metrics".to_string(),
         ("metrics", _) => anyhow::bail!("usage: sipedge admin metrics"),
+        ("watch-list", []) => "/watch-list".to_string(),
+        ("watch-list", _) => anyhow::bail!("usage: sipedge admin watch-list"),
         _ => return Ok(None),
     };
     anyhow::ensure!(!persist, "--persist applies to cmdlets only");
@@ -553,12 +558,16 @@ fn admin_request(
     let keyword = first.to_ascii_lowercase();
     if !matches!(
         keyword.as_str(),
-        "provision" | "provisioning-status" | "advance-clock" | "fault"
+        "provision" | "provisioning-status" | "advance-clock" | "fault" | "release"
     ) {
         return Ok(None);
     }
     anyhow::ensure!(!persist, "--persist applies to cmdlets only");
     match keyword.as_str() {
+        "release" => match rest {
+            [domain] => Ok(Some(("POST", "/watch-list/release", domain.clone()))),
+            _ => anyhow::bail!("usage: sipedge admin release <discovered partner domain>"),
+        },
         "provisioning-status" => {
             anyhow::ensure!(rest.is_empty(), "provisioning-status takes no arguments");
             Ok(Some(("GET", "/provisioning-status", String::new())))

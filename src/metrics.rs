@@ -17,6 +17,8 @@
 //! | `sipedge_tls_handshake_failures_total` | counter | `side`, `reason` |
 //! | `sipedge_dns_lookups_total`, `sipedge_dns_cache_hits_total` | counter | |
 //! | `sipedge_open_connections` | gauge | |
+//! | `sipedge_discovered_partner_events_total` | counter | `event` (`suspicious`, `watch-listed`, `released`, `report`) |
+//! | `sipedge_flagged_partners` | gauge | discovered partners on the watch list or throttled as suspicious |
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -227,12 +229,29 @@ impl RuleTable {
     }
 }
 
+/// What happened to a discovered partner (`sipedge_discovered_partner_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerMetric {
+    /// It became suspicious and is throttled to 1 msg/s.
+    Suspicious = 0,
+    /// It went on the watch list (MaxContactsPerDiscoveredPartner).
+    WatchListed = 1,
+    /// An administrator released it.
+    Released = 2,
+    /// A DiscoveredPartnerReportPeriodMinutes report was published.
+    Report = 3,
+}
+
+const PARTNER_EVENTS: [&str; 4] = ["suspicious", "watch-listed", "released", "report"];
+
 /// What `/metrics` reads from elsewhere at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
     pub open_connections: usize,
     /// `(lookups, cache hits)`, when the edge has a caching resolver.
     pub dns: Option<(u64, u64)>,
+    /// Discovered partners on the watch list or throttled as suspicious.
+    pub flagged_partners: usize,
 }
 
 /// The edge's counters; one per `Core`, shared by every task.
@@ -249,6 +268,8 @@ pub struct Metrics {
     tls: [[AtomicU64; 2]; 2],
     /// `[side][reason]`.
     tls_failures: [[AtomicU64; FAILURES.len()]; 2],
+    /// By `PartnerMetric`.
+    partners: [AtomicU64; PARTNER_EVENTS.len()],
 }
 
 impl Default for Metrics {
@@ -261,6 +282,7 @@ impl Default for Metrics {
             latency: Histogram::default(),
             tls: [const { [const { AtomicU64::new(0) }; 2] }; 2],
             tls_failures: [const { [const { AtomicU64::new(0) }; FAILURES.len()] }; 2],
+            partners: [const { AtomicU64::new(0) }; PARTNER_EVENTS.len()],
         }
     }
 }
@@ -296,6 +318,11 @@ impl Metrics {
     /// The time from a request's arrival to its final response leaving.
     pub fn transaction_done(&self, took: Duration) {
         self.latency.observe(took);
+    }
+
+    /// Something happened to a discovered partner.
+    pub fn partner(&self, e: PartnerMetric) {
+        self.partners[e as usize].fetch_add(1, Relaxed);
     }
 
     pub fn tls_ok(&self, side: TlsSide) {
@@ -462,6 +489,33 @@ impl Metrics {
             &[],
             g.open_connections as u64,
         );
+        header(
+            &mut out,
+            "sipedge_discovered_partner_events_total",
+            "counter",
+            "Discovered partners made suspicious, put on the watch list or released, and reports published.",
+        );
+        for (i, event) in PARTNER_EVENTS.iter().enumerate() {
+            let v = self.partners[i].load(Relaxed);
+            sample(
+                &mut out,
+                "sipedge_discovered_partner_events_total",
+                &[("event", event)],
+                v,
+            );
+        }
+        header(
+            &mut out,
+            "sipedge_flagged_partners",
+            "gauge",
+            "Discovered partners on the watch list or throttled as suspicious.",
+        );
+        sample(
+            &mut out,
+            "sipedge_flagged_partners",
+            &[],
+            g.flagged_partners as u64,
+        );
         out
     }
 }
@@ -549,6 +603,7 @@ mod tests {
         let text = m.render(&Gauges {
             open_connections: 3,
             dns: Some((5, 2)),
+            flagged_partners: 1,
         });
         check_format(&text);
         for line in [

@@ -128,12 +128,16 @@ pub fn apply(snapshot: &Snapshot, line: &str) -> Result<CmdletResult, CmdletErro
         ));
     }
     let mut next = snapshot.clone();
-    change(
-        cmd,
-        &mut next.federation,
-        &snapshot.edge.local_domains,
-        &args,
-    )?;
+    if cmd.verb == Verb::Move {
+        move_user(cmd, &mut next, &args)?;
+    } else {
+        change(
+            cmd,
+            &mut next.federation,
+            &snapshot.edge.local_domains,
+            &args,
+        )?;
+    }
     next.federation.configured = true;
     if let Some(c) = next.federation.conflicts().into_iter().next() {
         return Err(cmd.refused(c.message));
@@ -157,16 +161,20 @@ pub fn render_config(fed: &Federation) -> String {
             out.push('\n');
         }
     }
-    out.push_str("# Grant-CsExternalAccessPolicy (user : policy tag, site)\n\n");
+    out.push_str("# Grant-CsExternalAccessPolicy (user : policy tag, site, home)\n\n");
     for g in &fed.users {
         let _ = writeln!(
             out,
-            "{} : {}{}",
+            "{} : {}{}{}",
             g.user,
             g.policy.as_deref().unwrap_or("(none)"),
             g.site
                 .as_deref()
                 .map(|s| format!(", site {s}"))
+                .unwrap_or_default(),
+            g.hosting_provider
+                .as_deref()
+                .map(|h| format!(", homed at {h}"))
                 .unwrap_or_default()
         );
     }
@@ -301,6 +309,7 @@ enum Verb {
     Remove,
     Grant,
     Test,
+    Move,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +322,7 @@ enum Noun {
     ExternalAccessPolicy,
     FederatedPartner,
     LabContactList,
+    User,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,7 +383,7 @@ const PUBLIC: &[Spec] = &[
 ];
 const HOSTING_NEW: &[Spec] = &[
     IDENTITY,
-    p("ProxyFqdn", Kind::Fqdn),
+    p("ProxyFqdn", Kind::ProxyFqdn),
     p("Enabled", Kind::Bool),
     p("EnabledSharedAddressSpace", Kind::Bool),
     p("HostsOCSUsers", Kind::Bool),
@@ -424,6 +434,9 @@ const POLICY: &[Spec] = &[
 ];
 const GRANT: &[Spec] = &[IDENTITY, p("PolicyName", Kind::Text)];
 const TEST_PARTNER: &[Spec] = &[p("Domain", Kind::Fqdn)];
+/// Move-CsUser: `-Target` is a hosting provider's ProxyFqdn (homed online) or one of our
+/// pools (homed on-premises).
+const MOVE_USER: &[Spec] = &[IDENTITY, p("Target", Kind::Fqdn)];
 const EDGE_GET: &[Spec] = &[IDENTITY];
 const EDGE_SET: &[Spec] = &[
     IDENTITY,
@@ -486,6 +499,8 @@ impl Cmdlet {
             c(Test, FederatedPartner),
             c(Get, LabContactList),
             c(Set, LabContactList),
+            c(Get, User),
+            c(Move, User),
         ]
     };
 
@@ -519,6 +534,7 @@ impl Cmdlet {
             (New | Set, ExternalAccessPolicy) => POLICY,
             (Grant, ExternalAccessPolicy) => GRANT,
             (Test, FederatedPartner) => TEST_PARTNER,
+            (Move, User) => MOVE_USER,
             _ => &[],
         }
     }
@@ -558,6 +574,7 @@ impl fmt::Display for Cmdlet {
             Verb::Remove => "Remove",
             Verb::Grant => "Grant",
             Verb::Test => "Test",
+            Verb::Move => "Move",
         };
         let noun = match self.noun {
             Noun::AccessEdgeConfiguration => "CsAccessEdgeConfiguration",
@@ -568,6 +585,7 @@ impl fmt::Display for Cmdlet {
             Noun::ExternalAccessPolicy => "CsExternalAccessPolicy",
             Noun::FederatedPartner => "CsFederatedPartner",
             Noun::LabContactList => "CsLabContactList",
+            Noun::User => "CsUser",
         };
         write!(f, "{verb}-{noun}")
     }
@@ -917,6 +935,13 @@ fn get(cmd: Cmdlet, fed: &Federation, args: &Args) -> Result<String, CmdletError
                 ]
             })
             .collect(),
+        Noun::User => fed
+            .users
+            .iter()
+            .filter(|g| identity.is_none_or(|i| same_user(&user_name(i), &g.user)))
+            .filter(|g| filter.is_none_or(|f| glob(f, &g.user)))
+            .map(user_block)
+            .collect(),
         Noun::ExternalAccessPolicy => {
             let scope = identity.map(|i| policy_scope(cmd, i)).transpose()?;
             fed.external_access_policies
@@ -1010,7 +1035,7 @@ fn hosting_block(p: &HostingProvider) -> Block {
     vec![
         ("Identity", p.identity.clone()),
         ("Name", p.identity.clone()),
-        ("ProxyFqdn", p.proxy_fqdn.clone()),
+        ("ProxyFqdn", p.proxy_fqdn_text()),
         ("VerificationLevel", p.verification_level.to_string()),
         ("Enabled", yes(p.enabled)),
         (
@@ -1021,6 +1046,21 @@ fn hosting_block(p: &HostingProvider) -> Block {
         ("IsLocal", yes(p.is_local)),
         ("AutodiscoverUrl", opt(&p.autodiscover_url)),
         ("SipClientPort", p.sip_client_port.to_string()),
+    ]
+}
+
+/// A user as Get-CsUser prints the parts sipedge models: HostingProvider `SRV:` means the
+/// on-premises pool.
+fn user_block(g: &UserGrant) -> Block {
+    vec![
+        ("Identity", g.user.clone()),
+        ("SipAddress", format!("sip:{}", g.user)),
+        (
+            "HostingProvider",
+            g.hosting_provider.clone().unwrap_or_else(|| "SRV:".into()),
+        ),
+        ("ExternalAccessPolicy", opt(&g.policy)),
+        ("Site", opt(&g.site)),
     ]
 }
 
@@ -1168,6 +1208,7 @@ fn existing(noun: Noun, fed: &Federation) -> String {
             .filter(|g| !g.contacts.is_empty())
             .map(|g| g.user.clone())
             .collect(),
+        Noun::User => fed.users.iter().map(|g| g.user.clone()).collect(),
     };
     if names.is_empty() {
         "none".into()
@@ -1296,6 +1337,7 @@ fn change(
             let mut p = HostingProvider {
                 identity: identity.clone(),
                 proxy_fqdn: proxy_fqdn.to_string(),
+                proxy_port: crate::config::FEDERATION_PORT,
                 enabled,
                 enabled_shared_address_space: false,
                 hosts_ocs_users: false,
@@ -1454,8 +1496,10 @@ fn set_public(p: &mut PublicProvider, args: &Args) {
 }
 
 fn set_hosting(p: &mut HostingProvider, args: &Args) {
-    if let Some(f) = args.text("ProxyFqdn") {
-        p.proxy_fqdn = f.to_string();
+    // Checked by `Kind::ProxyFqdn` when the arguments were read.
+    if let Some(Ok((host, port))) = args.text("ProxyFqdn").map(crate::config::split_proxy_fqdn) {
+        p.proxy_fqdn = host.to_string();
+        p.proxy_port = port;
     }
     if let Some(b) = args.bool("Enabled") {
         p.enabled = b;
@@ -1551,26 +1595,19 @@ fn set_contacts(
     let contacts = args
         .list("Contacts")
         .ok_or_else(|| cmd.missing("Contacts"))?;
-    match fed.users.iter().position(|g| g.user == user) {
-        Some(i) => {
-            fed.users[i].contacts = contacts;
-            drop_if_empty(&mut fed.users, i);
-        }
-        None if !contacts.is_empty() => fed.users.push(UserGrant {
-            user,
-            policy: None,
-            site: None,
-            contacts,
-        }),
-        None => {}
-    }
+    update_user(fed, user, |g| g.contacts = contacts);
     Ok(())
 }
 
-/// A user entry with no tag, no site and no contacts says nothing: it goes.
+/// A user entry with no tag, no site, no contacts and homed on-premises says nothing: it
+/// goes.
 fn drop_if_empty(users: &mut Vec<UserGrant>, i: usize) {
     let g = &users[i];
-    if g.policy.is_none() && g.site.is_none() && g.contacts.is_empty() {
+    if g.policy.is_none()
+        && g.site.is_none()
+        && g.contacts.is_empty()
+        && g.hosting_provider.is_none()
+    {
         users.remove(i);
     }
 }
@@ -1611,20 +1648,99 @@ fn grant(
                 }),
             },
         };
-    match fed.users.iter().position(|g| g.user == user) {
-        Some(i) => {
-            fed.users[i].policy = tag;
-            drop_if_empty(&mut fed.users, i);
-        }
-        None if tag.is_some() => fed.users.push(UserGrant {
-            user,
-            policy: tag,
-            site: None,
-            contacts: Vec::new(),
-        }),
-        None => {}
-    }
+    update_user(fed, user, |g| g.policy = tag);
     Ok(())
+}
+
+/// `sip:alice@contoso.test` → `alice@contoso.test`, lowercase.
+fn user_name(identity: &str) -> String {
+    crate::config::sip_address(identity)
+}
+
+/// Whether a user as typed (`alice@contoso.test` or `alice`) is the grant's user.
+fn same_user(typed: &str, granted: &str) -> bool {
+    typed == granted || typed.split('@').next() == Some(granted)
+}
+
+/// Move-CsUser -Identity <user@one of our domains> -Target <fqdn>: homes the user at the
+/// hosting provider whose ProxyFqdn is the target (split domain), or back on-premises when
+/// the target is one of our pools (the `[pool]` host, or a name in one of our domains).
+fn move_user(cmd: Cmdlet, snap: &mut Snapshot, args: &Args) -> Result<(), CmdletError> {
+    let identity = args
+        .text("Identity")
+        .ok_or_else(|| cmd.missing("Identity"))?;
+    let target = args.text("Target").ok_or_else(|| cmd.missing("Target"))?;
+    let user = user_name(identity);
+    let local = user
+        .split_once('@')
+        .is_some_and(|(u, h)| !u.is_empty() && snap.is_local_domain(h));
+    if !local {
+        return Err(CmdletError::BadValue {
+            cmdlet: cmd.name(),
+            param: "Identity".into(),
+            value: identity.into(),
+            expected: format!(
+                "a user of one of our SIP domains ({}), e.g. sip:dave@{}",
+                snap.edge.local_domains.join(", "),
+                snap.edge
+                    .local_domains
+                    .first()
+                    .map_or("contoso.test", |d| d.as_str())
+            ),
+        });
+    }
+    let fed = &mut snap.federation;
+    let home = if let Some(h) = fed.hosting_provider_by_fqdn(target) {
+        Some(h.proxy_fqdn.clone())
+    } else if target.eq_ignore_ascii_case(&snap.pool.host)
+        || target.split_once('.').is_some_and(|(_, d)| {
+            snap.edge
+                .local_domains
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(d))
+        })
+    {
+        None
+    } else {
+        let providers: Vec<&str> = fed
+            .hosting_providers
+            .iter()
+            .map(|h| h.proxy_fqdn.as_str())
+            .collect();
+        return Err(CmdletError::BadValue {
+            cmdlet: cmd.name(),
+            param: "Target".into(),
+            value: target.into(),
+            expected: format!(
+                "a hosting provider's ProxyFqdn ({}) to home the user online, or one of our pools ({} or a name in {}) to home it on-premises",
+                if providers.is_empty() { "none configured".to_string() } else { providers.join(", ") },
+                snap.pool.host,
+                snap.edge.local_domains.join(", ")
+            ),
+        });
+    };
+    update_user(fed, user, |g| g.hosting_provider = home);
+    Ok(())
+}
+
+/// Changes `user`'s entry (made when missing) and drops it when nothing is left on it: no
+/// tag, no site, homed on-premises.
+fn update_user(fed: &mut Federation, user: String, change: impl FnOnce(&mut UserGrant)) {
+    let i = match fed.users.iter().position(|g| g.user == user) {
+        Some(i) => i,
+        None => {
+            fed.users.push(UserGrant {
+                user,
+                policy: None,
+                site: None,
+                hosting_provider: None,
+                contacts: Vec::new(),
+            });
+            fed.users.len() - 1
+        }
+    };
+    change(&mut fed.users[i]);
+    drop_if_empty(&mut fed.users, i);
 }
 
 fn set_access_edge(cmd: Cmdlet, fed: &mut Federation, args: &Args) -> Result<(), CmdletError> {

@@ -13,6 +13,8 @@
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
 //! | `GET /decisions[?n=N]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each, then its trail of checks |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
+//! | `GET /watch-list` | yes | the discovered partners: watch-listed or suspicious first, each with its period so far; the last report |
+//! | `POST /watch-list/release` (body: a domain) | yes | 200: off the watch list and out of the suspicious throttle; 404 + what is watched |
 //! | `POST /provision` (body: `key=value` lines, see `lab::pic::Request::from_form`) | yes | lab only: 200 + `PIC-0001 Submitted`; 400 + the rejection |
 //! | `GET /provisioning-status` | yes | lab only: one line per provisioning request |
 //! | `POST /clock/advance` (body: a duration, `30d`) | yes | lab only: 200 + the new lab time |
@@ -206,16 +208,21 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, GET /metrics, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
+            "routes: GET /health, GET /config, GET /decisions, GET /metrics, GET /watch-list, POST /watch-list/release, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, self.health()),
-            "/health" | "/config" | "/decisions" | "/metrics" | "/provisioning-status"
+            "/health"
+            | "/config"
+            | "/decisions"
+            | "/metrics"
+            | "/provisioning-status"
+            | "/watch-list"
                 if method != "GET" =>
             {
                 return (405, format!("{} takes GET; {ROUTES}\n", req.path))
             }
-            "/provision" | "/clock/advance" if method != "POST" => {
+            "/provision" | "/clock/advance" | "/watch-list/release" if method != "POST" => {
                 return (405, format!("{} takes POST; {ROUTES}\n", req.path))
             }
             "/lab/fault" if method != "GET" && method != "POST" => {
@@ -239,7 +246,12 @@ impl Admin {
                     format!("/cmdlet takes POST with the cmdlet line as body; {ROUTES}\n"),
                 )
             }
-            "/config" | "/decisions" | "/metrics" | "/cmdlet" => {}
+            "/config"
+            | "/decisions"
+            | "/metrics"
+            | "/cmdlet"
+            | "/watch-list"
+            | "/watch-list/release" => {}
             other => return (404, format!("no route {other}; {ROUTES}\n")),
         }
         if !req.bearer().is_some_and(|t| same(t, &self.token)) {
@@ -255,6 +267,8 @@ impl Admin {
                 Err(e) => (400, e),
             },
             "/metrics" => (200, self.metrics()),
+            "/watch-list" => (200, self.watch_list()),
+            "/watch-list/release" => self.release(req),
             "/provision" | "/provisioning-status" | "/clock/advance" => self.pic(req),
             "/lab/fault" => self.fault(req).await,
             _ => self.cmdlet(req).await,
@@ -412,12 +426,82 @@ impl Admin {
     fn metrics(&self) -> String {
         let gauges = crate::metrics::Gauges {
             open_connections: self.core.connections(),
+            flagged_partners: self.core.flagged_partners(),
             dns: self.dns.as_ref().map(|r| {
                 let s = r.stats();
                 (s.lookups, s.hits)
             }),
         };
         self.core.metrics().render(&gauges)
+    }
+
+    /// The discovered partners the edge watches: those on the watch list or throttled as
+    /// suspicious first, then the rest, each with its period so far; then the last report.
+    fn watch_list(&self) -> String {
+        let mut partners = self.core.discovered_partners();
+        partners.sort_by_key(|p| !(p.watch_listed || p.suspicious));
+        let mut out = String::new();
+        if partners.is_empty() {
+            out.push_str("no discovered partner has sent anything\n");
+        }
+        for p in &partners {
+            let state = match (p.watch_listed, p.suspicious) {
+                (true, true) => "watch-listed, suspicious",
+                (true, false) => "watch-listed",
+                (false, true) => "suspicious",
+                (false, false) => "ok",
+            };
+            let _ = writeln!(out, "{} {state}: {}", p.partner, partner_line(p));
+        }
+        if let Some(r) = self.core.last_partner_report() {
+            let at =
+                r.at.duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+            let _ = writeln!(
+                out,
+                "\nlast report at {at} (every DiscoveredPartnerReportPeriodMinutes):"
+            );
+            for p in &r.partners {
+                let _ = writeln!(out, "{}: {}", p.partner, partner_line(p));
+            }
+        }
+        out
+    }
+
+    /// Takes the partner named in the body off the watch list and out of the throttle.
+    fn release(&self, req: &http::Request) -> (u16, String) {
+        let domain = String::from_utf8_lossy(&req.body)
+            .trim()
+            .to_ascii_lowercase();
+        if domain.is_empty() {
+            return (
+                400,
+                "the body names the partner domain to release, e.g. northwind.test\n".into(),
+            );
+        }
+        if self.core.release_partner(&domain) {
+            tracing::info!(partner = %domain, "admin released a discovered partner");
+            return (200, format!("{domain} released: off the watch list, at DiscoveredPartnerStandardRate again\n"));
+        }
+        let flagged: Vec<String> = self
+            .core
+            .discovered_partners()
+            .into_iter()
+            .filter(|p| p.watch_listed || p.suspicious)
+            .map(|p| p.partner)
+            .collect();
+        let listed = if flagged.is_empty() {
+            "none".to_string()
+        } else {
+            flagged.join(", ")
+        };
+        (
+            404,
+            format!(
+                "{domain} is neither on the watch list nor suspicious; watched now: {listed}\n"
+            ),
+        )
     }
 
     /// The last `n` decisions, each a line and then its trail, indented.
@@ -445,6 +529,14 @@ impl Admin {
         }
         out
     }
+}
+
+/// A partner's statistics on one line.
+fn partner_line(p: &crate::policy::PartnerReport) -> String {
+    format!(
+        "{} admitted, {} over the rate, {} refused by the contacts limit, {} answered ok, {} failed, {} distinct contacts",
+        p.admitted, p.rate_limited, p.contacts_refused, p.succeeded, p.failed, p.distinct_contacts
+    )
 }
 
 /// How many decisions `/decisions` shows when the query does not say.

@@ -377,7 +377,7 @@ fn families(f: &Federation) -> Vec<Family> {
                         normalize("hosting_provider", &p.identity),
                         vec![
                             ("identity", s(&p.identity)),
-                            ("proxy_fqdn", s(&p.proxy_fqdn)),
+                            ("proxy_fqdn", s(&p.proxy_fqdn_text())),
                             ("enabled", b(p.enabled)),
                             (
                                 "enabled_shared_address_space",
@@ -477,6 +477,7 @@ fn families(f: &Federation) -> Vec<Family> {
                                     )
                                 }),
                             ),
+                            ("hosting_provider", os(&g.hosting_provider)),
                         ],
                     )
                 })
@@ -629,6 +630,30 @@ verification_level = 2 # typed as a number
         assert!(text.contains("# The partner.\n[[allowed_domain]]\ndomain = \"fabrikam.test\"\nverification_level = 2 # typed as a number\n"), "{text}");
         let back = Snapshot::from_toml(&text, Path::new(".")).unwrap();
         assert_eq!(back.federation, s4.federation);
+    }
+
+    #[test]
+    fn a_user_moved_online_and_a_provider_port_are_written_and_read_back() {
+        let s0 = Snapshot::from_toml(FILE, Path::new(".")).unwrap();
+        let s1 = step(
+            &s0,
+            "New-CsHostingProvider LyncOnline -ProxyFqdn sipfed.online.lync.com:5071 -Enabled $true -EnabledSharedAddressSpace $true -HostsOCSUsers $true",
+        );
+        let s2 = step(
+            &s1,
+            "Move-CsUser dave@contoso.test -Target sipfed.online.lync.com",
+        );
+        let text = rewrite(FILE, &s0.federation, &s2.federation).unwrap();
+        assert!(
+            text.contains("proxy_fqdn = \"sipfed.online.lync.com:5071\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("hosting_provider = \"sipfed.online.lync.com\""),
+            "{text}"
+        );
+        let back = Snapshot::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(back.federation, s2.federation);
     }
 
     #[test]

@@ -25,13 +25,17 @@
 //! | `[[allowed_domain]]`                   | `New-CsAllowedDomain` (`domain` = Identity/Domain)       |
 //! | `[[blocked_domain]]`                   | `New-CsBlockedDomain`                                    |
 //! | `[[external_access_policy]]`           | `New-CsExternalAccessPolicy` (`identity` = `global`, `site:<name>` or a tag) |
-//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag), the user's site, and sipedge's simulated contact list `contacts` (`Set-CsLabContactList`) |
+//! | `[[user]]`                             | `Grant-CsExternalAccessPolicy` (`user` = sip URI or user name, `policy` = tag), the user's site, `Move-CsUser -Target` (`hosting_provider` = a hosting provider's ProxyFqdn for a user homed online; absent: on-premises), and sipedge's simulated contact list `contacts` (`Set-CsLabContactList`) |
 //! | `[diagnostics]`                        | sipedge only: status and ms-diagnostics codes the product does not document |
 //!
 //! sipedge-only keys in `[access_edge]`: `unmarked_source` (what UseSourceVerification does
 //! when the peer sent no marking: `"reject"`, the provider/allowed-domain documentation, or
 //! `"unverified"`, the default-route documentation; the default route always uses
-//! `"unverified"`) and `federated_methods` (the methods that may cross federation, 1027).
+//! `"unverified"`), `federated_methods` (the methods that may cross federation, 1027), and
+//! when a discovered partner is suspicious (throttled to 1 msg/s, 503 + 1913):
+//! `suspicious_min_failures` (default 20) failed responses from inside in one report
+//! period, making at least `suspicious_failure_percent` (default 80) of its answered
+//! requests.
 //!
 //! Refused as not modelled: `enable_xmpp_access = true` (no XMPP gateway). `icon_url` and
 //! `autodiscover_url` must be absolute http(s) URLs (client data; no SIP path of the edge
@@ -94,6 +98,13 @@ pub struct AccessEdge {
     pub unmarked_source: UnmarkedSource,
     /// sipedge: methods that may cross federation; others get 1027. Uppercase.
     pub federated_methods: Vec<String>,
+    /// sipedge: failed responses (4xx–6xx from inside) a discovered partner needs in one
+    /// report period before it can be suspicious. Default 20 ([inferred]; the product
+    /// documents only "ratio of failed to successful responses").
+    pub suspicious_min_failures: u32,
+    /// sipedge: the share of a discovered partner's answered requests, in percent, that
+    /// must fail for it to be suspicious (throttled to 1 msg/s). Default 80 ([inferred]).
+    pub suspicious_failure_percent: u32,
 }
 
 /// How federation traffic finds its next hop.
@@ -187,9 +198,18 @@ impl PublicProvider {
 pub struct HostingProvider {
     pub identity: String,
     pub proxy_fqdn: String,
+    /// The port the ProxyFqdn is dialled on (`ProxyFqdn host:port`, a sipedge extension
+    /// as for allowed domains, so a lab provider may listen elsewhere); default 5061.
+    pub proxy_port: u16,
     pub enabled: bool,
+    /// Shares our SIP domains (split domain, hybrid): our users homed at this provider
+    /// (`[[user]] hosting_provider`) are routed to it, and it may speak for them.
     pub enabled_shared_address_space: bool,
+    /// Hosts Lync/SfB users (HostsOCSUsers): only then may users be homed at it; a shared
+    /// address space without it hosts other services (Exchange UM).
     pub hosts_ocs_users: bool,
+    /// Its proxy is inside our own topology (IsLocal): the edge reaches it through the
+    /// internal interface, without the federation marking.
     pub is_local: bool,
     /// Default AlwaysVerifiable.
     pub verification_level: VerificationLevel,
@@ -212,14 +232,34 @@ pub struct AllowedDomain {
     pub comment: Option<String>,
 }
 
+impl HostingProvider {
+    /// ProxyFqdn as the cmdlets print it and the config file holds it (see
+    /// [`proxy_fqdn_text`]).
+    pub fn proxy_fqdn_text(&self) -> String {
+        proxy_fqdn_text(&self.proxy_fqdn, self.proxy_port)
+    }
+
+    /// Whether our users may be homed here: it shares our address space and hosts users.
+    pub fn hosts_our_users(&self) -> bool {
+        self.enabled_shared_address_space && self.hosts_ocs_users
+    }
+}
+
+/// `host`, or `host:port` when the port is not the federation port.
+pub fn proxy_fqdn_text(host: &str, port: u16) -> String {
+    match port {
+        FEDERATION_PORT => host.to_string(),
+        port => format!("{host}:{port}"),
+    }
+}
+
 impl AllowedDomain {
     /// ProxyFqdn as the cmdlets print it and the config file holds it: `host`, or
     /// `host:port` when the port is not the federation port.
     pub fn proxy_fqdn_text(&self) -> Option<String> {
-        self.proxy_fqdn.as_ref().map(|host| match self.proxy_port {
-            FEDERATION_PORT => host.clone(),
-            port => format!("{host}:{port}"),
-        })
+        self.proxy_fqdn
+            .as_ref()
+            .map(|host| proxy_fqdn_text(host, self.proxy_port))
     }
 }
 
@@ -423,6 +463,10 @@ pub struct UserGrant {
     /// The user's simulated contact list (`user@domain`, lowercase): the senders an
     /// unverified message may reach this user from (access-edge.md §a.1, §b.3 step 10).
     pub contacts: Vec<String>,
+    /// Where the user is homed (Get-CsUser's HostingProvider; `Move-CsUser -Target`): the
+    /// ProxyFqdn of a hosting provider that shares our address space, or `None` for the
+    /// on-premises pool (`SRV:`).
+    pub hosting_provider: Option<String>,
 }
 
 impl UserGrant {
@@ -525,6 +569,10 @@ pub struct Codes {
     pub contacts_limit: Code,
     /// Retry-After seconds with `contacts_limit`. Default 3600.
     pub contacts_limit_retry_after_s: u32,
+    /// Suspicious discovered partner over its 1 msg/s throttle. Default 503 / 1913.
+    pub suspicious_partner: Code,
+    /// Retry-After seconds with `suspicious_partner`. Default 1.
+    pub suspicious_partner_retry_after_s: u32,
 }
 
 impl Default for Codes {
@@ -549,6 +597,8 @@ impl Default for Codes {
             rate_limited_retry_after_s: 1,
             contacts_limit: Code::new(503, 1911),
             contacts_limit_retry_after_s: 3600,
+            suspicious_partner: Code::new(503, 1913),
+            suspicious_partner_retry_after_s: 1,
         }
     }
 }
@@ -592,6 +642,8 @@ impl Default for AccessEdge {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
+            suspicious_min_failures: 20,
+            suspicious_failure_percent: 80,
         }
     }
 }
@@ -664,6 +716,19 @@ impl Federation {
         self.hosting_providers
             .iter()
             .find(|p| p.proxy_fqdn.eq_ignore_ascii_case(fqdn))
+    }
+
+    /// The hosting provider `user@host` is homed at, if not on-premises (split domain).
+    pub fn home_of(&self, user: &str, host: &str) -> Option<&HostingProvider> {
+        let fqdn = self.grant(user, host)?.hosting_provider.as_ref()?;
+        self.hosting_provider_by_fqdn(fqdn)
+    }
+
+    /// An enabled hosting provider sharing our SIP domains (split domain), if any.
+    pub fn shared_address_space(&self) -> Option<&HostingProvider> {
+        self.hosting_providers
+            .iter()
+            .find(|h| h.enabled && h.enabled_shared_address_space)
     }
 
     /// The policy with exactly this scope.
@@ -759,6 +824,27 @@ impl Federation {
             }
         }
         for (i, g) in self.users.iter().enumerate() {
+            if let Some(fqdn) = &g.hosting_provider {
+                let message = match self.hosting_provider_by_fqdn(fqdn) {
+                    None => Some(format!(
+                        "`{}` is homed at `{fqdn}`, which is no hosting provider's ProxyFqdn; existing: {}",
+                        g.user,
+                        self.hosting_providers.iter().map(|h| h.proxy_fqdn.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                    Some(h) if !h.hosts_our_users() => Some(format!(
+                        "`{}` is homed at `{fqdn}`, but hosting provider `{}` does not host our users (it needs EnabledSharedAddressSpace and HostsOCSUsers)",
+                        g.user, h.identity
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(message) = message {
+                    out.push(Conflict {
+                        key: format!("user[{i}].hosting_provider"),
+                        other: String::new(),
+                        message,
+                    });
+                }
+            }
             if let Some(tag) = &g.policy {
                 if self.policy(&PolicyScope::Tag(tag.clone())).is_none() {
                     out.push(Conflict {
@@ -866,6 +952,8 @@ pub(super) mod raw {
         pub dns_srv_cache_record_count: Option<u32>,
         pub unmarked_source: Option<String>,
         pub federated_methods: Option<Vec<String>>,
+        pub suspicious_min_failures: Option<u32>,
+        pub suspicious_failure_percent: Option<u32>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -943,6 +1031,8 @@ pub(super) mod raw {
         /// The simulated contact list: `sip:dave@fabrikam.test` or `dave@fabrikam.test`.
         #[serde(default)]
         pub contacts: Vec<String>,
+        /// A hosting provider's ProxyFqdn (homed online); absent: on-premises.
+        pub hosting_provider: Option<String>,
     }
 
     #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -974,6 +1064,8 @@ pub(super) mod raw {
         pub rate_limited_retry_after_s: Option<u32>,
         pub contacts_limit: Option<RawCode>,
         pub contacts_limit_retry_after_s: Option<u32>,
+        pub suspicious_partner: Option<RawCode>,
+        pub suspicious_partner_retry_after_s: Option<u32>,
     }
 }
 
@@ -1033,9 +1125,18 @@ impl Builder<'_> {
         }
         for (i, h) in raw.hosting_provider.into_iter().enumerate() {
             let key = format!("hosting_provider[{i}]");
+            let proxy_key = format!("{key}.proxy_fqdn");
+            let (proxy_fqdn, proxy_port) = match split_proxy_fqdn(&h.proxy_fqdn) {
+                Ok((host, port)) => (self.fqdn(&proxy_key, host), port),
+                Err(e) => {
+                    self.problem(&proxy_key, e);
+                    (h.proxy_fqdn.clone(), FEDERATION_PORT)
+                }
+            };
             let hp = HostingProvider {
                 identity: self.identity(&format!("{key}.identity"), &h.identity),
-                proxy_fqdn: self.fqdn(&format!("{key}.proxy_fqdn"), &h.proxy_fqdn),
+                proxy_fqdn,
+                proxy_port,
                 enabled: h.enabled,
                 enabled_shared_address_space: h.enabled_shared_address_space,
                 hosts_ocs_users: h.hosts_ocs_users,
@@ -1181,11 +1282,16 @@ impl Builder<'_> {
                     }
                 })
                 .collect();
+            let hosting_provider = u.hosting_provider.map(|f| {
+                let key = format!("user[{i}].hosting_provider");
+                self.fqdn(&key, &f)
+            });
             fed.users.push(UserGrant {
                 user: name,
                 policy,
                 site: u.site,
                 contacts,
+                hosting_provider,
             });
         }
         if let Some(d) = raw.diagnostics {
@@ -1297,7 +1403,21 @@ impl Builder<'_> {
                 v.iter().map(|m| m.to_ascii_uppercase()).collect()
             }
         };
+        let suspicious_failure_percent = r
+            .suspicious_failure_percent
+            .unwrap_or(d.suspicious_failure_percent);
+        if !(1..=100).contains(&suspicious_failure_percent) {
+            self.problem(
+                "access_edge.suspicious_failure_percent",
+                format!("{suspicious_failure_percent} is out of range; a share of failed responses from 1 to 100 percent (default 80)"),
+            );
+        }
         AccessEdge {
+            suspicious_min_failures: r
+                .suspicious_min_failures
+                .unwrap_or(d.suspicious_min_failures)
+                .max(1),
+            suspicious_failure_percent,
             allow_federated_users: r.allow_federated_users.unwrap_or(d.allow_federated_users),
             allow_outside_users: r.allow_outside_users.unwrap_or(d.allow_outside_users),
             allow_anonymous_users: r.allow_anonymous_users.unwrap_or(d.allow_anonymous_users),
@@ -1473,6 +1593,15 @@ impl Builder<'_> {
             contacts_limit_retry_after_s: r
                 .contacts_limit_retry_after_s
                 .unwrap_or(d.contacts_limit_retry_after_s),
+            suspicious_partner: code(
+                self,
+                "suspicious_partner",
+                r.suspicious_partner,
+                d.suspicious_partner,
+            ),
+            suspicious_partner_retry_after_s: r
+                .suspicious_partner_retry_after_s
+                .unwrap_or(d.suspicious_partner_retry_after_s),
         }
     }
 
@@ -1761,6 +1890,17 @@ mod tests {
                 .unwrap()
                 .enable_federation_access
         );
+    }
+
+    #[test]
+    fn partners_get_outgoing_tls_count_and_every_other_next_hop_connections_per_target() {
+        use crate::peer::Interface;
+        let s = parse("[limits]\nconnections_per_target = 3\n[access_edge]\noutgoing_tls_count_for_federated_partners = 1\n").unwrap();
+        assert_eq!(s.connections_per_next_hop(Interface::External), 1);
+        assert_eq!(s.connections_per_next_hop(Interface::Internal), 3);
+        // Without federation sections the external next hops are static routes.
+        let s = parse("[limits]\nconnections_per_target = 3\n").unwrap();
+        assert_eq!(s.connections_per_next_hop(Interface::External), 3);
     }
 
     #[test]

@@ -793,7 +793,7 @@ impl Builder<'_> {
             self.problem(
                 "limits.connections_per_target",
                 format!(
-                    "{} is out of range; OutgoingTlsCountForFederatedPartners allows 1 to 4",
+                    "{} is out of range; connections per Front End pool or static next hop allow 1 to 4 (federated partners take [access_edge] outgoing_tls_count_for_federated_partners)",
                     r.connections_per_target
                 ),
             );

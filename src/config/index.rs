@@ -234,6 +234,7 @@ mod tests {
             policy: None,
             site: None,
             contacts: Vec::new(),
+            hosting_provider: None,
         }
     }
 

@@ -108,6 +108,23 @@ impl Snapshot {
         file::load(path)
     }
 
+    /// How many connections the edge keeps open toward one next hop reached through
+    /// `exit`: `[access_edge] outgoing_tls_count_for_federated_partners`
+    /// (OutgoingTlsCountForFederatedPartners) for federation traffic leaving through the
+    /// external interface, `[limits] connections_per_target` for every other next hop. The
+    /// two never apply to the same target, so neither overrides the other.
+    pub fn connections_per_next_hop(&self, exit: Interface) -> usize {
+        if exit == Interface::External && self.federation.enabled() {
+            usize::from(
+                self.federation
+                    .access_edge
+                    .outgoing_tls_count_for_federated_partners,
+            )
+        } else {
+            self.limits.connections_per_target
+        }
+    }
+
     /// The settings of one interface.
     pub fn interface(&self, which: Interface) -> &InterfaceSettings {
         match which {
@@ -231,7 +248,11 @@ pub struct Limits {
     /// it that source's new requests get 503 + Retry-After, so one flooding peer cannot
     /// take the whole transaction table from everyone else (default 10 000).
     pub max_pending_per_source: usize,
-    /// Outbound connections kept per (target, transport) (1–4, default 4).
+    /// Outbound connections kept per next hop that is not a federated partner: the Front
+    /// End pool, and static routes when no federation section is configured (1–4, default
+    /// 4). With federation configured, the connections per partner, provider or default
+    /// route through the external interface are OutgoingTlsCountForFederatedPartners
+    /// instead (`Snapshot::connections_per_next_hop`).
     pub connections_per_target: usize,
     /// How long to wait for an outbound TCP connect (default 5 s).
     pub connect_timeout: Duration,

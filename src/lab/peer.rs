@@ -138,6 +138,12 @@ pub struct PeerSpec {
     pub history: usize,
     /// Any contact is a failure of the edge (the blocked domain's peer): logged as a warning.
     pub tripwire: bool,
+    /// An organisation's SIP domains it shares (a hosting provider in a split domain):
+    /// it answers there only for the users in `hosted_users`, 404 for the rest (they are
+    /// homed on the organisation's own pool).
+    pub shared_domains: Vec<String>,
+    /// The users of `shared_domains` homed here (`user@domain`, lowercase).
+    pub hosted_users: Vec<String>,
 }
 
 /// The TLS configurations of a peer. `wrong_name` presents a leaf for another name and
@@ -268,7 +274,16 @@ impl PeerSpec {
             mark_requests: true,
             history: DEFAULT_HISTORY,
             tripwire: false,
+            shared_domains: Vec::new(),
+            hosted_users: Vec::new(),
         }
+    }
+
+    /// Shares `domains` with an organisation and hosts `users` of them (split domain).
+    pub fn hosting(mut self, domains: Vec<String>, users: Vec<String>) -> PeerSpec {
+        self.shared_domains = domains;
+        self.hosted_users = users;
+        self
     }
 
     /// The lab role's peer from the topology table (the Skype role without a gate: add
@@ -714,6 +729,10 @@ impl Shared {
             );
             return;
         }
+        if !self.hosts(m) {
+            send(reply, respond(m, 404, "Not Found", &[], None));
+            return;
+        }
         match m.method() {
             Method::Message => {
                 send(reply, respond(m, 200, "OK", &[], None));
@@ -860,6 +879,28 @@ impl Shared {
         };
         let (bytes, _rx) = self.prepare(&req);
         send(reply, bytes);
+    }
+
+    /// Whether the request is for a user this peer has: any user of its own domains, and
+    /// in a shared (split) domain only the users homed here.
+    fn hosts(&self, m: &Message) -> bool {
+        let Some(uri) = m.uri() else { return true };
+        let shared = self
+            .spec
+            .shared_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(uri.host));
+        if !shared || m.method() == Method::Ack {
+            return true;
+        }
+        let user = format!("{}@{}", uri.user.unwrap_or(""), uri.host).to_ascii_lowercase();
+        // Inside a dialog the Request-URI is our Contact: the To user is who it is for.
+        let to = m
+            .to()
+            .filter(|t| t.tag().is_some())
+            .map(|t| format!("{}@{}", t.uri.user.unwrap_or(""), t.uri.host).to_ascii_lowercase());
+        self.spec.hosted_users.contains(&user)
+            || to.is_some_and(|t| self.spec.hosted_users.contains(&t))
     }
 
     /// The first domain of `domains` (not ours) the provider has not provisioned.

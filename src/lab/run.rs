@@ -126,6 +126,9 @@ impl Lab {
                 _ => None,
             };
             let mut peer_spec = PeerSpec::for_role(spec.role);
+            if let Some((domains, users)) = split_domain_of(&snap, spec.fqdn) {
+                peer_spec = peer_spec.hosting(domains, users);
+            }
             if spec.role == Role::Skype {
                 peer_spec = peer_spec.gated(Gate {
                     store: pic.clone(),
@@ -164,6 +167,15 @@ impl Lab {
                 });
                 if let Some((_, peer)) = bound {
                     d.proxy_port = peer.local_addr().port();
+                }
+            }
+            // A hosting provider is dialled on its ProxyFqdn's port: the one its peer bound.
+            for h in &mut snap.federation.hosting_providers {
+                if let Some((_, p)) = peers
+                    .iter()
+                    .find(|(r, _)| r.spec().fqdn.eq_ignore_ascii_case(&h.proxy_fqdn))
+                {
+                    h.proxy_port = p.local_addr().port();
                 }
             }
         }
@@ -402,6 +414,31 @@ fn tripwires(peers: &[(Role, SimPeer)]) -> Vec<(Role, ContactLog)> {
         .filter(|(r, _)| r.is_tripwire())
         .map(|(r, p)| (*r, p.contact_log()))
         .collect()
+}
+
+/// The split domain a hosting provider's peer plays: the organisation's domains, when a
+/// hosting provider with `fqdn` as ProxyFqdn hosts its users, and the users homed there.
+fn split_domain_of(snap: &Snapshot, fqdn: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let fed = &snap.federation;
+    let h = fed.hosting_provider_by_fqdn(fqdn)?;
+    if !h.hosts_our_users() {
+        return None;
+    }
+    let domains = &snap.edge.local_domains;
+    let users = fed
+        .users
+        .iter()
+        .filter(|g| {
+            g.hosting_provider
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(fqdn))
+        })
+        .flat_map(|g| match g.user.split_once('@') {
+            Some(_) => vec![g.user.clone()],
+            None => domains.iter().map(|d| format!("{}@{d}", g.user)).collect(),
+        })
+        .collect();
+    Some((domains.clone(), users))
 }
 
 fn join(v: &[&String]) -> String {

@@ -173,7 +173,11 @@ pub(super) fn user_may_leave(cx: &mut Ctx<'_>) -> Step {
 /// EnableFederationAccess; public providers EnablePublicCloudAccess, and an INVITE
 /// offering audio or video EnablePublicCloudAudioVideoAccess too.
 pub(super) fn apply_access_policy(cx: &mut Ctx<'_>) -> Step {
-    if cx.source == SourceClass::InternetUser || cx.ends_or_confirms_dialog() {
+    // Split-domain traffic stays inside the organisation: no external access policy.
+    if cx.source == SourceClass::InternetUser
+        || matches!(cx.source, SourceClass::SplitDomainUser { .. })
+        || cx.ends_or_confirms_dialog()
+    {
         return ControlFlow::Continue(());
     }
     let fed = &cx.snap.federation;

@@ -23,6 +23,12 @@ pub enum SourceClass {
         identity: String,
         proxy_fqdn: String,
     },
+    /// A hosting provider that shares our address space, speaking for one of our users it
+    /// hosts (split domain: From is one of our domains, the user is homed there).
+    SplitDomainUser {
+        identity: String,
+        proxy_fqdn: String,
+    },
     /// The peer is the default route (clearing house).
     DefaultRoute { fqdn: String },
     /// Allowed domain with ProxyFqdn, and the certificate names it (b.2 row 3).
@@ -42,6 +48,7 @@ impl SourceClass {
             SourceClass::Unclassified | SourceClass::Internal => return None,
             SourceClass::PublicProvider { .. }
             | SourceClass::HostingProvider { .. }
+            | SourceClass::SplitDomainUser { .. }
             | SourceClass::DefaultRoute { .. } => SourceType::AuthorizedServer,
             SourceClass::DirectPartner { .. } => SourceType::DirectPartner,
             SourceClass::AllowedDomain { .. } | SourceClass::DiscoveredPartner { .. } => {
@@ -80,6 +87,16 @@ pub enum TargetClass {
         domain: String,
         targets: Vec<SrvTarget>,
     },
+    /// A user of one of our domains homed at a hosting provider that shares our address
+    /// space (split domain): straight to the provider's ProxyFqdn, through the internal
+    /// interface when the provider IsLocal.
+    HostedUser {
+        domain: String,
+        identity: String,
+        proxy_fqdn: String,
+        port: u16,
+        is_local: bool,
+    },
     /// The domain's SRV target is an enabled provider's ProxyFqdn (public or hosting).
     Provider {
         domain: String,
@@ -100,6 +117,7 @@ impl TargetClass {
         match self {
             TargetClass::Local | TargetClass::DefaultRoute { .. } => "",
             TargetClass::DirectPartner { domain, .. }
+            | TargetClass::HostedUser { domain, .. }
             | TargetClass::AllowedDomain { domain, .. }
             | TargetClass::Provider { domain, .. }
             | TargetClass::Discovered { domain, .. } => domain,
@@ -177,9 +195,20 @@ pub(super) fn classify_source(cx: &mut Ctx<'_>) -> Step {
     let from = cx.req.from_host;
     let id = &cx.peer.identity;
     let class = if cx.snap.is_local_domain(from) {
+        let from_user = cx.req.from_user.unwrap_or("");
         if id.is_anonymous() {
             SourceClass::InternetUser
+        } else if let Some(h) = fed
+            .home_of(from_user, from)
+            .filter(|h| h.enabled && !h.is_local && id.covers(&h.proxy_fqdn))
+        {
+            SourceClass::SplitDomainUser {
+                identity: h.identity.clone(),
+                proxy_fqdn: h.proxy_fqdn.clone(),
+            }
         } else {
+            // Also a provider sharing our address space that speaks for a user it does
+            // not host: our directory homes that user elsewhere.
             let r = Rejection::local_domain_from_outside(&fed.codes, from, cx.peer_name());
             return cx.reject("classify-source", r);
         }
@@ -236,10 +265,11 @@ fn classify_peer(
             proxy_fqdn: p.proxy_fqdn.clone(),
         });
     }
+    // An IsLocal provider's proxy is inside our topology: a peer outside claiming it is not it.
     if let Some(h) = fed
         .hosting_providers
         .iter()
-        .find(|h| h.enabled && covers(&h.proxy_fqdn))
+        .find(|h| h.enabled && !h.is_local && covers(&h.proxy_fqdn))
     {
         return Some(SourceClass::HostingProvider {
             identity: h.identity.clone(),

@@ -9,9 +9,11 @@
 //! 1. hops and loops (`check_hops`); OPTIONS to the edge is answered; in-dialog requests
 //!    follow our Record-Route.
 //! 2. no federation sections configured → static routing (`routes`, `default_route`).
-//! 3. internal → local domain: the pool.
+//! 3. internal → local domain: the pool, or for a user homed at a hosting provider that
+//!    shares our address space (split domain), that provider.
 //! 4. no relay: external → non-local refused, internal → external needs a local From.
-//! 5. edge switches: AllowFederatedUsers / AllowOutsideUsers.
+//! 5. edge switches: AllowFederatedUsers / AllowOutsideUsers; `ms-split-domain-info` must
+//!    match the From and To domains (1017).
 //! 6. blocked list: the From domain (inbound) or Request-URI domain (outbound); an allowed
 //!    domain with MarkForMonitoring is marked in the trail (and counted by the proxy).
 //! 7. source classification (b.2) and verification: the peer must speak for the From domain.
@@ -42,7 +44,7 @@ use std::ops::ControlFlow;
 pub use access::{effective_policy, PolicySource};
 pub use classify::{same_domain, SourceClass, TargetClass};
 pub use dns::{DnsFacts, DnsQuestion, SrvAnswer, SrvTarget};
-pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerReport};
+pub use limits::{DiscoveredPartnerLimits, LimitKey, PartnerEvent, PartnerReport, SUSPICIOUS_RATE};
 pub use reject::{reason_phrase, Diagnostics, Rejection, Rule};
 pub use route::response_trust;
 
@@ -91,6 +93,8 @@ pub struct RequestFacts<'a> {
     /// The Request-URI or To names a conference endpoint of ours (`opaque=app:conf:…`, the
     /// focus or an MCU): what an anonymous user may reach, and nothing else.
     pub meeting: bool,
+    /// The `ms-split-domain-info` value that arrived (first one), if any.
+    pub split_domain_info: Option<&'a str>,
 }
 
 impl RequestFacts<'_> {
@@ -168,7 +172,14 @@ pub struct Forward {
     /// The marking the responses that come back from outside carry inward, in place of
     /// whatever marking they arrived with (`None`: they only lose theirs).
     pub response_trust: Option<std::sync::Arc<ResponseTrust>>,
+    /// Traffic between the two halves of a split domain (our on-premises users and those
+    /// homed at a hosting provider): the proxy replaces any `ms-split-domain-info` with
+    /// `ms-traffic-type=SplitIntra` ([`SPLIT_INTRA`]).
+    pub split_domain: bool,
 }
+
+/// The `ms-split-domain-info` value of traffic inside a split domain.
+pub const SPLIT_INTRA: &str = "ms-traffic-type=SplitIntra";
 
 /// The edge's marking for responses from the external side to a request it relayed out.
 #[derive(Debug, Clone, PartialEq)]
@@ -346,9 +357,11 @@ fn pipeline(cx: &mut Ctx<'_>) -> ControlFlow<Decision, Decision> {
     answer_options(cx)?;
     follow_dialog_route(cx)?;
     route::static_routing_without_federation(cx)?;
+    route::split_domain_outbound(cx)?;
     route::local_domain_to_pool(cx)?;
     verify::no_relay(cx)?;
     access::apply_edge_switches(cx)?;
+    verify::check_split_domain_info(cx)?;
     classify::check_blocked_list(cx)?;
     classify::mark_for_monitoring(cx);
     classify::classify_source(cx)?;
@@ -399,7 +412,15 @@ fn follow_dialog_route(cx: &mut Ctx<'_>) -> Step {
         // A sealed route set always leads inside: anything else is a relay attempt.
         return cx.reject("dialog-route", Rejection::relay_denied(cx.req.to_host));
     }
-    let toward_remote_user = !cx.inbound() && cx.snap.is_local_domain(cx.req.to_host);
+    // A user of ours homed at a hosting provider is no remote user: the split-domain step
+    // below marks what goes to its provider.
+    let toward_remote_user = !cx.inbound()
+        && cx.snap.is_local_domain(cx.req.to_host)
+        && cx
+            .snap
+            .federation
+            .home_of(cx.req.to_user.unwrap_or(""), cx.req.to_host)
+            .is_none();
     let whole_decision =
         !cx.snap.federation.enabled() || (!cx.inbound() && (exit == Interface::Internal || toward_remote_user));
     if !whole_decision {
@@ -433,6 +454,7 @@ fn follow_dialog_route(cx: &mut Ctx<'_>) -> Step {
         strip: Strip::crossing(cx.peer.interface, exit),
         limit: None,
         response_trust,
+        split_domain: false,
     }))
 }
 

@@ -63,6 +63,8 @@ pub enum Rule {
     NoOutboundTls,
     RateLimited,
     ContactsLimit,
+    SuspiciousPartner,
+    SplitDomainMismatch,
     RouteSetUnknownKey,
     RouteSetBadSeal,
     RouteSetMalformed,
@@ -114,6 +116,8 @@ impl Rule {
         Rule::NoOutboundTls,
         Rule::RateLimited,
         Rule::ContactsLimit,
+        Rule::SuspiciousPartner,
+        Rule::SplitDomainMismatch,
         Rule::RouteSetUnknownKey,
         Rule::RouteSetBadSeal,
         Rule::RouteSetMalformed,
@@ -165,6 +169,8 @@ impl Rule {
             Rule::NoOutboundTls => "no-outbound-tls",
             Rule::RateLimited => "rate-limited",
             Rule::ContactsLimit => "contacts-limit",
+            Rule::SuspiciousPartner => "suspicious-partner",
+            Rule::SplitDomainMismatch => "split-domain-mismatch",
             Rule::RouteSetUnknownKey => "route-set-unknown-key",
             Rule::RouteSetBadSeal => "route-set-bad-seal",
             Rule::RouteSetMalformed => "route-set-malformed",
@@ -219,6 +225,8 @@ impl Rule {
             Rule::NoOutboundTls => (503, Some(1047)),
             Rule::RateLimited => configured(c.rate_limited),
             Rule::ContactsLimit => configured(c.contacts_limit),
+            Rule::SuspiciousPartner => configured(c.suspicious_partner),
+            Rule::SplitDomainMismatch => (403, Some(1017)),
             Rule::RouteSetUnknownKey
             | Rule::RouteSetBadSeal
             | Rule::RouteSetMalformed
@@ -315,7 +323,14 @@ impl Diagnostics {
 /// The parameters a refusal may show outside: each echoes what the sender itself wrote (the
 /// domain it named or came from, its method) or names a fixed error kind, never a local user,
 /// policy, server name or address.
-pub const PUBLIC_PARAMS: &[&str] = &["domain", "method", "ErrorType", "HRESULT", "WinsockFailureCode"];
+pub const PUBLIC_PARAMS: &[&str] = &[
+    "domain",
+    "method",
+    "ErrorType",
+    "HRESULT",
+    "WinsockFailureCode",
+    "summary",
+];
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
@@ -714,6 +729,36 @@ impl Rejection {
         .with_retry_after(c.contacts_limit_retry_after_s)
     }
 
+    /// A discovered partner whose requests mostly fail inside is suspicious, and over the
+    /// 1 msg/s it is throttled to.
+    pub fn suspicious_partner(c: &Codes, partner: &str) -> Self {
+        with_param(
+            Rejection::configured(
+                c.suspicious_partner,
+                "Discovered partner is suspicious (most of its requests fail) and throttled to 1 message per second",
+                Rule::SuspiciousPartner,
+            ),
+            "domain",
+            partner,
+        )
+        .with_retry_after(c.suspicious_partner_retry_after_s)
+    }
+
+    /// The request's `ms-split-domain-info` does not fit its From and To domains (a
+    /// SplitIntra marking between domains that do not both belong to our split domain).
+    pub fn split_domain_mismatch(from_domain: &str, to_domain: &str, info: &str) -> Self {
+        Rejection::new(Rule::SplitDomainMismatch).with_diagnostics(
+            Diagnostics::new(1017, "Cannot route From and To domains in this combination")
+                .param(
+                    "summary",
+                    "Domain type analysis indicates that the ms-split-domain-info header in the message is the wrong type",
+                )
+                .param("domain", from_domain)
+                .param("ToDomain", to_domain)
+                .param("ms-split-domain-info", info),
+        )
+    }
+
     /// The ms-diagnostics code, if any.
     pub fn code(&self) -> Option<u32> {
         self.diagnostics.as_ref().map(|d| d.code)
@@ -949,6 +994,10 @@ mod tests {
             Rule::NoOutboundTls => Rejection::no_outbound_tls(fqdn),
             Rule::RateLimited => Rejection::rate_limited(c, "northwind.test"),
             Rule::ContactsLimit => Rejection::contacts_limit(c, "northwind.test"),
+            Rule::SuspiciousPartner => Rejection::suspicious_partner(c, "northwind.test"),
+            Rule::SplitDomainMismatch => {
+                Rejection::split_domain_mismatch("my.contoso.test", "contoso.test", "ms-traffic-type=SplitIntra")
+            }
             Rule::RouteSetUnknownKey
             | Rule::RouteSetBadSeal
             | Rule::RouteSetMalformed

@@ -32,6 +32,7 @@ pub(super) fn static_routing_without_federation(cx: &mut Ctx<'_>) -> Step {
             strip: Strip::crossing(arrival, exit),
             limit: None,
             response_trust: None,
+            split_domain: false,
         })
     };
     let decision = if snap.is_local_domain(req.uri_host) {
@@ -58,6 +59,9 @@ pub(super) fn local_domain_to_pool(cx: &mut Ctx<'_>) -> Step {
     if cx.inbound() || cx.in_dialog_route() || !cx.snap.is_local_domain(cx.req.uri_host) {
         return ControlFlow::Continue(());
     }
+    if let Some(r) = super::verify::split_domain_mismatch(cx, cx.snap.is_local_domain(cx.req.from_host)) {
+        return cx.reject("split-domain-info", r);
+    }
     cx.decided("local-domain", "internal request for a local domain");
     ControlFlow::Break(Decision::Forward(Forward {
         exit: Interface::Internal,
@@ -69,6 +73,7 @@ pub(super) fn local_domain_to_pool(cx: &mut Ctx<'_>) -> Step {
         strip: Strip::crossing(Interface::Internal, Interface::Internal),
         limit: None,
         response_trust: None,
+        split_domain: false,
     }))
 }
 
@@ -105,8 +110,10 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         }),
         _ => None,
     };
+    let split_domain = matches!(cx.source, SourceClass::SplitDomainUser { .. });
     let rule = match &cx.source {
         SourceClass::InternetUser => "remote-user",
+        SourceClass::SplitDomainUser { .. } => "split-domain",
         _ => "federation-inbound",
     };
     // Inside a dialog the route set, already restored from our seal, leads to the pool.
@@ -131,13 +138,13 @@ fn inbound_route(cx: &mut Ctx<'_>) -> Decision {
         strip: Strip::crossing(Interface::External, Interface::Internal),
         limit,
         response_trust: None,
+        split_domain,
     })
 }
 
 /// Internal → external: the targets of the classified domain, marked per
 /// MarkSourceVerifiableOnOutgoingMessages.
 fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
-    let fed = &cx.snap.federation;
     let Some(target) = cx.target.take() else {
         // classify_target always sets it outbound; refuse rather than guess.
         return Decision::Reject(Rejection::no_route(cx.req.uri_host));
@@ -145,6 +152,9 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
     let srv = |t: &[SrvTarget]| t.iter().map(|t| Target::tls(&t.target, t.port)).collect();
     let (targets, rule): (Vec<Target>, &'static str) = match &target {
         TargetClass::Local => (Vec::new(), "local-domain"),
+        TargetClass::HostedUser {
+            proxy_fqdn, port, ..
+        } => (vec![Target::tls(proxy_fqdn, *port)], "split-domain"),
         TargetClass::DefaultRoute { fqdn, port } => {
             (vec![Target::tls(fqdn, *port)], "default-route")
         }
@@ -167,21 +177,7 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
         } => (srv(targets), "hosting-provider"),
         TargetClass::Discovered { targets, .. } => (srv(targets), "discovered-partner"),
     };
-    // The marking a remote edge with UseSourceVerification reads ([inferred] format: our
-    // trust header with ms-source-type=EdgeProxyGenerated).
-    let marking = MessageTrust {
-        source_type: SourceType::EdgeProxyGenerated,
-        ep_fqdn: cx.snap.external.fqdn.clone(),
-        verified: Some(
-            if fed.access_edge.mark_source_verifiable_on_outgoing_messages {
-                Verified::Verified
-            } else {
-                Verified::Unverified
-            },
-        ),
-        network: None,
-        remote_fqdn: None,
-    };
+    let marking = outbound_marking(cx.snap);
     let response_trust = response_trust(&target, cx.snap);
     let route = if cx.in_dialog_route() {
         // The classification above still ran (blocked list, user policy, media); the next
@@ -209,7 +205,103 @@ fn outbound_route(cx: &mut Ctx<'_>) -> Decision {
         strip: Strip::crossing(Interface::Internal, Interface::External),
         limit: None,
         response_trust,
+        split_domain: false,
     })
+}
+
+/// The marking a remote edge with UseSourceVerification reads on what leaves through the
+/// external interface ([inferred] format: our trust header with
+/// ms-source-type=EdgeProxyGenerated), per MarkSourceVerifiableOnOutgoingMessages.
+fn outbound_marking(snap: &Snapshot) -> MessageTrust {
+    MessageTrust {
+        source_type: SourceType::EdgeProxyGenerated,
+        ep_fqdn: snap.external.fqdn.clone(),
+        verified: Some(
+            if snap
+                .federation
+                .access_edge
+                .mark_source_verifiable_on_outgoing_messages
+            {
+                Verified::Verified
+            } else {
+                Verified::Unverified
+            },
+        ),
+        network: None,
+        remote_fqdn: None,
+    }
+}
+
+/// Internal → a user of one of our domains homed at a hosting provider (split domain,
+/// access-edge.md §b.4 step 3b): to that provider's ProxyFqdn, not the pool. Hybrid traffic
+/// needs AllowFederatedUsers (which "also governs split-domain traffic") and an enabled
+/// provider; no external access policy applies (it is the organisation's own user). From
+/// another of our users it is SplitIntra traffic and marked so; the pool relaying a
+/// partner's request to the user is federation traffic to the provider.
+pub(super) fn split_domain_outbound(cx: &mut Ctx<'_>) -> Step {
+    if cx.inbound() || !cx.snap.federation.enabled() {
+        return ControlFlow::Continue(());
+    }
+    let (user, host) = (cx.target_user().unwrap_or(""), cx.target_host());
+    if !cx.snap.is_local_domain(host) {
+        return ControlFlow::Continue(());
+    }
+    let fed = &cx.snap.federation;
+    let Some(h) = fed.home_of(user, host) else {
+        return ControlFlow::Continue(());
+    };
+    if !fed.access_edge.allow_federated_users {
+        return cx.reject("split-domain", Rejection::federation_disabled(&fed.codes));
+    }
+    if !h.enabled {
+        let r = Rejection::provider_disabled(&fed.codes, &h.identity, host);
+        return cx.reject("split-domain", r);
+    }
+    let intra = cx.snap.is_local_domain(cx.req.from_host);
+    if let Some(r) = super::verify::split_domain_mismatch(cx, intra) {
+        return cx.reject("split-domain-info", r);
+    }
+    let exit = if h.is_local {
+        Interface::Internal
+    } else {
+        Interface::External
+    };
+    let target = TargetClass::HostedUser {
+        domain: host.to_ascii_lowercase(),
+        identity: h.identity.clone(),
+        proxy_fqdn: h.proxy_fqdn.clone(),
+        port: h.proxy_port,
+        is_local: h.is_local,
+    };
+    let route = if cx.in_dialog_route() {
+        Route::RequestTarget
+    } else {
+        Route::Targets(vec![Target::tls(&h.proxy_fqdn, h.proxy_port)])
+    };
+    cx.decided(
+        "split-domain",
+        format_args!(
+            "{user}@{host} is homed at {} ({}), through the {exit} interface",
+            h.proxy_fqdn, h.identity
+        ),
+    );
+    let outside = exit == Interface::External;
+    ControlFlow::Break(Decision::Forward(Forward {
+        exit,
+        route,
+        rule: "split-domain",
+        source: SourceClass::Internal,
+        insert_trust: outside.then(|| outbound_marking(cx.snap)),
+        strip: Strip::crossing(Interface::Internal, exit),
+        limit: None,
+        response_trust: if outside {
+            response_trust(&target, cx.snap)
+        } else {
+            None
+        },
+        target: Some(target),
+        split_domain: intra,
+    }))
 }
 
 /// The marking responses from `target` carry inward: the class the edge gave the far side
@@ -227,6 +319,11 @@ pub fn response_trust(target: &TargetClass, snap: &Snapshot) -> Option<std::sync
                 } => *verification_level,
                 FederationRouting::DnsSrv => VerificationLevel::UseSourceVerification,
             },
+        ),
+        TargetClass::HostedUser { proxy_fqdn, .. } => (
+            SourceType::AuthorizedServer,
+            fed.hosting_provider_by_fqdn(proxy_fqdn)
+                .map_or(VerificationLevel::UseSourceVerification, |h| h.verification_level),
         ),
         TargetClass::Provider { identity, public, .. } => (
             SourceType::AuthorizedServer,

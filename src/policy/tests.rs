@@ -1033,7 +1033,7 @@ fn diagnostics_codes_are_configurable() {
 fn policy_precedence_user_over_site_over_global() {
     let snap = lab_with(
         "[[external_access_policy]]\nidentity = \"site:Paris\"\nenable_federation_access = true\n\
-         [[user]]\nuser = \"dave\"\nsite = \"Paris\"\n\
+         [[user]]\nuser = \"frank\"\nsite = \"Paris\"\n\
          [[user]]\nuser = \"erin@contoso.test\"\nsite = \"Paris\"\npolicy = \"NoFederation\"\n",
     );
     let fed = &snap.federation;
@@ -1047,18 +1047,18 @@ fn policy_precedence_user_over_site_over_global() {
         ("tag:NoPublicCloud".to_string(), PolicySource::User)
     );
     assert_eq!(
-        scope("dave"),
+        scope("frank"),
         ("site:Paris".to_string(), PolicySource::Site)
     );
     assert_eq!(
         scope("erin"),
         ("tag:NoFederation".to_string(), PolicySource::User)
     );
-    // dave (site: federation only) may federate but not reach Skype.
+    // frank (site: federation only) may federate but not reach Skype.
     let dns = lab_dns();
     assert!(matches!(
         decide(
-            &out_req("dave", "fabrikam.test", "MESSAGE"),
+            &out_req("frank", "fabrikam.test", "MESSAGE"),
             &pool(),
             &snap,
             &dns
@@ -1067,7 +1067,7 @@ fn policy_precedence_user_over_site_over_global() {
     ));
     assert_eq!(
         rejection(decide(
-            &out_req("dave", "live.com", "MESSAGE"),
+            &out_req("frank", "live.com", "MESSAGE"),
             &pool(),
             &snap,
             &dns
@@ -1277,4 +1277,146 @@ fn an_anonymous_user_joins_a_meeting_only_with_allow_anonymous_users() {
     snap.federation.access_edge.allow_outside_users = false;
     let r = rejection(decide(&join, &anon, &snap, &DnsFacts::none()));
     assert_eq!(r.rule.name(), "outside-users-disabled");
+}
+
+// === split domain (hybrid): dave@contoso.test is homed at LyncOnline ===
+
+/// The LyncOnline edge, the hosting provider that shares contoso.test.
+fn lync_online() -> Peer {
+    peer(Interface::External, &["sipfed.online.lync.com"])
+}
+
+/// A request between two users of our domain: `from` → `to` (user names).
+fn intra<'a>(from: &'a str, to: &'a str, trust: Option<&'a str>) -> RequestFacts<'a> {
+    RequestFacts {
+        method: "MESSAGE",
+        uri_user: Some(to),
+        uri_host: "contoso.test",
+        from_user: Some(from),
+        from_host: "contoso.test",
+        to_user: Some(to),
+        to_host: "contoso.test",
+        max_forwards: Some(70),
+        trust_header: trust,
+        ..RequestFacts::default()
+    }
+}
+
+#[test]
+fn a_user_homed_at_the_hosting_provider_is_reached_through_it_and_others_through_the_pool() {
+    let snap = lab();
+    let f = forward(decide(&intra("carol", "dave", None), &pool(), &snap, &DnsFacts::none()));
+    assert_eq!((f.exit, f.rule), (Interface::External, "split-domain"));
+    assert_eq!(
+        f.route,
+        Route::Targets(vec![Target::tls("sipfed.online.lync.com", 5061)])
+    );
+    assert!(f.split_domain, "SplitIntra between two contoso.test users");
+    assert_eq!(
+        f.insert_trust.as_ref().map(|t| t.to_string()).as_deref(),
+        Some("ms-source-type=EdgeProxyGenerated;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified"),
+        "carol's NoFederation policy does not apply inside the organisation"
+    );
+    let back = f.response_trust.expect("responses are marked");
+    assert_eq!(back.trust.source_type, crate::sip::ms_headers::SourceType::AuthorizedServer);
+
+    // alice is on-premises: the pool.
+    let f = forward(decide(&intra("dave", "alice", None), &pool(), &snap, &DnsFacts::none()));
+    assert_eq!((f.exit, f.rule), (Interface::Internal, "local-domain"));
+
+    // A partner's request the pool relays to dave is federation traffic, not SplitIntra.
+    let mut req = intra("fay", "dave", None);
+    req.from_host = "fabrikam.test";
+    let f = forward(decide(&req, &pool(), &snap, &DnsFacts::none()));
+    assert_eq!(f.rule, "split-domain");
+    assert!(!f.split_domain);
+}
+
+#[test]
+fn hybrid_traffic_needs_allow_federated_users_an_enabled_provider_and_an_internal_route_when_local() {
+    let mut snap = lab();
+    snap.federation.access_edge.allow_federated_users = false;
+    let r = rejection(decide(&intra("alice", "dave", None), &pool(), &snap, &DnsFacts::none()));
+    assert_eq!(r.rule, Rule::FederationDisabled);
+
+    let mut snap = lab();
+    snap.federation.hosting_providers[0].enabled = false;
+    let r = rejection(decide(&intra("alice", "dave", None), &pool(), &snap, &DnsFacts::none()));
+    assert_eq!((r.rule, r.code()), (Rule::ProviderDisabled, Some(1909)));
+
+    // IsLocal: the provider's proxy is inside; no federation marking on the way.
+    let mut snap = lab();
+    snap.federation.hosting_providers[0].is_local = true;
+    let f = forward(decide(&intra("alice", "dave", None), &pool(), &snap, &DnsFacts::none()));
+    assert_eq!((f.exit, f.insert_trust, f.response_trust), (Interface::Internal, None, None));
+    // ... and a peer outside claiming to be it is not it.
+    let mark = Some(MARKED);
+    let r = rejection(decide(&intra("dave", "alice", mark), &lync_online(), &snap, &lab_dns()));
+    assert_eq!(r.rule, Rule::LocalDomainFromOutside);
+}
+
+#[test]
+fn the_hosting_provider_speaks_for_the_users_it_hosts_and_no_others() {
+    let snap = lab();
+    let mark = Some(MARKED);
+    let f = forward(decide(&intra("dave", "carol", mark), &lync_online(), &snap, &lab_dns()));
+    assert_eq!((f.exit, f.rule), (Interface::Internal, "split-domain"));
+    assert!(f.split_domain);
+    assert_eq!(
+        f.insert_trust.map(|t| t.to_string()).as_deref(),
+        Some("ms-source-type=AuthorizedServer;ms-ep-fqdn=accessedge.contoso.test;ms-source-verified-user=verified;ms-source-network=federation;ms-remote-fqdn=sipfed.online.lync.com"),
+        "carol's NoFederation policy does not apply inside the organisation"
+    );
+    // alice is homed on-premises: LyncOnline cannot speak for her.
+    let r = rejection(decide(&intra("alice", "bob", mark), &lync_online(), &snap, &lab_dns()));
+    assert_eq!((r.status, r.rule, r.code()), (403, Rule::LocalDomainFromOutside, Some(1010)));
+    // Nor does another partner speak for dave.
+    let fab = peer(Interface::External, &["sip.fabrikam.test"]);
+    let r = rejection(decide(&intra("dave", "alice", mark), &fab, &snap, &lab_dns()));
+    assert_eq!(r.rule, Rule::LocalDomainFromOutside);
+    // Without a shared address space LyncOnline hosts nobody of ours.
+    let mut snap = lab();
+    snap.federation.hosting_providers[0].enabled_shared_address_space = false;
+    assert!(snap.federation.conflicts().iter().any(|c| c.key == "user[2].hosting_provider"));
+}
+
+#[test]
+fn a_split_intra_marking_between_domains_that_are_not_both_ours_is_refused_with_1017() {
+    let snap = lab();
+    let mark = Some(MARKED);
+    let split = Some(SPLIT_INTRA);
+    // Between dave and carol it is right.
+    let mut req = intra("dave", "carol", mark);
+    req.split_domain_info = split;
+    assert_eq!(forward(decide(&req, &lync_online(), &snap, &lab_dns())).rule, "split-domain");
+    // A tenant domain of the provider that is not ours, marked SplitIntra (the support
+    // article's my.contoso.com): 403 + 1017, whatever the DNS says.
+    let mut req = intra("tia", "alice", mark);
+    req.from_host = "tailspin.test";
+    req.split_domain_info = split;
+    let r = rejection(decide(&req, &lync_online(), &snap, &lab_dns()));
+    assert_eq!((r.status, r.rule, r.code()), (403, Rule::SplitDomainMismatch, Some(1017)));
+    let d = r.diagnostics.expect("diagnostics");
+    assert_eq!(d.reason, "Cannot route From and To domains in this combination");
+    assert_eq!(
+        d.get("summary"),
+        Some("Domain type analysis indicates that the ms-split-domain-info header in the message is the wrong type")
+    );
+    // The same message unmarked is plain hosted federation.
+    req.split_domain_info = None;
+    assert_eq!(forward(decide(&req, &lync_online(), &snap, &lab_dns())).rule, "federation-inbound");
+    // Outbound: the pool marking a partner's request SplitIntra, or an unknown type.
+    let mut req = out_req("alice", "fabrikam.test", "MESSAGE");
+    req.split_domain_info = split;
+    assert_eq!(rejection(decide(&req, &pool(), &snap, &lab_dns())).rule, Rule::SplitDomainMismatch);
+    let mut req = intra("alice", "dave", None);
+    req.split_domain_info = Some("ms-traffic-type=SplitSomething");
+    assert_eq!(rejection(decide(&req, &pool(), &snap, &lab_dns())).rule, Rule::SplitDomainMismatch);
+    // Without a provider sharing our domains there is no split domain to be inside.
+    let mut snap = lab();
+    snap.federation.users.retain(|g| g.hosting_provider.is_none());
+    snap.federation.hosting_providers[0].enabled_shared_address_space = false;
+    let mut req = intra("alice", "bob", None);
+    req.split_domain_info = split;
+    assert_eq!(rejection(decide(&req, &pool(), &snap, &lab_dns())).rule, Rule::SplitDomainMismatch);
 }

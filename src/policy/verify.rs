@@ -70,6 +70,17 @@ fn verify_source_as(cx: &mut Ctx<'_>, source: &SourceClass) -> Step {
             );
             return ControlFlow::Continue(());
         }
+        SourceClass::SplitDomainUser { proxy_fqdn, .. } => {
+            cx.remote_fqdn = Some(proxy_fqdn.clone());
+            cx.pass(
+                "verify-source",
+                format_args!(
+                    "{}@{from} is homed at {proxy_fqdn}, which shares our address space",
+                    cx.req.from_user.unwrap_or("")
+                ),
+            );
+            return ControlFlow::Continue(());
+        }
         SourceClass::DefaultRoute { fqdn } => {
             cx.remote_fqdn = Some(fqdn.clone());
             cx.pass(
@@ -127,6 +138,34 @@ fn verify_source_as(cx: &mut Ctx<'_>, source: &SourceClass) -> Step {
     )
 }
 
+/// `ms-split-domain-info` must name the traffic the From and To domains make: only
+/// `ms-traffic-type=SplitIntra`, and only between two of our domains while a hosting
+/// provider shares them (access-edge.md: 1017 "Domain type analysis indicates that the
+/// ms-split-domain-info header in the message is the wrong type"). No header, no check.
+pub(super) fn check_split_domain_info(cx: &mut Ctx<'_>) -> Step {
+    let intra = cx.snap.is_local_domain(cx.req.from_host) && cx.snap.is_local_domain(cx.target_host());
+    match split_domain_mismatch(cx, intra) {
+        Some(r) => cx.reject("split-domain-info", r),
+        None => ControlFlow::Continue(()),
+    }
+}
+
+/// The 1017 refusal when the request's `ms-split-domain-info` does not fit `intra` (From
+/// and To both ours); `None` when it fits or is absent.
+pub(super) fn split_domain_mismatch(cx: &mut Ctx<'_>, intra: bool) -> Option<Rejection> {
+    let value = cx.req.split_domain_info?.trim();
+    let intra = intra && cx.snap.federation.shared_address_space().is_some();
+    if intra && value.eq_ignore_ascii_case(super::SPLIT_INTRA) {
+        cx.pass("split-domain-info", format_args!("{value}: From and To share our split domain"));
+        return None;
+    }
+    Some(Rejection::split_domain_mismatch(
+        cx.req.from_host,
+        cx.target_host(),
+        value,
+    ))
+}
+
 /// Only some methods may cross federation (b.3 step 5); REGISTER never does. Remote users
 /// are not federation and are not filtered.
 pub(super) fn filter_method(cx: &mut Ctx<'_>) -> Step {
@@ -163,7 +202,8 @@ pub(super) fn apply_verification_level(cx: &mut Ctx<'_>) -> Step {
                 .map(|p| p.verification_level),
             fed.access_edge.unmarked_source,
         ),
-        SourceClass::HostingProvider { proxy_fqdn, .. } => (
+        SourceClass::HostingProvider { proxy_fqdn, .. }
+        | SourceClass::SplitDomainUser { proxy_fqdn, .. } => (
             fed.hosting_provider_by_fqdn(proxy_fqdn)
                 .map(|h| h.verification_level),
             fed.access_edge.unmarked_source,

@@ -256,6 +256,9 @@ pub fn request_facts(m: &Message) -> RequestFacts<'_> {
             || to
                 .and_then(|t| t.uri.param("opaque"))
                 .is_some_and(is_conference),
+        split_domain_info: m
+            .header(HeaderName::MsSplitDomainInfo)
+            .map(|h| m.text(h.value.clone())),
     }
 }
 

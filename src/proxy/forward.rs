@@ -142,6 +142,7 @@ impl Core {
             }),
             response_trust: f.response_trust.clone(),
             requester: (peer.interface == Interface::External).then(|| peer.identity.clone()),
+            partner: f.limit.as_ref().map(|l| l.partner.clone()),
         };
         if self
             .txns
@@ -256,7 +257,7 @@ impl Core {
             return true;
         }
         let pool_key = Self::pool_key(exit, target, addr);
-        if let Some(c) = self.pool.get(&pool_key) {
+        if let Some(c) = self.pool.reusable(&pool_key, snap.connections_per_next_hop(exit)) {
             let dest = ReplyTo::Stream(c);
             self.set_dest(key, &dest);
             if dest.send(bytes.clone()).is_ok() {
@@ -365,7 +366,7 @@ impl Core {
             local_ip: snap.interface(exit).address,
             connect_timeout: snap.limits.connect_timeout,
             handshake_timeout: snap.limits.tls_handshake_timeout,
-            max_per_key: snap.limits.connections_per_target,
+            max_per_key: snap.connections_per_next_hop(exit),
             settings: stream_settings(snap),
             keepalive: snap.limits.keepalive_interval,
             tls: self.tls.clone(),

@@ -21,7 +21,7 @@ mod decide;
 mod dialog;
 pub mod forward;
 mod hidden;
-mod limits;
+pub mod limits;
 pub mod quota;
 pub mod record;
 pub mod respond;
@@ -118,6 +118,8 @@ pub struct Core {
     /// Discovered-partner rate and contact limits (only discovered partners' requests
     /// take this lock).
     limits: std::sync::Mutex<policy::DiscoveredPartnerLimits>,
+    /// The last DiscoveredPartnerReportPeriodMinutes report, and when it was made.
+    partner_report: std::sync::Mutex<Option<limits::PublishedReport>>,
     conn_shutdown: CancellationToken,
     draining: AtomicBool,
     /// Pending requests per external source IP (`limits.max_pending_per_source`).
@@ -181,6 +183,9 @@ struct ClientEntry {
     /// The name the external sender of the request proved: a route set sealed into the
     /// response going back to it is bound to that peer.
     requester: Option<crate::peer::PeerIdentity>,
+    /// The discovered partner that sent the request: the final answer from inside counts
+    /// toward its failed/successful ratio (`limits`).
+    partner: Option<String>,
 }
 
 impl Core {
@@ -196,6 +201,7 @@ impl Core {
             tls: parts.tls,
             resolver: parts.resolver,
             limits: std::sync::Mutex::new(policy::DiscoveredPartnerLimits::new()),
+            partner_report: std::sync::Mutex::new(None),
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
             quota: quota::SourceQuota::new(),

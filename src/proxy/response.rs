@@ -75,6 +75,7 @@ impl Core {
                             c.hidden_via.clone(),
                             c.response_trust.clone(),
                             c.requester.clone(),
+                            c.partner.clone(),
                         ),
                         c.span.clone(),
                         retry,
@@ -96,6 +97,7 @@ impl Core {
                         None,
                         None,
                         None,
+                        None,
                     ),
                     tracing::Span::none(),
                     None,
@@ -108,7 +110,7 @@ impl Core {
             ack,
             cancel,
             server_key,
-            (arrival, exit, domain, target, hidden_via, response_trust, requester),
+            (arrival, exit, domain, target, hidden_via, response_trust, requester, partner),
             span,
             retry,
         )) = outcome
@@ -144,6 +146,9 @@ impl Core {
                 &r.snap,
                 None,
             );
+        }
+        if let Some(p) = partner.as_deref().filter(|_| status >= 200) {
+            self.partner_answered(p, status);
         }
         let mut edits = self.response_edits(
             &m,

@@ -81,6 +81,15 @@ impl fmt::Display for TrustLine<'_> {
     }
 }
 
+/// The `ms-split-domain-info` line of split-domain traffic.
+struct SplitLine;
+
+impl fmt::Display for SplitLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ms-split-domain-info: {}", crate::policy::SPLIT_INTRA)
+    }
+}
+
 /// Builds the relayed request.
 pub fn rewrite_request(m: &Message, e: &RequestEdits<'_>) -> BytesMut {
     let buf: &[u8] = m.bytes();
@@ -235,25 +244,37 @@ impl Core {
                 record_route.push(self.rr_value(snap, peer.interface, peer.transport));
             }
         }
-        // The trust header is the edge's alone: whatever arrived is dropped before ours goes on.
-        let remove: &[HeaderName] = match (
-            f.strip.trust_header || f.insert_trust.is_some(),
-            f.strip.diagnostics,
-        ) {
-            (true, true) => &[HeaderName::MsTrust, HeaderName::MsDiagnostics],
-            (true, false) => &[HeaderName::MsTrust],
-            (false, true) => &[HeaderName::MsDiagnostics],
-            (false, false) => &[],
-        };
-        let trust = f.insert_trust.as_ref().map(TrustLine);
-        let trust_lines: [&dyn std::fmt::Display; 1];
-        let add: &[&dyn std::fmt::Display] = match &trust {
-            Some(t) => {
-                trust_lines = [t];
-                &trust_lines
+        // The trust header is the edge's alone: whatever arrived is dropped before ours goes
+        // on; so is the split-domain marking on split-domain traffic.
+        let mut remove_buf = [HeaderName::Other; 3];
+        let mut n = 0;
+        for (on, name) in [
+            (
+                f.strip.trust_header || f.insert_trust.is_some(),
+                HeaderName::MsTrust,
+            ),
+            (f.strip.diagnostics, HeaderName::MsDiagnostics),
+            (f.split_domain, HeaderName::MsSplitDomainInfo),
+        ] {
+            if on {
+                remove_buf[n] = name;
+                n += 1;
             }
-            None => &[],
-        };
+        }
+        let remove: &[HeaderName] = &remove_buf[..n];
+        let trust = f.insert_trust.as_ref().map(TrustLine);
+        let split = SplitLine;
+        let mut add_buf: [&dyn std::fmt::Display; 2] = [&split, &split];
+        let mut n = 0;
+        if let Some(t) = &trust {
+            add_buf[n] = t;
+            n += 1;
+        }
+        if f.split_domain {
+            add_buf[n] = &split;
+            n += 1;
+        }
+        let add: &[&dyn std::fmt::Display] = &add_buf[..n];
         // === topology hiding: outside, only our Via and our sealed Record-Route entry ===
         let hidden_remove: Vec<HeaderName>;
         let (record_route, remove, received) = if topology::hides(peer.interface, exit) {

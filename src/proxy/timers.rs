@@ -6,6 +6,7 @@ use super::*;
 impl Core {
     /// Fires due transaction timers; the edge calls this every few milliseconds.
     pub fn tick(&self, now: Instant) {
+        self.report_partners(now);
         for key in self.txns.due(now) {
             let action = self.txns.with(&key, |e| match e {
                 Entry::Client(c) => {

@@ -28,6 +28,9 @@ pub enum HeaderName {
     MsDiagnosticsPublic,
     /// `Warning`: its warn-agent names the host that wrote it, so it stays inside.
     Warning,
+    /// `ms-split-domain-info`: the traffic type of a split (hybrid) domain, e.g.
+    /// `ms-traffic-type=SplitIntra`; checked against the From and To domains.
+    MsSplitDomainInfo,
     /// Anything else: relayed untouched.
     Other,
 }
@@ -70,6 +73,7 @@ impl HeaderName {
             (b"ms-diagnostics", HeaderName::MsDiagnostics),
             (b"ms-diagnostics-public", HeaderName::MsDiagnosticsPublic),
             (b"warning", HeaderName::Warning),
+            (b"ms-split-domain-info", HeaderName::MsSplitDomainInfo),
         ];
         NAMES
             .iter()

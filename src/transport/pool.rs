@@ -14,6 +14,11 @@ use super::conn::ConnHandle;
 use super::stream::{self, StreamSettings};
 use super::{Handler, Interface, Peer, PeerIdentity, TlsSource, Transport};
 
+/// Messages waiting on a connection beyond which it counts as backed up: the peer reads
+/// slower than the edge writes, so a further connection (up to the per-target count) is
+/// worth its handshake.
+const BACKED_UP: usize = 64;
+
 /// Which connection a message needs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -86,6 +91,17 @@ impl Pool {
         v.iter().min_by_key(|c| c.queued()).cloned()
     }
 
+    /// A pooled connection for `key` to send on now, unless another one is wanted: none is
+    /// open, or every open one is backed up and fewer than `max` are open (the caller then
+    /// connects with [`Pool::get_or_connect`]). This is how load spreads over up to `max`
+    /// connections to one peer.
+    pub fn reusable(&self, key: &PoolKey, max: usize) -> Option<ConnHandle> {
+        if self.wants_more(key, max) {
+            return None;
+        }
+        self.get(key)
+    }
+
     /// Number of live connections for `key`.
     pub fn count(&self, key: &PoolKey) -> usize {
         let m = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,8 +116,18 @@ impl Pool {
         match m.get(key) {
             None => true,
             Some(v) => {
-                let live: Vec<_> = v.iter().filter(|c| !c.is_closed()).collect();
-                live.is_empty() || (live.len() < max && live.iter().all(|c| c.queued() > 64))
+                let mut live = v.iter().filter(|c| !c.is_closed()).peekable();
+                if live.peek().is_none() {
+                    return true;
+                }
+                let mut open = 0;
+                for c in live {
+                    if c.queued() <= BACKED_UP {
+                        return false;
+                    }
+                    open += 1;
+                }
+                open < max
             }
         }
     }

@@ -662,6 +662,12 @@ async fn requests_a_discovered_partner_limit_refuses_are_logged_and_counted_as_r
     assert_eq!(delta(rate_limited), count("1910"), "{after}");
     let contacts = "outcome=\"reject\",rule=\"contacts-limit\"";
     assert_eq!(delta(contacts), 1, "{after}");
+    let watch_listed = "sipedge_discovered_partner_events_total{event=\"watch-listed\"} 1";
+    assert!(after.lines().any(|l| l == watch_listed), "{after}");
+    assert!(
+        after.lines().any(|l| l == "sipedge_flagged_partners 1"),
+        "{after}"
+    );
     let forwards = answers.iter().filter(|a| a.1 == 200).count() as u64;
     assert_eq!(delta("outcome=\"forward\""), forwards, "{after}");
 }

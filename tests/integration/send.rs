@@ -348,3 +348,81 @@ async fn send_can_choose_the_address_it_sends_from() {
     }
     lab.shutdown(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn send_to_a_user_homed_online_goes_through_the_hosting_provider() {
+    // config/lab.toml homes dave@contoso.test at LyncOnline (split domain).
+    let lab = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&lab, dir.path());
+    let (out, got) = deliver(
+        &lab,
+        &config,
+        &[
+            "--from",
+            "sip:alice@contoso.test",
+            "--to",
+            "sip:dave@contoso.test",
+        ],
+        Role::Hosting,
+    )
+    .await;
+    assert!(out.starts_with("SIP/2.0 200 OK\n"), "{out}");
+    assert!(
+        got.text
+            .contains("\r\nms-split-domain-info: ms-traffic-type=SplitIntra\r\n"),
+        "{}",
+        got.text
+    );
+    assert_reports_trust(&out, &got.trust.expect("the edge marked it"));
+    assert!(lab.peer(Role::Pool).received().is_empty(), "not the pool");
+
+    // A call: the ACK and the BYE follow the dialog to LyncOnline, marked the same way.
+    let call = [
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:dave@contoso.test",
+        "--method",
+        "INVITE",
+    ];
+    let (ok, out, err) = send(&config, &call).await;
+    assert!(
+        ok && out.contains("dialog: ACK sent; BYE: SIP/2.0 200 OK"),
+        "{out}{err}"
+    );
+    let online = lab.peer(Role::Hosting);
+    let invite = online
+        .wait_for(WAIT, |m| m.method == "INVITE")
+        .await
+        .expect("the INVITE reached LyncOnline");
+    for method in ["ACK", "BYE"] {
+        let got = online
+            .wait_for(WAIT, |m| m.method == method && m.call_id == invite.call_id)
+            .await
+            .unwrap_or_else(|| panic!("the {method} reached LyncOnline"));
+        assert!(
+            got.text
+                .contains("\r\nms-split-domain-info: ms-traffic-type=SplitIntra\r\n"),
+            "{}",
+            got.text
+        );
+    }
+
+    // The simulated LyncOnline hosts dave only: erin, moved there on the edge alone, is
+    // not found at the provider.
+    let hosting = lab.peer(Role::Hosting).spec();
+    assert_eq!(hosting.hosted_users, ["dave@contoso.test"]);
+    let line = "Move-CsUser erin@contoso.test -Target sipfed.online.lync.com";
+    let (status, body) = crate::lab::admin(&lab, "POST", "/cmdlet", line).await;
+    assert_eq!(status, 200, "{body}");
+    let to_erin = [
+        "--from",
+        "sip:alice@contoso.test",
+        "--to",
+        "sip:erin@contoso.test",
+    ];
+    let (ok, out, _) = send(&config, &to_erin).await;
+    assert!(!ok && out.starts_with("SIP/2.0 404 "), "{out}");
+    lab.shutdown(Duration::from_millis(200)).await;
+}

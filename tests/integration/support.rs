@@ -75,6 +75,7 @@ impl TestEdge {
             .render(&sipedge::metrics::Gauges {
                 open_connections: 0,
                 dns: None,
+                flagged_partners: self.edge.core().flagged_partners(),
             })
     }
 }

@@ -17,26 +17,8 @@ use crate::policy::{
     explain, DiscoveredPartnerLimits, Explanation, LimitKey, RequestFacts, SrvAnswer,
 };
 
-/// Parameters another branch gives their effect (split domain / hosting provider, the
-/// outgoing TLS count, the discovered-partner report and watch list). The merge replaces
-/// each with a concrete entry in `effect`; until then the walk accepts them, and only them,
-/// without one.
-const OTHER_BRANCH_PENDING: &[(&str, &str)] = &[
-    ("New-CsHostingProvider", "EnabledSharedAddressSpace"),
-    ("New-CsHostingProvider", "HostsOCSUsers"),
-    ("New-CsHostingProvider", "IsLocal"),
-    ("Set-CsHostingProvider", "EnabledSharedAddressSpace"),
-    ("Set-CsHostingProvider", "HostsOCSUsers"),
-    ("Set-CsHostingProvider", "IsLocal"),
-    (
-        "Set-CsAccessEdgeConfiguration",
-        "OutgoingTlsCountForFederatedPartners",
-    ),
-    (
-        "Set-CsAccessEdgeConfiguration",
-        "DiscoveredPartnerReportPeriodMinutes",
-    ),
-];
+/// Parameters no entry below covers yet. Empty: every parameter has its check.
+const OTHER_BRANCH_PENDING: &[(&str, &str)] = &[];
 
 /// A request whose verdict an entry compares before and after its cmdlet lines.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +39,9 @@ enum Probe {
     RemoteAlice,
     /// From outside without a certificate: an anonymous user's INVITE to alice's meeting.
     AnonymousJoin,
+    /// From the pool: bob@contoso.test sends MESSAGE to `user`@contoso.test (a user homed
+    /// on-premises or at a hosting provider).
+    ToUser(&'static str),
 }
 
 const VERIFIED: &str =
@@ -631,6 +616,88 @@ fn effect(cmdlet: &str, param: &str) -> Option<Effect> {
             probe: IN_NORTHWIND,
         },
 
+        // === split domain: users homed at a hosting provider that shares our domains ===
+        ("New-CsHostingProvider", "EnabledSharedAddressSpace" | "HostsOCSUsers") => Decides {
+            before: &[
+                "Remove-CsHostingProvider LyncOnline",
+                "New-CsHostingProvider -Identity LyncOnline -ProxyFqdn sipfed.online.lync.com -Enabled $true",
+            ],
+            after: &[
+                "Remove-CsHostingProvider LyncOnline",
+                "New-CsHostingProvider -Identity LyncOnline -ProxyFqdn sipfed.online.lync.com -Enabled $true -EnabledSharedAddressSpace $true -HostsOCSUsers $true",
+                "Move-CsUser -Identity dave@contoso.test -Target sipfed.online.lync.com",
+            ],
+            probe: Probe::ToUser("dave"),
+        },
+        // While a user is homed there, the provider must keep sharing and hosting.
+        ("Set-CsHostingProvider", "EnabledSharedAddressSpace") => Refused {
+            line: "Set-CsHostingProvider LyncOnline -EnabledSharedAddressSpace $false",
+            says: "is homed at",
+        },
+        ("Set-CsHostingProvider", "HostsOCSUsers") => Refused {
+            line: "Set-CsHostingProvider LyncOnline -HostsOCSUsers $false",
+            says: "is homed at",
+        },
+        ("New-CsHostingProvider", "IsLocal") => Decides {
+            before: &[
+                "Remove-CsHostingProvider LyncOnline",
+                "New-CsHostingProvider -Identity LyncOnline -ProxyFqdn sipfed.online.lync.com -Enabled $true -EnabledSharedAddressSpace $true -HostsOCSUsers $true",
+                "Move-CsUser -Identity dave@contoso.test -Target sipfed.online.lync.com",
+            ],
+            after: &[
+                "Remove-CsHostingProvider LyncOnline",
+                "New-CsHostingProvider -Identity LyncOnline -ProxyFqdn sipfed.online.lync.com -Enabled $true -EnabledSharedAddressSpace $true -HostsOCSUsers $true -IsLocal $true",
+                "Move-CsUser -Identity dave@contoso.test -Target sipfed.online.lync.com",
+            ],
+            probe: Probe::ToUser("dave"),
+        },
+        ("Set-CsHostingProvider", "IsLocal") => decides(
+            &["Set-CsHostingProvider LyncOnline -IsLocal $true"],
+            Probe::ToUser("dave"),
+        ),
+        ("Move-CsUser", "Identity" | "Target") => decides(
+            &["Move-CsUser -Identity alice@contoso.test -Target sipfed.online.lync.com"],
+            Probe::ToUser("alice"),
+        ),
+        ("Get-CsUser", "Identity") => Prints {
+            after: &[],
+            get: "Get-CsUser -Identity dave@contoso.test",
+            shows: "sipfed.online.lync.com",
+            hides: "carol",
+        },
+        ("Get-CsUser", "Filter") => Prints {
+            after: &[],
+            get: "Get-CsUser -Filter dav*",
+            shows: "dave@contoso.test",
+            hides: "carol",
+        },
+
+        // === the outbound connections and the discovered-partner report ===
+        ("Set-CsAccessEdgeConfiguration", "OutgoingTlsCountForFederatedPartners") => Below {
+            before: &[],
+            after: &["Set-CsAccessEdgeConfiguration -OutgoingTlsCountForFederatedPartners 1"],
+            check: |s| format!("{} per partner", s.connections_per_next_hop(Interface::External)),
+            shown_by: (
+                "tests/integration/partner_traffic.rs",
+                "outgoing_tls_count_for_federated_partners_is_how_many_connections_a_partner_gets_under_load",
+            ),
+        },
+        ("Set-CsAccessEdgeConfiguration", "DiscoveredPartnerReportPeriodMinutes") => Below {
+            before: &[],
+            after: &["Set-CsAccessEdgeConfiguration -DiscoveredPartnerReportPeriodMinutes 1"],
+            check: |s| {
+                let mut limits = DiscoveredPartnerLimits::new();
+                let t0 = Instant::now();
+                limits.report(&s.federation, t0);
+                let later = t0 + std::time::Duration::from_secs(120);
+                format!("reported after 2 minutes: {}", limits.report(&s.federation, later).is_some())
+            },
+            shown_by: (
+                "tests/integration/partner_traffic.rs",
+                "a_discovered_partner_whose_requests_mostly_fail_is_throttled_watched_and_released",
+            ),
+        },
+
         // === checks that change nothing ===
         ("Test-CsFederatedPartner", "Domain") => Checks {
             line: "Test-CsFederatedPartner -Domain fabrikam.test",
@@ -644,9 +711,22 @@ fn effect(cmdlet: &str, param: &str) -> Option<Effect> {
     })
 }
 
+/// Moves the lab's online user home, which removing the hosting provider requires first.
+const DAVE_HOME: &str = "Move-CsUser -Identity dave@contoso.test -Target pool.contoso.test";
+
 fn lab_after(lines: &[&str]) -> Result<Snapshot, String> {
-    lines
+    // An entry that removes LyncOnline means the provider, not dave's home: he moves first.
+    let removes_provider = lines
         .iter()
+        .any(|l| l.starts_with("Remove-CsHostingProvider"));
+    let first = if removes_provider {
+        &[DAVE_HOME][..]
+    } else {
+        &[]
+    };
+    first
+        .iter()
+        .chain(lines)
         .try_fold(lab(), |s, line| match apply(&s, line) {
             Ok(r) => Ok(r.snapshot.unwrap_or(s)),
             Err(e) => Err(format!("{line}: {e}")),
@@ -679,6 +759,16 @@ fn run_probe(probe: Probe, snap: &Snapshot) -> Explanation {
     let dns = lab_dns().with_srv("gmail.test", SrvAnswer::NoRecords);
     match probe {
         Probe::Out(user, domain, method) => explain(&out(user, domain, method), &pool, snap, &dns),
+        Probe::ToUser(user) => {
+            let req = RequestFacts {
+                uri_user: Some(user),
+                to_user: Some(user),
+                from_user: Some("bob"),
+                from_host: "contoso.test",
+                ..to_alice
+            };
+            explain(&req, &pool, snap, &dns)
+        }
         Probe::OutAudio(domain) => {
             let mut req = out("alice", domain, "INVITE");
             req.media.audio = true;

@@ -692,3 +692,94 @@ fn a_users_contact_list_is_set_shown_and_cleared() {
         "{problems}"
     );
 }
+
+#[test]
+fn move_cs_user_homes_a_user_at_a_hosting_provider_that_shares_our_domains_and_back() {
+    let s = snap(PRE_PIC);
+    // LyncOnline in PRE_PIC shares nothing yet: nobody can be homed there.
+    let e = err(
+        &s,
+        "Move-CsUser -Identity sip:dave@contoso.test -Target sipfed.online.lync.com",
+    );
+    assert!(
+        e.to_string()
+            .contains("EnabledSharedAddressSpace and HostsOCSUsers"),
+        "{e}"
+    );
+    let s = run(
+        &s,
+        "Set-CsHostingProvider LyncOnline -EnabledSharedAddressSpace $true -HostsOCSUsers $true",
+    );
+    let s = run(
+        &s,
+        "Move-CsUser -Identity sip:dave@contoso.test -Target sipfed.online.lync.com",
+    );
+    assert_eq!(
+        s.federation
+            .home_of("dave", "contoso.test")
+            .map(|h| h.identity.as_str()),
+        Some("LyncOnline")
+    );
+    let out = output(&s, "Get-CsUser dave@contoso.test");
+    assert!(
+        out.contains("HostingProvider      : sipfed.online.lync.com"),
+        "{out}"
+    );
+    assert_eq!(output(&s, "Get-CsUser -Filter da*"), out);
+    assert_eq!(output(&s, "Get-CsUser -Filter erin*"), "");
+    // While dave is homed there, the provider keeps hosting our users.
+    for line in [
+        "Set-CsHostingProvider LyncOnline -EnabledSharedAddressSpace $false",
+        "Set-CsHostingProvider LyncOnline -HostsOCSUsers $false",
+        "Remove-CsHostingProvider LyncOnline",
+    ] {
+        let e = err(&s, line);
+        assert!(e.to_string().contains("dave@contoso.test"), "{line}: {e}");
+    }
+    // A grant keeps the home, and moving back on-premises keeps the grant.
+    let s = run(
+        &s,
+        "Grant-CsExternalAccessPolicy dave@contoso.test NoFederation",
+    );
+    let s = run(
+        &s,
+        "Move-CsUser dave@contoso.test -Target pool.contoso.test",
+    );
+    assert!(s.federation.home_of("dave", "contoso.test").is_none());
+    let g = s
+        .federation
+        .grant("dave", "contoso.test")
+        .expect("the grant stays");
+    assert_eq!(g.policy.as_deref(), Some("NoFederation"));
+    assert!(output(&s, "Get-CsUser dave@contoso.test").contains("HostingProvider      : SRV:"));
+    // A target that is neither a provider nor one of our pools; a user of another domain.
+    let e = err(
+        &s,
+        "Move-CsUser dave@contoso.test -Target sip.fabrikam.test",
+    );
+    assert!(e.to_string().contains("sipfed.online.lync.com"), "{e}");
+    let e = err(
+        &s,
+        "Move-CsUser fay@fabrikam.test -Target sipfed.online.lync.com",
+    );
+    assert!(
+        e.to_string()
+            .contains("one of our SIP domains (contoso.test)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_hosting_providers_proxy_fqdn_takes_a_port_and_prints_it() {
+    let s = run(
+        &snap(""),
+        "New-CsHostingProvider -Identity Lab -ProxyFqdn sipfed.online.lync.com:5071 -Enabled $true",
+    );
+    let h = &s.federation.hosting_providers[0];
+    assert_eq!(
+        (h.proxy_fqdn.as_str(), h.proxy_port),
+        ("sipfed.online.lync.com", 5071)
+    );
+    assert!(output(&s, "Get-CsHostingProvider Lab")
+        .contains("ProxyFqdn                 : sipfed.online.lync.com:5071"));
+}
