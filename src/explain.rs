@@ -21,10 +21,16 @@ pub struct ExplainRequest {
     pub from: String,
     pub to: String,
     pub method: String,
-    /// The interface the request arrives on.
-    pub interface: Interface,
-    /// Names the sender's certificate carries (external peers).
+    /// The interface the request arrives on; `None`: as `send` picks it (internal when
+    /// From is one of our domains, else external).
+    pub interface: Option<Interface>,
+    /// Names the sender's certificate carries; empty from outside means the certificate
+    /// `send` presents there (the federated partner's).
     pub peer_cert_names: Vec<String>,
+    /// The sender's `ms-edge-proxy-message-trust`: `None` is what `send` puts there (the
+    /// partner edge's verified marking from outside, none from inside); `Some("none")`:
+    /// unmarked; anything else is the header value.
+    pub trust: Option<String>,
     /// Media an SDP offer would carry: "audio", "video" or "audio,video".
     pub sdp: Option<String>,
 }
@@ -42,31 +48,48 @@ pub enum ExplainError {
 
 /// Decides `req` against `snap` and renders the decision, its trail, the route and headers.
 pub async fn explain(snap: &Snapshot, req: &ExplainRequest) -> Result<String, ExplainError> {
-    let text = request_text(req);
+    let from_host = crate::sip::NameAddr::parse(&req.from)
+        .map(|n| n.uri.host.to_string())
+        .unwrap_or_default();
+    let interface = req
+        .interface
+        .unwrap_or_else(|| crate::send::default_interface(snap, &from_host));
+    let peer_cert_names = match (&req.peer_cert_names[..], interface) {
+        ([], Interface::External) => vec![crate::send::default_cert(interface).to_string()],
+        (names, _) => names.to_vec(),
+    };
+    let trust = match req.trust.as_deref() {
+        Some(t) if t.eq_ignore_ascii_case("none") => None,
+        Some(t) => Some(t.to_string()),
+        None => (interface == Interface::External)
+            .then(|| crate::send::edge_marking(&peer_cert_names[0])),
+    };
+    let text = request_text(req, trust.as_deref());
     let m = Message::parse(Bytes::from(text), true)
         .map_err(|e| ExplainError::BadRequest(e.to_string()))?;
     m.validate_request()
         .map_err(|e| ExplainError::BadRequest(e.to_string()))?;
     let facts = crate::proxy::request_facts(&m);
     let peer = Peer {
-        interface: req.interface,
+        interface,
         transport: Transport::Tls,
         addr: SocketAddr::from(([192, 0, 2, 1], 5061)),
-        identity: PeerIdentity::new(&req.peer_cert_names),
+        identity: PeerIdentity::new(&peer_cert_names),
     };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Request:  {} {} from {} on the {} interface (peer certificate names: {})",
+        "Request:  {} {} from {} on the {} interface (peer certificate names: {}; ms-edge-proxy-message-trust: {})",
         req.method,
         req.to,
         req.from,
-        req.interface,
-        if req.peer_cert_names.is_empty() {
+        interface,
+        if peer_cert_names.is_empty() {
             "none".to_string()
         } else {
-            req.peer_cert_names.join(", ")
-        }
+            peer_cert_names.join(", ")
+        },
+        trust.as_deref().unwrap_or("none")
     );
     let dns = match policy::dns_needed(&facts, &peer, snap) {
         None => DnsFacts::none(),
@@ -235,7 +258,7 @@ pub async fn resolver_for(
     Ok((r.ok().map(|r| Arc::new(r) as Arc<dyn Resolve>), zone))
 }
 
-fn request_text(req: &ExplainRequest) -> String {
+fn request_text(req: &ExplainRequest, trust: Option<&str>) -> String {
     let body = match &req.sdp {
         Some(media) => {
             let mut b = String::from(
@@ -248,13 +271,16 @@ fn request_text(req: &ExplainRequest) -> String {
         }
         None => String::new(),
     };
+    let trust = trust
+        .map(|t| format!("ms-edge-proxy-message-trust: {t}\r\n"))
+        .unwrap_or_default();
     let ctype = if req.sdp.is_some() {
         "Content-Type: application/sdp\r\n"
     } else {
         ""
     };
     format!(
-        "{m} {to} SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKexplain\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=explain\r\nTo: <{to}>\r\nCall-ID: explain\r\nCSeq: 1 {m}\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+        "{m} {to} SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKexplain\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=explain\r\nTo: <{to}>\r\nCall-ID: explain\r\nCSeq: 1 {m}\r\n{trust}{ctype}Content-Length: {len}\r\n\r\n{body}",
         m = req.method,
         to = req.to,
         from = req.from,

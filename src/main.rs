@@ -92,12 +92,18 @@ enum Command {
     Explain {
         #[command(flatten)]
         ends: Ends,
-        /// The interface the request arrives on.
-        #[arg(long, default_value = "internal")]
-        interface: sipedge::transport::Interface,
-        /// A name in the sender's certificate (repeat for several).
+        /// The interface the request arrives on [default: as `send` picks it: internal when
+        /// From is one of our domains, else external].
+        #[arg(long)]
+        interface: Option<sipedge::transport::Interface>,
+        /// A name in the sender's certificate (repeat for several) [default from outside:
+        /// the certificate `send` presents, sip.fabrikam.test].
         #[arg(long = "peer-cert-name")]
         peer_cert_names: Vec<String>,
+        /// The sender's ms-edge-proxy-message-trust value, or `none` [default: what `send`
+        /// puts there: from outside the partner edge's verified marking, inside nothing].
+        #[arg(long)]
+        trust: Option<String>,
         /// SIP method.
         #[arg(long, default_value = "MESSAGE")]
         method: String,
@@ -304,6 +310,7 @@ fn main() -> ExitCode {
             ends: Ends { config, from, to },
             interface,
             peer_cert_names,
+            trust,
             method,
             sdp,
         } => config_of_running(config).and_then(|(config, _)| {
@@ -315,6 +322,7 @@ fn main() -> ExitCode {
                     method: method.to_ascii_uppercase(),
                     interface,
                     peer_cert_names,
+                    trust,
                     sdp,
                 },
             )

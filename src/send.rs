@@ -145,6 +145,34 @@ pub enum SendError {
     },
 }
 
+/// The interface a request from `from_host` enters by default: internal when it is one of
+/// the edge's own domains (a pool user), else external (a partner's user). `explain` uses
+/// the same default.
+pub fn default_interface(snap: &Snapshot, from_host: &str) -> Interface {
+    if snap.is_local_domain(from_host) {
+        Interface::Internal
+    } else {
+        Interface::External
+    }
+}
+
+/// The certificate a request through `interface` presents by default: the pool's inside,
+/// the federated partner's (sip.fabrikam.test) outside.
+pub fn default_cert(interface: Interface) -> &'static str {
+    match interface {
+        Interface::Internal => Role::Pool,
+        Interface::External => Role::Partner,
+    }
+    .spec()
+    .fqdn
+}
+
+/// The verified marking a remote Access Edge named `fqdn` puts on its requests; `send`
+/// adds it through the external interface, and `explain` assumes it there by default.
+pub fn edge_marking(fqdn: &str) -> String {
+    format!("ms-source-type=EdgeProxyGenerated;ms-ep-fqdn={fqdn};ms-source-verified-user=verified")
+}
+
 /// Sends `req` to the edge `snap` describes; certificates come from `certs_dir`.
 pub async fn send(
     snap: &Snapshot,
@@ -153,18 +181,9 @@ pub async fn send(
 ) -> Result<Outcome, SendError> {
     let from = NameAddr::parse(&req.from).ok_or_else(|| SendError::BadUri(req.from.clone()))?;
     NameAddr::parse(&req.to).ok_or_else(|| SendError::BadUri(req.to.clone()))?;
-    let interface = req.via.unwrap_or_else(|| {
-        let local = snap
-            .edge
-            .local_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(from.uri.host));
-        if local {
-            Interface::Internal
-        } else {
-            Interface::External
-        }
-    });
+    let interface = req
+        .via
+        .unwrap_or_else(|| default_interface(snap, from.uri.host));
     let side = snap.interface(interface);
     let transport = req.transport.unwrap_or(if side.tls_port.is_some() {
         Transport::Tls
@@ -455,7 +474,8 @@ impl<'a> Call<'a> {
         if let Some(fqdn) = self.marking.as_deref().filter(|_| method != "ACK") {
             let _ = write!(
                 out,
-                "ms-edge-proxy-message-trust: ms-source-type=EdgeProxyGenerated;ms-ep-fqdn={fqdn};ms-source-verified-user=verified\r\n"
+                "ms-edge-proxy-message-trust: {}\r\n",
+                edge_marking(fqdn)
             );
         }
         for (n, v) in extra {
@@ -559,15 +579,9 @@ impl Conn {
         // The TLS config first: a missing certificate is reported before any connection.
         let tls = match transport {
             Transport::Tls => {
-                let name = cert.map(str::to_string).unwrap_or_else(|| {
-                    match interface {
-                        Interface::Internal => Role::Pool,
-                        Interface::External => Role::Partner,
-                    }
-                    .spec()
-                    .fqdn
-                    .to_string()
-                });
+                let name = cert
+                    .map(str::to_string)
+                    .unwrap_or_else(|| default_cert(interface).to_string());
                 let config = TlsMaterial::load(
                     &certs_dir.join(format!("{name}.crt")),
                     &certs_dir.join(format!("{name}.key")),

@@ -203,24 +203,27 @@ async fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// `sipedge explain --config config/lab.toml ARGS`, which must exit 0: what it printed.
+fn explain_on_the_lab(args: &[&str]) -> String {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .arg("explain")
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .expect("run explain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn explain_prints_the_decision_and_the_check_that_made_it() {
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml");
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
-            .arg("explain")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("run explain");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = explain_on_the_lab;
     let bob = run(&["--from", "sip:bob@contoso.test", "--to", "sip:x@live.com"]);
     assert!(
         bob.contains(
@@ -305,5 +308,51 @@ fn rotate_key_puts_a_fresh_key_first_and_keeps_only_the_previous_sealing_key() {
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("cannot read the topology key file"),
         "a missing file is an error, not a new key"
+    );
+}
+
+#[test]
+fn explain_defaults_to_what_send_sends_and_takes_the_senders_marking() {
+    let explain = explain_on_the_lab;
+    // A partner's user enters outside, as `send` sends it: its certificate and marking.
+    let out = explain(&[
+        "--from",
+        "sip:dan@fabrikam.test",
+        "--to",
+        "sip:alice@contoso.test",
+    ]);
+    assert!(out.contains("on the external interface"), "{out}");
+    assert!(
+        out.contains("peer certificate names: sip.fabrikam.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Decision: FORWARD through the internal interface"),
+        "{out}"
+    );
+    // A discovered partner's marking decides UseSourceVerification: with it, forwarded;
+    // without it (--trust none), 1905.
+    let northwind = [
+        "--from",
+        "sip:dan@northwind.test",
+        "--to",
+        "sip:alice@contoso.test",
+        "--peer-cert-name",
+        "sip.northwind.test",
+    ];
+    let marked = explain(&northwind);
+    assert!(marked.contains("Decision: FORWARD"), "{marked}");
+    let unmarked = explain(&[&northwind[..], &["--trust", "none"]].concat());
+    assert!(unmarked.contains("ms-diagnostics: 1905"), "{unmarked}");
+    let own = explain(
+        &[
+            &northwind[..],
+            &["--trust", "ms-source-type=AutoFederation;ms-ep-fqdn=sip.northwind.test;ms-source-verified-user=unverified"],
+        ]
+        .concat(),
+    );
+    assert!(
+        own.contains("1921"),
+        "an unverified sender alice does not list: {own}"
     );
 }

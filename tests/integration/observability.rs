@@ -130,8 +130,9 @@ async fn decisions_show_the_last_n_with_the_trail_explain_prints() {
             from: from.into(),
             to: "sip:sam@live.com".into(),
             method: "MESSAGE".into(),
-            interface: Interface::Internal,
+            interface: Some(Interface::Internal),
             peer_cert_names: vec![],
+            trust: None,
             sdp: None,
         };
         let explained = sipedge::explain::explain(&snap, &req).await.unwrap();
