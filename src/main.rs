@@ -188,6 +188,10 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "certs")]
         out: PathBuf,
+        /// Also issue a leaf for this FQDN from the same CA (a partner's server brought
+        /// into the lab, e.g. sip.partner.test); repeat for several.
+        #[arg(long = "name", value_name = "FQDN")]
+        names: Vec<String>,
     },
 }
 
@@ -216,7 +220,7 @@ fn main() -> ExitCode {
             print_config,
         } => lab(config, ephemeral, print_config),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Certs { out } => certs(&out),
+        Command::Certs { out, names } => certs(&out, &names),
         Command::RotateKey { file } => rotate_key(&file),
         Command::Send {
             ends: Ends { config, from, to },
@@ -499,8 +503,8 @@ fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Re
     })
 }
 
-fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let written = sipedge::lab::certs::write_lab_set(out)
+fn certs(out: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
+    let written = sipedge::lab::certs::write_lab_set(out, names)
         .with_context(|| format!("writing lab certificates to {}", out.display()))?;
     for p in written {
         println!("{}", p.display());

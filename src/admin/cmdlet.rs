@@ -756,18 +756,9 @@ fn typed(cmd: Cmdlet, spec: Spec, word: Option<&Word>) -> Result<Value, CmdletEr
     }
 }
 
-/// A DNS name, lowercased without a trailing dot.
+/// A DNS name as a cmdlet parameter: surrounding blanks ignored, then the config's check.
 fn dns_name(s: &str) -> Option<String> {
-    let v = s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = !v.is_empty()
-        && v.len() <= 253
-        && v.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ok.then_some(v)
+    crate::config::dns_name(s.trim())
 }
 
 // === Get-* ===

@@ -655,23 +655,13 @@ impl Builder<'_> {
     }
 
     pub(super) fn fqdn(&mut self, key: &str, value: &str) -> String {
-        let v = value.trim_end_matches('.').to_ascii_lowercase();
-        let ok = !v.is_empty()
-            && v.len() <= 253
-            && v.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !ok {
+        super::dns_name(value).unwrap_or_else(|| {
             self.problem(
                 key,
                 format!("`{value}` is not a DNS name; expected labels of letters, digits and '-', e.g. \"contoso.test\""),
             );
-        }
-        v
+            value.trim_end_matches('.').to_ascii_lowercase()
+        })
     }
 
     fn hosts(&mut self, raw: HashMap<String, Vec<String>>) -> HashMap<String, Vec<IpAddr>> {

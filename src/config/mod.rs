@@ -26,6 +26,23 @@ pub use live::Live;
 
 use crate::peer::{Interface, Transport};
 
+/// A DNS name (labels of letters, digits, '-' and '_', at most 63 bytes each, 253 in all),
+/// lowercased without a trailing dot; `None` when it is not one. The one check of a host
+/// name, shared by the TOML loader, the cmdlets and `sipedge certs --name`.
+pub fn dns_name(value: &str) -> Option<String> {
+    let v = value.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    ok.then_some(v)
+}
+
 /// The federation sections of the shipped `config/lab.toml` (everything after its
 /// "---- Federation" marker line), so tests and fuzz targets run against exactly what the
 /// lab ships.

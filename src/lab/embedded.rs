@@ -77,7 +77,7 @@ pub fn prepare(dir: &Path) -> Result<Prepared, EmbeddedError> {
         .chain(LAB_FQDNS.iter().map(|f| f.to_string()))
         .all(|name| certs_dir.join(format!("{name}.crt")).exists());
     if !complete {
-        certs::write_lab_set(&certs_dir)?;
+        certs::write_lab_set(&certs_dir, &[])?;
     }
     Ok(Prepared {
         config,

@@ -7,6 +7,7 @@ mod configs;
 mod faults;
 mod federation;
 mod fuzz_corpus;
+mod guide;
 mod hostile;
 mod ipv6;
 mod lab;
