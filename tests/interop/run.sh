@@ -377,6 +377,8 @@ case_certs() {
   check certs "the edge dialling a server whose certificate is sip.northwind.test's for sip.litware.test: SIPp got 504 with ms-diagnostics 1010 (sipp exit $rc)" [ "$rc" = 0 ]
   check certs "the 504 names the target whose certificate did not match" \
     has_line "^ms-diagnostics(-public)?: *1010;.*sip\.litware\.test" "$tmp/certs-out.msg"
+  check certs "Kamailio (northwind's certificate) logged the edge's bad_certificate alert in the handshake the edge opened with SNI sip.litware.test" \
+    has_line "alert bad certificate \(sni: sip\.litware\.test\)" "$tmp/kamailio-bad.log"
   check certs "Kamailio (northwind's certificate) received no request from the edge" \
     no_line "INTEROP request .* from $(re "$EDGE_EXT")" "$tmp/kamailio-bad.log"
   stop "$bad"
@@ -671,11 +673,17 @@ for p in edge sink kam kam_pool; do
   [ -n "${!p}" ] || continue
   kill -0 "${!p}" 2>/dev/null || { log "FAILED: $p exited during the suite"; failed+=("$p-alive"); }
 done
+# Both Kamailio run sanity_check() on every request the edge sends them (the partner over
+# TLS, the pool over TCP): none may have failed, whatever the case.
+n_failed=$(count "INTEROP sanity failed" "$tmp/kamailio.log")
+n_passed=$(count "INTEROP sanity passed" "$tmp/kamailio.log")
+log "Kamailio (sip.fabrikam.test): sanity_check() passed on $n_passed requests over TLS, failed on $n_failed"
+[ "$n_failed" = 0 ] || { grep "INTEROP sanity failed" "$tmp/kamailio.log" >&2; failed+=("partner-sanity"); }
 if [ -n "$kam_pool" ]; then
   n_failed=$(count "INTEROP pool sanity failed" "$tmp/kamailio-pool.log")
   n_passed=$(count "INTEROP pool sanity passed" "$tmp/kamailio-pool.log")
   log "Kamailio (pool): sanity_check() passed on $n_passed requests from the edge, failed on $n_failed"
-  [ "$n_failed" = 0 ] || failed+=("pool-sanity")
+  [ "$n_failed" = 0 ] || { grep "INTEROP pool sanity failed" "$tmp/kamailio-pool.log" >&2; failed+=("pool-sanity"); }
 fi
 log "passed: ${passed[*]:-none}; failed: ${failed[*]:-none}; $((SECONDS - t0)) s"
 [ ${#failed[@]} = 0 ]
