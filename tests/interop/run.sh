@@ -7,14 +7,16 @@
 #   127.0.13.1  the edge's external interface (accessedge.contoso.test), TLS 5061
 #   127.0.13.2  the edge's internal interface (edge-int.contoso.test), TCP 5060
 #   127.0.13.3  Kamailio, sip.fabrikam.test: mutual TLS 5061, UDP/TCP 5060; OPTIONS
-#               keep-alives to the edge every second (dispatcher)
+#               keep-alives to the edge every second (dispatcher); sanity_check() on
+#               every request the edge sends it
 #   127.0.13.4  the pool for the first cases (`sipedge sink`, pool.contoso.test), TCP 5070
-#   127.0.13.5  fabrikam's user agents (SIPp, UDP; the callee/notifier on 5062)
-#   127.0.13.6  the pool's user agents (SIPp, TCP; the callee/notifier on 5066)
+#   127.0.13.5  fabrikam's user agents (SIPp, UDP: callers 5063, callee/notifier 5062)
+#   127.0.13.6  the pool's user agents (SIPp, TCP: callers 5064/5065, callee/notifier 5066)
 #   127.0.13.7  Kamailio presenting sip.northwind.test's certificate (the certs case only):
 #               mutual TLS 5061, UDP 5060; the edge knows it as sip.litware.test
 #   127.0.13.8  Kamailio as the pool with sanity_check() (pool.contoso.test), TCP 5070,
-#               for the cases after the first ones (the edge restarts with it as its pool)
+#               for the cases after the first ones (the edge restarts with it as its pool);
+#               the pool's callee gives a Contact here when the pool does not Record-Route
 #
 #   tests/interop/run.sh [CASE...]   (default: every case, in this order)
 #     with the sink as the pool:
@@ -42,7 +44,8 @@
 # case passed, 1 when one failed, 2 when the suite could not run. KEEP=1 keeps the logs.
 # Each case asserts on what Kamailio logged (its INTEROP xlog lines, each with the Call-ID
 # SIPp was told to use: -cid_str NAME-...) and on SIPp's exit status (0 only when its
-# scenario completed) and its message trace.
+# scenario completed) and its message trace; at the end, that neither Kamailio logged a
+# failed sanity_check() on what the edge sent it.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
