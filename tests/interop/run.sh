@@ -290,8 +290,9 @@ show_on_failure() { # files to show when the case failed
   local f
   for f in "$@"; do [ -e "$f" ] && { echo "---- $f" >&2; tail -40 "$f" >&2; }; done
 }
-# What the edge must at least send on the plain-text legs, added up by each case for dissect.
-plain_min=0
+# What the edge must at least send on the plain-text legs, added up by each case for
+# dissect: how many messages, and which request methods.
+plain_min=0 plain_methods=""
 TLS_FROM_EDGE="from $(re "$EDGE_EXT"):[0-9]+ proto=tls verified=1 peer_cn=accessedge\.contoso\.test"
 REPLY_FROM_EDGE="from $(re "$EDGE_EXT"):5061 proto=tls verified=1 peer_cn=accessedge\.contoso\.test"
 
@@ -321,7 +322,7 @@ case_inbound() {
   check inbound "unmarked: SIPp (fabrikam side) got 403 with ms-diagnostics 1905 (sipp exit $rc)" [ "$rc" = 0 ]
   check inbound "unmarked: Kamailio received the edge's 403 with 1905 over TLS" \
     has_line "INTEROP reply 403 .* to MESSAGE $REPLY_FROM_EDGE .*diag=1905;.*ci=inbound-unmarked-" "$tmp/kamailio.log"
-  plain_min=$((plain_min + 1))
+  plain_min=$((plain_min + 1)) plain_methods+=" MESSAGE"
   show_on_failure "$tmp/inbound-marked.out" "$tmp/inbound-marked.msg" "$tmp/inbound-unmarked.out" "$tmp/inbound-unmarked.msg" "$tmp/kamailio.log" "$(edge_log)"
 }
 
@@ -355,7 +356,7 @@ case_options() {
   check options "OPTIONS sip:edge-int.contoso.test: the 200 SIPp got names the methods the edge relays (Allow)" \
     has_line "^Allow: .*SUBSCRIBE" "$tmp/options-edge.msg"
   check options "OPTIONS sip:edge-int.contoso.test went no further (Kamailio never saw it)" no_line "ci=options-edge-" "$tmp/kamailio.log"
-  plain_min=$((plain_min + 3))
+  plain_min=$((plain_min + 3)) plain_methods+=" OPTIONS"
   show_on_failure "$tmp/options-in.out" "$tmp/options-in.msg" "$tmp/options-out.out" "$tmp/options-out.msg" "$tmp/options-edge.msg" "$tmp/kamailio.log" "$(edge_log)"
 }
 
@@ -540,7 +541,7 @@ case_pool() {
     check pool "inbound INVITE dialog: Kamailio (pool) logged sanity_check() passed on the edge's $m" \
       has_line "INTEROP pool sanity passed $m ci=pool-invite-" "$tmp/kamailio-pool.log"
   done
-  plain_min=$((plain_min + 1))
+  plain_min=$((plain_min + 1)) plain_methods+=" MESSAGE INVITE ACK BYE"
   show_on_failure "$tmp/pool-message.out" "$tmp/pool-message.msg" "$tmp/kamailio-pool.log" "$(edge_log)"
 }
 
@@ -558,6 +559,7 @@ case_calls() {
     call "calls-$dir-ip-yes-cancel" "$dir" ip yes cancel
     call "calls-$dir-fqdn-no-cancel" "$dir" fqdn no cancel
   done
+  plain_methods+=" INVITE ACK BYE CANCEL"
 }
 
 # --- subscribe: SUBSCRIBE/NOTIFY dialogs both ways -------------------------------------
@@ -604,6 +606,7 @@ case_subscribe() {
   subscription subscribe-out-fqdn out fqdn yes
   subscription subscribe-in-ip in ip yes
   subscription subscribe-in-fqdn in fqdn no
+  plain_methods+=" SUBSCRIBE NOTIFY"
 }
 
 # --- dissect: what the edge emitted on the plain-text legs parses in tshark -------------
@@ -642,6 +645,11 @@ case_dissect() {
   reqs="$(cut -f3 "$tmp/dissect.txt" | awk 'NF{print $1}' | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}')"
   check dissect "tshark ran (exit $rc1, $rc2)" [ "$rc1" = 0 -a "$rc2" = 0 ]
   check dissect "tshark decoded the edge's SIP on the plain-text legs ($n messages, at least $plain_min expected; requests: ${reqs:-none})" [ "$n" -ge "$plain_min" -a "$n" -gt 0 ]
+  local m
+  for m in $(printf '%s\n' $plain_methods | sort -u); do
+    check dissect "tshark decoded the edge's $m requests on the plain-text legs" \
+      has_line "^[0-9]+"$'\t'"[^"$'\t'"]*"$'\t'"$m " "$tmp/dissect.txt"
+  done
   check dissect "tshark flagged none of the captured frames malformed or in error ($bad frames)" [ "$bad" = 0 ]
   show_on_failure "$tmp/dissect.txt" "$tmp/malformed.txt" "$tmp/dissect.err"
 }
