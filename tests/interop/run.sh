@@ -32,8 +32,8 @@
 #     with Kamailio as the pool:
 #       pool       sanity_check() passes on the edge's inbound MESSAGE and INVITE dialog
 #       calls      INVITE dialogs both ways: partner Record-Route by IP and by FQDN, pool
-#                  Record-Route or not, hang-up from either side; CANCEL/487 and a
-#                  re-INVITE with an INFO, both ways
+#                  Record-Route or not, hang-up from either side; CANCEL/487, a
+#                  re-INVITE with an INFO, and PRACK for a reliable 183, both ways
 #       subscribe  SUBSCRIBE/NOTIFY dialogs both ways
 #     dissect      tshark over the plain-text legs of the cases run (goes last; dissect
 #                  alone runs every other case, for its capture)
@@ -452,8 +452,9 @@ sanity_ok() {
 # no (the pool's caller talks to the edge directly; the pool's callee gives a Contact at
 # Kamailio (pool), which reaches it by Request-URI, as a registrar would: SIPp answers a
 # request on its call's socket, not on a new connection the edge opened); ENDING
-# caller|callee (who sends BYE), cancel (the caller cancels after the 180) or reinvite
-# (the caller sends a re-INVITE, an INFO, then BYE).
+# caller|callee (who sends BYE), cancel (the caller cancels after the 180), reinvite
+# (the caller sends a re-INVITE, an INFO, then BYE) or prack (a reliable 183 and its PRACK
+# in the early dialog, then the caller's BYE).
 call() {
   local name="$1" dir="$2" prr="$3" pool_rr="$4" ending="$5" uas rc urc
   local uac_sf=uac-invite.xml uas_sf=uas-invite.xml
@@ -461,6 +462,7 @@ call() {
     callee) uac_sf=uac-invite-callee-bye.xml uas_sf=uas-invite-bye.xml ;;
     cancel) uac_sf=uac-invite-cancel.xml uas_sf=uas-invite-cancel.xml ;;
     reinvite) uac_sf=uac-invite-reinvite.xml uas_sf=uas-invite-reinvite.xml ;;
+    prack) uac_sf=uac-invite-prack.xml uas_sf=uas-invite-prack.xml ;;
   esac
   local rr="partner=$prr;pool=$pool_rr" what="$dir $ending, partner RR by $prr, pool RR $pool_rr"
   if [ "$dir" = out ]; then
@@ -485,15 +487,17 @@ call() {
   # The route the edge follows to Kamailio is Kamailio's TLS-side Record-Route entry.
   local toward_partner="route=<sip:$ours;r2=on;"
   case "$dir/$ending" in
-    out/reinvite)
-      local m
-      for m in INVITE INFO BYE; do
+    out/reinvite | out/prack)
+      local m ms="INVITE INFO BYE"
+      [ "$ending" = prack ] && ms="PRACK BYE"
+      for m in $ms; do
         check "$name" "$what: Kamailio received the in-dialog $m from the edge over verified TLS along its own Record-Route" \
           has_line "INTEROP request $m sip:callee@$(re "$FAB_UA"):5062[^ ]* $TLS_FROM_EDGE $toward_partner.*ci=$name-" "$tmp/kamailio.log"
       done ;;
-    in/reinvite)
-      local m
-      for m in INVITE INFO BYE; do
+    in/reinvite | in/prack)
+      local m ms="INVITE INFO BYE"
+      [ "$ending" = prack ] && ms="PRACK BYE"
+      for m in $ms; do
         check "$name" "$what: Kamailio took fabrikam's in-dialog $m to the edge and got the edge's 200 over verified TLS" \
           has_line "INTEROP reply 200 OK to $m $REPLY_FROM_EDGE .*ci=$name-" "$tmp/kamailio.log"
       done ;;
@@ -575,8 +579,10 @@ case_calls() {
     call "calls-$dir-fqdn-no-cancel" "$dir" fqdn no cancel
     call "calls-$dir-ip-yes-reinvite" "$dir" ip yes reinvite
     call "calls-$dir-fqdn-no-reinvite" "$dir" fqdn no reinvite
+    call "calls-$dir-ip-yes-prack" "$dir" ip yes prack
+    call "calls-$dir-fqdn-no-prack" "$dir" fqdn no prack
   done
-  plain_methods+=" INVITE ACK BYE CANCEL INFO"
+  plain_methods+=" INVITE ACK BYE CANCEL INFO PRACK"
 }
 
 # --- subscribe: SUBSCRIBE/NOTIFY dialogs both ways -------------------------------------
