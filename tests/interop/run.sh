@@ -29,6 +29,7 @@
 #                  403 1010; the edge dialling it (as sip.litware.test) answers 504 1010
 #       dialog     INVITE dialog, Kamailio Record-Routes by IP, the pool side hangs up
 #       outproxy   a UA using the edge as outbound proxy: preloaded Route by FQDN and by IP
+#       large      a 30 000-byte MESSAGE each way (more than one TLS record)
 #     with Kamailio as the pool:
 #       pool       sanity_check() passes on the edge's inbound MESSAGE and INVITE dialog
 #       calls      INVITE dialogs both ways: partner Record-Route by IP and by FQDN, pool
@@ -54,7 +55,7 @@ HERE="$ROOT/tests/interop"
 SIPEDGE="${SIPEDGE:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/sipedge}"
 EDGE_EXT=127.0.13.1 EDGE_INT=127.0.13.2 KAM=127.0.13.3 POOL=127.0.13.4 FAB_UA=127.0.13.5 POOL_UA=127.0.13.6
 KAM_BAD=127.0.13.7 POOL_K=127.0.13.8
-ALL_CASES=(outbound inbound options certs dialog outproxy pool calls subscribe dissect)
+ALL_CASES=(outbound inbound options certs dialog outproxy large pool calls subscribe dissect)
 KAMPOOL_CASES=" pool calls subscribe "   # the cases run with Kamailio as the pool
 WAIT_TRIES=200   # 0.1 s each: 20 s for a process to come up or a line to appear
 
@@ -300,7 +301,7 @@ REPLY_FROM_EDGE="from $(re "$EDGE_EXT"):5061 proto=tls verified=1 peer_cn=access
 # --- outbound: MESSAGE, the pool's SIPp -> edge -> Kamailio over mutual TLS ------------
 case_outbound() {
   sipp_run outbound -sf "$HERE/scenarios/uac-message.xml" -t t1 -i "$POOL_UA" -p 5064 \
-    -key from sip:alice@contoso.test -key to sip:dan@fabrikam.test -key mark no "$EDGE_INT:5060"
+    -key from sip:alice@contoso.test -key to sip:dan@fabrikam.test -key mark no -key body "interop message" "$EDGE_INT:5060"
   local rc=$?
   check outbound "SIPp (pool side) got Kamailio's 200 through the edge (sipp exit $rc)" [ "$rc" = 0 ]
   check outbound "Kamailio received the MESSAGE over TLS from the edge with the client certificate verified (CN accessedge.contoso.test)" \
@@ -312,7 +313,7 @@ case_outbound() {
 # --- inbound: MESSAGE, fabrikam's SIPp -> Kamailio -> (mTLS) edge -> pool ----------------
 case_inbound() {
   sipp_run inbound-marked -sf "$HERE/scenarios/uac-message.xml" -t u1 -i "$FAB_UA" -p 5063 \
-    -key from sip:dan@fabrikam.test -key to sip:alice@contoso.test -key mark yes "$KAM:5060"
+    -key from sip:dan@fabrikam.test -key to sip:alice@contoso.test -key mark yes -key body "interop message" "$KAM:5060"
   local rc=$?
   check inbound "marked: SIPp (fabrikam side) got 200 from the pool through Kamailio and the edge (sipp exit $rc)" [ "$rc" = 0 ]
   check inbound "marked: Kamailio received the edge's 200 over TLS, the edge's server certificate verified" \
@@ -433,6 +434,26 @@ case_outproxy() {
   show_on_failure "$tmp/outproxy-fqdn.out" "$tmp/outproxy-fqdn.msg" "$tmp/outproxy-ip.out" "$tmp/outproxy-ip.msg" "$tmp/kamailio.log" "$(edge_log)"
 }
 
+# --- large: a MESSAGE larger than a TLS record (16 KiB) each way over mutual TLS ----------
+case_large() {
+  local body rc
+  body="$(head -c 30000 /dev/zero | tr '\0' x)"
+  sipp_run large-in -sf "$HERE/scenarios/uac-message.xml" -t u1 -i "$FAB_UA" -p 5063 \
+    -key from sip:dan@fabrikam.test -key to sip:alice@contoso.test -key mark yes -key body "$body" "$KAM:5060"
+  rc=$?
+  check large "a 30 000-byte MESSAGE from fabrikam: SIPp got the pool's 200 through Kamailio and the edge (sipp exit $rc)" [ "$rc" = 0 ]
+  check large "Kamailio received the edge's 200 to it over verified TLS" \
+    has_line "INTEROP reply 200 OK to MESSAGE $REPLY_FROM_EDGE .*ci=large-in-" "$tmp/kamailio.log"
+  sipp_run large-out -sf "$HERE/scenarios/uac-message.xml" -t t1 -i "$POOL_UA" -p 5064 \
+    -key from sip:alice@contoso.test -key to sip:dan@fabrikam.test -key mark no -key body "$body" "$EDGE_INT:5060"
+  rc=$?
+  check large "a 30 000-byte MESSAGE from the pool: SIPp got Kamailio's 200 through the edge (sipp exit $rc)" [ "$rc" = 0 ]
+  check large "Kamailio received it from the edge over verified TLS and its sanity_check() passed (Content-Length matches the body)" \
+    has_line "INTEROP sanity passed MESSAGE ci=large-out-" "$tmp/kamailio.log"
+  plain_min=$((plain_min + 2))
+  show_on_failure "$tmp/large-in.out" "$tmp/large-out.out" "$tmp/kamailio.log" "$(edge_log)"
+}
+
 # --- Kamailio as the pool -------------------------------------------------------------
 # sanity_ok NAME: every request Kamailio (pool) got from the edge in call NAME passed
 # sanity_check(), and at least one did; says how many.
@@ -549,7 +570,7 @@ pool_contact() {
 # --- pool: Kamailio as the pool, sanity_check() on the edge's inbound MESSAGE and dialog --
 case_pool() {
   sipp_run pool-message -sf "$HERE/scenarios/uac-message.xml" -t u1 -i "$FAB_UA" -p 5063 \
-    -key from sip:dan@fabrikam.test -key to sip:alice@contoso.test -key mark yes "$KAM:5060"
+    -key from sip:dan@fabrikam.test -key to sip:alice@contoso.test -key mark yes -key body "interop message" "$KAM:5060"
   local rc=$?
   check pool "inbound MESSAGE: SIPp (fabrikam side) got Kamailio (pool)'s 200 through the edge (sipp exit $rc)" [ "$rc" = 0 ]
   check pool "inbound MESSAGE: Kamailio (pool) logged sanity_check() passed on the edge's MESSAGE" \
