@@ -223,6 +223,10 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "certs")]
         out: PathBuf,
+        /// Also issue a leaf for this FQDN from the same CA (a partner's server brought
+        /// into the lab, e.g. sip.partner.test); repeat for several.
+        #[arg(long = "name", value_name = "FQDN")]
+        names: Vec<String>,
     },
 }
 
@@ -260,7 +264,7 @@ fn main() -> ExitCode {
             config,
             json,
         } => config_or_embedded(config).and_then(|(c, _)| check_partner(&c, &domain, json)),
-        Command::Certs { out } => certs(&out),
+        Command::Certs { out, names } => certs(&out, &names),
         Command::RotateKey { file } => rotate_key(&file),
         Command::Send {
             ends: Ends { config, from, to },
@@ -639,8 +643,8 @@ fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Re
     })
 }
 
-fn certs(out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let written = sipedge::lab::certs::write_lab_set(out)
+fn certs(out: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
+    let written = sipedge::lab::certs::write_lab_set(out, names)
         .with_context(|| format!("writing lab certificates to {}", out.display()))?;
     for p in written {
         println!("{}", p.display());

@@ -69,6 +69,9 @@ pub enum CertError {
     /// The lab's topology key file could not be created or read.
     #[error("{0}")]
     TopologyKey(#[from] crate::proxy::topology::KeyFileError),
+    /// A name asked for with `sipedge certs --name` is not a DNS name.
+    #[error("`{0}` is not a DNS name; expected labels of letters, digits and '-', e.g. \"sip.partner.test\"")]
+    NotDnsName(String),
     /// An output file or directory could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -255,24 +258,41 @@ impl LabCa {
     }
 }
 
-/// Writes a fresh lab CA and one leaf per [`LAB_FQDNS`] entry into `out_dir` as PEM:
-/// `ca.crt`, `ca.key`, `<fqdn>.crt`, `<fqdn>.key`, all valid for [`LAB_VALIDITY_YEARS`].
-/// Also makes sure `topology.key` holds a key: created when missing, kept otherwise, since
-/// a new key would end the dialogs of a running lab. Returns the paths written, CA first.
-pub fn write_lab_set(out_dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+/// Writes a fresh lab CA and one leaf per [`LAB_FQDNS`] entry, then one per name of
+/// `extra_fqdns` (a partner's server brought into the lab, `sipedge certs --name`), into
+/// `out_dir` as PEM: `ca.crt`, `ca.key`, `<fqdn>.crt`, `<fqdn>.key`, all valid for
+/// [`LAB_VALIDITY_YEARS`]. An extra name must be a DNS name (it becomes the leaf's CN, its
+/// DNS SAN and its file name); nothing is written when one is not. Also makes sure
+/// `topology.key` holds a key: created when missing, kept otherwise, since a new key would
+/// end the dialogs of a running lab. Returns the paths written, CA first.
+pub fn write_lab_set(out_dir: &Path, extra_fqdns: &[String]) -> Result<Vec<PathBuf>, CertError> {
+    let extra = extra_fqdns
+        .iter()
+        .map(|name| {
+            crate::config::values::dns_name(name).map_err(|_| CertError::NotDnsName(name.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     fs::create_dir_all(out_dir).map_err(|source| CertError::Write {
         path: out_dir.to_path_buf(),
         source,
     })?;
     let ca = LabCa::generate(LAB_CA_NAME)?;
-    let mut written = Vec::with_capacity(2 + 2 * LAB_FQDNS.len());
+    let mut written = Vec::with_capacity(3 + 2 * (LAB_FQDNS.len() + extra.len()));
     written.push(write_file(out_dir, "ca.crt", &ca.cert_pem())?);
     written.push(write_file(out_dir, "ca.key", &ca.key_pem())?);
-    for fqdn in LAB_FQDNS {
+    let lab = LAB_FQDNS.iter().map(|fqdn| {
         let mut names = vec![fqdn.to_string()];
-        if let Some((_, extra)) = EXTRA_SANS.iter().find(|(f, _)| f == fqdn) {
-            names.extend(extra.iter().map(|s| s.to_string()));
+        if let Some((_, more)) = EXTRA_SANS.iter().find(|(f, _)| f == fqdn) {
+            names.extend(more.iter().map(|s| s.to_string()));
         }
+        names
+    });
+    let partners = extra
+        .iter()
+        .filter(|name| !LAB_FQDNS.contains(&name.as_str()))
+        .map(|name| vec![name.clone()]);
+    for names in lab.chain(partners) {
+        let fqdn = names[0].clone();
         let leaf = ca.issue(&LeafSpec::new(names))?;
         written.push(write_file(out_dir, &format!("{fqdn}.crt"), &leaf.cert_pem)?);
         written.push(write_file(out_dir, &format!("{fqdn}.key"), &leaf.key_pem)?);
@@ -423,9 +443,43 @@ mod tests {
     }
 
     #[test]
+    fn a_name_asked_for_gets_a_leaf_of_the_same_ca_naming_it_and_a_bad_one_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_lab_set(dir.path(), &["SIP.Partner.test.".to_string()]).unwrap();
+        assert_eq!(written.len(), 3 + 2 * (LAB_FQDNS.len() + 1));
+        let crt = fs::read_to_string(dir.path().join("sip.partner.test.crt")).unwrap();
+        let der = CertificateDer::from_pem_slice(crt.as_bytes()).unwrap();
+        let leaf = parse(&der);
+        let san = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .clone();
+        assert_eq!(
+            san.general_names,
+            [GeneralName::DNSName("sip.partner.test")]
+        );
+        let ca = fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+        let ca_der = CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
+        assert_eq!(leaf.issuer(), parse(&ca_der).subject());
+        assert!(dir.path().join("sip.partner.test.key").exists());
+
+        let empty = tempfile::tempdir().unwrap();
+        for bad in ["../escape", "two words.test", ""] {
+            let err = write_lab_set(empty.path(), &[bad.to_string()]).unwrap_err();
+            assert!(
+                err.to_string().contains("is not a DNS name"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(fs::read_dir(empty.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn lab_set_writes_ca_and_a_pair_per_fqdn() {
         let dir = tempfile::tempdir().unwrap();
-        let written = write_lab_set(dir.path()).unwrap();
+        let written = write_lab_set(dir.path(), &[]).unwrap();
         assert_eq!(written.len(), 3 + 2 * LAB_FQDNS.len());
         assert_eq!(written[0], dir.path().join("ca.crt"));
         let topology_key = dir.path().join(TOPOLOGY_KEY_FILE);
@@ -448,7 +502,7 @@ mod tests {
         assert!(san
             .general_names
             .contains(&GeneralName::DNSName("sip.contoso.test")));
-        write_lab_set(dir.path()).unwrap();
+        write_lab_set(dir.path(), &[]).unwrap();
         assert_eq!(
             fs::read_to_string(&topology_key).unwrap(),
             key_text,

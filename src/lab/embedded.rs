@@ -79,7 +79,7 @@ pub fn prepare(dir: &Path) -> Result<Prepared, EmbeddedError> {
         .chain(LAB_FQDNS.iter().map(|f| f.to_string()))
         .all(|name| certs_dir.join(format!("{name}.crt")).exists());
     if !complete {
-        certs::write_lab_set(&certs_dir)?;
+        certs::write_lab_set(&certs_dir, &[])?;
     }
     Ok(Prepared {
         config,
@@ -108,7 +108,7 @@ pub fn init(dir: &Path) -> Result<Prepared, EmbeddedError> {
     let toml = LAB_TOML.replace("\"../certs/", "\"certs/");
     std::fs::write(dir.join("lab.zone"), LAB_ZONE).map_err(io_err(&dir.join("lab.zone")))?;
     let certs_dir = dir.join("certs");
-    certs::write_lab_set(&certs_dir)?;
+    certs::write_lab_set(&certs_dir, &[])?;
     std::fs::write(&config, toml).map_err(io_err(&config))?;
     Ok(Prepared {
         config,

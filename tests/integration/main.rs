@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod federation;
 mod fuzz_corpus;
+mod guide;
 mod hostile;
 mod ipv6;
 mod knobs;
