@@ -15,21 +15,31 @@ use sipedge::transport::Transport;
 /// `sipedge load`.
 #[derive(Args)]
 pub struct LoadArgs {
-    /// Where to send, e.g. 127.0.0.1:5060.
+    /// Where to send, e.g. 127.0.0.1:5060 [default: the running edge or lab's external
+    /// interface for --transport, from its state file].
     #[arg(long)]
-    target: SocketAddr,
+    target: Option<SocketAddr>,
+    /// The config of the running edge or lab to load (when several run).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// udp, tcp or tls.
     #[arg(long, default_value = "udp")]
     transport: Transport,
     /// TLS: the lab certificate to present, by name (`<certs>/<NAME>.crt` and `.key`).
     #[arg(long, default_value = "sip.fabrikam.test")]
     cert: String,
-    /// Directory of the lab certificates (with ca.crt, the trust anchor).
-    #[arg(long, default_value = "certs")]
-    certs: PathBuf,
+    /// Directory of the lab certificates (with ca.crt, the trust anchor) [default: the
+    /// running lab's, else ./certs].
+    #[arg(long)]
+    certs: Option<PathBuf>,
     /// TLS: another trust anchor (PEM), e.g. the SIPp harness's CA for Kamailio.
     #[arg(long)]
     ca: Vec<PathBuf>,
+    /// The ms-edge-proxy-message-trust the requests carry, or `none` [default: with the
+    /// running lab as target, the verified marking of the --cert edge, as `send` does;
+    /// with --target, none].
+    #[arg(long)]
+    trust: Option<String>,
     /// TLS: the name the server's certificate must carry (default: the target's IP).
     #[arg(long)]
     server_name: Option<String>,
@@ -87,9 +97,10 @@ pub struct SinkArgs {
     /// TLS: the lab certificate to present, by name.
     #[arg(long, default_value = "pool.contoso.test")]
     cert: String,
-    /// Directory of the lab certificates (with ca.crt).
-    #[arg(long, default_value = "certs")]
-    certs: PathBuf,
+    /// Directory of the lab certificates (with ca.crt) [default: the running lab's, else
+    /// ./certs].
+    #[arg(long)]
+    certs: Option<PathBuf>,
     /// TLS: require a client certificate from the lab CA.
     #[arg(long)]
     mtls: bool,
@@ -112,16 +123,54 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{name} {v}: must be a positive number of seconds"))
 }
 
+/// The running edge or lab a tool without an address talks to (its state file): the one
+/// running `config`, else the only one.
+fn running(
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<sipedge::admin::state::Running>> {
+    let dir = sipedge::admin::state::default_dir();
+    sipedge::admin::state::choose(&dir, config).map_err(anyhow::Error::msg)
+}
+
+/// The certificates a tool presents: `--certs`, else the running lab's, else ./certs.
+fn certs_dir(given: Option<PathBuf>, lab: Option<&sipedge::admin::state::Running>) -> PathBuf {
+    given
+        .or_else(|| lab.map(|r| sipedge::lab::topology::certs_dir_for(&r.config)))
+        .unwrap_or_else(|| PathBuf::from("certs"))
+}
+
 pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
+    let lab = running(a.config.as_deref())?;
+    let (target, found_server_name) = match a.target {
+        Some(t) => (t, None),
+        None => {
+            let lab = lab.as_ref().context(
+                "no --target given and no running edge or lab found (start one, or give --target ADDR)",
+            )?;
+            let addr = lab
+                .listener(sipedge::transport::Interface::External, a.transport)
+                .with_context(|| {
+                    format!(
+                        "{} has no external {} listener; give --target",
+                        lab.describe(),
+                        a.transport
+                    )
+                })?;
+            let snap =
+                sipedge::config::Snapshot::load(&lab.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (addr, Some(snap.external.fqdn.clone()))
+        }
+    };
+    let certs = certs_dir(a.certs.clone(), lab.as_ref());
     let cfg = LoadConfig {
-        target: a.target,
+        target,
         transport: a.transport,
         cert: Some(CertChoice {
-            dir: a.certs.clone(),
+            dir: certs,
             name: a.cert.clone(),
             extra_anchors: a.ca.clone(),
         }),
-        server_name: a.server_name.clone(),
+        server_name: a.server_name.clone().or(found_server_name),
         rate: a.rate,
         concurrency: a.concurrency,
         duration: seconds("duration", a.duration)?,
@@ -131,6 +180,12 @@ pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
         to: a.to.clone(),
         timeout: seconds("timeout", a.timeout)?,
         progress: !a.quiet,
+        trust: match a.trust.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("none") => None,
+            Some(t) => Some(t.to_string()),
+            None if a.target.is_none() => Some(sipedge::send::edge_marking(&a.cert)),
+            None => None,
+        },
     };
     let rt = runtime()?;
     let summaries = match &a.sweep {
@@ -185,17 +240,19 @@ pub fn load(a: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn sink(a: SinkArgs) -> anyhow::Result<ExitCode> {
+    let certs = match &a.certs {
+        Some(c) => c.clone(),
+        None => certs_dir(None, running(None).ok().flatten().as_ref()),
+    };
     let tls = match a.transport {
         Transport::Tls => Some(
             CertChoice {
-                dir: a.certs.clone(),
+                dir: certs.clone(),
                 name: a.cert.clone(),
                 extra_anchors: vec![],
             }
             .load()
-            .with_context(|| {
-                format!("loading certificate {} from {}", a.cert, a.certs.display())
-            })?,
+            .with_context(|| format!("loading certificate {} from {}", a.cert, certs.display()))?,
         ),
         _ => None,
     };

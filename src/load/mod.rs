@@ -105,6 +105,9 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Print a progress line on stderr once a second.
     pub progress: bool,
+    /// An `ms-edge-proxy-message-trust` value for the initial requests (what a remote
+    /// Access Edge marks its requests with), or none.
+    pub trust: Option<String>,
 }
 
 /// Starts a connection's reader and writer once every connection exists.
@@ -183,6 +186,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
             local,
             contact,
             run: run_token.clone(),
+            trust: cfg.trust.clone(),
         };
         match cfg.transport {
             Transport::Udp => {

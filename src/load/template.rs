@@ -99,6 +99,8 @@ pub struct Party {
     pub contact: SocketAddr,
     /// A token that keeps one run's Call-IDs and branches apart from another's.
     pub run: String,
+    /// The `ms-edge-proxy-message-trust` value the initial requests carry, if any.
+    pub trust: Option<String>,
 }
 
 /// The small text body of the harness's MESSAGE.
@@ -119,6 +121,10 @@ impl Templates {
                 "",
                 "",
             ),
+        };
+        let extra = match &p.trust {
+            Some(t) => format!("ms-edge-proxy-message-trust: {t}\r\n{extra}"),
+            None => extra,
         };
         Templates {
             initial: Template::new(request_text(
@@ -249,6 +255,7 @@ mod tests {
 
     fn party() -> Party {
         Party {
+            trust: None,
             from: "sip:alice@fabrikam.test".into(),
             to: "sip:bob@contoso.test".into(),
             transport: Transport::Udp,

@@ -433,3 +433,46 @@ fn two_labs_keep_their_own_state_and_each_tool_finds_the_one_its_config_names() 
     assert!(sent.contains("200"), "{sent}");
     b.stop();
 }
+
+#[test]
+fn load_and_sink_find_the_running_lab_without_addresses_or_certificate_folders() {
+    let lab = LabProcess::start(&[]);
+    // No --target, no --certs: the lab's external TLS port (ephemeral here) and its
+    // certificates, from its state file.
+    let out = lab.sipedge(&[
+        "load",
+        "--transport",
+        "tls",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--quiet",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", self::text(&out));
+    assert!(text.contains("\"failed\": 0"), "{text}");
+    assert!(!text.contains("\"ok\": 0,"), "{text}");
+
+    // The sink (a pool stand-in) presents the lab's pool certificate without --certs.
+    let mut sink = Command::new(BIN)
+        .args(["sink", "--transport", "tls", "--listen", "127.0.0.1:0"])
+        .env("XDG_DATA_HOME", lab.data.path())
+        .env("XDG_RUNTIME_DIR", &lab.runtime)
+        .current_dir(lab.cwd.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sink");
+    let lines = read_lines(sink.stdout.take().expect("stdout"));
+    let first = lines.recv_timeout(Duration::from_secs(20));
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let first = first.expect("the sink prints where it listens");
+    assert!(
+        first.starts_with("sink listening tls 127.0.0.1:"),
+        "{first}"
+    );
+    lab.stop();
+}
