@@ -179,11 +179,11 @@ impl Core {
                     let mut decided = None;
                     if status >= 200 {
                         s.slot = None;
-                        if let Some(t) = s.received.take() {
-                            self.metrics
-                                .transaction_done(now.saturating_duration_since(t));
+                        let took = s.received.take().map(|t| now.saturating_duration_since(t));
+                        if let Some(took) = took {
+                            self.metrics.transaction_done(took);
                         }
-                        decided = s.decision.take().map(|d| (s.request.clone(), d));
+                        decided = s.decision.take().map(|d| (s.request.clone(), d, took));
                     }
                     (Some((s.reply.clone(), decided)), s.fsm.deadline())
                 } else {
@@ -195,11 +195,13 @@ impl Core {
         let Some(Some((reply, decided))) = send else {
             return;
         };
+        // A clone of `Bytes` shares the buffer: the record keeps the response for free.
+        let response = decided.as_ref().map(|_| bytes.clone());
         if let Err(e) = reply.send(bytes) {
             tracing::info!(error = %e, "response could not be sent");
         }
-        if let Some((request, d)) = decided {
-            self.record(&request, d, status);
+        if let (Some((request, d, took)), Some(response)) = (decided, response) {
+            self.record(&request, d, status, took, response);
         }
     }
 
