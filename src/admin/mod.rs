@@ -200,7 +200,7 @@ impl Admin {
             }
             Ok(Ok(req)) => {
                 let (status, body) = self.handle(&req).await;
-                if status == 200 && wants_json(&req) {
+                if status == 200 && req.path == "/decisions" && wants_json(&req) {
                     let _ = http::write_typed(&mut stream, status, "application/json", &body).await;
                     return;
                 }

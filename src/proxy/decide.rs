@@ -135,7 +135,7 @@ impl Core {
         p: PendingDecision,
         status: u16,
         took: Option<std::time::Duration>,
-        response: Bytes,
+        failure: Option<Bytes>,
     ) {
         self.metrics.decision(p.outcome, p.rule);
         if p.monitored {
@@ -169,7 +169,7 @@ impl Core {
             rule: p.rule,
             status,
             took,
-            response,
+            failure,
             sealed_route: p.sealed_route,
         });
     }
@@ -197,10 +197,13 @@ impl Core {
                 .into_owned()
         };
         // The response went back the way the request came, so it parses by the same rules.
-        let ms_diagnostics = Message::parse(r.response, r.datagram).ok().and_then(|resp| {
-            resp.header_value(HeaderName::MsDiagnostics)
-                .map(|v| v.into_owned())
-        });
+        let ms_diagnostics = r
+            .failure
+            .and_then(|b| Message::parse(b, r.datagram).ok())
+            .and_then(|resp| {
+                resp.header_value(HeaderName::MsDiagnostics)
+                    .map(|v| v.into_owned())
+            });
         record::DecisionRecord {
             at: r.at,
             call_id: text(Message::call_id),

@@ -43,7 +43,8 @@ pub struct DecisionRecord {
     pub status: u16,
     /// From the request's arrival to its final response leaving.
     pub took: Option<Duration>,
-    /// The final response's ms-diagnostics (the edge's own reason, or the far side's).
+    /// The ms-diagnostics of a final response of 300 or more (the edge's own reason, or
+    /// the far side's).
     pub ms_diagnostics: Option<String>,
     /// The checks that ran, the deciding one last (what `sipedge explain` prints).
     pub trail: Vec<Check>,
@@ -67,9 +68,10 @@ pub struct Recorded {
     pub status: u16,
     /// From the request's arrival to its final response leaving.
     pub took: Option<Duration>,
-    /// The final response as sent (shared with the transaction, not copied): its
-    /// ms-diagnostics is read from it when `/decisions` is read.
-    pub response: Bytes,
+    /// A final response of 300 or more as sent (shared with the transaction, not copied):
+    /// its ms-diagnostics is read from it when `/decisions` is read. With the request this
+    /// at most doubles what the ring holds: both are bounded by the framing's message size.
+    pub failure: Option<Bytes>,
     /// Its route set was restored from the edge's own seal (the decision depends on it).
     pub sealed_route: bool,
 }

@@ -195,13 +195,14 @@ impl Core {
         let Some(Some((reply, decided))) = send else {
             return;
         };
-        // A clone of `Bytes` shares the buffer: the record keeps the response for free.
-        let response = decided.as_ref().map(|_| bytes.clone());
+        // A failure's ms-diagnostics says why: the record keeps that response (a clone of
+        // `Bytes` shares the buffer, nothing is copied) and reads it only when asked.
+        let failure = (status >= 300).then(|| bytes.clone());
         if let Err(e) = reply.send(bytes) {
             tracing::info!(error = %e, "response could not be sent");
         }
-        if let (Some((request, d, took)), Some(response)) = (decided, response) {
-            self.record(&request, d, status, took, response);
+        if let Some((request, d, took)) = decided {
+            self.record(&request, d, status, took, failure);
         }
     }
 
