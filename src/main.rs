@@ -605,19 +605,21 @@ fn admin(
     }
 }
 
-/// `sipedge admin decisions [N]` and `sipedge admin metrics`: the route to read, `None`
+/// `sipedge admin decisions [N] [--json]`, `metrics` and `watch-list`: the route to read, `None`
 /// for anything else.
 fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>> {
     let Some((first, rest)) = words.split_first() else {
         return Ok(None);
     };
-    let json = rest.iter().any(|w| w == "--json");
+    let first = first.to_ascii_lowercase();
+    // Only `decisions` has a JSON form: elsewhere `--json` stays a word, and is refused.
+    let json = first == "decisions" && rest.iter().any(|w| w == "--json");
     let rest: Vec<&str> = rest
         .iter()
         .map(String::as_str)
-        .filter(|w| *w != "--json")
+        .filter(|w| !(json && *w == "--json"))
         .collect();
-    let path = match (first.to_ascii_lowercase().as_str(), rest.as_slice()) {
+    let path = match (first.as_str(), rest.as_slice()) {
         ("decisions", []) if json => "/decisions?format=json".to_string(),
         ("decisions", []) => "/decisions".to_string(),
         ("decisions", [n]) if json => format!("/decisions?n={n}&format=json"),
@@ -1067,5 +1069,38 @@ async fn wait_for_signals(
                 Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(line: &str) -> Result<Option<String>, String> {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        admin_read(&words, false).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn admin_decisions_json_asks_for_the_json_form_and_json_elsewhere_is_refused() {
+        assert_eq!(read("decisions"), Ok(Some("/decisions".into())));
+        assert_eq!(
+            read("decisions --json"),
+            Ok(Some("/decisions?format=json".into()))
+        );
+        assert_eq!(
+            read("Decisions 5 --json"),
+            Ok(Some("/decisions?n=5&format=json".into()))
+        );
+        assert_eq!(
+            read("decisions --json 5"),
+            Ok(Some("/decisions?n=5&format=json".into()))
+        );
+        assert!(read("decisions 5 6").unwrap_err().contains("[--json]"));
+        assert_eq!(
+            read("metrics --json"),
+            Err("usage: sipedge admin metrics".into())
+        );
+        assert_eq!(read("Get-CsAllowedDomain --json"), Ok(None));
     }
 }
