@@ -73,6 +73,7 @@ pub mod edge;
 pub mod explain;
 pub mod lab;
 pub mod load;
+pub mod logfmt;
 pub mod metrics;
 pub mod peer;
 pub mod preflight;

@@ -43,8 +43,10 @@ pub struct LoadArgs {
     /// TLS: the name the server's certificate must carry (default: the target's IP).
     #[arg(long)]
     server_name: Option<String>,
-    /// Open loop: transactions per second, sent on schedule whatever the answers.
-    #[arg(long, conflicts_with = "concurrency", required_unless_present_any = ["concurrency", "sweep"])]
+    /// Open loop: transactions per second, sent on schedule whatever the answers. With
+    /// --concurrency: the cap of the closed loop, at most this many new transactions per
+    /// second across all connections (a token bucket holding 10 ms of it).
+    #[arg(long, required_unless_present_any = ["concurrency", "sweep"])]
     rate: Option<f64>,
     /// Closed loop: transactions kept outstanding.
     #[arg(long)]

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use sipedge::config::{Live, Snapshot};
 use sipedge::edge::{Edge, Sockets};
+use sipedge::proxy::ACCESS_TARGET;
 
 mod load_cli;
 
@@ -28,8 +29,12 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines; fields as key=value, quoted the logfmt way.
     Text,
+    /// One JSON object per line.
     Json,
+    /// logfmt: time=, level=, target=, msg= and every field as key=value.
+    Logfmt,
 }
 
 #[derive(Subcommand)]
@@ -39,6 +44,9 @@ enum Command {
         /// The configuration file [default: the embedded lab config, see `lab`].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Log one INFO line per finished transaction (target sipedge::access).
+        #[arg(long)]
+        access_log: bool,
     },
     /// Run the whole lab in one process: the edge, every simulated peer of the DESIGN
     /// topology, the lab zone and the admin endpoint (with PIC provisioning), until
@@ -64,6 +72,9 @@ enum Command {
         /// with `sipedge lab --config DIR/lab.toml`.
         #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "ephemeral", "print_config"])]
         init: Option<PathBuf>,
+        /// Log one INFO line per finished transaction (target sipedge::access).
+        #[arg(long)]
+        access_log: bool,
     },
     /// Validate a configuration file without starting anything.
     CheckConfig {
@@ -141,8 +152,8 @@ enum Command {
     /// ($XDG_RUNTIME_DIR/sipedge/edges/<pid>.json or /tmp/sipedge-<uid>/edges/): the one
     /// edge running, or the one running --config FILE. The flags may also follow the line.
     ///
-    /// More read what the edge saw: `decisions [N]` (the last N decisions with their
-    /// trail of checks, default 20), `metrics` (the counters, Prometheus text) and
+    /// More read what the edge saw: `decisions [N] [--json]` (the last N decisions with
+    /// their final status and trail of checks, default 20; --json for a JSON array), `metrics` (the counters, Prometheus text) and
     /// `watch-list` (the discovered partners, watch-listed or suspicious first, and the last
     /// DiscoveredPartnerReportPeriodMinutes report); `release DOMAIN` takes a partner off
     /// the watch list and out of the suspicious throttle.
@@ -228,6 +239,19 @@ enum Command {
         #[arg(long = "name", value_name = "FQDN")]
         names: Vec<String>,
     },
+    /// Print the shell completion script for SHELL on stdout, e.g.
+    /// `sipedge completions bash > ~/.local/share/bash-completion/completions/sipedge`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write one page per command into a directory,
+    /// e.g. `sipedge man --dir ~/.local/share/man/man1`.
+    Man {
+        /// Write sipedge.1 and a sipedge-COMMAND.1 per subcommand into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The edge's config and the two ends of a request (`explain`, `send`).
@@ -246,9 +270,19 @@ struct Ends {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let access_log = matches!(
+        cli.command,
+        Command::Run {
+            access_log: true,
+            ..
+        } | Command::Lab {
+            access_log: true,
+            ..
+        }
+    );
+    init_logging(cli.log_format, access_log);
     let result = match cli.command {
-        Command::Run { config } => config_or_embedded(config).and_then(|(c, _)| run(c)),
+        Command::Run { config, .. } => config_or_embedded(config).and_then(|(c, _)| run(c)),
         Command::Lab {
             init: Some(dir), ..
         } => lab_init(&dir),
@@ -257,7 +291,14 @@ fn main() -> ExitCode {
             ephemeral,
             print_config,
             init: None,
+            ..
         } => lab(config, ephemeral, print_config),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "sipedge", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(dir),
         Command::CheckConfig { file } => check_config(&file),
         Command::CheckPartner {
             domain,
@@ -381,18 +422,56 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+/// `sipedge man`: the page of `sipedge` on stdout, or with `--dir` one page per command
+/// written there (sipedge.1, sipedge-run.1, …: the pages sipedge(1) names).
+fn man(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        clap_mangen::generate_to(cmd, &dir)
+            .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+        println!("{}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut out)
+        .context("rendering the man page")?;
+    std::io::stdout()
+        .write_all(&out)
+        .context("writing the man page")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat, access_log: bool) {
+    use std::io::IsTerminal as _;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,hickory_server=warn,hickory_proto=warn,hickory_resolver=warn",
         )
     });
+    // The flag decides whether access lines are written, whatever RUST_LOG says; when off
+    // the callsite is disabled once and for all, so the hot path only reads its interest.
+    let level = if access_log { "info" } else { "off" };
+    if let Ok(d) = format!("{ACCESS_TARGET}={level}").parse() {
+        filter = filter.add_directive(d);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .fmt_fields(sipedge::logfmt::Fields { message_key: None })
+            .init(),
         LogFormat::Json => builder.json().init(),
+        LogFormat::Logfmt => builder
+            .fmt_fields(sipedge::logfmt::Fields {
+                message_key: Some("msg"),
+            })
+            .event_format(sipedge::logfmt::Logfmt)
+            .init(),
     }
 }
 
@@ -538,16 +617,26 @@ fn admin(
     }
 }
 
-/// `sipedge admin decisions [N]` and `sipedge admin metrics`: the route to read, `None`
+/// `sipedge admin decisions [N] [--json]`, `metrics` and `watch-list`: the route to read, `None`
 /// for anything else.
 fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>> {
     let Some((first, rest)) = words.split_first() else {
         return Ok(None);
     };
-    let path = match (first.to_ascii_lowercase().as_str(), rest) {
+    let first = first.to_ascii_lowercase();
+    // Only `decisions` has a JSON form: elsewhere `--json` stays a word, and is refused.
+    let json = first == "decisions" && rest.iter().any(|w| w == "--json");
+    let rest: Vec<&str> = rest
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !(json && *w == "--json"))
+        .collect();
+    let path = match (first.as_str(), rest.as_slice()) {
+        ("decisions", []) if json => "/decisions?format=json".to_string(),
         ("decisions", []) => "/decisions".to_string(),
+        ("decisions", [n]) if json => format!("/decisions?n={n}&format=json"),
         ("decisions", [n]) => format!("/decisions?n={n}"),
-        ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N]"),
+        ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N] [--json]"),
         ("metrics", []) => "/metrics".to_string(),
         ("metrics", _) => anyhow::bail!("usage: sipedge admin metrics"),
         ("watch-list", []) => "/watch-list".to_string(),
@@ -724,6 +813,9 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let drain = snapshot.edge.drain_timeout;
+        // The handlers are in place before the first "listening" line, so a signal sent
+        // as soon as the edge is up is handled, not fatal.
+        let signals = stop_signals()?;
         let tls = sipedge::tls_store::TlsStore::from_snapshot(&snapshot)
             .context("loading TLS material")?;
         let sockets = Sockets::bind(&snapshot).await?;
@@ -736,7 +828,7 @@ fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
         )?;
         let admin = edge.admin_addr().zip(edge.admin_token());
         let state = write_state("run", &config, &edge, admin);
-        let waited = wait_for_signals(&config, &live, tls.as_deref()).await;
+        let waited = wait_for_signals(signals, &config, &live, tls.as_deref()).await;
         if let Some(p) = state {
             let _ = std::fs::remove_file(p);
         }
@@ -901,8 +993,10 @@ fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::
         for line in try_next(given.then_some(config.as_path()), edge) {
             println!("  {line}");
         }
+        // The handlers are in place before the line that says a signal stops the lab.
+        let stop = stop_signals()?;
         println!("\nCtrl-C stops the lab.");
-        let waited = wait_for_stop().await;
+        let waited = wait_for_stop(stop).await;
         if let Some(p) = state {
             let _ = std::fs::remove_file(p);
         }
@@ -937,14 +1031,21 @@ fn try_next(config: Option<&std::path::Path>, edge: Option<std::net::SocketAddr>
     ]
 }
 
+/// The handlers of SIGTERM, SIGINT and SIGHUP, in that order.
+fn stop_signals() -> anyhow::Result<[tokio::signal::unix::Signal; 3]> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok([
+        signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+    ])
+}
+
 /// Waits for SIGINT, SIGTERM or SIGHUP. The lab drains on SIGHUP as on SIGTERM rather
 /// than reload: it rewrites its config at start (bound ports, peer addresses), which a
 /// reload from the file would undo; a closed terminal then stops it cleanly.
-async fn wait_for_stop() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+async fn wait_for_stop(signals: [tokio::signal::unix::Signal; 3]) -> anyhow::Result<()> {
+    let [mut term, mut int, mut hup] = signals;
     tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
@@ -957,14 +1058,12 @@ async fn wait_for_stop() -> anyhow::Result<()> {
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the config file and certificates.
 async fn wait_for_signals(
+    signals: [tokio::signal::unix::Signal; 3],
     config: &std::path::Path,
     live: &Live,
     tls: Option<&sipedge::tls_store::TlsStore>,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let [mut term, mut int, mut hup] = signals;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
@@ -983,5 +1082,38 @@ async fn wait_for_signals(
                 Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(line: &str) -> Result<Option<String>, String> {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        admin_read(&words, false).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn admin_decisions_json_asks_for_the_json_form_and_json_elsewhere_is_refused() {
+        assert_eq!(read("decisions"), Ok(Some("/decisions".into())));
+        assert_eq!(
+            read("decisions --json"),
+            Ok(Some("/decisions?format=json".into()))
+        );
+        assert_eq!(
+            read("Decisions 5 --json"),
+            Ok(Some("/decisions?n=5&format=json".into()))
+        );
+        assert_eq!(
+            read("decisions --json 5"),
+            Ok(Some("/decisions?n=5&format=json".into()))
+        );
+        assert!(read("decisions 5 6").unwrap_err().contains("[--json]"));
+        assert_eq!(
+            read("metrics --json"),
+            Err("usage: sipedge admin metrics".into())
+        );
+        assert_eq!(read("Get-CsAllowedDomain --json"), Ok(None));
     }
 }

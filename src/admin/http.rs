@@ -27,6 +27,13 @@ pub struct Request {
 }
 
 impl Request {
+    /// The value of `key` in the query (`a=1&format=json`), as written (not decoded).
+    pub fn query_param(&self, key: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }
+
     /// The first header named `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -151,8 +158,18 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
     status: u16,
     body: &str,
 ) -> io::Result<()> {
+    write_typed(w, status, "text/plain; charset=utf-8", body).await
+}
+
+/// Writes a complete response of the given media type and says the connection closes.
+pub async fn write_typed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> io::Result<()> {
     let text = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         reason(status),
         body.len()
     );

@@ -11,7 +11,7 @@
 //! | `GET /health` | no | `ok`; in a lab also a line per tripwire peer (contacts of the blocked domain's edge) |
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file (refused when it no longer holds the running objects, listing them); `?persist=all` writes every running object |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
-//! | `GET /decisions[?n=N]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each, then its trail of checks |
+//! | `GET /decisions[?n=N][&format=json]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each (RFC 3339 time, outcome, final status, rule, …), then its trail of checks; with `format=json` an array of objects (`decision_json`) |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
 //! | `GET /watch-list` | yes | the discovered partners: watch-listed or suspicious first, each with its period so far; the last report |
 //! | `POST /watch-list/release` (body: a domain) | yes | 200: off the watch list and out of the suspicious throttle; 404 + what is watched |
@@ -36,7 +36,7 @@ pub mod state;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::Rng as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -198,7 +198,14 @@ impl Admin {
                 tracing::debug!(%peer, "admin request timed out");
                 return;
             }
-            Ok(Ok(req)) => self.handle(&req).await,
+            Ok(Ok(req)) => {
+                let (status, body) = self.handle(&req).await;
+                if status == 200 && req.path == "/decisions" && wants_json(&req) {
+                    let _ = http::write_typed(&mut stream, status, "application/json", &body).await;
+                    return;
+                }
+                (status, body)
+            }
             Ok(Err(http::HttpError::Closed)) | Ok(Err(http::HttpError::Io(_))) => return,
             Ok(Err(e @ http::HttpError::BodyTooLarge)) => (413, format!("{e}\n")),
             Ok(Err(e)) => (400, format!("{e}\n")),
@@ -262,9 +269,10 @@ impl Admin {
         }
         match req.path.as_str() {
             "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
-            "/decisions" => match decisions_wanted(&req.query) {
-                Ok(n) => (200, self.decisions(n)),
-                Err(e) => (400, e),
+            "/decisions" => match (decisions_wanted(&req.query), wants_json_checked(req)) {
+                (Ok(n), Ok(false)) => (200, self.decisions(n)),
+                (Ok(n), Ok(true)) => (200, self.decisions_json(n)),
+                (Err(e), _) | (_, Err(e)) => (400, e),
             },
             "/metrics" => (200, self.metrics()),
             "/watch-list" => (200, self.watch_list()),
@@ -329,12 +337,12 @@ impl Admin {
                 Ok(by) => {
                     lab.clock.advance(by);
                     let now = lab.clock.now();
-                    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                    let at = crate::logfmt::rfc3339(now);
                     tracing::info!(advanced_s = by.as_secs(), "lab clock advanced");
                     (
                         200,
                         format!(
-                            "lab clock advanced by {}s; lab time is now {secs} (unix seconds)\n",
+                            "lab clock advanced by {}s; lab time is now {at}\n",
                             by.as_secs()
                         ),
                     )
@@ -454,10 +462,7 @@ impl Admin {
             let _ = writeln!(out, "{} {state}: {}", p.partner, partner_line(p));
         }
         if let Some(r) = self.core.last_partner_report() {
-            let at =
-                r.at.duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
+            let at = crate::logfmt::rfc3339(r.at);
             let _ = writeln!(
                 out,
                 "\nlast report at {at} (every DiscoveredPartnerReportPeriodMinutes):"
@@ -508,12 +513,19 @@ impl Admin {
     fn decisions(&self, n: usize) -> String {
         let mut out = String::new();
         for d in self.core.last_decisions(n) {
-            let at = d.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let took = d
+                .took
+                .map(|t| format!(" took={:.1}ms", t.as_secs_f64() * 1000.0))
+                .unwrap_or_default();
+            let diagnostics = d
+                .ms_diagnostics
+                .as_deref()
+                .map(|v| format!(" ms-diagnostics={}", crate::logfmt::value(v)))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{}.{:03} {} {} {} {} {} {}/{} from {} [{}] call-id={}",
-                at.as_secs(),
-                at.subsec_millis(),
+                "{} {} {} {} {} {} {}/{} from {} [{}]{took}{diagnostics} call-id={}",
+                crate::logfmt::rfc3339(d.at),
                 d.outcome,
                 d.status,
                 d.rule,
@@ -529,6 +541,66 @@ impl Admin {
         }
         out
     }
+
+    /// The last `n` decisions as a JSON array, oldest first.
+    fn decisions_json(&self, n: usize) -> String {
+        let all: Vec<serde_json::Value> = self
+            .core
+            .last_decisions(n)
+            .iter()
+            .map(decision_json)
+            .collect();
+        let mut out = serde_json::Value::Array(all).to_string();
+        out.push('\n');
+        out
+    }
+}
+
+/// One decision as `/decisions?format=json` gives it.
+pub fn decision_json(d: &crate::proxy::record::DecisionRecord) -> serde_json::Value {
+    use crate::policy::Outcome;
+    let trail: Vec<serde_json::Value> = d
+        .trail
+        .iter()
+        .map(|c| {
+            let (result, note) = match &c.outcome {
+                Outcome::Passed(note) => ("pass", note),
+                Outcome::Decided(note) => ("decided", note),
+            };
+            serde_json::json!({ "check": c.name, "result": result, "note": note })
+        })
+        .collect();
+    serde_json::json!({
+        "time": crate::logfmt::rfc3339(d.at),
+        "call_id": d.call_id,
+        "method": d.method,
+        "request_uri": d.request_uri,
+        "from": d.from,
+        "to": d.to,
+        "interface": d.interface.to_string(),
+        "transport": d.transport.to_string(),
+        "peer": d.peer.to_string(),
+        "identity": d.identity,
+        "outcome": d.outcome,
+        "rule": d.rule,
+        "status": d.status,
+        "duration_ms": d.took.map(|t| t.as_secs_f64() * 1000.0),
+        "ms_diagnostics": d.ms_diagnostics,
+        "trail": trail,
+    })
+}
+
+/// `format=json` in the query (only `json` and `text` are known).
+fn wants_json_checked(req: &http::Request) -> Result<bool, String> {
+    match req.query_param("format") {
+        None | Some("text") => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => Err(format!("format= takes json or text (got `{other}`)\n")),
+    }
+}
+
+fn wants_json(req: &http::Request) -> bool {
+    wants_json_checked(req) == Ok(true)
 }
 
 /// A partner's statistics on one line.

@@ -52,6 +52,47 @@ pub enum Pace {
     Outstanding(usize),
 }
 
+/// The `--rate` cap of a closed loop: a token bucket shared by every connection's writer,
+/// so the run as a whole starts at most `rate` transactions per second. It is pure (the
+/// time is passed in, as the time since the run started), so its pacing is tested with a
+/// made-up clock.
+#[derive(Debug)]
+pub struct RateCap {
+    rate: f64,
+    /// The most tokens kept: 10 ms of the rate (at least one) and one more, so a writer
+    /// woken late by the timer keeps the fraction of a token it overslept, and no larger
+    /// burst.
+    burst: f64,
+    tokens: f64,
+    last: Duration,
+}
+
+impl RateCap {
+    /// An empty bucket at the start of the run: the first transaction waits 1/rate.
+    pub fn new(rate: f64) -> RateCap {
+        RateCap {
+            rate,
+            burst: (rate * 0.01).max(1.0) + 1.0,
+            tokens: 0.0,
+            last: Duration::ZERO,
+        }
+    }
+
+    /// Takes up to `want` tokens at `now` (time since the start): how many it got, or,
+    /// when none is there, how long until the next one.
+    pub fn take(&mut self, now: Duration, want: usize) -> Result<usize, Duration> {
+        let elapsed = now.saturating_sub(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens < 1.0 {
+            return Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate));
+        }
+        let got = (self.tokens.floor() as usize).min(want);
+        self.tokens -= got as f64;
+        Ok(got)
+    }
+}
+
 /// Where a connection's bytes go.
 #[derive(Clone)]
 pub enum Out {
@@ -120,6 +161,8 @@ pub struct RunShared {
     /// Writers still sending; at 0 the timer tasks end once nothing is pending.
     pub writers_left: AtomicUsize,
     pub run_token: String,
+    /// A closed loop's `--rate` cap, shared by every connection.
+    pub cap: Option<Mutex<RateCap>>,
 }
 
 impl Conn {
@@ -159,6 +202,25 @@ impl Conn {
             None => st.rec.timeouts += 1,
         }
         self.slots.add_permits(1);
+    }
+}
+
+/// Waits for tokens of the `--rate` cap for up to `want` transactions: how many may go,
+/// 0 when the run ends first.
+async fn capped(cap: &Mutex<RateCap>, run: &RunShared, want: usize) -> usize {
+    loop {
+        let now = Instant::now();
+        if now >= run.end {
+            return 0;
+        }
+        let taken = cap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(now.saturating_duration_since(run.start), want);
+        match taken {
+            Ok(n) => return n,
+            Err(wait) => tokio::time::sleep_until((now + wait).min(run.end)).await,
+        }
     }
 }
 
@@ -215,6 +277,18 @@ pub async fn writer(conn: Arc<Conn>, run: Arc<RunShared>, pace: Pace) {
                         }
                         Err(_) => break,
                     }
+                }
+                if let Some(cap) = &run.cap {
+                    let granted = capped(cap, &run, due.len()).await;
+                    // The slots the cap held back go back for the next turn.
+                    conn.slots.add_permits(due.len() - granted);
+                    due.truncate(granted);
+                    if granted == 0 {
+                        break;
+                    }
+                    // Latency counts from the send: the wait for a token is the cap's own.
+                    let now = Instant::now();
+                    due.iter_mut().for_each(|d| *d = now);
                 }
             }
         }
@@ -551,5 +625,57 @@ mod tests {
         );
         assert_eq!(angle_uri("sip:b@h;x=1"), Some("sip:b@h"));
         assert_eq!(angle_uri(""), None);
+    }
+}
+
+#[cfg(test)]
+mod rate_cap_tests {
+    use super::*;
+
+    #[test]
+    fn a_greedy_closed_loop_capped_at_200_per_second_starts_200_a_second_on_a_made_up_clock() {
+        let mut cap = RateCap::new(200.0);
+        let (mut t, mut sent) = (Duration::ZERO, 0usize);
+        let tick = Duration::from_micros(1_700);
+        while t < Duration::from_secs(5) {
+            // Every writer wants far more than the rate: only the cap holds them back.
+            if let Ok(n) = cap.take(t, 1_000) {
+                sent += n;
+            }
+            // Never ahead of the rate by more than the burst (10 ms of it and one, here 3).
+            assert!(
+                sent as f64 <= t.as_secs_f64() * 200.0 + 3.0,
+                "{sent} at {t:?}"
+            );
+            t += tick;
+        }
+        assert!((995..=1_000).contains(&sent), "{sent}");
+    }
+
+    #[test]
+    fn a_writer_always_woken_late_still_reaches_the_rate() {
+        let mut cap = RateCap::new(100.0);
+        let (mut t, mut sent) = (Duration::ZERO, 0usize);
+        // It asks for the next token after the 10 ms it was told, and 0.9 ms more.
+        while t < Duration::from_secs(5) {
+            match cap.take(t, 1) {
+                Ok(n) => sent += n,
+                Err(wait) => t += wait + Duration::from_micros(900),
+            }
+        }
+        assert!((495..=501).contains(&sent), "{sent}");
+    }
+
+    #[test]
+    fn an_empty_bucket_says_how_long_until_the_next_token() {
+        let mut cap = RateCap::new(4.0);
+        let waits = |r: Result<usize, Duration>| r.unwrap_err().as_secs_f64();
+        assert!((waits(cap.take(Duration::ZERO, 1)) - 0.25).abs() < 1e-9);
+        assert!((waits(cap.take(Duration::from_millis(100), 1)) - 0.15).abs() < 1e-9);
+        assert_eq!(cap.take(Duration::from_millis(250), 5), Ok(1));
+        // A long idle time fills the bucket only up to its burst (two tokens at 4/s).
+        assert_eq!(cap.take(Duration::from_secs(60), 5), Ok(2));
+        // A clock read out of order (two writers) takes nothing back.
+        assert!(cap.take(Duration::from_secs(59), 1).is_err());
     }
 }

@@ -34,7 +34,9 @@ pub use template::Scenario;
 /// Why a load run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("give either a rate or a concurrency, and it must be above 0")]
+    #[error(
+        "give a rate, a concurrency, or both (a closed loop capped at the rate), each above 0"
+    )]
     BadPace,
     #[error("--connections must be between 1 and 65535")]
     BadConnections,
@@ -92,7 +94,8 @@ pub struct LoadConfig {
     pub cert: Option<CertChoice>,
     /// The name the server's certificate must carry; default the target's IP.
     pub server_name: Option<String>,
-    /// Open loop at this many transactions per second.
+    /// Open loop at this many transactions per second; with `concurrency`, the closed
+    /// loop's cap.
     pub rate: Option<f64>,
     /// Closed loop with this many outstanding.
     pub concurrency: Option<usize>,
@@ -132,7 +135,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
                 })
                 .collect()
         }
-        (None, Some(n)) if n > 0 => (0..connections)
+        (r, Some(n)) if n > 0 && r.is_none_or(|r| r > 0.0 && r.is_finite()) => (0..connections)
             .map(|k| Pace::Outstanding(n / connections + usize::from(k < n % connections)))
             .collect(),
         _ => return Err(LoadError::BadPace),
@@ -274,6 +277,10 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         end: start + cfg.duration,
         writers_left: AtomicUsize::new(connections),
         run_token,
+        cap: match (cfg.rate, cfg.concurrency) {
+            (Some(r), Some(_)) => Some(std::sync::Mutex::new(client::RateCap::new(r))),
+            _ => None,
+        },
     });
 
     if let Some(l) = listener {
@@ -325,10 +332,10 @@ pub async fn run(cfg: &LoadConfig) -> Result<Summary, LoadError> {
         target: cfg.target.to_string(),
         transport: cfg.transport.to_string(),
         scenario: cfg.scenario.as_str().into(),
-        mode: if cfg.rate.is_some() {
-            "rate"
-        } else {
-            "concurrency"
+        mode: match (cfg.rate, cfg.concurrency) {
+            (Some(_), Some(_)) => "concurrency-capped",
+            (Some(_), None) => "rate",
+            _ => "concurrency",
         }
         .into(),
         rate: cfg.rate.unwrap_or(0.0),

@@ -123,9 +123,9 @@ pub struct Summary {
     pub target: String,
     pub transport: String,
     pub scenario: String,
-    /// `rate` (open loop) or `concurrency` (closed loop).
+    /// `rate` (open loop), `concurrency` (closed loop) or `concurrency-capped` (both).
     pub mode: String,
-    /// Offered transactions per second (open loop), 0 in closed loop.
+    /// Offered transactions per second (open loop), the cap of a capped closed loop, else 0.
     pub rate: f64,
     pub concurrency: usize,
     pub connections: usize,

@@ -129,11 +129,35 @@ impl Core {
     }
 
     /// Records a decision with the final status its request got.
-    pub(super) fn record(&self, request: &Message, p: PendingDecision, status: u16) {
+    pub(super) fn record(
+        &self,
+        request: &Message,
+        p: PendingDecision,
+        status: u16,
+        took: Option<std::time::Duration>,
+        failure: Option<Bytes>,
+    ) {
         self.metrics.decision(p.outcome, p.rule);
         if p.monitored {
             self.metrics.monitored_decision(p.outcome);
         }
+        // `--access-log`: the fields are computed only when the target is enabled, so with
+        // the flag off this costs one read of the callsite's cached interest.
+        tracing::info!(
+            target: ACCESS_TARGET,
+            method = request.method_str(),
+            call_id = request.call_id().unwrap_or(""),
+            from = request.from().map_or("", |f| f.uri.host),
+            to = request.to().map_or("", |t| t.uri.host),
+            status,
+            rule = p.rule,
+            outcome = p.outcome,
+            duration_ms = %format_args!("{:.3}", took.map_or(0.0, |t| t.as_secs_f64() * 1000.0)),
+            arrival = %p.peer.interface,
+            exit = p.exit.map_or("-", |i| i.as_str()),
+            peer = %p.peer.addr,
+            "transaction done"
+        );
         self.decisions.record(record::Recorded {
             at: std::time::SystemTime::now(),
             request: Bytes::copy_from_slice(request.bytes()),
@@ -144,6 +168,8 @@ impl Core {
             outcome: p.outcome,
             rule: p.rule,
             status,
+            took,
+            failure,
             sealed_route: p.sealed_route,
         });
     }
@@ -163,11 +189,28 @@ impl Core {
             // It parsed when it was decided; the same bytes cannot fail now.
             Err(_) => Vec::new(),
         };
+        let header = |name| {
+            m.as_ref()
+                .ok()
+                .and_then(|m| m.header_value(name))
+                .unwrap_or_default()
+                .into_owned()
+        };
+        // The response went back the way the request came, so it parses by the same rules.
+        let ms_diagnostics = r
+            .failure
+            .and_then(|b| Message::parse(b, r.datagram).ok())
+            .and_then(|resp| {
+                resp.header_value(HeaderName::MsDiagnostics)
+                    .map(|v| v.into_owned())
+            });
         record::DecisionRecord {
             at: r.at,
             call_id: text(Message::call_id),
             method: text(|m| Some(m.method_str())),
             request_uri: text(|m| m.uri_range().map(|range| m.text(range))),
+            from: header(HeaderName::From),
+            to: header(HeaderName::To),
             interface: r.peer.interface,
             transport: r.peer.transport,
             peer: r.peer.addr,
@@ -175,6 +218,8 @@ impl Core {
             outcome: r.outcome,
             rule: r.rule,
             status: r.status,
+            took: r.took,
+            ms_diagnostics,
             trail,
         }
     }
@@ -191,6 +236,9 @@ impl Core {
     }
 }
 
+/// The log target of the access lines (`sipedge run --access-log`).
+pub const ACCESS_TARGET: &str = "sipedge::access";
+
 /// A decision waiting for its request's final response to be recorded.
 /// What is kept of a decision until its request's final response: its inputs (the trail is
 /// rebuilt from them when `/decisions` is read) and its verdict.
@@ -201,13 +249,14 @@ pub(super) fn pending_decision(
     d: &Decision,
     sealed_route: bool,
 ) -> PendingDecision {
-    let (outcome, rule) = match d {
-        Decision::Forward(f) => ("forward", f.rule),
-        Decision::Reject(r) => ("reject", r.rule.name()),
-        Decision::AnswerOptions => ("answer", "options-to-edge"),
+    let (outcome, rule, exit) = match d {
+        Decision::Forward(f) => ("forward", f.rule, Some(f.exit)),
+        Decision::Reject(r) => ("reject", r.rule.name(), None),
+        Decision::AnswerOptions => ("answer", "options-to-edge", None),
     };
     PendingDecision {
         peer: peer.clone(),
+        exit,
         snap: Arc::clone(snap),
         dns,
         outcome,
@@ -219,6 +268,8 @@ pub(super) fn pending_decision(
 
 pub(super) struct PendingDecision {
     pub(super) peer: Peer,
+    /// The interface a forwarded request left by (for the access log).
+    pub(super) exit: Option<Interface>,
     pub(super) snap: Arc<Snapshot>,
     pub(super) dns: DnsFacts,
     pub(super) outcome: &'static str,

@@ -18,6 +18,7 @@
 
 pub mod amplification;
 mod decide;
+pub use decide::ACCESS_TARGET;
 mod dialog;
 pub mod forward;
 mod hidden;

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -27,6 +27,9 @@ pub struct DecisionRecord {
     pub call_id: String,
     pub method: String,
     pub request_uri: String,
+    /// The From and To header values as they arrived.
+    pub from: String,
+    pub to: String,
     pub interface: Interface,
     pub transport: Transport,
     pub peer: SocketAddr,
@@ -38,6 +41,11 @@ pub struct DecisionRecord {
     pub rule: &'static str,
     /// The final status the request got: the edge's refusal or answer, or the one relayed.
     pub status: u16,
+    /// From the request's arrival to its final response leaving.
+    pub took: Option<Duration>,
+    /// The ms-diagnostics of a final response of 300 or more (the edge's own reason, or
+    /// the far side's).
+    pub ms_diagnostics: Option<String>,
     /// The checks that ran, the deciding one last (what `sipedge explain` prints).
     pub trail: Vec<Check>,
 }
@@ -58,6 +66,12 @@ pub struct Recorded {
     pub rule: &'static str,
     /// The final status the request got (relayed or the edge's own).
     pub status: u16,
+    /// From the request's arrival to its final response leaving.
+    pub took: Option<Duration>,
+    /// A final response of 300 or more as sent (shared with the transaction, not copied):
+    /// its ms-diagnostics is read from it when `/decisions` is read. With the request this
+    /// at most doubles what the ring holds: both are bounded by the framing's message size.
+    pub failure: Option<Bytes>,
     /// Its route set was restored from the edge's own seal (the decision depends on it).
     pub sealed_route: bool,
 }

@@ -179,11 +179,11 @@ impl Core {
                     let mut decided = None;
                     if status >= 200 {
                         s.slot = None;
-                        if let Some(t) = s.received.take() {
-                            self.metrics
-                                .transaction_done(now.saturating_duration_since(t));
+                        let took = s.received.take().map(|t| now.saturating_duration_since(t));
+                        if let Some(took) = took {
+                            self.metrics.transaction_done(took);
                         }
-                        decided = s.decision.take().map(|d| (s.request.clone(), d));
+                        decided = s.decision.take().map(|d| (s.request.clone(), d, took));
                     }
                     (Some((s.reply.clone(), decided)), s.fsm.deadline())
                 } else {
@@ -195,11 +195,14 @@ impl Core {
         let Some(Some((reply, decided))) = send else {
             return;
         };
+        // A failure's ms-diagnostics says why: the record keeps that response (a clone of
+        // `Bytes` shares the buffer, nothing is copied) and reads it only when asked.
+        let failure = (status >= 300).then(|| bytes.clone());
         if let Err(e) = reply.send(bytes) {
             tracing::info!(error = %e, "response could not be sent");
         }
-        if let Some((request, d)) = decided {
-            self.record(&request, d, status);
+        if let Some((request, d, took)) = decided {
+            self.record(&request, d, status, took, failure);
         }
     }
 

@@ -356,3 +356,82 @@ fn explain_defaults_to_what_send_sends_and_takes_the_senders_marking() {
         "an unverified sender alice does not list: {own}"
     );
 }
+
+/// `sipedge <args>`: its standard output, after checking it exited 0.
+fn stdout_of(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipedge");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The subcommands a user types, as `sipedge --help` lists them.
+const SUBCOMMANDS: [&str; 15] = [
+    "run",
+    "lab",
+    "check-config",
+    "check-partner",
+    "explain",
+    "peer",
+    "admin",
+    "send",
+    "load",
+    "sink",
+    "rotate-key",
+    "certs",
+    "completions",
+    "man",
+    "help",
+];
+
+#[test]
+fn bash_completions_offer_every_subcommand_and_their_flags() {
+    let script = stdout_of(&["completions", "bash"]);
+    assert!(script.contains("complete -F _sipedge"), "{script}");
+    // The words offered after `sipedge `.
+    let top = script
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("sipedge)"))
+        .find_map(|l| l.trim().strip_prefix("opts=\"")?.strip_suffix('"'))
+        .expect("the top-level word list");
+    for sub in SUBCOMMANDS {
+        assert!(top.split_whitespace().any(|w| w == sub), "{sub}: {top}");
+    }
+    assert!(
+        script.contains("--access-log"),
+        "run/lab flags are completed"
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(stdout_of(&["completions", shell]).contains("check-partner"));
+    }
+}
+
+#[test]
+fn the_man_page_is_roff_naming_every_command_and_dir_writes_one_page_each() {
+    let page = stdout_of(&["man"]);
+    let th = page.lines().find(|l| l.starts_with(".TH "));
+    assert_eq!(th, Some(".TH sipedge 1  \"sipedge 0.1.0\" "), "{page}");
+    // The sections a man page has.
+    for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "SUBCOMMANDS"] {
+        assert!(page.contains(&format!("\n.SH {section}\n")), "{section}");
+    }
+    for sub in SUBCOMMANDS {
+        // Subcommands are listed as their pages, hyphens escaped for roff.
+        let name = format!("sipedge\\-{}(1)", sub.replace('-', "\\-"));
+        assert!(page.contains(&name), "{name}: {page}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    stdout_of(&["man", "--dir", dir.path().to_str().unwrap()]);
+    for sub in SUBCOMMANDS.iter().filter(|s| **s != "help") {
+        let file = dir.path().join(format!("sipedge-{sub}.1"));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file:?}: {e}"));
+        assert!(text.contains(&format!(".TH sipedge-{sub} 1")), "{text}");
+    }
+}

@@ -29,6 +29,8 @@ struct LabProcess {
     runtime: PathBuf,
     _own_runtime: Option<tempfile::TempDir>,
     cwd: tempfile::TempDir,
+    /// Its standard error, a line at a time (a pipe, as under a service manager).
+    log: mpsc::Receiver<String>,
 }
 
 impl LabProcess {
@@ -49,10 +51,11 @@ impl LabProcess {
             .env("XDG_RUNTIME_DIR", runtime)
             .current_dir(cwd.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sipedge lab");
         let lines = read_lines(child.stdout.take().expect("stdout"));
+        let log = read_lines(child.stderr.take().expect("stderr"));
         let mut banner = String::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -73,7 +76,24 @@ impl LabProcess {
             runtime: runtime.to_path_buf(),
             _own_runtime: None,
             cwd,
+            log,
         }
+    }
+
+    /// The lines it logged until one holds `want` (at most ten seconds); panics without it.
+    fn logged_until(&self, want: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.log.recv_timeout(Duration::from_millis(200)) {
+                let done = line.contains(want);
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("no log line with `{want}`; logged:\n{}", seen.join("\n"));
     }
 
     /// Runs `sipedge <args>` as the lab's user would, beside it.
@@ -474,5 +494,148 @@ fn load_and_sink_find_the_running_lab_without_addresses_or_certificate_folders()
         first.starts_with("sink listening tls 127.0.0.1:"),
         "{first}"
     );
+    lab.stop();
+}
+
+/// The JSON field `key` of `d` as text (`null` for a missing one).
+fn field(d: &serde_json::Value, key: &str) -> String {
+    match &d[key] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn decisions_as_json_and_the_access_log_of_a_lab_logging_into_a_pipe() {
+    let started = sipedge::logfmt::rfc3339(std::time::SystemTime::now());
+    let lab = LabProcess::start(&["--access-log"]);
+    let internal = internal_tcp(&lab.banner);
+    let say = |from: &'static str, id: &'static str| {
+        message_over_tcp(internal, from, "sip:sam@live.com", id)
+    };
+    let r = say("sip:alice@contoso.test", "acc1").await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let r = say("sip:bob@contoso.test", "acc2").await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    lab.ok(&["admin", "fault", "skype", "refuse-tls"]);
+    let r = say("sip:alice@contoso.test", "acc3").await;
+    assert_eq!(status_of(&r), 504, "{r}");
+    let diagnostics = |r: &str| header(r, "ms-diagnostics").unwrap_or("").to_string();
+    let refused_why = diagnostics(&r);
+    assert!(refused_why.starts_with("1047;"), "{r}");
+
+    // `decisions --json`: each decision with its final status, rule, diagnostics and time.
+    let out = lab.ok(&["admin", "decisions", "3", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).expect(&out);
+    let now = sipedge::logfmt::rfc3339(std::time::SystemTime::now());
+    let got: Vec<[String; 5]> = all
+        .iter()
+        .map(|d| ["call_id", "outcome", "status", "rule", "interface"].map(|k| field(d, k)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ["acc1", "forward", "200", "public-provider", "internal"],
+            [
+                "acc2",
+                "reject",
+                "403",
+                "user-public-cloud-denied",
+                "internal"
+            ],
+            ["acc3", "reject", "504", "tls-negotiation", "internal"],
+        ]
+        .map(|row| row.map(String::from)),
+        "{out}"
+    );
+    for d in &all {
+        assert_eq!(field(d, "method"), "MESSAGE", "{d}");
+        assert!(field(d, "from").contains("@contoso.test>"), "{d}");
+        assert!(field(d, "to").contains("sip:sam@live.com"), "{d}");
+        assert!(d["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{d}");
+        // RFC 3339 in UTC, between the lab's start and now (the format sorts as text).
+        let time = field(d, "time");
+        assert!(time.len() == 24 && time.ends_with('Z'), "{d}");
+        assert!(started <= time && time <= now, "{started} {time} {now}");
+    }
+    assert_eq!(all[0]["ms_diagnostics"], serde_json::Value::Null, "{out}");
+    assert!(
+        field(&all[1], "ms_diagnostics").starts_with("1907;"),
+        "{out}"
+    );
+    assert_eq!(field(&all[2], "ms_diagnostics"), refused_why, "{out}");
+
+    // The text says the same, with the time first and the diagnostics quoted.
+    let line = lab.ok(&["admin", "decisions", "1"]);
+    let first = line.lines().next().unwrap();
+    assert!(first.starts_with(&time_prefix(&all[2])), "{line}");
+    assert!(
+        first.contains(" reject 504 tls-negotiation MESSAGE sip:sam@live.com internal/tcp "),
+        "{line}"
+    );
+    assert!(
+        first.contains(&format!(
+            " ms-diagnostics={} call-id=acc3",
+            sipedge::logfmt::value(&refused_why)
+        )),
+        "{line}"
+    );
+
+    // One access line per transaction, on a pipe: no colour codes anywhere.
+    let logged = lab.logged_until("transaction done method=MESSAGE call_id=acc3");
+    let access: Vec<&String> = logged
+        .iter()
+        .filter(|l| l.contains("sipedge::access"))
+        .collect();
+    assert_eq!(access.len(), 3, "{logged:#?}");
+    for (line, want) in access.iter().zip([
+        "status=200 rule=public-provider outcome=forward",
+        "status=403 rule=user-public-cloud-denied outcome=reject",
+        "status=504 rule=tls-negotiation outcome=reject",
+    ]) {
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(
+            line.contains("transaction done method=MESSAGE call_id=acc"),
+            "{line}"
+        );
+        assert!(line.contains(" from=contoso.test to=live.com "), "{line}");
+        assert!(line.contains(want), "{want}: {line}");
+        assert!(line.contains(" arrival=internal "), "{line}");
+    }
+    assert!(access[1].contains(" exit=- "), "{}", access[1]);
+    assert!(access[2].contains(" exit=external "), "{}", access[2]);
+    for line in &logged {
+        assert!(!line.contains('\x1b'), "colour on a pipe: {line:?}");
+    }
+    lab.stop();
+}
+
+/// `2026-12-03T12:17:23` of a decision's RFC 3339 time (the text shows milliseconds too).
+fn time_prefix(d: &serde_json::Value) -> String {
+    field(d, "time")[..19].to_string()
+}
+
+#[tokio::test]
+async fn a_lab_logging_logfmt_writes_key_value_lines_and_no_access_line_unless_asked() {
+    let lab = LabProcess::start(&["--log-format", "logfmt"]);
+    let internal = internal_tcp(&lab.banner);
+    for id in ["fmt1", "fmt2"] {
+        let r = message_over_tcp(internal, "sip:bob@contoso.test", "sip:sam@live.com", id).await;
+        assert_eq!(status_of(&r), 403, "{r}");
+    }
+    // Refusals are logged (INFO) without --access-log; access lines are not: fmt1's would
+    // come before fmt2's refusal.
+    let logged = lab.logged_until("call_id=fmt2");
+    assert!(
+        logged.iter().any(|l| l.contains("call_id=fmt1")),
+        "{logged:#?}"
+    );
+    for line in &logged {
+        assert!(line.starts_with("time=20"), "{line}");
+        assert!(line.contains(" level="), "{line}");
+        assert!(line.contains(" msg="), "{line}");
+        assert!(!line.contains('\x1b'), "{line:?}");
+        assert!(!line.contains("target=sipedge::access"), "{line}");
+    }
     lab.stop();
 }

@@ -157,28 +157,35 @@ async fn load_against_the_sink_over_udp_tcp_and_tls_is_all_answered() {
     }
 }
 
-#[tokio::test]
-async fn closed_loop_keeps_its_concurrency_and_counts_every_answer() {
+/// `load` over two TCP connections to a sink of its own.
+async fn against_a_tcp_sink(args: &[&str]) -> serde_json::Value {
     let certs = lab_certs();
     let sink = Sink::start("tcp", certs.path(), &[]);
-    let v = load(
-        sink.addr,
-        "tcp",
-        certs.path(),
-        &[
-            "--concurrency",
-            "4",
-            "--duration",
-            "1",
-            "--connections",
-            "2",
-        ],
-    )
-    .await;
+    let mut all = vec!["--connections", "2"];
+    all.extend_from_slice(args);
+    load(sink.addr, "tcp", certs.path(), &all).await
+}
+
+#[tokio::test]
+async fn closed_loop_keeps_its_concurrency_and_counts_every_answer() {
+    let v = against_a_tcp_sink(&["--concurrency", "4", "--duration", "1"]).await;
     assert_eq!(v["mode"], "concurrency");
     assert!(n(&v, "sent") > 10, "{v}");
     assert_eq!(n(&v, "sent"), n(&v, "ok"), "{v}");
     assert_eq!(n(&v, "failed"), 0, "{v}");
+}
+
+#[tokio::test]
+async fn a_closed_loop_capped_by_rate_sends_about_rate_times_duration() {
+    // Uncapped, eight outstanding against the sink would be thousands a second.
+    let v = against_a_tcp_sink(&["--concurrency", "8", "--rate", "100", "--duration", "2"]).await;
+    assert_eq!(v["mode"], "concurrency-capped");
+    let sent = n(&v, "sent");
+    assert!(
+        (180..=202).contains(&sent),
+        "100/s for 2 s sent {sent}: {v}"
+    );
+    assert_eq!(sent, n(&v, "ok"), "{v}");
 }
 
 /// The federation sections of the bench config for `transport`: the full Access Edge

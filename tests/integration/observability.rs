@@ -161,6 +161,22 @@ async fn decisions_show_the_last_n_with_the_trail_explain_prints() {
     let (status, why) = admin(&f.lab, "GET", "/decisions?n=zero", "").await;
     assert_eq!(status, 400, "{why}");
     assert!(why.contains("from 1 to 256"), "{why}");
+    // The JSON form holds the same decision; an unknown form is refused, not ignored.
+    let (status, json) = admin(&f.lab, "GET", "/decisions?n=1&format=json", "").await;
+    assert_eq!(status, 200, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(
+        (&v[0]["call_id"], &v[0]["status"], &v[0]["rule"]),
+        (
+            &serde_json::json!("dec2"),
+            &serde_json::json!(403),
+            &serde_json::json!("user-public-cloud-denied")
+        ),
+        "{json}"
+    );
+    let (status, why) = admin(&f.lab, "GET", "/decisions?format=xml", "").await;
+    assert_eq!(status, 400, "{why}");
+    assert!(why.contains("format= takes json or text"), "{why}");
     f.lab.shutdown(Duration::from_millis(200)).await;
 }
 
