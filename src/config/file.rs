@@ -18,7 +18,7 @@ use super::federation::raw::{
 };
 use super::{
     AdminSettings, EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot,
-    StaticRoute, Timers, TlsSettings, TopologySettings,
+    StaticRoute, Timers, TlsSettings, TopologySettings, TraceSettings,
 };
 use crate::peer::Transport;
 
@@ -273,6 +273,21 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     topology: RawTopology,
+    #[serde(default)]
+    trace: RawTrace,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrace {
+    pcap: Option<PathBuf>,
+    pcap_max_bytes: Option<u64>,
+    hep: Option<String>,
+    hep_node_id: Option<u32>,
+    hep_node_name: Option<String>,
+    hep_password: Option<String>,
+    keylog: Option<PathBuf>,
+    ring_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -474,6 +489,7 @@ impl Builder<'_> {
         let topology = TopologySettings {
             key_file: raw.topology.key_file.map(|p| self.base_dir.join(p)),
         };
+        let trace = self.trace(raw.trace);
         let federation = self.federation(
             RawFederation {
                 access_edge: raw.access_edge,
@@ -518,10 +534,36 @@ impl Builder<'_> {
             federation,
             admin,
             topology,
+            trace,
             source: None,
         };
         self.tls_needed(&snapshot);
         snapshot
+    }
+
+    fn trace(&mut self, raw: RawTrace) -> TraceSettings {
+        let defaults = TraceSettings::default();
+        let hep = raw.hep.and_then(|h| match crate::trace::hep_collector(&h) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.problem("trace.hep", e);
+                None
+            }
+        });
+        let pcap_max_bytes = raw.pcap_max_bytes.unwrap_or(defaults.pcap_max_bytes);
+        if let Err(e) = crate::trace::pcap_max_bytes(pcap_max_bytes) {
+            self.problem("trace.pcap_max_bytes", e);
+        }
+        TraceSettings {
+            pcap: raw.pcap.map(|p| self.base_dir.join(p)),
+            pcap_max_bytes,
+            hep,
+            hep_node_id: raw.hep_node_id.unwrap_or(defaults.hep_node_id),
+            hep_node_name: raw.hep_node_name,
+            hep_password: raw.hep_password,
+            keylog: raw.keylog.map(|p| self.base_dir.join(p)),
+            ring_bytes: raw.ring_bytes.unwrap_or(defaults.ring_bytes),
+        }
     }
 
     fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
