@@ -30,4 +30,5 @@ mod support;
 mod tls;
 mod topology;
 mod torture;
+mod trace;
 mod transports;
