@@ -236,7 +236,7 @@ struct Capture {
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
     /// Send every SIP message as HEPv3 over UDP to a collector (Homer, `sngrep -L udp:HOST:PORT`).
-    #[arg(long, value_name = "HOST:PORT", value_parser = sipedge::trace::hep_collector)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = sipedge::config::values::hep_collector)]
     hep: Option<std::net::SocketAddr>,
     /// Append the TLS secrets to FILE (NSS key log format) for Wireshark.
     #[arg(long, value_name = "FILE")]

@@ -543,15 +543,17 @@ impl Builder<'_> {
 
     fn trace(&mut self, raw: RawTrace) -> TraceSettings {
         let defaults = TraceSettings::default();
-        let hep = raw.hep.and_then(|h| match crate::trace::hep_collector(&h) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                self.problem("trace.hep", e);
-                None
-            }
-        });
+        let hep = raw
+            .hep
+            .and_then(|h| match super::values::hep_collector(&h) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.problem("trace.hep", e);
+                    None
+                }
+            });
         let pcap_max_bytes = raw.pcap_max_bytes.unwrap_or(defaults.pcap_max_bytes);
-        if let Err(e) = crate::trace::pcap_max_bytes(pcap_max_bytes) {
+        if let Err(e) = super::values::pcap_max_bytes(pcap_max_bytes) {
             self.problem("trace.pcap_max_bytes", e);
         }
         TraceSettings {
@@ -1198,6 +1200,36 @@ transport = "udp"
         let tls = s.external.tls.expect("tls");
         assert_eq!(tls.cert, Path::new("/etc/sipedge/../certs/a.crt"));
         assert!(tls.require_client_cert);
+    }
+
+    #[test]
+    fn trace_records_the_ring_by_default_and_files_resolve_against_the_config_directory() {
+        let plain = parse_str(MINIMAL).expect("parses").trace;
+        assert_eq!(plain, TraceSettings::default());
+        assert!(plain.records() && plain.pcap.is_none() && plain.hep.is_none());
+        let s = parse_str(&format!(
+            "{MINIMAL}\n[trace]\npcap = \"cap/edge.pcap\"\npcap_max_bytes = 2000000\nhep = \"127.0.0.1:9060\"\nhep_node_id = 7\nhep_node_name = \"edge1\"\nkeylog = \"/tmp/k.log\"\nring_bytes = 0\n"
+        ))
+        .expect("parses")
+        .trace;
+        assert_eq!(
+            s.pcap.as_deref(),
+            Some(Path::new("/etc/sipedge/cap/edge.pcap"))
+        );
+        assert_eq!(s.pcap_max_bytes, 2_000_000);
+        assert_eq!(s.hep, Some("127.0.0.1:9060".parse().unwrap()));
+        assert_eq!(
+            (s.hep_node_id, s.hep_node_name.as_deref()),
+            (7, Some("edge1"))
+        );
+        assert_eq!(s.keylog.as_deref(), Some(Path::new("/tmp/k.log")));
+        assert_eq!(s.ring_bytes, 0);
+        let err = parse_str(&format!(
+            "{MINIMAL}\n[trace]\nhep = \"homer:9060\"\npcap_max_bytes = 10\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<String> = err.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["trace.hep", "trace.pcap_max_bytes"], "{err}");
     }
 
     #[test]
