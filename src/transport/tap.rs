@@ -6,8 +6,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
@@ -22,20 +23,29 @@ struct Registered {
 }
 
 static RECORDING: AtomicBool = AtomicBool::new(false);
-static SOCKETS: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+/// Read on every datagram sent while recording: a lock-free snapshot, replaced whole when
+/// an edge registers its sockets.
+static SOCKETS: LazyLock<ArcSwap<Vec<Arc<Registered>>>> = LazyLock::new(ArcSwap::default);
 
 /// Records what `tap`'s edge sends through `socket` (its listening socket of `interface`).
 pub fn register_datagram_socket(socket: &Arc<UdpSocket>, interface: Interface, tap: &Arc<Tap>) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
-    let mut sockets = SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
-    sockets.retain(|r| r.socket.strong_count() > 0 && r.tap.strong_count() > 0);
-    sockets.push(Registered {
+    let added = Arc::new(Registered {
         socket: Arc::downgrade(socket),
         interface,
         local,
         tap: Arc::downgrade(tap),
+    });
+    SOCKETS.rcu(|current| {
+        let mut next: Vec<Arc<Registered>> = current
+            .iter()
+            .filter(|r| r.socket.strong_count() > 0 && r.tap.strong_count() > 0)
+            .cloned()
+            .collect();
+        next.push(added.clone());
+        next
     });
     RECORDING.store(true, Ordering::Release);
 }
@@ -50,13 +60,11 @@ pub(super) fn datagram_sent(socket: &Arc<UdpSocket>, to: SocketAddr, msg: &Bytes
 
 #[cold]
 fn datagram_sent_slow(socket: &Arc<UdpSocket>, to: SocketAddr, msg: &Bytes) {
-    let found = {
-        let sockets = SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
-        sockets
-            .iter()
-            .find(|r| std::ptr::eq(r.socket.as_ptr(), Arc::as_ptr(socket)))
-            .and_then(|r| Some((r.tap.upgrade()?, r.interface, r.local)))
-    };
+    let found = SOCKETS
+        .load()
+        .iter()
+        .find(|r| std::ptr::eq(r.socket.as_ptr(), Arc::as_ptr(socket)))
+        .and_then(|r| Some((r.tap.upgrade()?, r.interface, r.local)));
     if let Some((tap, interface, local)) = found {
         tap.capture(Direction::Sent, interface, Transport::Udp, local, to, msg);
     }

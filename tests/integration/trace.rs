@@ -14,18 +14,23 @@ use sipedge::transport::{Interface, Transport};
 use crate::lab::{repo, start_with};
 
 /// One request through the lab's internal TLS listener, as `sipedge send` makes it.
-async fn send(lab: &Lab, method: SendMethod, to: &str) -> sipedge::send::Outcome {
+async fn send(
+    lab: &Lab,
+    method: SendMethod,
+    transport: Transport,
+    to: &str,
+) -> sipedge::send::Outcome {
     let snap = sipedge::config::Snapshot::load(&repo("config/lab.toml")).unwrap();
     let req = SendRequest {
         from: "sip:alice@contoso.test".into(),
         to: to.into(),
         method,
         via: Some(Interface::Internal),
-        transport: Some(Transport::Tls),
+        transport: Some(transport),
         cert: None,
         body: None,
         timeout: Duration::from_secs(10),
-        edge: lab.edge().local_addr(Interface::Internal, Transport::Tls),
+        edge: lab.edge().local_addr(Interface::Internal, transport),
         bound: Vec::new(),
         source: None,
     };
@@ -143,9 +148,30 @@ async fn a_lab_run_is_read_back_from_pcap_hep_the_key_log_and_the_ladders() {
     })
     .await;
 
-    let im = send(&lab, SendMethod::Message, "sip:dan@tailspin.test").await;
+    let im = send(
+        &lab,
+        SendMethod::Message,
+        Transport::Tls,
+        "sip:dan@tailspin.test",
+    )
+    .await;
+    // Over UDP too: datagrams in and out are recorded like stream messages.
+    let udp = send(
+        &lab,
+        SendMethod::Message,
+        Transport::Udp,
+        "sip:fay@tailspin.test",
+    )
+    .await;
+    assert_eq!(udp.status, 200, "{}", udp.render());
     assert_eq!(im.status, 200, "{}", im.render());
-    let call = send(&lab, SendMethod::Invite, "sip:erin@tailspin.test").await;
+    let call = send(
+        &lab,
+        SendMethod::Invite,
+        Transport::Tls,
+        "sip:erin@tailspin.test",
+    )
+    .await;
     assert_eq!(call.status, 200, "{}", call.render());
     assert!(
         call.dialog
@@ -174,6 +200,14 @@ async fn a_lab_run_is_read_back_from_pcap_hep_the_key_log_and_the_ladders() {
     tap.flush();
     let kept = |id: &str| tap.call(id);
     let (im_kept, call_kept) = (kept(&im.call_id), kept(&call.call_id));
+    let udp_kept = kept(&udp.call_id);
+    assert_eq!(udp_kept.len(), 4, "{udp_kept:?}");
+    assert_eq!(udp_kept[0].transport, Transport::Udp);
+    assert_eq!(
+        udp_kept[3].transport,
+        Transport::Udp,
+        "the 200 sent back as a datagram"
+    );
     // In and out at the edge: MESSAGE and its 200 twice each; the INVITE dialog more.
     assert_eq!(im_kept.len(), 4, "{im_kept:?}");
     assert!(call_kept.len() >= 10, "{call_kept:?}");
@@ -191,7 +225,11 @@ async fn a_lab_run_is_read_back_from_pcap_hep_the_key_log_and_the_ladders() {
         rows.iter().all(|(id, _)| !id.is_empty()),
         "a packet without a Call-ID: {rows:?}"
     );
-    for (id, kept) in [(&im.call_id, &im_kept), (&call.call_id, &call_kept)] {
+    for (id, kept) in [
+        (&im.call_id, &im_kept),
+        (&udp.call_id, &udp_kept),
+        (&call.call_id, &call_kept),
+    ] {
         let listed: Vec<&str> = rows
             .iter()
             .filter(|(i, _)| i == id)
