@@ -31,6 +31,10 @@ pub use ring::{Ring, Traced};
 /// busy edge, so a slow disk costs captured messages, never latency.
 pub const QUEUE: usize = 8192;
 
+/// How long the writer sleeps when the queue is empty: how late a message may reach the
+/// file, the collector or the ring.
+const IDLE_NAP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Whether the edge received or sent a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -178,24 +182,20 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Op>) {
         loop {
-            let op = match rx.try_recv() {
-                Ok(op) => op,
-                Err(TryRecvError::Empty) => {
-                    // Idle: what was written reaches the file before the thread sleeps.
-                    self.flush();
-                    match rx.recv() {
-                        Ok(op) => op,
-                        Err(_) => break,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
-            };
-            match op {
-                Op::Message(c) => self.write(c),
-                Op::Flush(ack) => {
+            match rx.try_recv() {
+                Ok(Op::Message(c)) => self.write(c),
+                Ok(Op::Flush(ack)) => {
                     self.flush();
                     let _ = ack.send(());
                 }
+                Err(TryRecvError::Empty) => {
+                    // Idle: what was written reaches the file, then the thread naps rather
+                    // than blocking on the channel, so that a transport's send never has
+                    // to wake it (a futex call per message, measured at several µs).
+                    self.flush();
+                    std::thread::sleep(IDLE_NAP);
+                }
+                Err(TryRecvError::Disconnected) => break,
             }
         }
         self.flush();
