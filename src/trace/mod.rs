@@ -15,7 +15,7 @@ pub mod pcap;
 pub mod ring;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -27,9 +27,13 @@ use crate::peer::{Interface, Transport};
 
 pub use ring::{Ring, Traced};
 
-/// Messages waiting for the writer thread before new ones are dropped: a few seconds of a
-/// busy edge, so a slow disk costs captured messages, never latency.
+/// Messages waiting for the writer thread before new ones are dropped: a slow disk costs
+/// captured messages, never latency.
 pub const QUEUE: usize = 8192;
+
+/// Bytes of messages waiting for the writer before new ones are dropped: what the queue
+/// holds alive, whatever arrives (60 kB datagrams of garbage too).
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long the writer sleeps when the queue is empty: how late a message may reach the
 /// file, the collector or the ring.
@@ -76,6 +80,8 @@ enum Op {
 pub struct Tap {
     tx: SyncSender<Op>,
     dropped: AtomicU64,
+    /// Bytes queued for the writer (`QUEUE_BYTES`).
+    queued: Arc<AtomicUsize>,
     ring: Arc<Mutex<Ring>>,
 }
 
@@ -109,10 +115,12 @@ impl Tap {
         };
         let ring = Arc::new(Mutex::new(Ring::new(settings.ring_bytes)));
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             pcap,
             hep,
             ring: ring.clone(),
+            queued: queued.clone(),
         };
         std::thread::Builder::new()
             .name("sipedge-trace".into())
@@ -120,6 +128,7 @@ impl Tap {
         Ok(Some(Arc::new(Tap {
             tx,
             dropped: AtomicU64::new(0),
+            queued,
             ring,
         })))
     }
@@ -137,6 +146,12 @@ impl Tap {
         if bytes.first().is_none_or(|b| *b == b'\r' || *b == b'\n') {
             return;
         }
+        let len = bytes.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let c = Captured {
             at: SystemTime::now(),
             direction,
@@ -146,7 +161,10 @@ impl Tap {
             remote,
             bytes: bytes.clone(),
         };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Op::Message(c)) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Op::Message(c))
+        {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -177,13 +195,18 @@ struct Writer {
     pcap: Option<pcap::PcapFile>,
     hep: Option<hep::HepSender>,
     ring: Arc<Mutex<Ring>>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
     fn run(mut self, rx: Receiver<Op>) {
         loop {
             match rx.try_recv() {
-                Ok(Op::Message(c)) => self.write(c),
+                Ok(Op::Message(c)) => {
+                    let len = c.bytes.len();
+                    self.write(c);
+                    self.queued.fetch_sub(len, Ordering::AcqRel);
+                }
                 Ok(Op::Flush(ack)) => {
                     self.flush();
                     let _ = ack.send(());
