@@ -5,6 +5,7 @@
 mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sipedge::config::TraceSettings;
 use sipedge::transport::Transport;
 use support::Relay;
 
@@ -20,6 +21,37 @@ fn relay(c: &mut Criterion) {
             b.iter_custom(|iters| relay.round_trips(iters))
         });
         assert_eq!(relay.lost, 0, "{transport:?}: requests without an answer");
+    }
+    group.finish();
+    // What `[trace]` costs the relay: nothing recorded, the default ring, ring and pcap.
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut group = c.benchmark_group("relay MESSAGE round trip, [trace]");
+    group.throughput(Throughput::Elements(1));
+    let defaults = TraceSettings::default();
+    for (name, trace) in [
+        (
+            "off",
+            TraceSettings {
+                ring_bytes: 0,
+                ..defaults.clone()
+            },
+        ),
+        ("ring", defaults.clone()),
+        (
+            "ring+pcap",
+            TraceSettings {
+                pcap: Some(dir.path().join("relay.pcap")),
+                ..defaults.clone()
+            },
+        ),
+    ] {
+        let mut relay = Relay::start_traced(Transport::Udp, || {}, Some(trace))
+            .unwrap_or_else(|e| panic!("start the relay: {e}"));
+        relay.round_trips(500);
+        group.bench_function(format!("Udp, {name}"), |b| {
+            b.iter_custom(|iters| relay.round_trips(iters))
+        });
+        assert_eq!(relay.lost, 0, "{name}: requests without an answer");
     }
     group.finish();
 }

@@ -48,6 +48,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// A `[trace]` file could not be created or the HEP socket bound.
+    #[error("[trace]: {0}")]
+    Trace(std::io::Error),
     /// The lab zone could not be read or served.
     #[error("lab DNS zone {path}: {detail}")]
     Zone {
@@ -210,6 +213,14 @@ impl Edge {
     ) -> Result<Edge, StartError> {
         let snap = live.load();
         let topology = hider(&snap)?;
+        let tap = crate::trace::Tap::start(&snap.trace, &snap.external.fqdn)
+            .map_err(StartError::Trace)?;
+        let tls = match crate::trace::keylog::key_log(snap.trace.keylog.as_deref())
+            .map_err(StartError::Trace)?
+        {
+            Some(log) => tls.map(|t| crate::trace::keylog::KeyLogging::wrap(t, log)),
+            None => tls,
+        };
         let accept_shutdown = CancellationToken::new();
         let conn_shutdown = CancellationToken::new();
         let mut addrs = HashMap::new();
@@ -297,7 +308,13 @@ impl Edge {
             resolver: resolver.clone().map(|r| r as Arc<dyn crate::dns::Resolve>),
             conn_shutdown: conn_shutdown.clone(),
             topology,
+            tap: tap.clone(),
         });
+        if let Some(tap) = &tap {
+            for (iface, sock) in &udp_sockets {
+                crate::transport::tap::register_datagram_socket(sock, *iface, tap);
+            }
+        }
         let caps = ConnectionCaps::new(
             snap.limits.max_connections,
             snap.limits.max_connections_per_ip,

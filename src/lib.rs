@@ -18,6 +18,8 @@
 //! - `send`: `sipedge send`, one request into a running edge and what came back.
 //! - `check_partner`: `sipedge check-partner` / `Test-CsFederatedPartner`, the chain to a
 //!   federated domain step by step (SRV, same-domain rule, address, TCP, TLS, OPTIONS).
+//! - `trace`: what is recorded of every message: pcap, HEPv3, the TLS key log, and the
+//!   per-call ring drawn as a ladder by `sipedge admin trace`.
 //! - `fuzzing`: the entry points of the cargo-fuzz targets in `fuzz/`, replayed by `cargo test`.
 //!
 //! # The path of a request
@@ -80,3 +82,4 @@ pub mod preflight;
 pub mod send;
 pub mod tls;
 pub mod tls_store;
+pub mod trace;

@@ -47,6 +47,8 @@ enum Command {
         /// Log one INFO line per finished transaction (target sipedge::access).
         #[arg(long)]
         access_log: bool,
+        #[command(flatten)]
+        capture: Capture,
     },
     /// Run the whole lab in one process: the edge, every simulated peer of the DESIGN
     /// topology, the lab zone and the admin endpoint (with PIC provisioning), until
@@ -75,6 +77,8 @@ enum Command {
         /// Log one INFO line per finished transaction (target sipedge::access).
         #[arg(long)]
         access_log: bool,
+        #[command(flatten)]
+        capture: Capture,
     },
     /// Validate a configuration file without starting anything.
     CheckConfig {
@@ -153,7 +157,10 @@ enum Command {
     /// edge running, or the one running --config FILE. The flags may also follow the line.
     ///
     /// More read what the edge saw: `decisions [N] [--json]` (the last N decisions with
-    /// their final status and trail of checks, default 20; --json for a JSON array), `metrics` (the counters, Prometheus text) and
+    /// their final status and trail of checks, default 20; --json for a JSON array),
+    /// `trace CALL-ID [--raw]` (the call's ladder: a column for the sender, the edge's two
+    /// interfaces and the far side, a row per message with the edge's decision; --raw
+    /// prints the messages), `metrics` (the counters, Prometheus text) and
     /// `watch-list` (the discovered partners, watch-listed or suspicious first, and the last
     /// DiscoveredPartnerReportPeriodMinutes report); `release DOMAIN` takes a partner off
     /// the watch list and out of the suspicious throttle.
@@ -213,6 +220,9 @@ enum Command {
         /// source_identities` maps to a partner [default: the system's choice].
         #[arg(long)]
         source: Option<std::net::IpAddr>,
+        /// Print the request sent and every message received (and the ACK/BYE of an INVITE).
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Generate SIP load against a proxy (or a sink) and report rate, latency and errors.
     Load(load_cli::LoadArgs),
@@ -254,6 +264,34 @@ enum Command {
     },
 }
 
+/// `[trace]` settings given on the command line (`run`, `lab`); each replaces the config's.
+#[derive(clap::Args, Debug, Default)]
+struct Capture {
+    /// Write every SIP message the edge receives or sends (TLS decrypted) to FILE as pcap.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Send every SIP message as HEPv3 over UDP to a collector (Homer, `sngrep -L udp:HOST:PORT`).
+    #[arg(long, value_name = "HOST:PORT", value_parser = sipedge::config::values::hep_collector)]
+    hep: Option<std::net::SocketAddr>,
+    /// Append the TLS secrets to FILE (NSS key log format) for Wireshark.
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
+}
+
+impl Capture {
+    fn apply(self, snap: &mut Snapshot) {
+        if let Some(p) = self.pcap {
+            snap.trace.pcap = Some(p);
+        }
+        if let Some(h) = self.hep {
+            snap.trace.hep = Some(h);
+        }
+        if let Some(k) = self.keylog {
+            snap.trace.keylog = Some(k);
+        }
+    }
+}
+
 /// The edge's config and the two ends of a request (`explain`, `send`).
 #[derive(clap::Args)]
 struct Ends {
@@ -282,7 +320,9 @@ fn main() -> ExitCode {
     );
     init_logging(cli.log_format, access_log);
     let result = match cli.command {
-        Command::Run { config, .. } => config_or_embedded(config).and_then(|(c, _)| run(c)),
+        Command::Run {
+            config, capture, ..
+        } => config_or_embedded(config).and_then(|(c, _)| run(c, capture)),
         Command::Lab {
             init: Some(dir), ..
         } => lab_init(&dir),
@@ -291,8 +331,9 @@ fn main() -> ExitCode {
             ephemeral,
             print_config,
             init: None,
+            capture,
             ..
-        } => lab(config, ephemeral, print_config),
+        } => lab(config, ephemeral, print_config, capture),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "sipedge", &mut std::io::stdout());
@@ -317,9 +358,11 @@ fn main() -> ExitCode {
             timeout,
             edge,
             source,
+            verbose,
         } => config_of_running(config).and_then(|(config, running)| {
             send(
                 &config,
+                verbose,
                 sipedge::send::SendRequest {
                     bound: running.map(|r| r.listeners).unwrap_or_default(),
                     from,
@@ -637,6 +680,15 @@ fn admin_read(words: &[String], persist: bool) -> anyhow::Result<Option<String>>
         ("decisions", [n]) if json => format!("/decisions?n={n}&format=json"),
         ("decisions", [n]) => format!("/decisions?n={n}"),
         ("decisions", _) => anyhow::bail!("usage: sipedge admin decisions [N] [--json]"),
+        ("trace", [id]) => format!(
+            "/trace?call-id={}",
+            sipedge::admin::http::percent_encode(id)
+        ),
+        ("trace", [id, raw]) | ("trace", [raw, id]) if *raw == "--raw" => format!(
+            "/trace?call-id={}&raw=1",
+            sipedge::admin::http::percent_encode(id)
+        ),
+        ("trace", _) => anyhow::bail!("usage: sipedge admin trace CALL-ID [--raw]"),
         ("metrics", []) => "/metrics".to_string(),
         ("metrics", _) => anyhow::bail!("usage: sipedge admin metrics"),
         ("watch-list", []) => "/watch-list".to_string(),
@@ -714,7 +766,11 @@ fn admin_request(
 }
 
 /// `sipedge send`: one request, the report on stdout, exit 0 on 2xx and 1 otherwise.
-fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Result<ExitCode> {
+fn send(
+    config: &std::path::Path,
+    verbose: bool,
+    req: sipedge::send::SendRequest,
+) -> anyhow::Result<ExitCode> {
     let snapshot = Snapshot::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let certs_dir = sipedge::lab::topology::certs_dir_for(config);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -724,6 +780,9 @@ fn send(config: &std::path::Path, req: sipedge::send::SendRequest) -> anyhow::Re
     let outcome = runtime
         .block_on(sipedge::send::send(&snapshot, &certs_dir, &req))
         .with_context(|| format!("{} {} → {}", req.method, req.from, req.to))?;
+    if verbose {
+        print!("{}", outcome.render_transcript());
+    }
     print!("{}", outcome.render());
     Ok(if outcome.success() {
         ExitCode::SUCCESS
@@ -805,8 +864,9 @@ fn peer(
     })
 }
 
-fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
-    let snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn run(config: PathBuf, capture: Capture) -> anyhow::Result<ExitCode> {
+    let mut snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    capture.apply(&mut snapshot);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -935,7 +995,12 @@ fn lab_init(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `sipedge lab`: everything in one process until SIGINT/SIGTERM.
-fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::Result<ExitCode> {
+fn lab(
+    config: Option<PathBuf>,
+    ephemeral: bool,
+    print_config: bool,
+    capture: Capture,
+) -> anyhow::Result<ExitCode> {
     use sipedge::lab::run::{Lab, LabOptions};
     if print_config {
         match &config {
@@ -949,7 +1014,8 @@ fn lab(config: Option<PathBuf>, ephemeral: bool, print_config: bool) -> anyhow::
     }
     let given = config.is_some();
     let (config, prepared) = config_or_embedded(config)?;
-    let snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut snapshot = Snapshot::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    capture.apply(&mut snapshot);
     let drain = snapshot.edge.drain_timeout;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -19,6 +19,7 @@
 //! | `sipedge_open_connections` | gauge | |
 //! | `sipedge_discovered_partner_events_total` | counter | `event` (`suspicious`, `watch-listed`, `released`, `report`) |
 //! | `sipedge_flagged_partners` | gauge | discovered partners on the watch list or throttled as suspicious |
+//! | `sipedge_trace_dropped_total` | counter | messages `[trace]` did not record because its writer fell behind (only while recording) |
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -553,6 +554,17 @@ fn escape_into(out: &mut String, v: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// `sipedge_trace_dropped_total`, appended while the edge records (`[trace]`).
+pub fn render_trace_dropped(out: &mut String, dropped: u64) {
+    header(
+        out,
+        "sipedge_trace_dropped_total",
+        "counter",
+        "Messages not recorded (pcap, HEP, ladder ring) because the trace writer fell behind.",
+    );
+    sample(out, "sipedge_trace_dropped_total", &[], dropped);
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub struct Outcome {
     pub sent_to: String,
     /// The Call-ID it used, to find the exchange in logs and `/decisions`.
     pub call_id: String,
+    /// Every message sent (`true`) and received (`false`), in order: `send -v` prints them.
+    pub transcript: Vec<(bool, String)>,
 }
 
 /// Why nothing usable came back.
@@ -266,6 +268,7 @@ pub async fn send(
         dialog,
         sent_to: format!("{interface} {transport} {addr}"),
         call_id: call.call_id.clone(),
+        transcript: std::mem::take(&mut conn.transcript),
     })
 }
 
@@ -275,6 +278,19 @@ impl Outcome {
     /// Whether the request succeeded (2xx): `sipedge send` exits 0 then.
     pub fn success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// What `sipedge send -v` prints first: each message sent and received, in order.
+    pub fn render_transcript(&self) -> String {
+        let mut out = String::new();
+        for (sent, text) in &self.transcript {
+            let _ = writeln!(out, "{}", if *sent { "--> sent" } else { "<-- received" });
+            for line in text.trim_end().lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// The lines `sipedge send` prints.
@@ -541,6 +557,8 @@ struct Conn {
     identity: String,
     /// The interface it enters, for error messages.
     interface: Interface,
+    /// What went each way (`Outcome::transcript`).
+    transcript: Vec<(bool, String)>,
 }
 
 impl Conn {
@@ -574,6 +592,7 @@ impl Conn {
                 local,
                 identity: local.ip().to_string(),
                 interface,
+                transcript: Vec::new(),
             });
         }
         // The TLS config first: a missing certificate is reported before any connection.
@@ -650,10 +669,13 @@ impl Conn {
             local,
             identity,
             interface,
+            transcript: Vec::new(),
         })
     }
 
     async fn send(&mut self, bytes: &Bytes) -> Result<(), SendError> {
+        self.transcript
+            .push((true, String::from_utf8_lossy(bytes).into_owned()));
         let remote = self.remote;
         let io_err = |error| SendError::Io {
             addr: remote,
@@ -690,6 +712,8 @@ impl Conn {
                 resend_at = Instant::now() + UDP_T1;
                 continue;
             };
+            self.transcript
+                .push((false, String::from_utf8_lossy(m.bytes()).into_owned()));
             if m.is_request() {
                 if m.method_str() != "ACK" {
                     let ok = build::response(&m, 200, "OK", None, Some(&token()), &[]);
@@ -844,6 +868,7 @@ mod tests {
     #[test]
     fn the_report_prints_diagnostics_and_the_trust_that_arrived() {
         let mut o = Outcome {
+            transcript: vec![(true, "MESSAGE sip:x SIP/2.0\r\n\r\n".into())],
             status: 403,
             status_line: "SIP/2.0 403 Forbidden".into(),
             diagnostics: Some("1907;reason=\"x\"".into()),

@@ -41,6 +41,15 @@ impl Relay {
     /// Starts the pool and the edge for `transport` (UDP or TCP on both sides) and
     /// connects a client. `on_edge_thread` runs on every thread of the edge's runtime.
     pub fn start(transport: Transport, on_edge_thread: fn()) -> io::Result<Relay> {
+        Relay::start_traced(transport, on_edge_thread, None)
+    }
+
+    /// `start`, with `[trace]` replaced by `trace` when given.
+    pub fn start_traced(
+        transport: Transport,
+        on_edge_thread: fn(),
+        trace: Option<sipedge::config::TraceSettings>,
+    ) -> io::Result<Relay> {
         let client_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -51,8 +60,11 @@ impl Relay {
             .enable_all()
             .on_thread_start(on_edge_thread)
             .build()?;
-        let snap = Snapshot::from_toml(&config(pool, transport), Path::new("."))
+        let mut snap = Snapshot::from_toml(&config(pool, transport), Path::new("."))
             .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Some(t) = trace {
+            snap.trace = t;
+        }
         let edge = edge_rt.block_on(async {
             let sockets = Sockets::bind(&snap)
                 .await

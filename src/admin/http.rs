@@ -193,6 +193,44 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// A query value with its `%XX` escapes (and `+` for space) decoded; a bad escape stays
+/// as it is.
+pub fn percent_decode(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` for a query value: everything but unreserved characters as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 // === client ===
 
 /// Sends one request to `endpoint` (`http://127.0.0.1:PORT` or `127.0.0.1:PORT`) and
@@ -241,6 +279,14 @@ pub fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_id_survives_percent_encoding() {
+        let id = "a b+c@host;x=%1/é";
+        assert_eq!(percent_decode(&percent_encode(id)), id);
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 
     #[tokio::test]
     async fn reads_a_request_with_a_body_in_pieces() {

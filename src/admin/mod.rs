@@ -11,6 +11,8 @@
 //! | `GET /health` | no | `ok`; in a lab also a line per tripwire peer (contacts of the blocked domain's edge) |
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file (refused when it no longer holds the running objects, listing them); `?persist=all` writes every running object |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
+//! | `GET /trace?call-id=X[&raw=1]` | yes | the ladder of one call from the `[trace]` ring: a column per side, a row per message, the edge's decisions; `raw` adds the messages |
+//! | `GET /ladder?call-id=X` | yes | the same ladder as an HTML page (a table, no script) |
 //! | `GET /decisions[?n=N][&format=json]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each (RFC 3339 time, outcome, final status, rule, …), then its trail of checks; with `format=json` an array of objects (`decision_json`) |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
 //! | `GET /watch-list` | yes | the discovered partners: watch-listed or suspicious first, each with its period so far; the last report |
@@ -204,6 +206,11 @@ impl Admin {
                     let _ = http::write_typed(&mut stream, status, "application/json", &body).await;
                     return;
                 }
+                if status == 200 && req.path == "/ladder" {
+                    let html = "text/html; charset=utf-8";
+                    let _ = http::write_typed(&mut stream, status, html, &body).await;
+                    return;
+                }
                 (status, body)
             }
             Ok(Err(http::HttpError::Closed)) | Ok(Err(http::HttpError::Io(_))) => return,
@@ -215,13 +222,15 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, GET /metrics, GET /watch-list, POST /watch-list/release, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
+            "routes: GET /health, GET /config, GET /decisions, GET /trace?call-id=X[&raw=1], GET /ladder?call-id=X, GET /metrics, GET /watch-list, POST /watch-list/release, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, self.health()),
             "/health"
             | "/config"
             | "/decisions"
+            | "/trace"
+            | "/ladder"
             | "/metrics"
             | "/provisioning-status"
             | "/watch-list"
@@ -255,6 +264,8 @@ impl Admin {
             }
             "/config"
             | "/decisions"
+            | "/trace"
+            | "/ladder"
             | "/metrics"
             | "/cmdlet"
             | "/watch-list"
@@ -274,6 +285,7 @@ impl Admin {
                 (Ok(n), Ok(true)) => (200, self.decisions_json(n)),
                 (Err(e), _) | (_, Err(e)) => (400, e),
             },
+            "/trace" | "/ladder" => self.trace(req),
             "/metrics" => (200, self.metrics()),
             "/watch-list" => (200, self.watch_list()),
             "/watch-list/release" => self.release(req),
@@ -440,7 +452,47 @@ impl Admin {
                 (s.lookups, s.hits)
             }),
         };
-        self.core.metrics().render(&gauges)
+        let mut out = self.core.metrics().render(&gauges);
+        if let Some(tap) = self.core.trace() {
+            crate::metrics::render_trace_dropped(&mut out, tap.dropped());
+        }
+        out
+    }
+
+    /// `/trace?call-id=X[&raw=1]` (the ladder as text) and `/ladder?call-id=X` (as HTML).
+    fn trace(&self, req: &http::Request) -> (u16, String) {
+        let Some(call_id) = req.param("call-id").map(http::percent_decode) else {
+            return (
+                400,
+                format!("{} takes ?call-id=CALL-ID (percent-encoded)\n", req.path),
+            );
+        };
+        let Some(tap) = self.core.trace() else {
+            return (
+                404,
+                "this edge records nothing: [trace] ring_bytes = 0 and no pcap or hep\n".into(),
+            );
+        };
+        let messages = tap.call(&call_id);
+        let notes: Vec<_> = self
+            .core
+            .recent_decisions()
+            .into_iter()
+            .filter(|d| d.call_id == call_id)
+            .map(|d| crate::trace::ladder::EdgeNote {
+                interface: d.interface,
+                method: d.method,
+                outcome: d.outcome.to_string(),
+                rule: d.rule.to_string(),
+                status: d.status,
+            })
+            .collect();
+        let ladder = crate::trace::ladder::Ladder::new(&call_id, &messages, &notes);
+        if req.path == "/ladder" {
+            (200, ladder.html())
+        } else {
+            (200, ladder.text(req.flag("raw")))
+        }
     }
 
     /// The discovered partners the edge watches: those on the watch list or throttled as

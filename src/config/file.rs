@@ -18,7 +18,7 @@ use super::federation::raw::{
 };
 use super::{
     AdminSettings, EdgeSettings, InterfaceSettings, LabSettings, Limits, NextHop, Snapshot,
-    StaticRoute, Timers, TlsSettings, TopologySettings,
+    StaticRoute, Timers, TlsSettings, TopologySettings, TraceSettings,
 };
 use crate::peer::Transport;
 
@@ -273,6 +273,21 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     topology: RawTopology,
+    #[serde(default)]
+    trace: RawTrace,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrace {
+    pcap: Option<PathBuf>,
+    pcap_max_bytes: Option<u64>,
+    hep: Option<String>,
+    hep_node_id: Option<u32>,
+    hep_node_name: Option<String>,
+    hep_password: Option<String>,
+    keylog: Option<PathBuf>,
+    ring_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -474,6 +489,7 @@ impl Builder<'_> {
         let topology = TopologySettings {
             key_file: raw.topology.key_file.map(|p| self.base_dir.join(p)),
         };
+        let trace = self.trace(raw.trace);
         let federation = self.federation(
             RawFederation {
                 access_edge: raw.access_edge,
@@ -518,10 +534,38 @@ impl Builder<'_> {
             federation,
             admin,
             topology,
+            trace,
             source: None,
         };
         self.tls_needed(&snapshot);
         snapshot
+    }
+
+    fn trace(&mut self, raw: RawTrace) -> TraceSettings {
+        let defaults = TraceSettings::default();
+        let hep = raw
+            .hep
+            .and_then(|h| match super::values::hep_collector(&h) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.problem("trace.hep", e);
+                    None
+                }
+            });
+        let pcap_max_bytes = raw.pcap_max_bytes.unwrap_or(defaults.pcap_max_bytes);
+        if let Err(e) = super::values::pcap_max_bytes(pcap_max_bytes) {
+            self.problem("trace.pcap_max_bytes", e);
+        }
+        TraceSettings {
+            pcap: raw.pcap.map(|p| self.base_dir.join(p)),
+            pcap_max_bytes,
+            hep,
+            hep_node_id: raw.hep_node_id.unwrap_or(defaults.hep_node_id),
+            hep_node_name: raw.hep_node_name,
+            hep_password: raw.hep_password,
+            keylog: raw.keylog.map(|p| self.base_dir.join(p)),
+            ring_bytes: raw.ring_bytes.unwrap_or(defaults.ring_bytes),
+        }
     }
 
     fn admin(&mut self, raw: RawAdmin) -> AdminSettings {
@@ -1156,6 +1200,36 @@ transport = "udp"
         let tls = s.external.tls.expect("tls");
         assert_eq!(tls.cert, Path::new("/etc/sipedge/../certs/a.crt"));
         assert!(tls.require_client_cert);
+    }
+
+    #[test]
+    fn trace_records_nothing_by_default_and_files_resolve_against_the_config_directory() {
+        let plain = parse_str(MINIMAL).expect("parses").trace;
+        assert_eq!(plain, TraceSettings::default());
+        assert!(!plain.records() && plain.pcap.is_none() && plain.hep.is_none());
+        let s = parse_str(&format!(
+            "{MINIMAL}\n[trace]\npcap = \"cap/edge.pcap\"\npcap_max_bytes = 2000000\nhep = \"127.0.0.1:9060\"\nhep_node_id = 7\nhep_node_name = \"edge1\"\nkeylog = \"/tmp/k.log\"\nring_bytes = 0\n"
+        ))
+        .expect("parses")
+        .trace;
+        assert_eq!(
+            s.pcap.as_deref(),
+            Some(Path::new("/etc/sipedge/cap/edge.pcap"))
+        );
+        assert_eq!(s.pcap_max_bytes, 2_000_000);
+        assert_eq!(s.hep, Some("127.0.0.1:9060".parse().unwrap()));
+        assert_eq!(
+            (s.hep_node_id, s.hep_node_name.as_deref()),
+            (7, Some("edge1"))
+        );
+        assert_eq!(s.keylog.as_deref(), Some(Path::new("/tmp/k.log")));
+        assert_eq!(s.ring_bytes, 0);
+        let err = parse_str(&format!(
+            "{MINIMAL}\n[trace]\nhep = \"homer:9060\"\npcap_max_bytes = 10\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<String> = err.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["trace.hep", "trace.pcap_max_bytes"], "{err}");
     }
 
     #[test]

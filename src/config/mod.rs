@@ -93,6 +93,9 @@ pub struct Snapshot {
     pub admin: Option<AdminSettings>,
     /// Where the keys sealing hidden route sets come from (`[topology]`).
     pub topology: TopologySettings,
+    /// What the edge records of the messages it handles (`[trace]`): pcap, HEP, TLS key
+    /// log, the per-call ring behind `sipedge admin trace`.
+    pub trace: TraceSettings,
     /// The file this snapshot was read from, for reloads and error messages.
     pub source: Option<PathBuf>,
 }
@@ -150,6 +153,59 @@ pub struct TopologySettings {
     /// in-dialog requests do not survive a restart. Read once when the edge starts: a
     /// reload (SIGHUP) does not change the keys.
     pub key_file: Option<PathBuf>,
+}
+
+/// `[trace]`: what the edge records of every SIP message it receives or sends. Read once
+/// when the edge starts: a reload (SIGHUP) does not change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// A pcap file each message is written to as one packet (decrypted, with synthesised
+    /// IP and UDP/TCP headers); `None` → no pcap.
+    pub pcap: Option<PathBuf>,
+    /// The pcap file is renamed to `FILE.1` (replacing the previous one) once it would grow
+    /// past this, and a new one begun.
+    pub pcap_max_bytes: u64,
+    /// A HEPv3 collector (Homer, `sngrep -L udp:HOST:PORT`) each message is sent to.
+    pub hep: Option<std::net::SocketAddr>,
+    /// The HEP capture agent id (chunk 0x000c).
+    pub hep_node_id: u32,
+    /// The HEP node name (chunk 0x0013); `None` → the external interface's FQDN.
+    pub hep_node_name: Option<String>,
+    /// The HEP authentication key (chunk 0x000e), when the collector wants one.
+    pub hep_password: Option<String>,
+    /// A file the TLS secrets are appended to in the NSS key log format, for Wireshark.
+    pub keylog: Option<PathBuf>,
+    /// Bytes of recent messages kept per Call-ID for `sipedge admin trace`; 0 → none kept.
+    pub ring_bytes: usize,
+}
+
+impl TraceSettings {
+    /// Default of `pcap_max_bytes`: 100 MiB.
+    pub const DEFAULT_PCAP_MAX_BYTES: u64 = 100 * 1024 * 1024;
+    /// The ring `config/lab.toml` keeps: 4 MiB, some thousands of messages. Not the
+    /// default: recording costs the writer thread about a microsecond per message, which
+    /// an edge under load should pay only when asked to.
+    pub const LAB_RING_BYTES: usize = 4 * 1024 * 1024;
+
+    /// Something is recorded: a file, a collector or the ring.
+    pub fn records(&self) -> bool {
+        self.pcap.is_some() || self.hep.is_some() || self.ring_bytes > 0
+    }
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        TraceSettings {
+            pcap: None,
+            pcap_max_bytes: Self::DEFAULT_PCAP_MAX_BYTES,
+            hep: None,
+            hep_node_id: 0,
+            hep_node_name: None,
+            hep_password: None,
+            keylog: None,
+            ring_bytes: 0,
+        }
+    }
 }
 
 /// `[admin]`: the loopback-only admin endpoint (Management Shell cmdlets over HTTP).

@@ -25,9 +25,40 @@ pub fn dns_name(value: &str) -> Result<String, String> {
     }
 }
 
+/// `trace.hep` / `--hep`: a collector's address, HOST:PORT with an IP address.
+pub fn hep_collector(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "`{text}` is not an IP address and port of a HEP collector, e.g. \"127.0.0.1:9060\""
+        )
+    })
+}
+
+/// `trace.pcap_max_bytes`: at least one whole largest packet and some.
+pub fn pcap_max_bytes(n: u64) -> Result<u64, String> {
+    const LEAST: u64 = 1024 * 1024;
+    if n < LEAST {
+        Err(format!(
+            "{n} is below {LEAST} (1 MiB); a pcap file rotates once it would grow past this"
+        ))
+    } else {
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trace_settings_validators_name_what_is_valid() {
+        assert!(hep_collector("127.0.0.1:9060").is_ok());
+        assert!(hep_collector("[::1]:9060").is_ok());
+        assert!(hep_collector("homer:9060")
+            .unwrap_err()
+            .contains("IP address"));
+        assert!(pcap_max_bytes(1000).unwrap_err().contains("1 MiB"));
+    }
 
     #[test]
     fn a_dns_name_is_lowercased_and_loses_its_root_dot() {

@@ -670,7 +670,7 @@ impl Shared {
             addr: remote,
             identity: PeerIdentity::anonymous(),
         };
-        let (handle, rx) = stream::channel(&peer, local);
+        let (handle, rx) = stream::channel(&peer, local, None);
         let settings = StreamSettings {
             limits: FrameLimits::default(),
             idle_timeout: Duration::from_secs(600),

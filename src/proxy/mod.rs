@@ -104,6 +104,8 @@ pub struct CoreParts {
     pub conn_shutdown: CancellationToken,
     /// Seals the internal route set (`topology`), under the keys the edge loaded at start.
     pub topology: topology::Hider,
+    /// Where every message is recorded (`[trace]`); `None` records nothing.
+    pub tap: Option<Arc<crate::trace::Tap>>,
 }
 
 /// The proxy core, shared by every transport task.
@@ -134,6 +136,7 @@ pub struct Core {
     instance: u32,
     /// Seals the internal route set into what leaves outside (`topology`).
     topology: topology::Hider,
+    tap: Option<Arc<crate::trace::Tap>>,
     me: OnceLock<Weak<Core>>,
 }
 
@@ -212,6 +215,7 @@ impl Core {
             metrics: Arc::default(),
             instance: rand::random(),
             topology: parts.topology,
+            tap: parts.tap,
             me: OnceLock::new(),
         });
         let _ = core.me.set(Arc::downgrade(&core));
@@ -232,6 +236,11 @@ impl Core {
     /// Requests from `ip` still waiting for their final response.
     pub fn pending_from(&self, ip: IpAddr) -> usize {
         self.quota.pending(ip)
+    }
+
+    /// Where every message is recorded, when the edge records (`[trace]`).
+    pub fn trace(&self) -> Option<&Arc<crate::trace::Tap>> {
+        self.tap.as_ref()
     }
 
     /// Open stream connections (inbound and outbound).
@@ -336,6 +345,10 @@ impl Handler for Core {
 
     fn on_open(&self, conn: &ConnHandle) {
         self.registry.add(conn);
+    }
+
+    fn tap(&self) -> Option<Arc<crate::trace::Tap>> {
+        self.tap.clone()
     }
 
     fn on_closed(&self, conn: &ConnHandle, reason: &str) {

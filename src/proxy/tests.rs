@@ -16,6 +16,7 @@ fn core() -> Arc<Core> {
         resolver: None,
         conn_shutdown: CancellationToken::new(),
         topology: topology::Hider::random().unwrap_or_else(|e| panic!("{e}")),
+        tap: None,
     })
 }
 

@@ -52,6 +52,8 @@ struct ConnInner {
     transport: Transport,
     interface: Interface,
     identity: PeerIdentity,
+    /// Where this connection's messages are recorded (`transport::tap`).
+    tap: Option<Arc<crate::trace::Tap>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -64,6 +66,7 @@ impl ConnHandle {
         transport: Transport,
         interface: Interface,
         identity: PeerIdentity,
+        tap: Option<Arc<crate::trace::Tap>>,
     ) -> Self {
         ConnHandle {
             inner: Arc::new(ConnInner {
@@ -74,6 +77,7 @@ impl ConnHandle {
                 transport,
                 interface,
                 identity,
+                tap,
             }),
         }
     }
@@ -95,6 +99,17 @@ impl ConnHandle {
     }
     pub fn identity(&self) -> &PeerIdentity {
         &self.inner.identity
+    }
+    pub fn tap(&self) -> Option<&crate::trace::Tap> {
+        self.inner.tap.as_deref()
+    }
+
+    /// Records a message of this connection, when its edge records.
+    #[inline]
+    pub(super) fn capture(&self, direction: crate::trace::Direction, msg: &Bytes) {
+        if let Some(tap) = &self.inner.tap {
+            tap.capture(direction, self.interface(), self.transport(), self.local(), self.remote(), msg);
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -176,6 +191,7 @@ static DROPPING: AtomicBool = AtomicBool::new(false);
 /// Sends a datagram without awaiting; when the socket buffer is full the send finishes
 /// in a small task rather than blocking the caller, at most `DEFERRED_DATAGRAMS` at once.
 pub fn send_datagram(socket: &Arc<UdpSocket>, to: SocketAddr, msg: Bytes) -> Result<(), SendError> {
+    super::tap::datagram_sent(socket, to, &msg);
     match socket.try_send_to(&msg, to) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -264,6 +280,7 @@ mod tests {
             Transport::Tls,
             Interface::External,
             PeerIdentity::anonymous(),
+            None,
         );
         (h, rx)
     }

@@ -209,7 +209,7 @@ async fn serve<S>(
         addr,
         identity,
     };
-    let (handle, rx) = stream::channel(&peer, local);
+    let (handle, rx) = stream::channel(&peer, local, ctx.handler.tap());
     ctx.handler.on_open(&handle);
     stream::run(
         io,

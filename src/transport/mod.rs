@@ -13,6 +13,7 @@ pub mod conn;
 pub mod listen;
 pub mod pool;
 pub mod stream;
+pub mod tap;
 pub mod udp;
 
 pub use conn::{ConnHandle, Registry, ReplyTo, SendError};
@@ -34,6 +35,11 @@ pub trait Handler: Send + Sync + 'static {
     fn on_open(&self, conn: &ConnHandle);
     /// A stream connection closed.
     fn on_closed(&self, conn: &ConnHandle, reason: &str);
+    /// Where the messages of this handler's connections and sockets are recorded; asked
+    /// once per connection or socket task, never per message.
+    fn tap(&self) -> Option<std::sync::Arc<crate::trace::Tap>> {
+        None
+    }
 }
 
 /// Where TLS configurations come from; reloadable, so every handshake asks anew.

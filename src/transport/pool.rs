@@ -279,7 +279,7 @@ where
         addr: key.addr,
         identity,
     };
-    let (handle, rx) = stream::channel(&peer, local);
+    let (handle, rx) = stream::channel(&peer, local, ctx.handler.tap());
     ctx.handler.on_open(&handle);
     let h = handle.clone();
     let handler = ctx.handler.clone();

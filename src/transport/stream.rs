@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{ConnHandle, CHANNEL_CAPACITY, SEND_QUEUE};
 use super::{Handler, Peer, ReplyTo};
+use crate::trace::Direction;
 use crate::sip::framing::{scan, FrameError, FrameLimits, Scan, MAX_KEEPALIVE_RUN};
 
 /// Most bytes taken from the socket in one read: at least ~100 bytes a request, so one
@@ -44,7 +45,12 @@ const GROW_STEP: usize = 4096;
 const QUIET: Duration = Duration::from_secs(1);
 
 /// Creates the handle and queue for a new connection; `run` then serves it.
-pub fn channel(peer: &Peer, local: std::net::SocketAddr) -> (ConnHandle, mpsc::Receiver<Bytes>) {
+/// `tap` records the connection's messages (`Handler::tap`).
+pub fn channel(
+    peer: &Peer,
+    local: std::net::SocketAddr,
+    tap: Option<Arc<crate::trace::Tap>>,
+) -> (ConnHandle, mpsc::Receiver<Bytes>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let handle = ConnHandle::new(
         tx,
@@ -53,6 +59,7 @@ pub fn channel(peer: &Peer, local: std::net::SocketAddr) -> (ConnHandle, mpsc::R
         peer.transport,
         peer.interface,
         peer.identity.clone(),
+        tap,
     );
     (handle, rx)
 }
@@ -136,17 +143,22 @@ pub async fn run<S>(
             msg = rx.recv() => {
                 let Some(msg) = msg else { break "handle dropped" };
                 let began = tokio::time::Instant::now();
+                handle.capture(Direction::Sent, &msg);
                 let written = match rx.try_recv() {
                     // One message queued: write it as it is, without a copy.
                     Err(_) => writer.write_all(&msg).await,
                     Ok(next) => {
                         // Batch whatever else is queued into the same write.
+                        handle.capture(Direction::Sent, &next);
                         out.clear();
                         out.extend_from_slice(&msg);
                         out.extend_from_slice(&next);
                         while out.len() < 64 * 1024 {
                             match rx.try_recv() {
-                                Ok(m) => out.extend_from_slice(&m),
+                                Ok(m) => {
+                                    handle.capture(Direction::Sent, &m);
+                                    out.extend_from_slice(&m)
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -242,6 +254,9 @@ fn drain_frames(
                 consumed = true;
                 *keepalive_run = 0;
                 let msg = buf.split_to(len).freeze();
+                if let ReplyTo::Stream(conn) = reply {
+                    conn.capture(Direction::Received, &msg);
+                }
                 handler.on_message(msg, peer, reply);
             }
             Err(e) => {

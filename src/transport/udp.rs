@@ -7,6 +7,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::{Handler, Interface, Peer, PeerIdentity, ReplyTo, Transport};
+use crate::trace::Direction;
 
 /// Largest datagram read; bigger ones are truncated by the kernel and then fail to parse.
 const MAX_DATAGRAM: usize = 65_535;
@@ -24,6 +25,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let tap = handler.tap();
+    let local = socket.local_addr().ok();
     loop {
         let recv = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -37,6 +40,9 @@ pub async fn run(
                     continue;
                 }
                 let data = Bytes::copy_from_slice(received);
+                if let (Some(tap), Some(local)) = (&tap, local) {
+                    tap.capture(Direction::Received, interface, Transport::Udp, local, from, &data);
+                }
                 let peer = Peer {
                     interface,
                     transport: Transport::Udp,

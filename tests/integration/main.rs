@@ -31,4 +31,5 @@ mod support;
 mod tls;
 mod topology;
 mod torture;
+mod trace;
 mod transports;

@@ -139,11 +139,21 @@ struct Pool {
 
 impl Pool {
     async fn start() -> Pool {
-        let udp = UdpPeer::bind("127.0.0.1").await;
+        // The ephemeral UDP port may be taken for TCP by another test: try another one
+        // (a bounded number of times).
+        let mut attempt = 0;
+        let (udp, tcp) = loop {
+            let udp = UdpPeer::bind("127.0.0.1").await;
+            match tokio::net::TcpListener::bind(udp.addr()).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "the pool's UDP port is taken for TCP; another");
+                }
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let addr = udp.addr();
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("tcp on the pool port");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let utx = tx.clone();
         let udp_task = tokio::spawn(async move {
