@@ -23,6 +23,24 @@ async fn counting_pool() -> (std::net::SocketAddr, watch::Receiver<usize>) {
     (addr, rx)
 }
 
+/// Waits until the pool answered `n` requests.
+async fn wait_answered(mut answered: watch::Receiver<usize>, n: usize) {
+    let reached = tokio::time::timeout(WAIT, answered.wait_for(|got| *got >= n))
+        .await
+        .is_ok();
+    assert!(reached, "the pool got {} of {n}", *answered.borrow());
+}
+
+/// The edge's RSS grew by less than `limit_mib` since `before` while `held` were held.
+fn assert_grew_less_than(pid: u32, before: u64, limit_mib: u64, held: &str) {
+    let after = rss_kib(pid);
+    let grown_mib = after.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < limit_mib,
+        "RSS grew by {grown_mib} MiB ({before} → {after} KiB) while {held} were held"
+    );
+}
+
 #[tokio::test]
 async fn garbage_between_requests_pins_no_receive_memory() {
     let (pool, answered) = counting_pool().await;
@@ -58,15 +76,7 @@ async fn garbage_between_requests_pins_no_receive_memory() {
     };
     // Every server transaction stays 32 s (Timer J) after its 200: each request below is
     // still held when the memory is read.
-    let wait_answered = |n: usize| {
-        let mut answered = answered.clone();
-        async move {
-            let reached = tokio::time::timeout(WAIT, answered.wait_for(|got| *got >= n))
-                .await
-                .is_ok();
-            assert!(reached, "the pool got {} of {n}", *answered.borrow());
-        }
-    };
+    let wait_answered = |n: usize| wait_answered(answered.clone(), n);
     for i in 0..50 {
         client.send(ext, &request(i)).await;
     }
@@ -86,10 +96,76 @@ async fn garbage_between_requests_pins_no_receive_memory() {
         }
     }
     wait_answered(340).await;
-    let after = rss_kib(pid);
-    let grown_mib = after.saturating_sub(before) / 1024;
-    assert!(
-        grown_mib < 20,
-        "RSS grew by {grown_mib} MiB ({before} → {after} KiB) while 300 requests were held"
+    assert_grew_less_than(pid, before, 20, "300 requests");
+}
+
+#[tokio::test]
+async fn large_refused_messages_between_invites_on_tcp_pin_no_read_buffer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pool, answered) = counting_pool().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    let config = crate::binary::config(pool, "\n[limits]\nmax_message_size = 65535\n").replacen(
+        "udp_port = 0\n",
+        "udp_port = 0\ntcp_port = 0\n",
+        1,
     );
+    std::fs::write(&path, config).expect("write");
+    let edge = Running::start(&path);
+    let ext = addr_in(&edge.wait_for(&[
+        "listening",
+        "\"interface\":\"external\"",
+        "\"transport\":\"tcp\"",
+    ]));
+    let pid = edge.child.id();
+    let stream = tokio::net::TcpStream::connect(ext).await.expect("connect");
+    let local = stream.local_addr().expect("local");
+    let (mut rd, mut wr) = stream.into_split();
+    // The answers are read and dropped, so the edge never waits for this peer.
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let invite = |i: usize| {
+        request(
+            "INVITE",
+            "sip:bob@contoso.test",
+            "sip:dan@fabrikam.test",
+            "sip:bob@contoso.test",
+            &format!("SIP/2.0/TCP {local};branch=z9hG4bKtcpmem{i}"),
+            &format!("tcpmem{i}"),
+            &["Contact: <sip:dan@127.0.0.1;transport=tcp>"],
+            "",
+        )
+    };
+    // Refused at once (483) and forgotten: only the INVITE beside it is held (Timer L, 32 s).
+    let refused = request(
+        "MESSAGE",
+        "sip:bob@contoso.test",
+        "sip:dan@fabrikam.test",
+        "sip:bob@contoso.test",
+        &format!("SIP/2.0/TCP {local};branch=z9hG4bKtcpbig"),
+        "tcpbig",
+        &["Content-Type: text/plain"],
+        &"x".repeat(60_000),
+    )
+    .replacen("Max-Forwards: 70", "Max-Forwards: 0", 1);
+    let wait_answered = |n: usize| wait_answered(answered.clone(), n);
+    for i in 0..50 {
+        wr.write_all(invite(i).as_bytes()).await.expect("write");
+    }
+    wait_answered(50).await;
+    let before = rss_kib(pid);
+    // Each INVITE arrives in the same write as 60 000 bytes refused before it: a slice of
+    // the read buffer would keep those bytes alive with the INVITE.
+    for i in 50..450 {
+        let mut both = refused.clone().into_bytes();
+        both.extend_from_slice(invite(i).as_bytes());
+        wr.write_all(&both).await.expect("write");
+        if i % 10 == 0 {
+            wait_answered(i - 5).await;
+        }
+    }
+    wait_answered(450).await;
+    assert_grew_less_than(pid, before, 10, "400 INVITEs");
 }
