@@ -516,6 +516,21 @@ impl Metrics {
             &[],
             g.flagged_partners as u64,
         );
+        header(
+            &mut out,
+            "sipedge_suppressed_log_lines_total",
+            "counter",
+            "Log lines a peer caused that were counted instead of written (crate::lograte), by reason.",
+        );
+        for reason in crate::lograte::NOISY {
+            let v = crate::lograte::LOGS.suppressed(reason);
+            sample(
+                &mut out,
+                "sipedge_suppressed_log_lines_total",
+                &[("reason", reason.name())],
+                v,
+            );
+        }
         out
     }
 }

@@ -154,7 +154,9 @@ impl Core {
             self.resolver.clone(),
             self.me.get().and_then(Weak::upgrade),
         ) else {
-            tracing::info!(peer = %peer.addr, "ACK dropped: its decision needs DNS and no resolver is configured");
+            if crate::lograte::LOGS.admit(crate::lograte::Noisy::AckDropped, peer.addr.ip()) {
+                tracing::info!(peer = %peer.addr, "ACK dropped: its decision needs DNS and no resolver is configured");
+            }
             return;
         };
         let _ = reply;
@@ -185,7 +187,9 @@ impl Core {
                 }
             }
             Decision::Reject(r) => {
-                tracing::info!(peer = %peer.addr, rule = r.rule.name(), "ACK dropped");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::AckDropped, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, rule = r.rule.name(), "ACK dropped");
+                }
             }
             Decision::AnswerOptions => {}
         }

@@ -184,7 +184,9 @@ pub async fn run<S>(
                 idle.as_mut().reset(last_read + settings.idle_timeout);
             }
             _ = &mut message_due, if partial => {
-                tracing::info!(peer = %peer.addr, interface = %peer.interface, "message not complete within the header timeout; closing");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::HeaderTimeout, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, interface = %peer.interface, "message not complete within the header timeout; closing");
+                }
                 break "header timeout";
             }
             _ = shutdown.cancelled() => break "shutdown",
