@@ -141,6 +141,34 @@ enum Entry {
     Client(ClientEntry),
 }
 
+impl crate::txn::Retained for Entry {
+    /// The heap bytes an entry keeps alive: the messages, the response kept for
+    /// retransmissions and the strings (the snapshot and the connections are shared).
+    fn retained_bytes(&self) -> usize {
+        let bytes = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        match self {
+            Entry::Server(s) => {
+                s.request.retained_bytes()
+                    + bytes(&s.last)
+                    + s.to_tag.len()
+                    + s.decision.as_ref().map_or(0, |_| std::mem::size_of::<decide::PendingDecision>())
+            }
+            Entry::Client(c) => {
+                c.bytes.len()
+                    + c.forwarded.as_ref().map_or(0, Message::retained_bytes)
+                    + bytes(&c.hidden_via)
+                    + c.domain.len()
+                    + c.target.len()
+                    + c.retry.as_ref().map_or(0, |r| {
+                        std::mem::size_of::<forward::Retry>()
+                            + r.request.retained_bytes()
+                            + r.remaining.len() * std::mem::size_of::<forward::Target>()
+                    })
+            }
+        }
+    }
+}
+
 struct ServerEntry {
     fsm: ServerTxn,
     request: Message,
@@ -192,7 +220,10 @@ impl Core {
     pub fn new(parts: CoreParts) -> Arc<Core> {
         let snap = parts.live.load();
         let core = Arc::new(Core {
-            txns: Table::new(snap.limits.max_transactions),
+            txns: Table::new(
+                snap.limits.max_transactions,
+                snap.limits.memory_budget_bytes - snap.limits.memory_budget_bytes / 64,
+            ),
             live: parts.live,
             registry: Registry::default(),
             pool: Pool::default(),
@@ -205,7 +236,9 @@ impl Core {
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
             quota: quota::SourceQuota::new(),
-            decisions: record::DecisionLog::default(),
+            // A sixty-fourth of the memory budget (4 MiB of the default 256 MiB): 256
+            // records of 16 KiB each.
+            decisions: record::DecisionLog::with_budget(snap.limits.memory_budget_bytes / 64),
             failures: std::sync::Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
             metrics: Arc::default(),
@@ -220,6 +253,11 @@ impl Core {
     /// Transactions in flight.
     pub fn transactions(&self) -> usize {
         self.txns.len()
+    }
+
+    /// Bytes the transactions in flight keep alive (what `memory_budget_bytes` bounds).
+    pub fn transaction_bytes(&self) -> usize {
+        self.txns.bytes()
     }
 
     /// Requests still waiting for their final response: what a graceful stop waits for.

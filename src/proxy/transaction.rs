@@ -65,10 +65,11 @@ impl Core {
         let mut entry = self.server_entry(m, peer, reply, method == Method::Invite, snap);
         if peer.interface == Interface::External {
             // The internal side is the organisation's own pool, one address for everyone.
+            // The byte budget shrinks the table's capacity when its entries are large.
             let max = quota::limit(
                 snap.limits.max_pending_per_source,
                 self.txns.len(),
-                self.txns.capacity(),
+                self.txns.effective_capacity(),
             );
             match self.quota.admit(peer.addr.ip(), max) {
                 Some(slot) => entry.slot = Some(slot),

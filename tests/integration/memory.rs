@@ -169,3 +169,148 @@ async fn large_refused_messages_between_invites_on_tcp_pin_no_read_buffer() {
     wait_answered(450).await;
     assert_grew_less_than(pid, before, 10, "400 INVITEs");
 }
+
+/// What each thing costs the edge, measured on the real binary (RSS from /proc and the
+/// table's own accounting from /metrics) and printed as `COST` lines for the README table.
+/// Bounds are loose: they catch a regression by a factor, not noise.
+#[tokio::test]
+async fn what_an_idle_connection_a_transaction_and_a_datagram_cost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOKEN: &str = "memory-costs-token-0123456";
+    // A pool that never answers: every MESSAGE stays in flight (Timer F, 32 s).
+    let pool = UdpPeer::bind("127.0.0.1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    let config = crate::binary::config(
+        pool.addr(),
+        &format!("\n[limits]\nmax_connections_per_ip = 5000\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+    )
+    .replacen("udp_port = 0\n", "udp_port = 0\ntcp_port = 0\n", 1);
+    std::fs::write(&path, config).expect("write");
+    let edge = Running::start(&path);
+    let udp = addr_in(&edge.wait_for(&[
+        "listening",
+        "\"interface\":\"external\"",
+        "\"transport\":\"udp\"",
+    ]));
+    let tcp = addr_in(&edge.wait_for(&[
+        "listening",
+        "\"interface\":\"external\"",
+        "\"transport\":\"tcp\"",
+    ]));
+    let admin = addr_in(&edge.wait_for(&["admin endpoint listening"]));
+    let pid = edge.child.id();
+    let gauge = |name: &'static str| {
+        let endpoint = format!("http://{admin}");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let text =
+                    sipedge::admin::http::send(&endpoint, "GET", "/metrics", Some(TOKEN), "")
+                        .expect("admin endpoint")
+                        .1;
+                crate::metrics::value(&text, name)
+            })
+            .await
+            .expect("join")
+        }
+    };
+
+    // Idle connections: each pinged once and answered, so the edge has served it.
+    const CONNS: usize = 1000;
+    let before = rss_kib(pid);
+    let mut conns = Vec::new();
+    for _ in 0..CONNS {
+        let mut c = tokio::net::TcpStream::connect(tcp).await.expect("connect");
+        c.write_all(b"\r\n\r\n").await.expect("ping");
+        let mut pong = [0u8; 2];
+        c.read_exact(&mut pong).await.expect("pong");
+        conns.push(c);
+    }
+    let per_conn = (rss_kib(pid).saturating_sub(before) * 1024) / CONNS as u64;
+    println!("COST idle TCP connection: {per_conn} bytes (RSS over {CONNS})");
+    drop(conns);
+
+    // Transactions in flight: MESSAGEs of about 450 bytes, each a server and a client entry.
+    const HELD: usize = 5000;
+    let client = UdpPeer::bind("127.0.0.1").await;
+    let before = rss_kib(pid);
+    for i in 0..HELD {
+        let m = request(
+            "MESSAGE",
+            "sip:bob@contoso.test",
+            "sip:dan@fabrikam.test",
+            "sip:bob@contoso.test",
+            &format!(
+                "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKcost{i}",
+                client.addr().port()
+            ),
+            &format!("cost{i}"),
+            &["Content-Type: text/plain"],
+            "hello",
+        );
+        client.send(udp, &m).await;
+        if i % 100 == 99 {
+            // Paced by what reached the pool, so the edge's socket drops nothing.
+            for _ in 0..100 {
+                assert!(
+                    pool.try_recv(WAIT).await.is_some(),
+                    "the pool got a request"
+                );
+            }
+        }
+    }
+    let held = gauge("sipedge_transactions").await;
+    let accounted = gauge("sipedge_transaction_bytes").await;
+    let per_txn_rss = (rss_kib(pid).saturating_sub(before) * 1024) / HELD as u64;
+    let per_txn = accounted / (held / 2).max(1);
+    println!(
+        "COST MESSAGE transaction in flight (server + client entry): {per_txn} bytes accounted, {per_txn_rss} bytes RSS ({held} entries)"
+    );
+    assert_eq!(
+        held as usize,
+        2 * HELD,
+        "a server and a client entry per request"
+    );
+
+    // Datagrams in flight: garbage at full speed is copied, parsed, dropped; none is kept.
+    let before = rss_kib(pid);
+    let garbage = vec![b'x'; 1400];
+    for _ in 0..20_000 {
+        let _ = client.sock.send_to(&garbage, udp).await;
+    }
+    // A last request through: every datagram before it has been read.
+    let m = request(
+        "OPTIONS",
+        "sip:bob@contoso.test",
+        "sip:dan@fabrikam.test",
+        "sip:bob@contoso.test",
+        &format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKcostlast",
+            client.addr().port()
+        ),
+        "costlast",
+        &[],
+        "",
+    );
+    client.send(udp, &m).await;
+    assert!(
+        pool.try_recv(WAIT).await.is_some(),
+        "the last request went through"
+    );
+    let grown = rss_kib(pid).saturating_sub(before);
+    println!("COST 20 000 datagrams of 1 400 bytes received and dropped: RSS grew {grown} KiB");
+
+    assert!(
+        per_conn < 64 * 1024,
+        "an idle connection costs {per_conn} bytes"
+    );
+    assert!(
+        (500..8 * 1024).contains(&per_txn),
+        "a transaction is accounted {per_txn} bytes"
+    );
+    assert!(
+        per_txn_rss < 16 * 1024,
+        "a transaction costs {per_txn_rss} bytes of RSS"
+    );
+    assert!(grown < 8 * 1024, "dropped datagrams left {grown} KiB");
+}
