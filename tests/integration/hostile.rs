@@ -469,6 +469,27 @@ async fn a_stream_whose_framing_is_in_doubt_is_answered_and_closed() {
         c.closed_within(Duration::from_secs(2)).await,
         "a stream with conflicting Content-Length values is closed"
     );
+    // A Content-Length that is negative, too long to be a length, or not a number, and a
+    // header block past max_headers: the header block is readable, so each is answered.
+    let many = "X-Filler: 1\r\n".repeat(300) + "Content-Length: 0\r\n\r\n";
+    for (id, rest) in [
+        ("negative-length", "Content-Length: -5\r\n\r\nhello"),
+        ("huge-length", "Content-Length: 99999999999\r\n\r\nhello"),
+        ("word-length", "Content-Length: 5x\r\n\r\nhello"),
+        ("many-headers", many.as_str()),
+    ] {
+        let mut c = tcp_connect(at.tcp).await;
+        c.send(&attack_head("MESSAGE", id, rest)).await;
+        let answer = c.recv().await;
+        assert!(
+            first_line(&answer).starts_with("SIP/2.0 400 "),
+            "{id}: {answer}"
+        );
+        assert!(
+            c.closed_within(Duration::from_secs(2)).await,
+            "{id}: the stream is closed after the answer"
+        );
+    }
     // A megabyte of keep-alives: far past any peer's pinging.
     let mut c = tcp_connect(at.tcp).await;
     let crlf = b"\r\n".repeat(512 * 1024);
