@@ -66,13 +66,23 @@ impl Core {
         if peer.interface == Interface::External {
             // The internal side is the organisation's own pool, one address for everyone.
             // The byte budget shrinks the table's capacity when its entries are large.
-            let max = quota::limit(
-                snap.limits.max_pending_per_source,
-                self.txns.len(),
-                self.txns.effective_capacity(),
-            );
-            match self.quota.admit(peer.addr.ip(), max) {
-                Some(slot) => entry.slot = Some(slot),
+            let (len, capacity) = (self.txns.len(), self.txns.effective_capacity());
+            let max = quota::limit(snap.limits.max_pending_per_source, len, capacity);
+            // Only a crowded table counts every transaction a source holds: requests
+            // answered at once still stay for Timer J, and a flood of them fills it too.
+            let crowded = quota::limit(usize::MAX, len, capacity);
+            let admitted = self.quota.admit(peer.addr.ip(), max).and_then(|slot| {
+                if crowded == usize::MAX {
+                    return Some((slot, None));
+                }
+                let held = self.crowded.admit(peer.addr.ip(), crowded)?;
+                Some((slot, Some(held)))
+            });
+            match admitted {
+                Some((slot, held)) => {
+                    entry.slot = Some(slot);
+                    entry.crowded_slot = held;
+                }
                 None => {
                     let r = Rejection::plain(Rule::SourceOverload);
                     self.reject_stateless(m, peer, reply, &r, snap);
@@ -117,6 +127,7 @@ impl Core {
             client: None,
             to_tag: self.next_tag(),
             slot: None,
+            crowded_slot: None,
             decision: None,
         }
     }
