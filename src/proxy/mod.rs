@@ -124,10 +124,10 @@ pub struct Core {
     draining: AtomicBool,
     /// Pending requests per external source IP (`limits.max_pending_per_source`).
     quota: Arc<quota::SourceQuota>,
-    /// Transactions per external source created while the table was crowded, answered or
-    /// not (an answered one is still held for Timer J): the share of a source whose
-    /// requests are answered at once but fill the table.
-    crowded: Arc<quota::SourceQuota>,
+    /// Server transactions per external source, answered or not (an answered one is still
+    /// held for Timer J): once the table is crowded, the share of a source whose requests
+    /// are answered at once but fill it (`quota::held_limit`).
+    held: Arc<quota::SourceQuota>,
     decisions: record::DecisionLog,
     /// Targets whose last connect failed: until when to answer at once, how many times
     /// in a row, and the answer.
@@ -186,9 +186,8 @@ struct ServerEntry {
     to_tag: String,
     /// The request's place in its source's quota, until the final response leaves.
     slot: Option<quota::QuotaSlot>,
-    /// Its place among the transactions its source created while the table was crowded,
-    /// given back when it ends.
-    crowded_slot: Option<quota::QuotaSlot>,
+    /// Its place among the transactions its source holds, given back when it ends.
+    held_slot: Option<quota::QuotaSlot>,
     /// The decision made for it, recorded with the final outcome when the final response
     /// leaves (so a forward that a limit or a failed connection refused is logged as such).
     decision: Option<PendingDecision>,
@@ -243,7 +242,7 @@ impl Core {
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
             quota: quota::SourceQuota::new(),
-            crowded: quota::SourceQuota::new(),
+            held: quota::SourceQuota::new(),
             // A sixty-fourth of the memory budget (4 MiB of the default 256 MiB): 256
             // records of 16 KiB each.
             decisions: record::DecisionLog::with_budget(snap.limits.memory_budget_bytes / 64),

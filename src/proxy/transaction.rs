@@ -68,20 +68,16 @@ impl Core {
             // The byte budget shrinks the table's capacity when its entries are large.
             let (len, capacity) = (self.txns.len(), self.txns.effective_capacity());
             let max = quota::limit(snap.limits.max_pending_per_source, len, capacity);
-            // Only a crowded table counts every transaction a source holds: requests
-            // answered at once still stay for Timer J, and a flood of them fills it too.
-            let crowded = quota::limit(usize::MAX, len, capacity);
+            // Every transaction a source holds counts too, answered or not (Timer J).
+            let held_max = quota::held_limit(len, capacity);
             let admitted = self.quota.admit(peer.addr.ip(), max).and_then(|slot| {
-                if crowded == usize::MAX {
-                    return Some((slot, None));
-                }
-                let held = self.crowded.admit(peer.addr.ip(), crowded)?;
-                Some((slot, Some(held)))
+                let held = self.held.admit(peer.addr.ip(), held_max)?;
+                Some((slot, held))
             });
             match admitted {
                 Some((slot, held)) => {
                     entry.slot = Some(slot);
-                    entry.crowded_slot = held;
+                    entry.held_slot = Some(held);
                 }
                 None => {
                     let r = Rejection::plain(Rule::SourceOverload);
@@ -127,7 +123,7 @@ impl Core {
             client: None,
             to_tag: self.next_tag(),
             slot: None,
-            crowded_slot: None,
+            held_slot: None,
             decision: None,
         }
     }
