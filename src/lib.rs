@@ -14,6 +14,7 @@
 //! - `tls`: rustls configurations and peer identity.
 //! - `lab`: lab certificates, the embedded lab config, the topology table, simulated peers,
 //!   PIC provisioning, run-time faults.
+//! - `lograte`: log lines a peer can cause, bounded per reason and source, the rest counted.
 //! - `preflight`: what `run` would refuse at start (files, shared ports), for `check-config`.
 //! - `send`: `sipedge send`, one request into a running edge and what came back.
 //! - `check_partner`: `sipedge check-partner` / `Test-CsFederatedPartner`, the chain to a
@@ -76,6 +77,7 @@ pub mod explain;
 pub mod lab;
 pub mod load;
 pub mod logfmt;
+pub mod lograte;
 pub mod metrics;
 pub mod peer;
 pub mod preflight;

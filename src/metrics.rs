@@ -20,6 +20,8 @@
 //! | `sipedge_discovered_partner_events_total` | counter | `event` (`suspicious`, `watch-listed`, `released`, `report`) |
 //! | `sipedge_flagged_partners` | gauge | discovered partners on the watch list or throttled as suspicious |
 //! | `sipedge_trace_dropped_total` | counter | messages `[trace]` did not record because its writer fell behind (only while recording) |
+//! | `sipedge_transactions`, `sipedge_transaction_bytes` | gauge | transactions in flight and the bytes they keep alive (`memory_budget_bytes`) |
+//! | `sipedge_suppressed_log_lines_total` | counter | `reason` (`crate::lograte`) |
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -253,6 +255,9 @@ pub struct Gauges {
     pub dns: Option<(u64, u64)>,
     /// Discovered partners on the watch list or throttled as suspicious.
     pub flagged_partners: usize,
+    /// Transactions in flight and the bytes they keep alive.
+    pub transactions: usize,
+    pub transaction_bytes: usize,
 }
 
 /// The edge's counters; one per `Core`, shared by every task.
@@ -517,6 +522,32 @@ impl Metrics {
             &[],
             g.flagged_partners as u64,
         );
+        for (name, help, v) in [
+            ("sipedge_transactions", "Transactions in flight (server and client).", g.transactions),
+            (
+                "sipedge_transaction_bytes",
+                "Bytes the transactions in flight keep alive, as limits.memory_budget_bytes counts them.",
+                g.transaction_bytes,
+            ),
+        ] {
+            header(&mut out, name, "gauge", help);
+            sample(&mut out, name, &[], v as u64);
+        }
+        header(
+            &mut out,
+            "sipedge_suppressed_log_lines_total",
+            "counter",
+            "Log lines a peer caused that were counted instead of written (crate::lograte), by reason.",
+        );
+        for reason in crate::lograte::NOISY {
+            let v = crate::lograte::LOGS.suppressed(reason);
+            sample(
+                &mut out,
+                "sipedge_suppressed_log_lines_total",
+                &[("reason", reason.name())],
+                v,
+            );
+        }
         out
     }
 }
@@ -616,6 +647,8 @@ mod tests {
             open_connections: 3,
             dns: Some((5, 2)),
             flagged_partners: 1,
+            transactions: 4,
+            transaction_bytes: 4096,
         });
         check_format(&text);
         for line in [

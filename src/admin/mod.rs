@@ -447,6 +447,8 @@ impl Admin {
         let gauges = crate::metrics::Gauges {
             open_connections: self.core.connections(),
             flagged_partners: self.core.flagged_partners(),
+            transactions: self.core.transactions(),
+            transaction_bytes: self.core.transaction_bytes(),
             dns: self.dns.as_ref().map(|r| {
                 let s = r.stats();
                 (s.lookups, s.hits)

@@ -378,6 +378,7 @@ struct RawLimits {
     max_connections_per_ip: usize,
     max_transactions: usize,
     max_pending_per_source: usize,
+    memory_budget_bytes: usize,
     connections_per_target: usize,
     connect_timeout_ms: u64,
     keepalive_interval_ms: u64,
@@ -396,6 +397,7 @@ impl Default for RawLimits {
             max_connections_per_ip: 1_000,
             max_transactions: 100_000,
             max_pending_per_source: 10_000,
+            memory_budget_bytes: 256 * 1024 * 1024,
             connections_per_target: 4,
             connect_timeout_ms: 5_000,
             keepalive_interval_ms: 30_000,
@@ -825,6 +827,7 @@ impl Builder<'_> {
             "max_pending_per_source",
             r.max_pending_per_source as u64,
         );
+        positive(self, "memory_budget_bytes", r.memory_budget_bytes as u64);
         positive(self, "connect_timeout_ms", r.connect_timeout_ms);
         positive(self, "keepalive_interval_ms", r.keepalive_interval_ms);
         if r.max_message_size > 16 * 1024 * 1024 {
@@ -862,6 +865,7 @@ impl Builder<'_> {
             max_connections_per_ip: r.max_connections_per_ip,
             max_transactions: r.max_transactions,
             max_pending_per_source: r.max_pending_per_source,
+            memory_budget_bytes: r.memory_budget_bytes,
             connections_per_target: r.connections_per_target,
             connect_timeout: Duration::from_millis(r.connect_timeout_ms),
             keepalive_interval: Duration::from_millis(r.keepalive_interval_ms),

@@ -304,6 +304,11 @@ pub struct Limits {
     /// it that source's new requests get 503 + Retry-After, so one flooding peer cannot
     /// take the whole transaction table from everyone else (default 10 000).
     pub max_pending_per_source: usize,
+    /// Bytes the transaction table may keep alive (each transaction accounted by its
+    /// messages, kept response and strings), and a sixty-fourth of it for the decision log;
+    /// over it new requests get 503 + Retry-After like over `max_transactions`
+    /// (default 256 MiB).
+    pub memory_budget_bytes: usize,
     /// Outbound connections kept per next hop that is not a federated partner: the Front
     /// End pool, and static routes when no federation section is configured (1–4, default
     /// 4). With federation configured, the connections per partner, provider or default

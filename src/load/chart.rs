@@ -70,6 +70,35 @@ pub fn sweep(steps: &[Summary], path: &Path) -> Result<(), ChartError> {
     )
 }
 
+/// One sample of a soak run (`benches/soak.sh`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SoakSample {
+    /// Seconds since the start.
+    pub t: f64,
+    pub rss_mb: f64,
+    pub open_files: f64,
+    pub log_lines_per_s: f64,
+}
+
+/// A soak run: RSS over time above, open files and log lines per second below.
+pub fn soak(samples: &[SoakSample], title: &str, path: &Path) -> Result<(), ChartError> {
+    let series =
+        |f: fn(&SoakSample) -> f64| -> Series { samples.iter().map(|s| (s.t, f(s))).collect() };
+    two_panels(
+        path,
+        title,
+        ("RSS (MB)", vec![("RSS", series(|s| s.rss_mb), BLUE)]),
+        (
+            "open files, log lines/s",
+            vec![
+                ("open files", series(|s| s.open_files), BLACK),
+                ("log lines/s", series(|s| s.log_lines_per_s), RED),
+            ],
+        ),
+        "time (s)",
+    )
+}
+
 fn two_panels(
     path: &Path,
     title: &str,

@@ -29,7 +29,9 @@ impl Core {
                 Ok(()) => Some((expanded, true)),
                 Err(e) => {
                     if m.method() == Method::Ack {
-                        tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route belongs to another dialog");
+                        if crate::lograte::LOGS.admit(crate::lograte::Noisy::AckDropped, peer.addr.ip()) {
+                            tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route belongs to another dialog");
+                        }
                     } else {
                         self.reject_stateless(&m, peer, reply, &e.rejection(), &snap);
                     }
@@ -38,7 +40,9 @@ impl Core {
             },
             Ok(None) => Some((m, false)),
             Err(e) if m.method() == Method::Ack => {
-                tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::AckDropped, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, reason = %e, "ACK dropped: its Route does not verify");
+                }
                 None
             }
             Err(e) => {

@@ -127,6 +127,10 @@ pub struct Core {
     draining: AtomicBool,
     /// Pending requests per external source IP (`limits.max_pending_per_source`).
     quota: Arc<quota::SourceQuota>,
+    /// Server transactions per external source, answered or not (an answered one is still
+    /// held for Timer J): once the table is crowded, the share of a source whose requests
+    /// are answered at once but fill it (`quota::held_limit`).
+    held: Arc<quota::SourceQuota>,
     decisions: record::DecisionLog,
     /// Targets whose last connect failed: until when to answer at once, how many times
     /// in a row, and the answer.
@@ -145,6 +149,34 @@ enum Entry {
     Client(ClientEntry),
 }
 
+impl crate::txn::Retained for Entry {
+    /// The heap bytes an entry keeps alive: the messages, the response kept for
+    /// retransmissions and the strings (the snapshot and the connections are shared).
+    fn retained_bytes(&self) -> usize {
+        let bytes = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        match self {
+            Entry::Server(s) => {
+                s.request.retained_bytes()
+                    + bytes(&s.last)
+                    + s.to_tag.len()
+                    + s.decision.as_ref().map_or(0, |_| std::mem::size_of::<decide::PendingDecision>())
+            }
+            Entry::Client(c) => {
+                c.bytes.len()
+                    + c.forwarded.as_ref().map_or(0, Message::retained_bytes)
+                    + bytes(&c.hidden_via)
+                    + c.domain.len()
+                    + c.target.len()
+                    + c.retry.as_ref().map_or(0, |r| {
+                        std::mem::size_of::<forward::Retry>()
+                            + r.request.retained_bytes()
+                            + r.remaining.len() * std::mem::size_of::<forward::Target>()
+                    })
+            }
+        }
+    }
+}
+
 struct ServerEntry {
     fsm: ServerTxn,
     request: Message,
@@ -158,6 +190,8 @@ struct ServerEntry {
     to_tag: String,
     /// The request's place in its source's quota, until the final response leaves.
     slot: Option<quota::QuotaSlot>,
+    /// Its place among the transactions its source holds, given back when it ends.
+    held_slot: Option<quota::QuotaSlot>,
     /// The decision made for it, recorded with the final outcome when the final response
     /// leaves (so a forward that a limit or a failed connection refused is logged as such).
     decision: Option<PendingDecision>,
@@ -196,7 +230,10 @@ impl Core {
     pub fn new(parts: CoreParts) -> Arc<Core> {
         let snap = parts.live.load();
         let core = Arc::new(Core {
-            txns: Table::new(snap.limits.max_transactions),
+            txns: Table::new(
+                snap.limits.max_transactions,
+                snap.limits.memory_budget_bytes - snap.limits.memory_budget_bytes / 64,
+            ),
             live: parts.live,
             registry: Registry::default(),
             pool: Pool::default(),
@@ -209,7 +246,10 @@ impl Core {
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
             quota: quota::SourceQuota::new(),
-            decisions: record::DecisionLog::default(),
+            held: quota::SourceQuota::new(),
+            // A sixty-fourth of the memory budget (4 MiB of the default 256 MiB): 256
+            // records of 16 KiB each.
+            decisions: record::DecisionLog::with_budget(snap.limits.memory_budget_bytes / 64),
             failures: std::sync::Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
             metrics: Arc::default(),
@@ -225,6 +265,11 @@ impl Core {
     /// Transactions in flight.
     pub fn transactions(&self) -> usize {
         self.txns.len()
+    }
+
+    /// Bytes the transactions in flight keep alive (what `memory_budget_bytes` bounds).
+    pub fn transaction_bytes(&self) -> usize {
+        self.txns.bytes()
     }
 
     /// Requests still waiting for their final response: what a graceful stop waits for.

@@ -34,6 +34,21 @@ pub fn limit(max_per_source: usize, table_len: usize, capacity: usize) -> usize 
     }
 }
 
+/// Once the table is crowded, the most transactions one source may hold, answered or not:
+/// a quarter of what the table can hold. An answered request still stays for Timer J
+/// (32 s over UDP), so a flood the pool answers at once fills the table as surely as one
+/// it never answers; a partner at an ordinary rate holds far less (200/s over UDP: 6 400).
+pub fn held_limit(table_len: usize, capacity: usize) -> usize {
+    if table_len.saturating_mul(CROWDED_OF) < capacity.saturating_mul(CROWDED_AT) {
+        usize::MAX
+    } else {
+        (capacity / HELD_SHARE).max(1)
+    }
+}
+
+/// `held_limit`'s share: a quarter of the table.
+const HELD_SHARE: usize = 4;
+
 /// Counts of pending requests (no final response yet) by source IP.
 #[derive(Debug)]
 pub struct SourceQuota {
@@ -134,6 +149,13 @@ mod tests {
         assert_eq!(limit(100, 8000, 8000), 100, "never above the source's own limit");
         assert_eq!(limit(500, 30, 40), 1, "a tiny table still admits one");
         assert_eq!(limit(500, usize::MAX, usize::MAX), 500, "no overflow");
+    }
+
+    #[test]
+    fn a_crowded_table_lets_one_source_hold_a_quarter_of_it() {
+        assert_eq!(held_limit(5999, 8000), usize::MAX, "not crowded: no share");
+        assert_eq!(held_limit(6000, 8000), 2000);
+        assert_eq!(held_limit(3, 3), 1, "a tiny table still admits one");
     }
 
     #[test]

@@ -76,26 +76,56 @@ pub struct Recorded {
     pub sealed_route: bool,
 }
 
-/// A bounded ring of recent decisions.
-#[derive(Debug, Default)]
+/// A bounded ring of recent decisions: at most `KEEP`, and at most `budget` bytes.
+#[derive(Debug)]
 pub struct DecisionLog {
-    ring: Mutex<VecDeque<Recorded>>,
+    ring: Mutex<(VecDeque<Recorded>, usize)>,
+    budget: usize,
+}
+
+impl Default for DecisionLog {
+    fn default() -> Self {
+        DecisionLog::with_budget(usize::MAX)
+    }
+}
+
+/// What one record keeps alive (the snapshot is shared with the edge).
+fn cost(r: &Recorded) -> usize {
+    std::mem::size_of::<Recorded>() + r.request.len()
 }
 
 impl DecisionLog {
+    /// A log holding at most `budget` bytes of records (oldest dropped first).
+    pub fn with_budget(budget: usize) -> Self {
+        DecisionLog {
+            ring: Mutex::new((VecDeque::new(), 0)),
+            budget,
+        }
+    }
+
     /// Keeps a record unless another thread is recording right now.
     pub fn record(&self, r: Recorded) {
-        if let Ok(mut ring) = self.ring.try_lock() {
-            if ring.len() == KEEP {
-                ring.pop_front();
-            }
+        if let Ok(mut guard) = self.ring.try_lock() {
+            let (ring, bytes) = &mut *guard;
+            *bytes += cost(&r);
             ring.push_back(r);
+            while ring.len() > KEEP || (*bytes > self.budget && ring.len() > 1) {
+                if let Some(old) = ring.pop_front() {
+                    *bytes -= cost(&old);
+                }
+            }
         }
+    }
+
+    /// Bytes the kept records hold (at most `budget`, unless one record alone is larger).
+    pub fn bytes(&self) -> usize {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// The last `n` recorded decisions, oldest first.
     pub fn recent(&self, n: usize) -> Vec<Recorded> {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = &guard.0;
         ring.iter()
             .skip(ring.len().saturating_sub(n))
             .cloned()

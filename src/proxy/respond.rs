@@ -321,6 +321,9 @@ pub(super) fn fit_for(bytes: bytes::BytesMut, budget: Option<usize>) -> Bytes {
 }
 
 pub(super) fn log_rejection(m: &Message, r: &Rejection, source: SocketAddr, arrival: Interface) {
+    if !crate::lograte::LOGS.admit(crate::lograte::Noisy::RequestRefused, source.ip()) {
+        return;
+    }
     tracing::info!(
         call_id = m.call_id().unwrap_or(""),
         method = m.method_str(),

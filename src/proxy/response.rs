@@ -7,7 +7,9 @@ use super::*;
 impl Core {
     pub(super) fn on_response(&self, m: Message, peer: &Peer) {
         if let Err(e) = m.validate_response() {
-            tracing::info!(peer = %peer.addr, reason = %e, "response dropped: malformed");
+            if crate::lograte::LOGS.admit(crate::lograte::Noisy::ResponseDropped, peer.addr.ip()) {
+                tracing::info!(peer = %peer.addr, reason = %e, "response dropped: malformed");
+            }
             return;
         }
         // === topology hiding: a Record-Route of ours from outside gets its hidden entries back ===
@@ -27,7 +29,9 @@ impl Core {
         };
         let Some(via) = m.top_via() else { return };
         let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_PREFIX)) else {
-            tracing::info!(peer = %peer.addr, "response dropped: top Via is not ours");
+            if crate::lograte::LOGS.admit(crate::lograte::Noisy::ResponseDropped, peer.addr.ip()) {
+                tracing::info!(peer = %peer.addr, "response dropped: top Via is not ours");
+            }
             return;
         };
         let status = m.status().unwrap_or(0);

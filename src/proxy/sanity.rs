@@ -10,14 +10,18 @@ impl Core {
     pub(super) fn is_sane(&self, m: &Message, peer: &Peer, reply: &ReplyTo) -> bool {
         if let Err(e) = m.validate_request() {
             let status = e.status();
-            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, status, "request refused");
+            if crate::lograte::LOGS.admit(crate::lograte::Noisy::RequestRefused, peer.addr.ip()) {
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %e, status, "request refused");
+            }
             self.respond_stateless(m, peer, reply, status, |tag| {
                 respond::bad_request(m, &e, Some(peer.addr), tag)
             });
             return false;
         }
         if let Some(tags) = unsupported_proxy_require(m) {
-            tracing::info!(peer = %peer.addr, interface = %peer.interface, %tags, "request refused: 420");
+            if crate::lograte::LOGS.admit(crate::lograte::Noisy::RequestRefused, peer.addr.ip()) {
+                tracing::info!(peer = %peer.addr, interface = %peer.interface, %tags, "request refused: 420");
+            }
             self.respond_stateless(m, peer, reply, 420, |tag| {
                 respond::bad_extension(m, &tags, Some(peer.addr), tag)
             });
@@ -29,7 +33,9 @@ impl Core {
     /// A datagram over `max_message_size` (streams enforce it while framing): 513 when it
     /// is a request that can be answered.
     pub(super) fn refuse_oversize(&self, m: &Message, peer: &Peer, reply: &ReplyTo) {
-        tracing::info!(peer = %peer.addr, interface = %peer.interface, size = m.bytes().len(), "datagram over max_message_size: 513");
+        if crate::lograte::LOGS.admit(crate::lograte::Noisy::RequestRefused, peer.addr.ip()) {
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, size = m.bytes().len(), "datagram over max_message_size: 513");
+        }
         if m.is_request() && m.top_via().is_some() {
             self.respond_stateless(m, peer, reply, 513, |tag| {
                 build::response(m, 513, "Message Too Large", Some(peer.addr), Some(tag), &[])
@@ -49,7 +55,9 @@ impl Core {
         match Message::reply_head(raw) {
             Some(head) => {
                 let status = e.status();
-                tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, status, "request refused: unparseable");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::Unparseable, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, status, "request refused: unparseable");
+                }
                 // The head is shorter than what arrived; the budget is what arrived.
                 let budget = datagram_budget(reply, &head, peer.interface).map(|_| raw.len());
                 self.send_local_response(&head, budget, peer, reply, status, |tag| {
@@ -57,7 +65,9 @@ impl Core {
                 });
             }
             None => {
-                tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::Unparseable, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, interface = %peer.interface, transport = %peer.transport, reason = %e, "message dropped: unparseable");
+                }
             }
         }
     }
@@ -69,7 +79,9 @@ impl Core {
             FrameError::TooLarge { .. } => (513, "Message Too Large"),
             _ => (400, "Bad Request"),
         };
-        tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %err, status, "stream framing failed; closing");
+        if crate::lograte::LOGS.admit(crate::lograte::Noisy::FramingFailed, peer.addr.ip()) {
+            tracing::info!(peer = %peer.addr, interface = %peer.interface, reason = %err, status, "stream framing failed; closing");
+        }
         if let Some(m) = Message::reply_head(head) {
             let tag = self.next_tag();
             let phrase = if status == 513 {

@@ -7,6 +7,7 @@ impl Core {
     /// Fires due transaction timers; the edge calls this every few milliseconds.
     pub fn tick(&self, now: Instant) {
         self.report_partners(now);
+        crate::lograte::LOGS.flush(now);
         for key in self.txns.due(now) {
             let action = self.txns.with(&key, |e| match e {
                 Entry::Client(c) => {

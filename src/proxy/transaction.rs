@@ -65,13 +65,20 @@ impl Core {
         let mut entry = self.server_entry(m, peer, reply, method == Method::Invite, snap);
         if peer.interface == Interface::External {
             // The internal side is the organisation's own pool, one address for everyone.
-            let max = quota::limit(
-                snap.limits.max_pending_per_source,
-                self.txns.len(),
-                self.txns.capacity(),
-            );
-            match self.quota.admit(peer.addr.ip(), max) {
-                Some(slot) => entry.slot = Some(slot),
+            // The byte budget shrinks the table's capacity when its entries are large.
+            let (len, capacity) = (self.txns.len(), self.txns.effective_capacity());
+            let max = quota::limit(snap.limits.max_pending_per_source, len, capacity);
+            // Every transaction a source holds counts too, answered or not (Timer J).
+            let held_max = quota::held_limit(len, capacity);
+            let admitted = self.quota.admit(peer.addr.ip(), max).and_then(|slot| {
+                let held = self.held.admit(peer.addr.ip(), held_max)?;
+                Some((slot, held))
+            });
+            match admitted {
+                Some((slot, held)) => {
+                    entry.slot = Some(slot);
+                    entry.held_slot = Some(held);
+                }
                 None => {
                     let r = Rejection::plain(Rule::SourceOverload);
                     self.reject_stateless(m, peer, reply, &r, snap);
@@ -116,6 +123,7 @@ impl Core {
             client: None,
             to_tag: self.next_tag(),
             slot: None,
+            held_slot: None,
             decision: None,
         }
     }
@@ -154,7 +162,9 @@ impl Core {
             self.resolver.clone(),
             self.me.get().and_then(Weak::upgrade),
         ) else {
-            tracing::info!(peer = %peer.addr, "ACK dropped: its decision needs DNS and no resolver is configured");
+            if crate::lograte::LOGS.admit(crate::lograte::Noisy::AckDropped, peer.addr.ip()) {
+                tracing::info!(peer = %peer.addr, "ACK dropped: its decision needs DNS and no resolver is configured");
+            }
             return;
         };
         let _ = reply;
@@ -185,7 +195,9 @@ impl Core {
                 }
             }
             Decision::Reject(r) => {
-                tracing::info!(peer = %peer.addr, rule = r.rule.name(), "ACK dropped");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::AckDropped, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, rule = r.rule.name(), "ACK dropped");
+                }
             }
             Decision::AnswerOptions => {}
         }

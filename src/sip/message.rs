@@ -353,6 +353,11 @@ impl Message {
         &self.headers
     }
 
+    /// Bytes this message keeps alive besides itself: its text and its header index.
+    pub fn retained_bytes(&self) -> usize {
+        self.buf.len() + self.headers.capacity() * std::mem::size_of::<HeaderLine>()
+    }
+
     /// Offset where the empty line ending the headers starts (where new headers go).
     pub fn headers_end(&self) -> usize {
         self.headers_end

@@ -115,7 +115,9 @@ pub async fn accept_loop(
         let permit = match ctx.caps.admit(addr.ip()) {
             Ok(p) => p,
             Err(why) => {
-                tracing::warn!(interface = %ctx.interface, %transport, peer = %addr, reason = why, "connection refused");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::ConnectionRefused, addr.ip()) {
+                    tracing::warn!(interface = %ctx.interface, %transport, peer = %addr, reason = why, "connection refused");
+                }
                 drop(tcp);
                 continue;
             }
@@ -156,13 +158,17 @@ async fn serve_accepted(
             }
             Ok(Err(e)) => {
                 ctx.metrics.tls_failed(TlsSide::Inbound, TlsFailure::of(&e));
-                tracing::warn!(interface = %ctx.interface, peer = %addr, reason = %tls.failure_reason(&e), "TLS handshake failed");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::TlsHandshake, addr.ip()) {
+                    tracing::warn!(interface = %ctx.interface, peer = %addr, reason = %tls.failure_reason(&e), "TLS handshake failed");
+                }
                 return;
             }
             Err(_) => {
                 ctx.metrics
                     .tls_failed(TlsSide::Inbound, TlsFailure::Timeout);
-                tracing::warn!(interface = %ctx.interface, peer = %addr, reason = "handshake timeout", "TLS handshake failed");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::TlsHandshake, addr.ip()) {
+                    tracing::warn!(interface = %ctx.interface, peer = %addr, reason = "handshake timeout", "TLS handshake failed");
+                }
                 return;
             }
         };

@@ -1,13 +1,13 @@
 //! One task per TCP or TLS connection, generic over the byte stream.
 //!
-//! The task reads, frames (`sip::framing`) and hands whole messages to the handler
-//! without copying, and writes whatever the edge queued for this connection, batching
+//! The task reads, frames (`sip::framing`) and hands each whole message to the handler in
+//! bytes of its own (a held request pins no read buffer), and writes whatever the edge queued for this connection, batching
 //! queued messages into one write (one TLS record where possible).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -196,7 +196,9 @@ pub async fn run<S>(
                 idle.as_mut().reset(last_read + settings.idle_timeout);
             }
             _ = &mut message_due, if partial => {
-                tracing::info!(peer = %peer.addr, interface = %peer.interface, "message not complete within the header timeout; closing");
+                if crate::lograte::LOGS.admit(crate::lograte::Noisy::HeaderTimeout, peer.addr.ip()) {
+                    tracing::info!(peer = %peer.addr, interface = %peer.interface, "message not complete within the header timeout; closing");
+                }
                 break "header timeout";
             }
             _ = shutdown.cancelled() => break "shutdown",
@@ -244,7 +246,7 @@ fn drain_frames(
                     handler.on_frame_error(head, e, peer, reply);
                     return Err("keep-alive flood");
                 }
-                let _ = buf.split_to(len);
+                buf.advance(len);
                 if ping {
                     // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong.
                     let _ = reply.send(Bytes::from_static(b"\r\n"));
@@ -253,7 +255,10 @@ fn drain_frames(
             Ok(Scan::Message { len }) => {
                 consumed = true;
                 *keepalive_run = 0;
-                let msg = buf.split_to(len).freeze();
+                // Copied out rather than split off: a slice would keep the whole read
+                // buffer alive for as long as the request is held (Timer L, a retry).
+                let msg = Bytes::copy_from_slice(&buf[..len]);
+                buf.advance(len);
                 if let ReplyTo::Stream(conn) = reply {
                     conn.capture(Direction::Received, &msg);
                 }

@@ -9,7 +9,7 @@ mod table;
 
 pub use client::{ClientTxn, ResponseAction};
 pub use server::ServerTxn;
-pub use table::{Table, TableFull};
+pub use table::{Retained, Table, TableFull};
 
 use std::sync::Arc;
 use std::time::Duration;

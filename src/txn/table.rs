@@ -1,7 +1,8 @@
 //! The bounded, sharded transaction table with its timer queue.
 //!
 //! Sharded so that connection tasks on different cores rarely contend; bounded so that a
-//! flood of distinct transactions gets 503 instead of exhausting memory.
+//! flood of distinct transactions gets 503 instead of exhausting memory: by count
+//! (`max_transactions`) and by the bytes the entries keep alive (`memory_budget_bytes`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -12,12 +13,34 @@ use std::time::Instant;
 
 use super::TxnKey;
 
+/// What a value keeps alive on the heap, for the table's byte budget.
+pub trait Retained {
+    fn retained_bytes(&self) -> usize;
+}
+
+impl Retained for u32 {
+    fn retained_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// What one entry costs besides its value's own heap bytes: two map slots and two timer
+/// entries (a map or heap that has just doubled is half empty, and a transaction is often
+/// scheduled twice), and the key's id (shared by all of them). Counting the slots once
+/// left RSS 40 % above the budget under a flood.
+fn entry_cost<V: Retained>(key: &TxnKey, value: &V) -> usize {
+    2 * std::mem::size_of::<(TxnKey, (V, usize))>()
+        + 2 * std::mem::size_of::<Reverse<(Instant, u64, TxnKey)>>()
+        + key.id.len()
+        + value.retained_bytes()
+}
+
 const SHARDS: usize = 32;
 
 /// Why a transaction could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TableFull {
-    /// The table is at its configured capacity.
+    /// The table is at its configured capacity, in transactions or in bytes.
     #[error("transaction table full")]
     Full,
     /// A transaction with this key exists (a retransmission processed concurrently).
@@ -26,7 +49,8 @@ pub enum TableFull {
 }
 
 struct Shard<V> {
-    map: HashMap<TxnKey, V, foldhash::fast::RandomState>,
+    /// Each value with the bytes it was last accounted for.
+    map: HashMap<TxnKey, (V, usize), foldhash::fast::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, u64, TxnKey)>>,
     seq: u64,
 }
@@ -39,10 +63,13 @@ pub struct Table<V> {
     hasher: foldhash::fast::RandomState,
     len: AtomicUsize,
     capacity: usize,
+    /// Bytes the entries keep alive (`entry_cost`), and the most they may.
+    bytes: AtomicUsize,
+    budget: usize,
 }
 
-impl<V> Table<V> {
-    pub fn new(capacity: usize) -> Self {
+impl<V: Retained> Table<V> {
+    pub fn new(capacity: usize, budget: usize) -> Self {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
@@ -57,7 +84,25 @@ impl<V> Table<V> {
             hasher: Default::default(),
             len: AtomicUsize::new(0),
             capacity,
+            bytes: AtomicUsize::new(0),
+            budget,
         }
+    }
+
+    /// Bytes the entries keep alive now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most transactions the table can hold now: `capacity`, or fewer when entries of
+    /// the present average size would use up the byte budget first.
+    pub fn effective_capacity(&self) -> usize {
+        let (len, bytes) = (self.len(), self.bytes());
+        if len == 0 || bytes == 0 {
+            return self.capacity;
+        }
+        let fit = (self.budget as u128 * len as u128 / bytes as u128) as usize;
+        self.capacity.min(fit.max(1))
     }
 
     pub fn len(&self) -> usize {
@@ -90,12 +135,19 @@ impl<V> Table<V> {
         value: V,
         deadline: Option<Instant>,
     ) -> Result<(), TableFull> {
+        let cost = entry_cost(&key, &value);
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(TableFull::Full);
+        }
+        if self.bytes.fetch_add(cost, Ordering::AcqRel) + cost > self.budget {
+            self.bytes.fetch_sub(cost, Ordering::AcqRel);
             self.len.fetch_sub(1, Ordering::AcqRel);
             return Err(TableFull::Full);
         }
         let mut s = self.lock(self.shard(&key));
         if s.map.contains_key(&key) {
+            self.bytes.fetch_sub(cost, Ordering::AcqRel);
             self.len.fetch_sub(1, Ordering::AcqRel);
             return Err(TableFull::Exists);
         }
@@ -104,7 +156,7 @@ impl<V> Table<V> {
             let seq = s.seq;
             s.timers.push(Reverse((at, seq, key.clone())));
         }
-        s.map.insert(key, value);
+        s.map.insert(key, (value, cost));
         Ok(())
     }
 
@@ -116,8 +168,19 @@ impl<V> Table<V> {
         f: impl FnOnce(&mut V) -> (R, Option<Instant>),
     ) -> Option<R> {
         let mut s = self.lock(self.shard(key));
-        let v = s.map.get_mut(key)?;
+        let (v, cost) = s.map.get_mut(key)?;
         let (r, deadline) = f(v);
+        // A response kept for retransmissions, a forwarded copy: an entry may grow (past
+        // the budget too: only new entries are refused).
+        let now = entry_cost(key, v);
+        if now != *cost {
+            if now > *cost {
+                self.bytes.fetch_add(now - *cost, Ordering::AcqRel);
+            } else {
+                self.bytes.fetch_sub(*cost - now, Ordering::AcqRel);
+            }
+            *cost = now;
+        }
         if let Some(at) = deadline {
             s.seq += 1;
             let seq = s.seq;
@@ -128,11 +191,10 @@ impl<V> Table<V> {
 
     /// Removes a transaction, returning it.
     pub fn remove(&self, key: &TxnKey) -> Option<V> {
-        let v = self.lock(self.shard(key)).map.remove(key);
-        if v.is_some() {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-        }
-        v
+        let (v, cost) = self.lock(self.shard(key)).map.remove(key)?;
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(cost, Ordering::AcqRel);
+        Some(v)
     }
 
     /// Keys whose scheduled instant is at or before `now`. A key may be reported for a
@@ -171,7 +233,7 @@ impl<V> Table<V> {
     pub fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
         self.shards
             .iter()
-            .map(|m| self.lock(m).map.values().filter(|v| pred(v)).count())
+            .map(|m| self.lock(m).map.values().filter(|(v, _)| pred(v)).count())
             .sum()
     }
 
@@ -197,7 +259,7 @@ mod tests {
 
     #[test]
     fn bounded_and_timers_due_in_order() {
-        let t: Table<u32> = Table::new(2);
+        let t: Table<u32> = Table::new(2, usize::MAX);
         let t0 = Instant::now();
         t.insert(key(1), 1, Some(t0 + Duration::from_millis(5)))
             .unwrap();
@@ -225,9 +287,40 @@ mod tests {
         assert_eq!(t.len(), 2);
     }
 
+    /// A value of a given heap size.
+    struct Sized(usize);
+    impl Retained for Sized {
+        fn retained_bytes(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_new_entries_and_removal_gives_the_bytes_back() {
+        let one = entry_cost(&key(1), &Sized(1000));
+        let t: Table<Sized> = Table::new(100, 2 * one + one / 2);
+        t.insert(key(1), Sized(1000), None).unwrap();
+        t.insert(key(2), Sized(1000), None).unwrap();
+        assert_eq!(t.bytes(), 2 * one);
+        assert_eq!(t.insert(key(3), Sized(1000), None), Err(TableFull::Full));
+        assert_eq!(t.effective_capacity(), 2, "two entries of this size fit");
+        t.insert(key(3), Sized(10), None).unwrap();
+        // An entry that grows is accounted again (a kept response).
+        t.with(&key(3), |v| {
+            v.0 = 20;
+            ((), None)
+        });
+        assert_eq!(t.bytes(), 2 * one + entry_cost(&key(3), &Sized(20)));
+        t.remove(&key(1));
+        t.remove(&key(2));
+        t.remove(&key(3));
+        assert_eq!(t.bytes(), 0);
+        assert_eq!(t.effective_capacity(), 100);
+    }
+
     #[test]
     fn a_key_rescheduled_several_times_is_due_once() {
-        let t: Table<u32> = Table::new(100);
+        let t: Table<u32> = Table::new(100, usize::MAX);
         let t0 = Instant::now();
         for n in 0..20 {
             t.insert(key(n), n, Some(t0 + Duration::from_millis(1)))

@@ -60,6 +60,14 @@ impl Running {
         panic!("no log line with {needles:?}");
     }
 
+    /// Every line written so far, waiting up to `quiet` for each further one.
+    pub(crate) fn lines_until_quiet(&self, quiet: Duration) -> Vec<String> {
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen.borrow().clone()
+    }
+
     pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))

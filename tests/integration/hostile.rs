@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sipedge::lab::certs::LeafSpec;
+use sipedge::proxy::Core;
 use sipedge::transport::{Interface, TlsSource, Transport};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
@@ -468,6 +469,27 @@ async fn a_stream_whose_framing_is_in_doubt_is_answered_and_closed() {
         c.closed_within(Duration::from_secs(2)).await,
         "a stream with conflicting Content-Length values is closed"
     );
+    // A Content-Length that is negative, too long to be a length, or not a number, and a
+    // header block past max_headers: the header block is readable, so each is answered.
+    let many = "X-Filler: 1\r\n".repeat(300) + "Content-Length: 0\r\n\r\n";
+    for (id, rest) in [
+        ("negative-length", "Content-Length: -5\r\n\r\nhello"),
+        ("huge-length", "Content-Length: 99999999999\r\n\r\nhello"),
+        ("word-length", "Content-Length: 5x\r\n\r\nhello"),
+        ("many-headers", many.as_str()),
+    ] {
+        let mut c = tcp_connect(at.tcp).await;
+        c.send(&attack_head("MESSAGE", id, rest)).await;
+        let answer = c.recv().await;
+        assert!(
+            first_line(&answer).starts_with("SIP/2.0 400 "),
+            "{id}: {answer}"
+        );
+        assert!(
+            c.closed_within(Duration::from_secs(2)).await,
+            "{id}: the stream is closed after the answer"
+        );
+    }
     // A megabyte of keep-alives: far past any peer's pinging.
     let mut c = tcp_connect(at.tcp).await;
     let crlf = b"\r\n".repeat(512 * 1024);
@@ -526,35 +548,36 @@ async fn binary_garbage_is_refused_or_dropped() {
 /// of 500 pending, 1 000 entries, stops it before the table is crowded).
 const FLOOD: usize = 10_000;
 
-// Two worker threads, like the binary on this machine: on one, the flooder's own reads
-// and writes would queue the legitimate sender behind them inside the test.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_distinct_transactions_gets_503_and_the_table_stays_bounded() {
-    // The pool never answers the flood (its Call-IDs are not `legit-`), so each admitted
-    // one stays in flight until Timer F (64 × T1 = 32 s, longer than the test).
-    let Attack {
-        edge,
-        pool,
-        tcp: ext,
-        udp: _,
-        load,
-    } = start(
-        "max_transactions = 4000\nmax_pending_per_source = 500",
-        Via::Tcp,
-        "txnflood",
-    )
-    .await;
-    let core = edge.edge.core().clone();
-    let table = Peak::watch({
+/// An attack over TCP with `limits`, its core, and the peak of `watched` on that core.
+async fn held_flood(
+    limits: &str,
+    tag: &'static str,
+    watched: fn(&Core) -> usize,
+) -> (Attack, std::sync::Arc<Core>, Peak) {
+    let attack = start(limits, Via::Tcp, tag).await;
+    let core = attack.edge.edge.core().clone();
+    let peak = Peak::watch({
         let core = core.clone();
-        move || core.transactions()
+        move || watched(&core)
     });
+    (attack, core, peak)
+}
+
+/// Sends `count` distinct MESSAGEs with `body` bytes each from 127.0.0.9 over one TCP
+/// connection (the pool holds them unanswered) and counts the 503s that come back, and
+/// those with Retry-After, until `expected` came or 5 s pass without an answer.
+async fn flood_held_messages(
+    ext: SocketAddr,
+    count: usize,
+    body: usize,
+    expected: usize,
+) -> (usize, usize) {
     let flooder = connect_from("127.0.0.9", ext).await.expect("connect");
     let (mut rd, mut wr) = flooder.into_split();
     let reader = tokio::spawn(async move {
         let mut frames = legit::Frames::default();
         let (mut refused, mut with_retry) = (0usize, 0usize);
-        while refused < FLOOD - 500 {
+        while refused < expected {
             let Ok(Some(m)) =
                 tokio::time::timeout(Duration::from_secs(5), frames.next(&mut rd)).await
             else {
@@ -567,21 +590,88 @@ async fn a_flood_of_distinct_transactions_gets_503_and_the_table_stays_bounded()
         }
         (refused, with_retry)
     });
-    let started = Instant::now();
+    let body = format!("Content-Length: {body}\r\n\r\n{}", "x".repeat(body));
     let mut batch = String::new();
-    for i in 0..FLOOD {
-        batch.push_str(&attack_head(
-            "MESSAGE",
-            &format!("hold-{i}"),
-            "Content-Length: 0\r\n\r\n",
-        ));
+    for i in 0..count {
+        batch.push_str(&attack_head("MESSAGE", &format!("hold-{i}"), &body));
         if batch.len() > 32 * 1024 {
             wr.write_all(batch.as_bytes()).await.expect("flood");
             batch.clear();
         }
     }
     wr.write_all(batch.as_bytes()).await.expect("flood");
-    let (refused, with_retry) = reader.await.expect("reader");
+    reader.await.expect("reader")
+}
+
+/// Over `memory_budget_bytes` the table refuses like over `max_transactions`: large
+/// requests held by the pool fill three quarters of the bytes, then their source gets
+/// 503 + Retry-After while a light source is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_held_requests_gets_503_at_the_memory_budget() {
+    const BUDGET: usize = 4 * 1024 * 1024;
+    const SENT: usize = 2_000;
+    let (
+        Attack {
+            edge: _edge,
+            pool: _pool,
+            tcp: ext,
+            udp: _,
+            load,
+        },
+        core,
+        bytes,
+    ) = held_flood(
+        &format!("memory_budget_bytes = {BUDGET}\nmax_pending_per_source = 100000"),
+        "bytesflood",
+        Core::transaction_bytes,
+    )
+    .await;
+    // 3 000-byte bodies: 2 000 of them would hold about 13 MB (request and forwarded copy).
+    let (refused, with_retry) = flood_held_messages(ext, SENT, 3_000, SENT).await;
+    let held = core.pending_from("127.0.0.9".parse().unwrap());
+    println!(
+        "ROBUSTNESS budget={BUDGET} sent={SENT} refused={refused} held={held} peak_bytes={}",
+        bytes.max()
+    );
+    assert!(
+        refused > SENT / 2,
+        "most of the flood is refused: {refused}"
+    );
+    assert_eq!(refused + held, SENT, "each request is held or refused");
+    assert_eq!(with_retry, refused, "every 503 carries Retry-After");
+    load.served("hostile::a_flood_of_large_held_requests_gets_503_at_the_memory_budget")
+        .await;
+    assert!(
+        bytes.max() <= BUDGET,
+        "the table held {} bytes at most, over its budget of {BUDGET}",
+        bytes.max()
+    );
+}
+
+// Two worker threads, like the binary on this machine: on one, the flooder's own reads
+// and writes would queue the legitimate sender behind them inside the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_transactions_gets_503_and_the_table_stays_bounded() {
+    // The pool never answers the flood (its Call-IDs are not `legit-`), so each admitted
+    // one stays in flight until Timer F (64 × T1 = 32 s, longer than the test).
+    let (
+        Attack {
+            edge: _edge,
+            pool,
+            tcp: ext,
+            udp: _,
+            load,
+        },
+        core,
+        table,
+    ) = held_flood(
+        "max_transactions = 4000\nmax_pending_per_source = 500",
+        "txnflood",
+        Core::transactions,
+    )
+    .await;
+    let started = Instant::now();
+    let (refused, with_retry) = flood_held_messages(ext, FLOOD, 0, FLOOD - 500).await;
     let flood_took = started.elapsed();
     println!(
         "ROBUSTNESS flood={FLOOD} refused={refused} took_ms={}",

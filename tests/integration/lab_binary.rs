@@ -624,8 +624,9 @@ async fn a_lab_logging_logfmt_writes_key_value_lines_and_no_access_line_unless_a
         assert_eq!(status_of(&r), 403, "{r}");
     }
     // Refusals are logged (INFO) without --access-log; access lines are not: fmt1's would
-    // come before fmt2's refusal.
-    let logged = lab.logged_until("call_id=fmt2");
+    // come before the line that sums up fmt2's refusal (one line per source and second is
+    // written; the rest are counted, src/lograte.rs).
+    let logged = lab.logged_until("reason=request-refused");
     assert!(
         logged.iter().any(|l| l.contains("call_id=fmt1")),
         "{logged:#?}"

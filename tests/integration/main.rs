@@ -16,6 +16,7 @@ mod lab;
 mod lab_binary;
 mod legit;
 mod load;
+mod logs;
 mod memory;
 mod metrics;
 mod observability;

@@ -76,6 +76,8 @@ impl TestEdge {
                 open_connections: 0,
                 dns: None,
                 flagged_partners: self.edge.core().flagged_partners(),
+                transactions: 0,
+                transaction_bytes: 0,
             })
     }
 }
