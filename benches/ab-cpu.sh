@@ -6,7 +6,8 @@
 #   benches/ab-cpu.sh A_BIN B_BIN [--transport udp|tcp|tls] [--rate N] [--duration S] [--rounds R]
 #
 # Both run `run --config config/bench-<transport>.toml`; the load generator and the sink
-# (the pool) are this checkout's target/release/sipedge. Prints one AB line per run and a
+# (the pool) are this checkout's target/release/sipedge. CONFIG_A / CONFIG_B replace the
+# config for one side (an older binary may refuse a newer key). Prints one AB line per run and a
 # summary line per binary (median µs of edge CPU per transaction). Every process is stopped
 # by its PID.
 set -u
@@ -38,8 +39,9 @@ pids+=("$!")
 declare -A per_tx
 for round in $(seq 1 "$rounds"); do
   for which in A B; do
-    bin="$a_bin"; [ "$which" = B ] && bin="$b_bin"
-    "$bin" run --config "config/bench-$transport.toml" >/dev/null 2>&1 &
+    bin="$a_bin" config="${CONFIG_A:-config/bench-$transport.toml}"
+    [ "$which" = B ] && { bin="$b_bin"; config="${CONFIG_B:-config/bench-$transport.toml}"; }
+    "$bin" run --config "$config" >/dev/null 2>&1 &
     edge=$!
     for _ in $(seq 1 100); do ss -ltnu 2>/dev/null | grep -q ":$port " && break; sleep 0.05; done
     t0="$(ticks "$edge")"

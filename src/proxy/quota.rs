@@ -30,9 +30,17 @@ pub fn limit(max_per_source: usize, table_len: usize, capacity: usize) -> usize 
     if table_len.saturating_mul(CROWDED_OF) < capacity.saturating_mul(CROWDED_AT) {
         max_per_source
     } else {
-        max_per_source.min((capacity / LIGHT_SHARE).max(1))
+        let floor = LIGHT_FLOOR.min(capacity / 8);
+        max_per_source.min((capacity / LIGHT_SHARE).max(floor).max(1))
     }
 }
+
+/// A source with this many pending requests is light however small the table: when large
+/// entries shrink the byte budget's table to a few hundred, `capacity / LIGHT_SHARE` is a
+/// dozen, fewer than a partner at 100/s holds while the machine is slow (seen: 503s to the
+/// legitimate sender of the memory-budget flood test, under a loaded CI machine). At most an
+/// eighth of the table, so a tiny one still keeps room for others.
+const LIGHT_FLOOR: usize = 64;
 
 /// Once the table is crowded, the most transactions one source may hold, answered or not:
 /// a quarter of what the table can hold. An answered request still stays for Timer J
@@ -147,7 +155,10 @@ mod tests {
         assert_eq!(limit(500, 5999, 8000), 500, "just under three quarters");
         assert_eq!(limit(500, 6000, 8000), 250, "crowded: 8000 / 32");
         assert_eq!(limit(100, 8000, 8000), 100, "never above the source's own limit");
-        assert_eq!(limit(500, 30, 40), 1, "a tiny table still admits one");
+        assert_eq!(limit(500, 30, 40), 5, "a tiny table: an eighth of it");
+        assert_eq!(limit(500, 3, 4), 1, "a tinier one still admits one");
+        assert_eq!(limit(500, 300, 400), 50, "a table made small by large entries");
+        assert_eq!(limit(500, 1500, 2000), 64, "the floor, above 2000 / 32");
         assert_eq!(limit(500, usize::MAX, usize::MAX), 500, "no overflow");
     }
 

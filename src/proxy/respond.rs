@@ -184,6 +184,11 @@ impl Core {
                             self.metrics.transaction_done(took);
                         }
                         decided = s.decision.take().map(|d| (s.request.clone(), d, took));
+                        if s.fsm.only_resends_final() {
+                            // Held for Timer J with only its response to resend: the table's
+                            // byte budget then holds four times as many (issue 16).
+                            s.request.keep_start_line();
+                        }
                     }
                     (Some((s.reply.clone(), decided)), s.fsm.deadline())
                 } else {

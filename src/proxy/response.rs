@@ -65,6 +65,13 @@ impl Core {
                                 .map(|b| (b.freeze(), c.dest.clone()))
                         })
                         .flatten();
+                // A non-INVITE's final answer ends what the entry is kept for but absorbing
+                // retransmitted answers (Timer K): its parts move out rather than being
+                // copied, and its request bytes go (what the byte budget counts).
+                let done = status >= 200 && !c.fsm.is_invite();
+                if done {
+                    c.bytes = Bytes::new();
+                }
                 (
                     (
                         action,
@@ -74,12 +81,12 @@ impl Core {
                         (
                             c.arrival,
                             c.exit,
-                            c.domain.clone(),
-                            c.target.clone(),
-                            c.hidden_via.clone(),
-                            c.response_trust.clone(),
-                            c.requester.clone(),
-                            c.partner.clone(),
+                            take_if(done, &mut c.domain),
+                            take_if(done, &mut c.target),
+                            take_if(done, &mut c.hidden_via),
+                            take_if(done, &mut c.response_trust),
+                            take_if(done, &mut c.requester),
+                            take_if(done, &mut c.partner),
                         ),
                         c.span.clone(),
                         retry,
@@ -283,5 +290,14 @@ impl Core {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// The value moved out when the entry no longer needs it, else a copy.
+fn take_if<T: Clone + Default>(done: bool, v: &mut T) -> T {
+    if done {
+        std::mem::take(v)
+    } else {
+        v.clone()
     }
 }

@@ -353,6 +353,17 @@ impl Message {
         &self.headers
     }
 
+    /// Keeps only the start line (method, Request-URI or status): what a finished
+    /// transaction still reads while it waits out Timer J, without holding the whole
+    /// message and its header index for those 32 s.
+    pub fn keep_start_line(&mut self) {
+        let end = memchr(b'\n', &self.buf).map_or(self.buf.len(), |n| n + 1);
+        self.buf = Bytes::copy_from_slice(&self.buf[..end]);
+        self.headers = Vec::new();
+        self.headers_end = end;
+        self.body = end..end;
+    }
+
     /// Bytes this message keeps alive besides itself: its text and its header index.
     pub fn retained_bytes(&self) -> usize {
         self.buf.len() + self.headers.capacity() * std::mem::size_of::<HeaderLine>()
@@ -739,6 +750,18 @@ v=0\n";
         );
         assert_eq!(m.body(), b"v=0\n");
         assert!(m.validate_request().is_ok());
+    }
+
+    #[test]
+    fn a_message_cut_to_its_start_line_keeps_its_method_and_uri_and_nothing_else() {
+        let mut m = msg(INVITE);
+        let before = m.retained_bytes();
+        m.keep_start_line();
+        assert_eq!(m.method(), Method::Invite);
+        assert_eq!(m.uri().expect("uri").host, "contoso.test");
+        assert!(m.headers().is_empty() && m.body().is_empty());
+        assert_eq!(m.retained_bytes(), "INVITE sip:bob@contoso.test SIP/2.0\r\n".len());
+        assert!(m.retained_bytes() * 5 < before, "{before} -> {}", m.retained_bytes());
     }
 
     #[test]

@@ -72,6 +72,12 @@ impl ServerTxn {
         !matches!(self.state, State::Proceeding)
     }
 
+    /// Whether all that is left is to answer retransmissions of a non-INVITE request with
+    /// its final response until Timer J (32 s over UDP): the request itself is not needed.
+    pub fn only_resends_final(&self) -> bool {
+        !self.invite && self.state == State::Completed
+    }
+
     /// Records that a response with `status` was sent at `now`. Returns false when the
     /// transaction already sent a final response and this one must not go out.
     pub fn on_send(&mut self, status: u16, now: Instant) -> bool {

@@ -24,15 +24,25 @@ impl Retained for u32 {
     }
 }
 
-/// What one entry costs besides its value's own heap bytes: two map slots and two timer
-/// entries (a map or heap that has just doubled is half empty, and a transaction is often
-/// scheduled twice), and the key's id (shared by all of them). Counting the slots once
-/// left RSS 40 % above the budget under a flood.
+/// What one entry costs besides its value's own heap bytes: the value's box, two map slots
+/// and two timer entries (a map or heap that has just doubled is half empty, and a
+/// transaction is often scheduled twice), and the key's id (shared by all of them).
+/// Counting the slots once left RSS 40 % above the budget under a flood.
 fn entry_cost<V: Retained>(key: &TxnKey, value: &V) -> usize {
-    2 * std::mem::size_of::<(TxnKey, (V, usize))>()
+    std::mem::size_of::<V>()
+        + 2 * std::mem::size_of::<(TxnKey, Slot<V>)>()
         + 2 * std::mem::size_of::<Reverse<(Instant, u64, TxnKey)>>()
         + key.id.len()
         + value.retained_bytes()
+}
+
+/// A value in its own allocation, with the bytes it was last accounted for. Boxed because
+/// a transaction is several hundred bytes: inline, every slot of a map that keeps 800 000
+/// answered UDP transactions for Timer J would be that large, empty ones included, and
+/// each doubling would move them all.
+struct Slot<V> {
+    value: Box<V>,
+    cost: usize,
 }
 
 const SHARDS: usize = 32;
@@ -49,8 +59,7 @@ pub enum TableFull {
 }
 
 struct Shard<V> {
-    /// Each value with the bytes it was last accounted for.
-    map: HashMap<TxnKey, (V, usize), foldhash::fast::RandomState>,
+    map: HashMap<TxnKey, Slot<V>, foldhash::fast::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, u64, TxnKey)>>,
     seq: u64,
 }
@@ -156,7 +165,13 @@ impl<V: Retained> Table<V> {
             let seq = s.seq;
             s.timers.push(Reverse((at, seq, key.clone())));
         }
-        s.map.insert(key, (value, cost));
+        s.map.insert(
+            key,
+            Slot {
+                value: Box::new(value),
+                cost,
+            },
+        );
         Ok(())
     }
 
@@ -168,11 +183,11 @@ impl<V: Retained> Table<V> {
         f: impl FnOnce(&mut V) -> (R, Option<Instant>),
     ) -> Option<R> {
         let mut s = self.lock(self.shard(key));
-        let (v, cost) = s.map.get_mut(key)?;
+        let Slot { value: v, cost } = s.map.get_mut(key)?;
         let (r, deadline) = f(v);
         // A response kept for retransmissions, a forwarded copy: an entry may grow (past
         // the budget too: only new entries are refused).
-        let now = entry_cost(key, v);
+        let now = entry_cost(key, &**v);
         if now != *cost {
             if now > *cost {
                 self.bytes.fetch_add(now - *cost, Ordering::AcqRel);
@@ -191,10 +206,10 @@ impl<V: Retained> Table<V> {
 
     /// Removes a transaction, returning it.
     pub fn remove(&self, key: &TxnKey) -> Option<V> {
-        let (v, cost) = self.lock(self.shard(key)).map.remove(key)?;
+        let Slot { value: v, cost } = self.lock(self.shard(key)).map.remove(key)?;
         self.len.fetch_sub(1, Ordering::AcqRel);
         self.bytes.fetch_sub(cost, Ordering::AcqRel);
-        Some(v)
+        Some(*v)
     }
 
     /// Keys whose scheduled instant is at or before `now`. A key may be reported for a
@@ -233,7 +248,7 @@ impl<V: Retained> Table<V> {
     pub fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
         self.shards
             .iter()
-            .map(|m| self.lock(m).map.values().filter(|(v, _)| pred(v)).count())
+            .map(|m| self.lock(m).map.values().filter(|s| pred(&s.value)).count())
             .sum()
     }
 
