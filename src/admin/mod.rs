@@ -8,11 +8,12 @@
 //! # Routes
 //! | Route | Token | Answer |
 //! |---|---|---|
+//! | `GET /` | yes, or `?token=` | the status page (`status_page`): lab roles and faults, the last decisions linking to their ladders, the main counters; HTML, reloads itself every 5 s |
 //! | `GET /health` | no | `ok`; in a lab also a line per tripwire peer (contacts of the blocked domain's edge) |
 //! | `POST /cmdlet` (body: the line) | yes | 200 + the output; 400 + the error; `?persist=1` also writes the config file (refused when it no longer holds the running objects, listing them); `?persist=all` writes every running object |
 //! | `GET /config` | yes | the live federation objects as the `Get-*` cmdlets print them |
 //! | `GET /trace?call-id=X[&raw=1]` | yes | the ladder of one call from the `[trace]` ring: a column per side, a row per message, the edge's decisions; `raw` adds the messages |
-//! | `GET /ladder?call-id=X` | yes | the same ladder as an HTML page (a table, no script) |
+//! | `GET /ladder?call-id=X` | yes, or `?token=` | the same ladder as an HTML page (a table, no script) |
 //! | `GET /decisions[?n=N][&format=json]` | yes | the last N decisions (default 20, at most 256), oldest first: a line each (RFC 3339 time, outcome, final status, rule, …), then its trail of checks; with `format=json` an array of objects (`decision_json`) |
 //! | `GET /metrics` | yes | the counters in the Prometheus text format (`crate::metrics`) |
 //! | `GET /watch-list` | yes | the discovered partners: watch-listed or suspicious first, each with its period so far; the last report |
@@ -26,7 +27,9 @@
 //! The token is a bearer token (`Authorization: Bearer <token>`): `[admin] token`, or one
 //! generated at start. Every route but `/health` (a liveness probe) takes the token,
 //! `/metrics` included: it names rules and peers' traffic, and Prometheus sends a bearer
-//! token with `authorization: { credentials: … }` in the scrape config. Peers that are not loopback addresses are answered 403 whatever
+//! token with `authorization: { credentials: … }` in the scrape config. The two pages a
+//! browser opens, `GET /` and `GET /ladder`, also take it as `?token=` (a link cannot send
+//! a header); the status page carries it in its links and asks for no referrer. Peers that are not loopback addresses are answered 403 whatever
 //! they send. A change builds a new snapshot and swaps it in with `Live::store`;
 //! transactions in flight keep the snapshot they started with. Changes are serialized so
 //! two administrators cannot lose each other's change.
@@ -35,6 +38,7 @@ pub mod cmdlet;
 pub mod http;
 pub mod persist;
 pub mod state;
+pub mod status_page;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -94,9 +98,18 @@ pub struct LabControl {
     pub resolves: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     /// The simulated peers' faults and the lab zone.
     pub faults: Arc<crate::lab::faults::FaultControl>,
-    /// The peers any contact with which is the edge's failure (the blocked domain's),
-    /// reported by `/health`.
-    pub tripwires: Vec<(crate::lab::topology::Role, crate::lab::peer::ContactLog)>,
+    /// Every simulated peer; the tripwires among them (the blocked domain's edge, any
+    /// contact with which is the edge's failure) are reported by `/health`.
+    pub peers: Vec<LabPeer>,
+}
+
+/// One simulated peer of the lab, as the admin endpoint reports it.
+#[derive(Clone)]
+pub struct LabPeer {
+    pub role: crate::lab::topology::Role,
+    /// The address it listens on (ephemeral in tests).
+    pub address: std::net::SocketAddr,
+    pub contacts: crate::lab::peer::ContactLog,
 }
 
 /// What the endpoint works on.
@@ -206,7 +219,7 @@ impl Admin {
                     let _ = http::write_typed(&mut stream, status, "application/json", &body).await;
                     return;
                 }
-                if status == 200 && req.path == "/ladder" {
+                if status == 200 && (req.path == "/ladder" || req.path == "/") {
                     let html = "text/html; charset=utf-8";
                     let _ = http::write_typed(&mut stream, status, html, &body).await;
                     return;
@@ -222,11 +235,12 @@ impl Admin {
 
     async fn handle(&self, req: &http::Request) -> (u16, String) {
         const ROUTES: &str =
-            "routes: GET /health, GET /config, GET /decisions, GET /trace?call-id=X[&raw=1], GET /ladder?call-id=X, GET /metrics, GET /watch-list, POST /watch-list/release, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
+            "routes: GET / (the status page), GET /health, GET /config, GET /decisions, GET /trace?call-id=X[&raw=1], GET /ladder?call-id=X, GET /metrics, GET /watch-list, POST /watch-list/release, POST /cmdlet[?persist=1]; in a lab also POST /provision, GET /provisioning-status, POST /clock/advance, GET|POST /lab/fault";
         let method = req.method.as_str();
         match req.path.as_str() {
             "/health" if method == "GET" => return (200, self.health()),
-            "/health"
+            "/"
+            | "/health"
             | "/config"
             | "/decisions"
             | "/trace"
@@ -262,7 +276,8 @@ impl Admin {
                     format!("/cmdlet takes POST with the cmdlet line as body; {ROUTES}\n"),
                 )
             }
-            "/config"
+            "/"
+            | "/config"
             | "/decisions"
             | "/trace"
             | "/ladder"
@@ -272,13 +287,14 @@ impl Admin {
             | "/watch-list/release" => {}
             other => return (404, format!("no route {other}; {ROUTES}\n")),
         }
-        if !req.bearer().is_some_and(|t| same(t, &self.token)) {
+        if !self.authorized(req) {
             return (
                 401,
-                "missing or wrong token; send Authorization: Bearer <token> ([admin] token, or the state file of the running edge)\n".into(),
+                "missing or wrong token; send Authorization: Bearer <token> ([admin] token, or the state file of the running edge); a browser may add ?token=<token> to GET / and GET /ladder\n".into(),
             );
         }
         match req.path.as_str() {
+            "/" => (200, self.status_page()),
             "/config" => (200, cmdlet::render_config(&self.live.load().federation)),
             "/decisions" => match (decisions_wanted(&req.query), wants_json_checked(req)) {
                 (Ok(n), Ok(false)) => (200, self.decisions(n)),
@@ -295,16 +311,78 @@ impl Admin {
         }
     }
 
+    /// Whether `req` carries the token: as a bearer header, or, for the pages a browser
+    /// opens (`GET /` and `GET /ladder`), as `?token=` since a link cannot send a header.
+    fn authorized(&self, req: &http::Request) -> bool {
+        if let Some(t) = req.bearer() {
+            return same(t, &self.token);
+        }
+        let page = req.method == "GET" && matches!(req.path.as_str(), "/" | "/ladder");
+        page && req
+            .param("token")
+            .is_some_and(|t| same(&http::percent_decode(t), &self.token))
+    }
+
+    /// The status page: gathers the lab's roles and faults, the decision log, the counters,
+    /// and hands them to [`status_page::render`].
+    fn status_page(&self) -> String {
+        let snap = self.live.load();
+        let roles: Option<(Vec<status_page::RoleRow>, std::time::SystemTime)> =
+            self.lab.as_ref().map(|lab| {
+                let now = lab.clock.now();
+                let faults = lab.faults.current();
+                let rows = lab
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        let spec = p.role.spec();
+                        let fault = faults
+                            .iter()
+                            .find(|(r, _, _)| *r == p.role)
+                            .map(|(_, _, f)| f)
+                            .filter(|f| **f != crate::lab::peer::Fault::None);
+                        status_page::RoleRow {
+                            role: p.role.to_string(),
+                            fqdn: spec.fqdn.to_string(),
+                            address: format!("{} {}", spec.transport, p.address),
+                            state: crate::lab::run::role_state(
+                                p.role,
+                                &p.contacts,
+                                &lab.store,
+                                now,
+                                &snap.edge.local_domains,
+                            ),
+                            fault: fault.map(|f| f.to_string()),
+                        }
+                    })
+                    .collect();
+                (rows, now)
+            });
+        let decisions = self.core.last_decisions(DECISIONS_DEFAULT);
+        let metrics = self.metrics();
+        status_page::render(&status_page::Status {
+            edge: &snap.external.fqdn,
+            now: std::time::SystemTime::now(),
+            lab: roles.as_ref().map(|(r, t)| (r.as_slice(), *t)),
+            decisions: &decisions,
+            ladders: self.core.trace().is_some() && snap.trace.ring_bytes > 0,
+            metrics: &metrics,
+            token: &self.token,
+        })
+    }
+
     /// `ok`, and in a lab one line per tripwire peer: `tripwire blocked sip.adatum.test:
     /// tripwire: not contacted (0 contacts)` or `… TRIPPED: 1 contact(s), last from …`.
     fn health(&self) -> String {
         let mut out = String::from("ok\n");
-        for (role, log) in self.lab.iter().flat_map(|l| &l.tripwires) {
+        let peers = self.lab.iter().flat_map(|l| &l.peers);
+        for p in peers.filter(|p| p.role.is_tripwire()) {
             let _ = writeln!(
                 out,
-                "tripwire {role} {}: {}",
-                log.fqdn(),
-                log.tripwire_state()
+                "tripwire {} {}: {}",
+                p.role,
+                p.contacts.fqdn(),
+                p.contacts.tripwire_state()
             );
         }
         out

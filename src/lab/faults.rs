@@ -132,11 +132,20 @@ impl FaultControl {
         Ok(out)
     }
 
+    /// Each role's FQDN and current fault ([`Fault::None`] when it has none), in the
+    /// lab's order.
+    pub fn current(&self) -> Vec<(Role, String, Fault)> {
+        self.peers
+            .iter()
+            .map(|(role, switch, _)| (*role, switch.fqdn().to_string(), switch.get()))
+            .collect()
+    }
+
     /// One line per role: its FQDN and current fault.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for (role, switch, _) in &self.peers {
-            let _ = writeln!(out, "{role} ({}): {}", switch.fqdn(), switch.get());
+        for (role, fqdn, fault) in self.current() {
+            let _ = writeln!(out, "{role} ({fqdn}): {fault}");
         }
         out
     }

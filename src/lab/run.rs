@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::LabControl;
+use crate::admin::{LabControl, LabPeer};
 use crate::config::{Live, Snapshot};
 use crate::dns::LabDnsServer;
 use crate::edge::{DrainReport, Edge, Sockets};
@@ -244,7 +244,14 @@ impl Lab {
                 .collect();
             let control = LabControl {
                 faults: Arc::new(FaultControl::new(faults, zone.faults())),
-                tripwires: tripwires(&peers),
+                peers: peers
+                    .iter()
+                    .map(|(role, p)| LabPeer {
+                        role: *role,
+                        address: p.local_addr(),
+                        contacts: p.contact_log(),
+                    })
+                    .collect(),
                 store: pic.clone(),
                 clock: clock.clone(),
                 resolves: Arc::new(move |fqdn: &str| {
@@ -327,24 +334,7 @@ impl Lab {
         let now = self.clock.now();
         for (role, peer) in &self.peers {
             let spec = role.spec();
-            let state = if *role == Role::Skype {
-                let (yes, no): (Vec<&String>, Vec<&String>) = self
-                    .domains
-                    .iter()
-                    .partition(|d| self.pic.is_provisioned(d, now));
-                let mut parts = vec!["listening".to_string()];
-                if !yes.is_empty() {
-                    parts.push(format!("PIC: {} provisioned", join(&yes)));
-                }
-                if !no.is_empty() {
-                    parts.push(format!("PIC: {} not provisioned", join(&no)));
-                }
-                parts.join("; ")
-            } else if role.is_tripwire() {
-                format!("listening; {}", peer.contact_log().tripwire_state())
-            } else {
-                "listening".to_string()
-            };
+            let state = role_state(*role, &peer.contact_log(), &self.pic, now, &self.domains);
             rows.push([
                 role.to_string(),
                 spec.fqdn.to_string(),
@@ -407,13 +397,32 @@ impl Lab {
     }
 }
 
-/// The contact logs of the peers that must never be contacted, with their role.
-fn tripwires(peers: &[(Role, SimPeer)]) -> Vec<(Role, ContactLog)> {
-    peers
-        .iter()
-        .filter(|(r, _)| r.is_tripwire())
-        .map(|(r, p)| (*r, p.contact_log()))
-        .collect()
+/// A simulated peer's state in words, as the lab's table and the admin status page show
+/// it: `listening`, and for the Skype gateway which local domains PIC provisioned by lab
+/// time `now`, for a tripwire whether it was contacted.
+pub fn role_state(
+    role: Role,
+    contacts: &ContactLog,
+    pic: &Provisioning,
+    now: std::time::SystemTime,
+    domains: &[String],
+) -> String {
+    if role == Role::Skype {
+        let (yes, no): (Vec<&String>, Vec<&String>) =
+            domains.iter().partition(|d| pic.is_provisioned(d, now));
+        let mut parts = vec!["listening".to_string()];
+        if !yes.is_empty() {
+            parts.push(format!("PIC: {} provisioned", join(&yes)));
+        }
+        if !no.is_empty() {
+            parts.push(format!("PIC: {} not provisioned", join(&no)));
+        }
+        parts.join("; ")
+    } else if role.is_tripwire() {
+        format!("listening; {}", contacts.tripwire_state())
+    } else {
+        "listening".to_string()
+    }
 }
 
 /// The split domain a hosting provider's peer plays: the organisation's domains, when a

@@ -233,3 +233,48 @@ pub fn escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::Transport;
+
+    #[test]
+    fn a_hostile_call_id_and_message_are_escaped_on_the_ladder_page() {
+        let hostile = "<script>alert(1)</script>";
+        let a = "127.0.0.1:5061".parse().unwrap();
+        let bytes = format!("MESSAGE sip:<b>@x SIP/2.0\r\nCall-ID: {hostile}\r\n\r\n");
+        let msg = Traced {
+            at: SystemTime::now(),
+            direction: Direction::Received,
+            interface: Interface::Internal,
+            transport: Transport::Tls,
+            local: a,
+            remote: a,
+            bytes: bytes.into_bytes().into_boxed_slice(),
+        };
+        let note = EdgeNote {
+            interface: Interface::Internal,
+            method: "MESSAGE".into(),
+            outcome: "reject".into(),
+            rule: "<i>rule</i>".into(),
+            status: 403,
+        };
+        let html = Ladder::new(hostile, &[msg], &[note]).html();
+        for raw in ["<script>", "<b>@", "<i>rule"] {
+            assert!(!html.contains(raw), "{raw} unescaped: {html}");
+        }
+        assert!(
+            html.contains("<h1>Call-ID &lt;script&gt;alert(1)&lt;/script&gt;</h1>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("MESSAGE sip:&lt;b&gt;@x SIP/2.0 (tls)"),
+            "{html}"
+        );
+        assert!(
+            html.contains("reject &lt;i&gt;rule&lt;/i&gt; → 403"),
+            "{html}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ mod restart;
 mod security;
 mod send;
 mod split_domain;
+mod status_page;
 mod support;
 mod tls;
 mod topology;

@@ -14,7 +14,7 @@ use sipedge::transport::{Interface, Transport};
 use crate::lab::{repo, start_with};
 
 /// One request through the lab's internal TLS listener, as `sipedge send` makes it.
-async fn send(
+pub(crate) async fn send(
     lab: &Lab,
     method: SendMethod,
     transport: Transport,
