@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::{first_line, Direction, Traced};
+use super::{first_line, Captured, Direction};
 use crate::peer::Interface;
 
 /// What the edge decided about one request of the call (from its decision log).
@@ -45,7 +45,7 @@ pub struct Ladder {
 impl Ladder {
     /// The ladder of `messages` (oldest first), each request the edge decided annotated
     /// with the first note of its interface and method not yet used.
-    pub fn new(call_id: &str, messages: &[Traced], notes: &[EdgeNote]) -> Ladder {
+    pub fn new(call_id: &str, messages: &[Captured], notes: &[EdgeNote]) -> Ladder {
         let sender_side = match messages.first() {
             Some(m) if m.direction == Direction::Sent => other(m.interface),
             Some(m) => m.interface,
@@ -244,14 +244,14 @@ mod tests {
         let hostile = "<script>alert(1)</script>";
         let a = "127.0.0.1:5061".parse().unwrap();
         let bytes = format!("MESSAGE sip:<b>@x SIP/2.0\r\nCall-ID: {hostile}\r\n\r\n");
-        let msg = Traced {
+        let msg = Captured {
             at: SystemTime::now(),
             direction: Direction::Received,
             interface: Interface::Internal,
             transport: Transport::Tls,
             local: a,
             remote: a,
-            bytes: bytes.into_bytes().into_boxed_slice(),
+            bytes: bytes::Bytes::from(bytes),
         };
         let note = EdgeNote {
             interface: Interface::Internal,

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use crate::config::TraceSettings;
 use crate::peer::{Interface, Transport};
 
-pub use ring::{Ring, Traced};
+pub use ring::Ring;
 
 /// Messages waiting for the writer thread before new ones are dropped: a slow disk costs
 /// captured messages, never latency.
@@ -184,7 +184,7 @@ impl Tap {
     }
 
     /// The kept messages of one call, oldest first.
-    pub fn call(&self, call_id: &str) -> Vec<Traced> {
+    pub fn call(&self, call_id: &str) -> Vec<Captured> {
         self.flush();
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.call(call_id)

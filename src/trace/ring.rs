@@ -1,33 +1,20 @@
 //! The last messages of recent calls, by Call-ID, within a memory budget.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::time::SystemTime;
 
-use super::{Captured, Direction};
-use crate::peer::{Interface, Transport};
+use bytes::Bytes;
+
+use super::Captured;
 
 /// What a kept message costs beyond its bytes: the record and its map entry, roughly.
 const OVERHEAD: usize = 128;
-
-/// One kept message, its bytes copied so that no receive buffer stays pinned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Traced {
-    pub at: SystemTime,
-    pub direction: Direction,
-    pub interface: Interface,
-    pub transport: Transport,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub bytes: Box<[u8]>,
-}
 
 /// Calls in the order they were first seen; the oldest go first when over the budget.
 #[derive(Debug)]
 pub struct Ring {
     budget: usize,
     used: usize,
-    calls: HashMap<String, VecDeque<Traced>>,
+    calls: HashMap<String, VecDeque<Captured>>,
     order: VecDeque<String>,
 }
 
@@ -52,14 +39,10 @@ impl Ring {
         if cost > self.budget {
             return;
         }
-        let kept = Traced {
-            at: c.at,
-            direction: c.direction,
-            interface: c.interface,
-            transport: c.transport,
-            local: c.local,
-            remote: c.remote,
-            bytes: c.bytes.to_vec().into_boxed_slice(),
+        // Its bytes copied, so that no receive buffer stays pinned.
+        let kept = Captured {
+            bytes: Bytes::copy_from_slice(&c.bytes),
+            ..c.clone()
         };
         match self.calls.get_mut(call_id) {
             Some(v) => v.push_back(kept),
@@ -89,7 +72,7 @@ impl Ring {
     }
 
     /// The kept messages of one call, oldest first.
-    pub fn call(&self, call_id: &str) -> Vec<Traced> {
+    pub fn call(&self, call_id: &str) -> Vec<Captured> {
         self.calls
             .get(call_id)
             .map(|v| v.iter().cloned().collect())
@@ -109,7 +92,10 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use crate::peer::{Interface, Transport};
+    use crate::trace::Direction;
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
 
     fn msg(n: usize) -> Captured {
         let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
@@ -133,12 +119,12 @@ mod tests {
         }
         assert_eq!(ring.calls(), 3);
         ring.push("c1", &msg(1000));
-        assert_eq!(ring.call("c0"), vec![], "the oldest call went first");
+        assert!(ring.call("c0").is_empty(), "the oldest call went first");
         assert_eq!(ring.call("c1").len(), 2);
         assert!(ring.used() <= 3 * one);
         ring.push("c3", &msg(1000));
         ring.push("c3", &msg(1000));
-        assert_eq!(ring.call("c1"), vec![], "the whole oldest call went");
+        assert!(ring.call("c1").is_empty(), "the whole oldest call went");
         assert_eq!(ring.call("c2").len(), 1);
         assert_eq!(ring.call("c3").len(), 2);
         assert!(ring.used() <= 3 * one);
