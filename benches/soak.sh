@@ -46,7 +46,9 @@ pids+=($edge)
 for _ in $(seq 100); do grep -q '"transport":"tls"' "$OUT/edge.log" 2>/dev/null && break; sleep 0.1; done
 grep -q '"interface":"external","transport":"udp"' "$OUT/edge.log" || die "the edge did not start: $(tail -3 "$OUT/edge.log")"
 
-"$SIPEDGE" load --target "127.0.0.1:$TLS_PORT" --transport tls --server-name accessedge.contoso.test \
+# --certs: without it `load` takes the certificates beside the running edge's config, and
+# that config is the copy in OUT_DIR.
+"$SIPEDGE" load --target "127.0.0.1:$TLS_PORT" --transport tls --server-name accessedge.contoso.test --certs "$PWD/certs" \
   --rate "$LOAD_RATE" --duration "$SOAK_SECONDS" --json --quiet >"$OUT/load.json" 2>"$OUT/load.log" &
 load=$!
 pids+=($load)

@@ -1269,18 +1269,10 @@ fn change(
         (Verb::Remove, noun) => {
             let before = count(noun, fed);
             match noun {
-                Noun::PublicProvider => fed
-                    .public_providers
-                    .retain(|p| !p.identity.eq_ignore_ascii_case(&identity)),
-                Noun::HostingProvider => fed
-                    .hosting_providers
-                    .retain(|p| !p.identity.eq_ignore_ascii_case(&identity)),
-                Noun::AllowedDomain => fed
-                    .allowed_domains
-                    .retain(|d| !d.domain.eq_ignore_ascii_case(&identity)),
-                Noun::BlockedDomain => fed
-                    .blocked_domains
-                    .retain(|d| !d.domain.eq_ignore_ascii_case(&identity)),
+                Noun::PublicProvider => fed.public_providers.retain(|p| !p.is(&identity)),
+                Noun::HostingProvider => fed.hosting_providers.retain(|p| !p.is(&identity)),
+                Noun::AllowedDomain => fed.allowed_domains.retain(|d| !d.is(&identity)),
+                Noun::BlockedDomain => fed.blocked_domains.retain(|d| !d.is(&identity)),
                 _ => {}
             }
             if count(noun, fed) == before {
@@ -1288,11 +1280,7 @@ fn change(
             }
         }
         (Verb::New, Noun::PublicProvider) => {
-            if fed
-                .public_providers
-                .iter()
-                .any(|p| p.identity.eq_ignore_ascii_case(&identity))
-            {
+            if fed.public_providers.iter().any(|p| p.is(&identity)) {
                 return Err(exists());
             }
             let proxy_fqdn = args
@@ -1313,21 +1301,13 @@ fn change(
             fed.public_providers.push(p);
         }
         (Verb::Set, Noun::PublicProvider) => {
-            let Some(p) = fed
-                .public_providers
-                .iter_mut()
-                .find(|p| p.identity.eq_ignore_ascii_case(&identity))
-            else {
+            let Some(p) = named(&mut fed.public_providers, &identity) else {
                 return Err(not_found(fed));
             };
             set_public(p, args);
         }
         (Verb::New, Noun::HostingProvider) => {
-            if fed
-                .hosting_providers
-                .iter()
-                .any(|p| p.identity.eq_ignore_ascii_case(&identity))
-            {
+            if fed.hosting_providers.iter().any(|p| p.is(&identity)) {
                 return Err(exists());
             }
             let proxy_fqdn = args
@@ -1350,11 +1330,7 @@ fn change(
             fed.hosting_providers.push(p);
         }
         (Verb::Set, Noun::HostingProvider) => {
-            let Some(p) = fed
-                .hosting_providers
-                .iter_mut()
-                .find(|p| p.identity.eq_ignore_ascii_case(&identity))
-            else {
+            let Some(p) = named(&mut fed.hosting_providers, &identity) else {
                 return Err(not_found(fed));
             };
             set_hosting(p, args);
@@ -1376,21 +1352,13 @@ fn change(
             fed.allowed_domains.push(d);
         }
         (Verb::Set, Noun::AllowedDomain) => {
-            let Some(d) = fed
-                .allowed_domains
-                .iter_mut()
-                .find(|d| d.domain.eq_ignore_ascii_case(&identity))
-            else {
+            let Some(d) = named(&mut fed.allowed_domains, &identity) else {
                 return Err(not_found(fed));
             };
             set_allowed(d, args);
         }
         (Verb::Set, Noun::BlockedDomain) => {
-            let Some(d) = fed
-                .blocked_domains
-                .iter_mut()
-                .find(|d| d.domain.eq_ignore_ascii_case(&identity))
-            else {
+            let Some(d) = named(&mut fed.blocked_domains, &identity) else {
                 return Err(not_found(fed));
             };
             if let Some(v) = args.opt_text("Comment") {
@@ -1868,6 +1836,45 @@ fn host_port(s: &str) -> Option<(String, u16)> {
         }
         None => Some((dns_name(s)?, 5061)),
     }
+}
+
+/// A federation object a cmdlet finds by its identity: a provider's Identity, a domain's
+/// name, compared without regard to case as the Management Shell does.
+trait Named {
+    fn name(&self) -> &str;
+
+    fn is(&self, identity: &str) -> bool {
+        self.name().eq_ignore_ascii_case(identity)
+    }
+}
+
+impl Named for PublicProvider {
+    fn name(&self) -> &str {
+        &self.identity
+    }
+}
+
+impl Named for HostingProvider {
+    fn name(&self) -> &str {
+        &self.identity
+    }
+}
+
+impl Named for AllowedDomain {
+    fn name(&self) -> &str {
+        &self.domain
+    }
+}
+
+impl Named for BlockedDomain {
+    fn name(&self) -> &str {
+        &self.domain
+    }
+}
+
+/// The object of this identity, to change it.
+fn named<'a, T: Named>(items: &'a mut [T], identity: &str) -> Option<&'a mut T> {
+    items.iter_mut().find(|t| t.is(identity))
 }
 
 #[cfg(test)]
