@@ -125,12 +125,11 @@ pub struct Core {
     partner_report: std::sync::Mutex<Option<limits::PublishedReport>>,
     conn_shutdown: CancellationToken,
     draining: AtomicBool,
-    /// Pending requests per external source IP (`limits.max_pending_per_source`).
+    /// Per external source IP: pending requests (`limits.max_pending_per_source`) and
+    /// server transactions held, answered or not (an answered one stays for Timer J): once
+    /// the table is crowded, the share of a source whose requests are answered at once but
+    /// fill it (`quota::held_limit`).
     quota: Arc<quota::SourceQuota>,
-    /// Server transactions per external source, answered or not (an answered one is still
-    /// held for Timer J): once the table is crowded, the share of a source whose requests
-    /// are answered at once but fill it (`quota::held_limit`).
-    held: Arc<quota::SourceQuota>,
     decisions: record::DecisionLog,
     /// Targets whose last connect failed: until when to answer at once, how many times
     /// in a row, and the answer.
@@ -246,7 +245,6 @@ impl Core {
             conn_shutdown: parts.conn_shutdown,
             draining: AtomicBool::new(false),
             quota: quota::SourceQuota::new(),
-            held: quota::SourceQuota::new(),
             // A sixty-fourth of the memory budget (4 MiB of the default 256 MiB): 256
             // records of 16 KiB each.
             decisions: record::DecisionLog::with_budget(snap.limits.memory_budget_bytes / 64),

@@ -57,10 +57,11 @@ pub fn held_limit(table_len: usize, capacity: usize) -> usize {
 /// `held_limit`'s share: a quarter of the table.
 const HELD_SHARE: usize = 4;
 
-/// Counts of pending requests (no final response yet) by source IP.
+/// Per source IP: requests pending (no final response yet) and transactions held
+/// (answered or not, until they end). One map, so a request is admitted under one lock.
 #[derive(Debug)]
 pub struct SourceQuota {
-    shards: Box<[Mutex<HashMap<IpAddr, usize>>]>,
+    shards: Box<[Mutex<Counts>]>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -73,11 +74,23 @@ impl Default for SourceQuota {
     }
 }
 
-/// One pending request's place in its source's quota, given back when dropped (the final
-/// response went out, or the transaction ended).
+/// One shard: each source's `[pending, held]`.
+type Counts = HashMap<IpAddr, [usize; 2]>;
+
+/// Which count a slot holds a place in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Until the final response leaves.
+    Pending = 0,
+    /// Until the transaction ends (Timer J over UDP).
+    Held = 1,
+}
+
+/// One request's place in one of its source's counts, given back when dropped.
 #[derive(Debug)]
 pub struct QuotaSlot {
     ip: IpAddr,
+    count: Count,
     quota: Arc<SourceQuota>,
 }
 
@@ -86,31 +99,45 @@ impl SourceQuota {
         Arc::default()
     }
 
-    /// A slot for one more pending request from `ip`, or `None` when it already has `max`.
-    fn shard(&self, ip: IpAddr) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn shard(&self, ip: IpAddr) -> MutexGuard<'_, Counts> {
         let i = self.hasher.hash_one(ip) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<QuotaSlot> {
+    /// A pending and a held slot for one more request from `ip`, or `None` when it already
+    /// has `max_pending` pending or `max_held` held.
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_pending: usize,
+        max_held: usize,
+    ) -> Option<(QuotaSlot, QuotaSlot)> {
         let mut m = self.shard(ip);
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
+        let n = m.entry(ip).or_insert([0, 0]);
+        if n[Count::Pending as usize] >= max_pending || n[Count::Held as usize] >= max_held {
+            if *n == [0, 0] {
+                m.remove(&ip);
+            }
             return None;
         }
-        *n += 1;
-        Some(QuotaSlot {
+        n[Count::Pending as usize] += 1;
+        n[Count::Held as usize] += 1;
+        let slot = |count| QuotaSlot {
             ip,
+            count,
             quota: self.clone(),
-        })
+        };
+        Some((slot(Count::Pending), slot(Count::Held)))
     }
 
     /// Pending requests from `ip`.
     pub fn pending(&self, ip: IpAddr) -> usize {
-        self.shard(ip).get(&ip).copied().unwrap_or(0)
+        self.shard(ip)
+            .get(&ip)
+            .map_or(0, |n| n[Count::Pending as usize])
     }
 
-    /// Sources with at least one pending request (the map never holds idle sources).
+    /// Sources with at least one pending or held request (the map never holds idle ones).
     pub fn sources(&self) -> usize {
         self.shards
             .iter()
@@ -123,8 +150,8 @@ impl Drop for QuotaSlot {
     fn drop(&mut self) {
         let mut m = self.quota.shard(self.ip);
         if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+            n[self.count as usize] -= 1;
+            if *n == [0, 0] {
                 m.remove(&self.ip);
             }
         }
@@ -140,13 +167,17 @@ mod tests {
         let q = SourceQuota::new();
         let a: IpAddr = "127.0.0.9".parse().unwrap();
         let b: IpAddr = "127.0.0.10".parse().unwrap();
-        let s1 = q.admit(a, 2).expect("first");
-        let _s2 = q.admit(a, 2).expect("second");
-        assert!(q.admit(a, 2).is_none(), "third from the same source");
-        assert!(q.admit(b, 2).is_some(), "another source is not affected");
+        let (s1, _h1) = q.admit(a, 2, usize::MAX).expect("first");
+        let _s2 = q.admit(a, 2, usize::MAX).expect("second");
+        assert!(q.admit(a, 2, usize::MAX).is_none(), "third from the same source");
+        assert!(q.admit(b, 2, usize::MAX).is_some(), "another source is not affected");
         drop(s1);
         assert_eq!(q.pending(a), 1);
-        assert!(q.admit(a, 2).is_some(), "a slot came back");
+        let _s3 = q.admit(a, 2, 3).expect("a pending slot came back");
+        assert!(
+            q.admit(a, 2, 3).is_none(),
+            "three held: the answered one still holds its place"
+        );
     }
 
     #[test]
@@ -172,9 +203,14 @@ mod tests {
     #[test]
     fn idle_sources_leave_the_map() {
         let q = SourceQuota::new();
-        let slot = q.admit("10.0.0.1".parse().unwrap(), 5);
+        let ip = "10.0.0.1".parse().unwrap();
+        let (pending, held) = q.admit(ip, 5, 5).expect("admitted");
         assert_eq!(q.sources(), 1);
-        drop(slot);
+        drop(pending);
+        assert_eq!(q.sources(), 1, "still held");
+        drop(held);
         assert_eq!(q.sources(), 0);
+        assert!(q.admit(ip, 0, 5).is_none());
+        assert_eq!(q.sources(), 0, "a refused source leaves nothing behind");
     }
 }

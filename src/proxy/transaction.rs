@@ -70,11 +70,7 @@ impl Core {
             let max = quota::limit(snap.limits.max_pending_per_source, len, capacity);
             // Every transaction a source holds counts too, answered or not (Timer J).
             let held_max = quota::held_limit(len, capacity);
-            let admitted = self.quota.admit(peer.addr.ip(), max).and_then(|slot| {
-                let held = self.held.admit(peer.addr.ip(), held_max)?;
-                Some((slot, held))
-            });
-            match admitted {
+            match self.quota.admit(peer.addr.ip(), max, held_max) {
                 Some((slot, held)) => {
                     entry.slot = Some(slot);
                     entry.held_slot = Some(held);
